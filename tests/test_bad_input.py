@@ -1,0 +1,115 @@
+"""Every bad input of issue 2 gives a clear error naming the file/value and what to do."""
+
+import shutil
+
+import pytest
+import yaml
+
+from gguf_fragility import ladder, models, paths
+from gguf_fragility.gguf_io import GGUFError, open_gguf
+from gguf_fragility.models import RegistryError
+from gguf_fragility.params import ProfileError, load_profile
+
+
+def _registry(tmp_path, source: dict):
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump({"models": {"mine": {
+        "family": "X", "display": "X", "licence": "MIT", "source": source}}}))
+    return models.load_registry(path)
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "MODEL_CACHE", tmp_path / "cache")
+
+
+def test_unknown_model_key_lists_known_keys():
+    with pytest.raises(RegistryError, match=r"'nope'.*smollm2-135m"):
+        models.get_spec("nope")
+
+
+def test_missing_local_gguf(tmp_path, isolated_cache):
+    reg = _registry(tmp_path, {"kind": "local", "path": str(tmp_path / "absent.gguf")})
+    with pytest.raises(GGUFError, match="absent.gguf does not exist.*source.path"):
+        models.obtain("mine", reg)
+
+
+def test_not_a_gguf(tmp_path):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"\x00\x01not a gguf at all" * 10)
+    with pytest.raises(GGUFError, match="model.safetensors is not a GGUF file.*convert_hf_to_gguf"):
+        open_gguf(bad)
+
+
+@pytest.mark.llama
+def test_truncated_gguf(tmp_path, smol_source):
+    cut = tmp_path / "cut.gguf"
+    with open(smol_source, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(smol_source.stat().st_size // 2))
+    with pytest.raises(GGUFError, match="cut.gguf is .*truncated.*Delete it"):
+        open_gguf(cut)
+    header_only = tmp_path / "header.gguf"
+    header_only.write_bytes(smol_source.read_bytes()[:1000])
+    with pytest.raises(GGUFError, match="header.gguf"):
+        open_gguf(header_only)
+
+
+def test_unknown_rung_in_profile(tmp_path):
+    prof = tmp_path / "p.yaml"
+    prof.write_text("models:\n  smollm2-135m:\n    rungs: [F16, Q4_K_Z]\n")
+    with pytest.raises(ProfileError, match=r"models.smollm2-135m.rungs.*'Q4_K_Z'"):
+        load_profile(prof)
+
+
+@pytest.mark.llama
+def test_sha256_mismatch_on_later_run(tmp_path, isolated_cache, smol_source):
+    mine = tmp_path / "mine.gguf"
+    shutil.copy(smol_source, mine)
+    reg = _registry(tmp_path, {"kind": "local", "path": str(mine)})
+    assert models.obtain("mine", reg) == mine  # first run records the hash
+    with open(mine, "ab") as f:  # the file changes behind our back
+        f.write(b"\x00" * 32)
+    with pytest.raises(GGUFError, match="sha256 of .*mine.gguf is .* expected"):
+        models.obtain("mine", reg)
+
+
+@pytest.mark.llama
+def test_pinned_sha256_mismatch(tmp_path, isolated_cache, smol_source):
+    reg = _registry(tmp_path, {"kind": "local", "path": str(smol_source), "sha256": "0" * 64})
+    with pytest.raises(GGUFError, match="expected 0000"):
+        models.obtain("mine", reg)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("models:\n  smollm2-135m: {}\nn_itemz: 5\n", r"unknown key\(s\) \['n_itemz'\]"),
+    ("models:\n  smollm2-135m: {}\nn_items: many\n", r"\.n_items: expected int, got 'many'"),
+    ("models:\n  smollm2-135m:\n    rungs: Q8_0\n", r"rungs: expected a list"),
+    ("n_items: 5\n", r"at least 'models:'"),
+    ("models: [unclosed\n", "not valid YAML"),
+    ("models:\n  smollm2-135m:\n    rungs: [Q8_0]\n", "must include the reference 'F16'"),
+    ("models:\n  smollm2-135m: {}\nengine:\n  n_ctx: 2k\n", r"engine.n_ctx: expected int"),
+])
+def test_malformed_profile(tmp_path, text, match):
+    prof = tmp_path / "bad.yaml"
+    prof.write_text(text)
+    with pytest.raises(ProfileError, match=match):
+        load_profile(prof)
+
+
+def test_missing_profile_lists_known():
+    with pytest.raises(ProfileError, match="not found; known profiles: .*smoke"):
+        load_profile("no-such-profile")
+
+
+def test_registry_entry_missing_field(tmp_path):
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  m:\n    family: X\n    source: {kind: local, path: a.gguf}\n")
+    with pytest.raises(RegistryError, match=r"models.m.display: missing"):
+        models.load_registry(path)
+
+
+def test_quantize_failure_is_reported(tmp_path, smol_ladder):
+    ref = ladder.build_reference("smollm2-135m")
+    with pytest.raises(RuntimeError, match="IQ2_XXS.*importance matrix"):
+        ladder.quantize(ref.path, tmp_path / "x.gguf", "IQ2_XXS", n_threads=2)
+    assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.tmp").exists()

@@ -1,0 +1,86 @@
+"""The inference core on the real llama.cpp and the real SmolLM2 reference."""
+
+import numpy as np
+import pytest
+
+from gguf_fragility.infer import Engine, log_softmax, peak_rss_bytes, system_info
+
+pytestmark = pytest.mark.llama
+
+
+def test_loglikelihood_ranks_paris_above_banana(smol_engine):
+    paris, banana = smol_engine.loglikelihood("The capital of France is", [" Paris", " banana"])
+    assert paris.logprob > banana.logprob + 5
+    assert paris.is_greedy and not banana.is_greedy
+    assert paris.logprob == pytest.approx(sum(paris.token_logprobs))
+
+
+def test_loglikelihood_matches_one_full_evaluation(smol_engine):
+    """Shared-context scoring equals reading the log-probs off one pass over the whole text."""
+    ctx, cont = "Water boils at a temperature of", " one hundred degrees"
+    (ll,) = smol_engine.loglikelihood(ctx, [cont])
+    whole = smol_engine.tokenize(ctx + cont)
+    n_ctx = len(smol_engine.tokenize(ctx))
+    rows = smol_engine.logprob_rows(whole, list(range(n_ctx - 1, len(whole) - 1)))
+    direct = rows[np.arange(len(rows)), whole[n_ctx:]]
+    assert ll.n_tokens == len(whole) - n_ctx
+    # different batch shapes may change float rounding slightly, never the value
+    np.testing.assert_allclose(ll.token_logprobs, direct, atol=2e-3)
+
+
+def test_continuations_do_not_leak_into_each_other(smol_engine):
+    a1 = smol_engine.loglikelihood("2 + 2 =", [" 4"])[0].logprob
+    both = smol_engine.loglikelihood("2 + 2 =", [" five hundred and twelve", " 4"])
+    assert both[1].logprob == pytest.approx(a1, abs=1e-6)
+
+
+def test_greedy_generation_is_deterministic(smol_engine, smol_ladder):
+    prompt = smol_engine.render("Name three colours.")
+    g1 = smol_engine.generate(prompt, max_tokens=24)
+    g2 = smol_engine.generate(prompt, max_tokens=24)
+    other = Engine(smol_engine.path, n_ctx=1024, n_threads=1)
+    g3 = other.generate(prompt, max_tokens=24)
+    other.close()
+    assert g1.text == g2.text == g3.text
+    assert g1.n_gen_tokens > 0 and g1.gen_tps > 0 and g1.ttft_s > 0
+
+
+def test_stop_strings_and_grammar(smol_engine):
+    g = smol_engine.generate("1, 2, 3, 4,", max_tokens=20, stop=[","])
+    assert "," not in g.text and g.finish_reason == "stop"
+    digits = smol_engine.generate(smol_engine.render("Say hello."), max_tokens=6,
+                                  grammar='root ::= [0-9]+')
+    assert digits.text.isdigit()
+
+
+def test_chat_template_from_gguf(smol_engine):
+    assert smol_engine.is_chat and not smol_engine.add_bos  # SmolLM2 sets add_bos_token=false
+    text = smol_engine.render("What is 2+2?")
+    assert "<|im_start|>user\nWhat is 2+2?<|im_end|>" in text
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_top_logprobs_are_sorted_distribution(smol_engine):
+    toks = smol_engine.tokenize("The quick brown fox jumps over the lazy dog")
+    top = smol_engine.top_logprobs(toks, [1, 4, len(toks) - 1], k=10)
+    assert top.ids.shape == top.logprobs.shape == (3, 10)
+    assert np.all(np.diff(top.logprobs, axis=1) <= 0)
+    assert np.all(np.logaddexp.reduce(top.logprobs, axis=1) <= 1e-9)
+    # "dog" should be among the likeliest continuations of "... the lazy"
+    lazy = len(toks) - 2
+    row = smol_engine.logprob_rows(toks, [lazy])[0]
+    assert np.sum(row > row[toks[-1]]) < 10
+
+
+def test_log_softmax_matches_scipy():
+    from scipy.special import log_softmax as ref
+
+    x = np.random.default_rng(0).normal(size=(4, 50)) * 10
+    np.testing.assert_allclose(log_softmax(x), ref(x, axis=1), atol=1e-12)
+
+
+def test_provenance_facts():
+    info = system_info()
+    assert info["llama_cpp_python"] == "0.3.36"
+    assert "CPU" in info["system_info"] or "CUDA" in info["system_info"]
+    assert peak_rss_bytes() > 50e6

@@ -1,0 +1,160 @@
+"""The report website: staged, rendered offline, claim-checked, and opened in Chromium."""
+
+import functools
+import http.server
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from gguf_fragility import claims, paths, results, site, transfer
+
+RUNGS = ("F16", "Q8_0", "Q4_K_M", "Q2_K")
+
+
+def _tables(profile):
+    """Synthetic sweep + notebook 05 and 06 tables for ``profile``, computed in-process."""
+    r = results.write_synthetic(profile, n_models=2, n_families=5, n_items=40, rungs=RUNGS)
+    st = results.stats_tables(r.items, r.ladder, r.costs, r.shift, seed=0, n_boot=200)
+    results.write_tables(st, paths.tables_dir(profile), config={"alpha": 0.05, "n_boot": 200})
+    tt = transfer.transfer_tables(r.items, r.ladder, st.death_order, st.comparisons, n_boot=200)
+    transfer.write_tables(tt, paths.tables_dir(profile))
+    return st
+
+
+def internal_link_problems(root: Path) -> list[str]:
+    """Relative href/src targets of every page that do not exist in the site folder."""
+    bad = []
+    for page in root.rglob("*.html"):
+        refs = site.page_refs(page)
+        for u in refs.links + refs.loads:
+            parts = urlsplit(u)
+            if parts.scheme or u.startswith(("//", "#", "mailto:", "data:")) or not parts.path:
+                continue
+            target = (page.parent / unquote(parts.path)).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.exists():
+                bad.append(f"{page.relative_to(root)} -> {u}")
+    return bad
+
+
+def test_render_offline_from_tables(capsys):
+    _tables("site-fast")
+    r = site.render("site-fast", renderer="smalldocs")
+    out = capsys.readouterr().out
+    assert "with smalldocs" in out and str(r.index) in out
+    assert r.index.exists() and r.external == [] and r.claims_ok, out
+    html = r.index.read_text()
+    assert "<table" in html and "<svg" in html
+    assert "Kendall" in html and "safest low rung" in html.lower()
+    assert internal_link_problems(r.site_dir) == []
+    assert {"settings.csv", "site_headline.csv"} <= {
+        p.name for p in paths.tables_dir("site-fast").iterdir()}
+    repro = re.sub(r"<[^>]+>", "", (r.site_dir / "reproducibility.html").read_text())
+    assert "make autopsy PROFILE=site-fast" in repro and "system information" in repro
+
+
+def test_claim_check_fails_when_a_page_gains_a_number():
+    _tables("site-tamper")
+    r = site.render("site-tamper", renderer="smalldocs", check_claims=False)
+    page = r.site_dir / "methods.html"
+    page.write_text(page.read_text().replace("</main>", "<p>It loses 61.37 pp.</p></main>"))
+    res = claims.check("site-tamper")
+    assert not res.ok
+    assert res.claims.loc[~res.claims["traced"], "number"].tolist() == ["61.37"]
+
+
+def test_unknown_renderer_is_rejected():
+    with pytest.raises(ValueError, match="renderer must be"):
+        site.render("site-fast", renderer="pandoc")
+
+
+def test_external_loads_are_found(tmp_path):
+    (tmp_path / "a.html").write_text('<link rel="stylesheet" href="https://cdn.x/y.css">'
+                                     '<script src="site_libs/ok.js"></script><a href="https://z">z</a>')
+    (tmp_path / "b.css").write_text("@import url(https://fonts.googleapis.com/css2);")
+    assert site.external_loads(tmp_path) == ["a.html: https://cdn.x/y.css",
+                                             "b.css: https://fonts.googleapis.com/css2"]
+
+
+# ----------------------------------------------------------------- end to end, in a browser
+
+
+def _papermill(nb, profile):
+    out = paths.executed_dir(profile) / f"{nb}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import papermill as pm
+
+    pm.execute_notebook(str(paths.NOTEBOOKS / f"{nb}.ipynb"), str(out), kernel_name="python3",
+                        parameters={"profile": profile, "n_boot": 200}, progress_bar=False,
+                        cwd=str(paths.NOTEBOOKS))
+
+
+@pytest.fixture(scope="module")
+def executed_site():
+    """Notebooks 05 and 06 executed by papermill on a synthetic sweep, then rendered."""
+    profile = "site-e2e"
+    results.write_synthetic(profile, n_models=2, n_families=5, n_items=40, rungs=RUNGS)
+    _papermill("05_stats", profile)
+    _papermill("06_transfer", profile)
+    return site.render(profile)
+
+
+@pytest.fixture(scope="module")
+def served(executed_site):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(executed_site.site_dir))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+# Chromium's own background services (sign-in, component and extension updates) that the
+# switches below do not all silence; they are the browser's traffic, not the page's.
+BROWSER_SERVICES = {"accounts.google.com", "clients2.google.com", "update.googleapis.com",
+                    "clients2.googleusercontent.com", "optimizationguide-pa.googleapis.com",
+                    "content-autofill.googleapis.com", "edgedl.me.gvt1.com"}
+
+
+def _chromium(tmp_path, *args):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed: run scripts/ensure_chromium.sh")
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-default-apps", "--disable-extensions", "--no-pings",
+           "--disable-domain-reliability", "--disable-client-side-phishing-detection",
+           f"--user-data-dir={tmp_path / 'profile'}",
+           *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_site_in_headless_chromium(executed_site, served, tmp_path):
+    assert executed_site.claims_ok and executed_site.external == []
+    assert internal_link_problems(executed_site.site_dir) == []
+    chapters = {p.name for p in (executed_site.site_dir / "chapters").glob("*.html")}
+    assert {"05_stats.html", "06_transfer.html"} <= chapters
+    netlog = tmp_path / "net.json"
+    dom = _chromium(tmp_path, f"--log-net-log={netlog}", "--virtual-time-budget=5000",
+                    "--dump-dom", f"{served}/index.html")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert "Headline" in html and re.search(r"<table\b", html), "no headline table"
+    assert re.search(r"<svg\b", html), "no chart"
+    hosts = {urlsplit(u).hostname for u in re.findall(r'"url":"([a-z]+://[^"]+)"',
+                                                      netlog.read_text(errors="replace"))}
+    assert hosts - BROWSER_SERVICES <= {"127.0.0.1", "localhost"}, f"requests left localhost: {hosts}"
+    loads = [u for u in re.findall(r'(?:src|href)="([^"]+)"', html)
+             if not u.startswith(("#", "data:", "mailto:"))]
+    assert [u for u in loads if urlsplit(u).hostname not in (None, "127.0.0.1")] == [], loads
+    shot = paths.run_dir("site-e2e") / "landing.png"
+    png = _chromium(tmp_path, "--window-size=1280,1800", "--hide-scrollbars",
+                    f"--screenshot={shot}", f"{served}/index.html")
+    assert png.returncode == 0 and shot.stat().st_size > 10_000, png.stderr[-2000:]
+    shutil.copy(shot, Path("/tmp/gguf-fragility-landing.png"))  # for a human to look at

@@ -7,9 +7,10 @@ autopsy:  ## run the whole autopsy on params/$(PROFILE).yaml and render the site
 	bash scripts/setup.sh
 	.venv/bin/gguf-fragility run --profile $(PROFILE)
 
-test:  ## the test suite (real llama.cpp on the real SmolLM2 model)
+test:  ## the test suite (real llama.cpp on the real SmolLM2 model, real Chromium)
 	bash scripts/setup.sh
-	.venv/bin/python -m pytest -q -m "not gpu" --durations=15
+	bash scripts/ensure_chromium.sh
+	.venv/bin/python -m pytest -q --durations=15
 
 lab:  ## JupyterLab on the project, with the project's kernel
 	bash scripts/setup.sh
@@ -20,4 +21,4 @@ probes:  ## rebuild the frozen probe files in data/probes from the PyPI data pac
 	.venv/bin/python -m gguf_fragility.build_probes
 
 clean-outputs:  ## delete everything a run produced (models in .cache/ are kept)
-	rm -rf outputs/* _site
+	rm -rf outputs/*/

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+
 from gguf_fragility import claims, paths
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
 from gguf_fragility import claims, paths, results, site, transfer
 
 RUNGS = ("F16", "Q8_0", "Q4_K_M", "Q2_K")

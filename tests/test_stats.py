@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from gguf_fragility import stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
@@ -10,6 +9,8 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 from statsmodels.stats.weightstats import ttost_paired
+
+from gguf_fragility import stats
 
 RNG = np.random.default_rng(20260101)
 

@@ -4,6 +4,7 @@ import os
 
 import pandas as pd
 import pytest
+
 from gguf_fragility import paths, results
 
 NOTEBOOK = paths.NOTEBOOKS / "05_stats.ipynb"

@@ -3,12 +3,13 @@
 import numpy as np
 import pandas as pd
 import pytest
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
+
 from gguf_fragility import paths, results
 from gguf_fragility.deathorder import trapezoid_weights
 from gguf_fragility.decision import GIB, decision_matrix, recommend
 from gguf_fragility.grid import paired_grid, validate_items
-from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
 
 BPW = {"F16": 16.0, "Q8_0": 8.5, "Q4_K_M": 4.9, "Q2_K": 3.0}
 

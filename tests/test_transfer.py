@@ -3,8 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-from gguf_fragility import claims, results, transfer
 from scipy import stats as sps
+
+from gguf_fragility import claims, results, transfer
 
 RUNGS = ("F16", "Q8_0", "Q4_K_M", "Q2_K")
 

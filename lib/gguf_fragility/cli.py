@@ -3,6 +3,7 @@
     gguf-fragility run --profile smoke            # every chapter, then the site
     gguf-fragility run --profile default --stages ladder
     gguf-fragility ladder smollm2-135m --rungs F16 Q8_0 Q2_K
+    gguf-fragility regrade --profile default     # re-score stored raw outputs, no model
     gguf-fragility fetch qwen2.5-coder-1.5b
 """
 
@@ -29,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     lad.add_argument("model")
     lad.add_argument("--rungs", nargs="+", default=list(ladder.DEFAULT_RUNGS))
     lad.add_argument("--profile", default="default")
+    g = sub.add_parser("regrade", help="re-score stored raw outputs with the current scorers")
+    g.add_argument("--profile", default="default")
     f = sub.add_parser("fetch", help="fetch and verify models' source GGUFs")
     f.add_argument("models", nargs="+")
     return p
@@ -46,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
                 site.render(args.profile)
         elif args.cmd == "ladder":
             print(ladder.build_ladder(args.model, args.rungs, profile=args.profile).to_string())
+        elif args.cmd == "regrade":
+            from .sweep import regrade
+
+            summary = regrade(args.profile)
+            print(summary.to_string(index=False))
+            print(f"{int(summary.changed.sum())} of {int(summary.n.sum())} verdicts changed")
         elif args.cmd == "fetch":
             for key in args.models:
                 print(models.obtain(key))

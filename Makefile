@@ -6,6 +6,7 @@ PROFILE ?= default
 autopsy:  ## run the whole autopsy on params/$(PROFILE).yaml and render the site
 	bash scripts/setup.sh
 	.venv/bin/gguf-fragility run --profile $(PROFILE)
+	.venv/bin/python -m gguf_fragility.claims $(PROFILE)
 
 test:  ## the test suite (real llama.cpp on the real SmolLM2 model, real Chromium)
 	bash scripts/setup.sh

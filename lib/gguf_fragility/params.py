@@ -38,6 +38,7 @@ class ModelRun:
 
     rungs: tuple[str, ...] = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
     n_items: int | None = None  # per family; None = the profile's n_items
+    families: tuple[str, ...] = ()  # empty = the profile's families
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Profile:
     models: dict[str, ModelRun]
     families: tuple[str, ...] = ()  # empty = every family in data/probes/manifest.json
     n_items: int = 20  # items per family
+    family_items_cap: dict[str, int] = field(default_factory=dict)  # fewer items for costly families
     seed: int = 0  # item sampling and bootstrap
     engine: EngineParams = field(default_factory=EngineParams)
     min_usable: int = 5  # usable items a family needs to be measured (per model)
@@ -58,11 +60,16 @@ class Profile:
     shift_top_k: int = 32  # reference log-probs stored per position
     n_boot: int = 10_000  # paired bootstrap resamples
     correction: str = "holm"  # "holm" | "fdr_bh"
-    scheduler: str | None = None  # dask scheduler address; None = run cells in-process
+    scheduler: str | None = None  # None = cells in-process; "local:N" = LocalCluster; else an address
 
-    def items_for(self, model: str) -> int:
-        """Items per family for one model."""
-        return self.models[model].n_items or self.n_items
+    def items_for(self, model: str, family: str | None = None) -> int:
+        """Items of one family (or the base count) for one model; caps apply per family."""
+        base = self.models[model].n_items or self.n_items
+        return min(base, self.family_items_cap.get(family, base))
+
+    def families_for(self, model: str) -> tuple[str, ...]:
+        """Probe families for one model (empty = every family of the frozen battery)."""
+        return self.models[model].families or self.families
 
 
 def _check(value, typ, where: str):
@@ -118,9 +125,9 @@ def load_profile(name_or_path: str | Path) -> Profile:
     """
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
-        path = paths.PARAMS / f"{name_or_path}.yaml"
+        path = paths.PROFILES / f"{name_or_path}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in paths.PARAMS.glob("*.yaml") if p.stem != "models")
+        known = sorted(p.stem for p in paths.PROFILES.glob("*.yaml") if p.stem != "models")
         raise ProfileError(f"params profile {path} not found; known profiles: {', '.join(known)}")
     try:
         data = yaml.safe_load(path.read_text())
@@ -143,6 +150,13 @@ def load_profile(name_or_path: str | Path) -> Profile:
     if profile.correction not in ("holm", "fdr_bh"):
         raise ProfileError(f"{path}: correction must be 'holm' or 'fdr_bh', got "
                            f"{profile.correction!r}")
+    if profile.scheduler is not None:
+        from .cluster import local_workers
+
+        try:
+            local_workers(profile.scheduler)
+        except ValueError as exc:
+            raise ProfileError(f"{path}: {exc}") from exc
     return profile
 
 

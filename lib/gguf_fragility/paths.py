@@ -18,6 +18,8 @@ OUTPUTS = Path(os.environ.get("GGUF_FRAGILITY_OUTPUTS", REPO / "outputs"))
 CACHE = Path(os.environ.get("GGUF_FRAGILITY_CACHE", REPO / ".cache"))
 MODEL_CACHE = CACHE / "models"
 REGISTRY = PARAMS / "models.yaml"
+# where profiles are looked up by name; tests point it at a folder of tiny profiles
+PROFILES = Path(os.environ.get("GGUF_FRAGILITY_PROFILES", PARAMS))
 PROBES = DATA / "probes"
 
 

@@ -93,6 +93,19 @@ def execute(job: Job) -> float:
     return time.perf_counter() - t0
 
 
+def _gate_refusal(profile: str, job: Job) -> str:
+    """Calibration's refusal message when a sweep job's model failed its gate, else ''."""
+    if job.stage != "sweep":
+        return ""
+    from .sweep import gate
+
+    try:
+        gate(profile, job.parameters["model"])
+    except RuntimeError as exc:
+        return str(exc)
+    return ""
+
+
 def run(profile_name: str, stages: list[str] | None = None) -> pd.DataFrame:
     """Run a profile's notebooks in order; print and store the wall time of each stage.
 
@@ -109,9 +122,15 @@ def run(profile_name: str, stages: list[str] | None = None) -> pd.DataFrame:
     bar = tqdm(jobs, desc=f"autopsy {profile.name}", unit="notebook")
     for job in bar:
         bar.set_postfix_str(job.output.stem)
+        refusal = _gate_refusal(profile.name, job)
+        if refusal:
+            print(f"skipping {job.output.name}: {refusal}")
+            rows.append({"stage": job.stage, "notebook": job.output.name,
+                         "parameters": str(job.parameters), "seconds": 0.0, "skipped": refusal})
+            continue
         seconds = execute(job)
         rows.append({"stage": job.stage, "notebook": job.output.name,
-                     "parameters": str(job.parameters), "seconds": round(seconds, 1)})
+                     "parameters": str(job.parameters), "seconds": round(seconds, 1), "skipped": ""})
     timings = pd.DataFrame(rows)
     if not timings.empty:
         write_table_atomic(timings, paths.run_dir(profile.name) / "timings.csv")

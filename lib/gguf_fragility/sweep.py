@@ -5,13 +5,17 @@ written atomically. A cell whose stored ``params_hash`` matches the current para
 skipped, so a killed run resumes where it stopped and a changed parameter re-runs only the
 cells it affects. Every row carries its provenance (model file sha256, quant type, probe
 file hash, scorer version, code version, llama.cpp system info, params hash).
+
+Cells are independent (:func:`evaluate_cell`); a profile's ``scheduler`` key runs them
+in-process (default) or as tasks on a Dask cluster (:mod:`gguf_fragility.cluster`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -28,9 +32,9 @@ from .store import code_version, params_hash, write_json_atomic, write_table_ato
 ANSWER_TOP_K = 32  # reference log-probs kept per item at the answer position
 
 
-def families_of(profile: Profile) -> list[str]:
-    """The profile's families, or every family of the frozen battery."""
-    return list(profile.families or probes.FAMILIES)
+def families_of(profile: Profile, model: str) -> list[str]:
+    """The model's families in this profile, or every family of the frozen battery."""
+    return list(profile.families_for(model) or probes.FAMILIES)
 
 
 def rung_row(profile: Profile, model: str, rung: str) -> pd.Series:
@@ -82,7 +86,7 @@ def _answer_shift(lp: np.ndarray | None, ref: dict | None) -> tuple[float, float
     return float(kl), float(ids[0, 0] == ref["ids"][0]), ids[0].tolist(), top[0].tolist()
 
 
-def run_cell(engine: Engine, pf: probes.ProbeFile, *, variant: int, provenance: dict,
+def run_cell(engine: Engine | None, pf: probes.ProbeFile, *, variant: int, provenance: dict,
              reference: dict[str, dict] | None) -> pd.DataFrame:
     """Evaluate one family's items on a loaded rung; one row per item with provenance."""
     rows = []
@@ -112,6 +116,101 @@ def _reference_answers(profile: str, model: str, family: str) -> dict[str, dict]
             for r in ref.itertuples() if len(r.answer_top_ids)}
 
 
+class CellRun(NamedTuple):
+    """Result of :func:`evaluate_cell`."""
+
+    path: Path  # the cell's parquet file
+    ran: bool  # False when a stored cell with the same params_hash was reused
+    load_s: float  # seconds spent loading the rung for this cell; nan if none was loaded here
+    peak_rss_bytes: int  # peak RSS of the process that ran the cell; 0 when reused
+
+
+class LazyEngine:
+    """A rung loaded on first use, so a fully resumed rung loads nothing."""
+
+    def __init__(self, profile: Profile, file: str | Path) -> None:
+        self.profile, self.file, self.engine, self.load_s = profile, file, None, float("nan")
+
+    def get(self) -> Engine:
+        """The loaded engine (loading it now if needed)."""
+        if self.engine is None:
+            self.engine = open_engine(self.profile, self.file)
+            self.load_s = self.engine.load_s
+        return self.engine
+
+    def close(self) -> None:
+        """Free the model if it was loaded."""
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+
+def plan_cell(profile: Profile, model: str, rung: str, family: str, *, variant: int = 0,
+              keep: Collection[str] | None = None) -> tuple[probes.ProbeFile, Path, str]:
+    """A cell's items (after the ``keep`` filter), file and params hash; nothing is run."""
+    row = rung_row(profile, model, rung)
+    pf = probes.load_family(family, n=profile.items_for(model, family))
+    if keep is not None:
+        keep = set(keep)
+        pf = pf._replace(items=[it for it in pf.items if it["item_id"] in keep])
+    return pf, cell_path(profile.name, model, rung, family, variant), cell_hash(
+        profile, row.sha256, pf, variant)
+
+
+def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, variant: int = 0,
+                  keep: Collection[str] | None = None,
+                  engine: LazyEngine | None = None) -> CellRun:
+    """Run (or resume) one model × rung × family cell and write it atomically.
+
+    Parameters
+    ----------
+    profile : Profile
+    model, rung, family : str
+    variant : {0, 1}, default 0
+        Prompt variant (1 only for calibration).
+    keep : collection of str, optional
+        Evaluate only these item ids of the family (calibration's second pass).
+    engine : LazyEngine, optional
+        A rung already (or lazily) loaded by the caller and left open; when None the cell
+        loads the rung itself, only if the cell is not done, and closes it afterwards.
+
+    Returns
+    -------
+    CellRun
+        The cell's path, whether it ran, the load time and the process's peak RSS.
+
+    Notes
+    -----
+    A cell is independent of every other cell of its rung: this is the unit that
+    :mod:`gguf_fragility.cluster` sends to Dask workers. A non-reference rung reads the
+    F16 cell of the same family (answer-position KL), so F16 must be swept first.
+    """
+    pf, path, phash = plan_cell(profile, model, rung, family, variant=variant, keep=keep)
+    if is_done(path, phash):
+        return CellRun(path, False, float("nan"), 0)
+    row = rung_row(profile, model, rung)
+    lazy = engine or LazyEngine(profile, row.file)
+    load_before = lazy.engine is not None
+    try:
+        eng = lazy.get() if pf.items else None  # an empty cell needs no model
+        ref = None if rung == "F16" else _reference_answers(profile.name, model, family)
+        df = run_cell(eng, pf, variant=variant, reference=ref,
+                      provenance={**_provenance(profile, model, rung, row), "params_hash": phash})
+        write_table_atomic(df, path)
+    finally:
+        if engine is None:
+            lazy.close()
+    load_s = lazy.load_s if eng is not None and not load_before else float("nan")
+    return CellRun(path, True, load_s, peak_rss_bytes())
+
+
+def _provenance(profile: Profile, model: str, rung: str, row: pd.Series) -> dict:
+    """Columns stamped on every row of a cell (llama.cpp facts of the process that ran it)."""
+    return {"model": model, "rung": rung, "quant_type": rung, "model_sha256": row.sha256,
+            "bpw": float(row.bpw), "code_version": code_version(), "profile": profile.name,
+            **{f"llama_{k}": v for k, v in system_info().items()}}
+
+
 def evaluate_rung(profile: Profile, model: str, rung: str, *, variant: int = 0,
                   items_filter: dict[str, set[str]] | None = None,
                   usable: dict[str, bool] | None = None) -> pd.DataFrame:
@@ -125,48 +224,48 @@ def evaluate_rung(profile: Profile, model: str, rung: str, *, variant: int = 0,
         Evaluate only these items of each family (calibration's second pass).
     usable : dict item_id -> bool, optional
         Calibration verdicts, copied onto each row.
+
+    Notes
+    -----
+    With ``profile.scheduler`` None the cells run here, one after another, on one loaded
+    rung; otherwise they are Dask tasks (see :func:`gguf_fragility.cluster.run_cells`).
+    Either way the cells are the same files, so the rows do not depend on the scheduler.
     """
+    from .cluster import Cell, run_cells  # late: cluster imports this module
+
     row = rung_row(profile, model, rung)
-    provenance = {"model": model, "rung": rung, "quant_type": rung, "model_sha256": row.sha256,
-                  "bpw": float(row.bpw), "code_version": code_version(), "profile": profile.name,
-                  **{f"llama_{k}": v for k, v in system_info().items()}}
-    engine = None
-    frames = []
-    for family in tqdm(families_of(profile), desc=f"{model} {rung}", unit="family"):
-        pf = probes.load_family(family, n=profile.items_for(model))
-        if items_filter is not None:
-            keep = items_filter.get(family, set())
-            pf = pf._replace(items=[it for it in pf.items if it["item_id"] in keep])
-        phash = cell_hash(profile, row.sha256, pf, variant)
-        path = cell_path(profile.name, model, rung, family, variant)
-        if not is_done(path, phash):
-            if engine is None:
-                engine = open_engine(profile, row.file)
-            ref = None if rung == "F16" else _reference_answers(profile.name, model, family)
-            df = run_cell(engine, pf, variant=variant, reference=ref,
-                          provenance={**provenance, "params_hash": phash})
-            write_table_atomic(df, path)
-        frames.append(pd.read_parquet(path))
-    if engine is not None and variant == 0:
-        _write_cost(profile, model, rung, row, engine, pd.concat(frames))
-        engine.close()
+    cells = [Cell(model, rung, family, variant,
+                  None if items_filter is None else frozenset(items_filter.get(family, ())))
+             for family in families_of(profile, model)]
+    runs = run_cells(profile, cells)
+    frames = [pd.read_parquet(r.path) for r in runs]
+    ran = [r for r in runs if r.ran]
+    if ran and variant == 0:
+        loads = [r.load_s for r in ran if not np.isnan(r.load_s)]
+        _write_cost(profile, model, rung, row, float(np.median(loads)) if loads else np.nan,
+                    max(r.peak_rss_bytes for r in ran), pd.concat(frames))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if usable is not None and not out.empty:
         out["usable"] = out.item_id.map(usable).fillna(False).astype(bool)
     return out
 
 
-def _write_cost(profile: Profile, model: str, rung: str, row: pd.Series, engine: Engine,
-                rows: pd.DataFrame) -> None:
-    """Cost figures of a rung measured in this process (only when it really ran)."""
+def _write_cost(profile: Profile, model: str, rung: str, row: pd.Series, load_s: float,
+                peak_rss: int, rows: pd.DataFrame) -> None:
+    """Cost figures of a rung measured where its cells really ran.
+
+    Under a Dask scheduler the figures come from workers that may share the machine's
+    cores, so tokens/s are lower than a serial run's; ``scheduler`` records which it was.
+    """
     gen = rows[rows["mode"] == "generate"]
     q = gen.ttft_s.quantile([0.25, 0.5, 0.75]) if len(gen) else pd.Series([np.nan] * 3)
     write_json_atomic(paths.sweep_dir(profile.name) / model / rung / "_cost.json", {
         "model": model, "rung": rung, "file_size_bytes": int(row.file_size_bytes),
-        "peak_rss_bytes": peak_rss_bytes(), "load_s": engine.load_s,
+        "peak_rss_bytes": int(peak_rss), "load_s": load_s,
         "prompt_tps": float(gen.prompt_tps.median()), "gen_tps": float(gen.gen_tps.median()),
         "ttft_s_median": float(q.iloc[1]), "ttft_s_q25": float(q.iloc[0]),
-        "ttft_s_q75": float(q.iloc[2]), "n_generations": len(gen)})
+        "ttft_s_q75": float(q.iloc[2]), "n_generations": len(gen),
+        "scheduler": profile.scheduler or "in-process"})
 
 
 def load_items(profile: str, models: Sequence[str] | None = None) -> pd.DataFrame:

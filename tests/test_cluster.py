@@ -1,0 +1,90 @@
+"""Sweep cells on a Dask LocalCluster (2 worker processes) give exactly the serial run's rows."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from gguf_fragility import paths
+from gguf_fragility.params import ProfileError, load_profile
+
+MODEL = "smollm2-135m"
+FAMILIES = ["arithmetic", "science_mc", "knowledge_mc"]
+N_ITEMS = 2
+PROFILE_YAML = f"""
+models:
+  {MODEL}:
+    rungs: [F16, Q2_K]
+families: {FAMILIES}
+n_items: {N_ITEMS}
+min_usable: 0
+min_families: 1
+shift_passages: 2
+shift_tokens: 64
+engine: {{n_ctx: 1024, n_threads: 1}}  # one thread per worker: 2 workers on 2 cores
+scheduler: "local:2"
+"""
+KEY = ["rung", "variant", "family", "item_id"]
+COMPARE = [*KEY, "raw_output", "correct", "score", "extracted", "params_hash", "model_sha256"]
+
+
+def test_scheduler_spec_is_checked(tmp_path):
+    from gguf_fragility.cluster import local_workers
+
+    assert local_workers("local:2") == 2
+    assert local_workers("tcp://127.0.0.1:8786") is None
+    for bad in ["local", "local:0", "local:two"]:
+        with pytest.raises(ValueError, match="local:N|at least 1"):
+            local_workers(bad)
+    path = tmp_path / "bad.yaml"
+    path.write_text(PROFILE_YAML.replace('"local:2"', '"local:x"'))
+    with pytest.raises(ProfileError, match="bad.yaml"):
+        load_profile(path)
+
+
+def _sweep(profile, root, monkeypatch) -> tuple[pd.DataFrame, list[str]]:
+    """Ladder, calibration (F16, variants 0 and 1) and the Q2_K rung under ``root``.
+
+    Returns every cell's rows and the cell files' paths relative to the profile folder.
+    """
+    from gguf_fragility.calibrate import calibrate
+    from gguf_fragility.ladder import build_ladder
+    from gguf_fragility.sweep import evaluate_rung
+
+    monkeypatch.setattr(paths, "OUTPUTS", root)
+    build_ladder(MODEL, ["F16", "Q2_K"], profile=profile.name, n_threads=1)
+    calibrate(profile, MODEL)
+    evaluate_rung(profile, MODEL, "Q2_K")
+    cells = sorted((root / profile.name).glob("**/*.parquet"))
+    cells = [c for c in cells if c.parent.name != "calibration"]  # only the cell files
+    names = [str(c.relative_to(root / profile.name)) for c in cells]
+    return pd.concat([pd.read_parquet(c) for c in cells], ignore_index=True), names
+
+
+@pytest.mark.llama
+def test_local_cluster_rows_equal_serial_rows(tmp_path, monkeypatch, smol_source):
+    from gguf_fragility.cluster import Cell, close_clients, run_cells
+    from gguf_fragility.sweep import families_of
+
+    path = tmp_path / "cl.yaml"
+    path.write_text(PROFILE_YAML)
+    on_dask = load_profile(path)
+    assert on_dask.scheduler == "local:2"
+    serial = dataclasses.replace(on_dask, scheduler=None)
+    try:
+        (a, cells_a), (b, cells_b) = (_sweep(serial, tmp_path / "serial", monkeypatch),
+                                      _sweep(on_dask, tmp_path / "dask", monkeypatch))
+        # resuming on the cluster submits nothing: every cell is already stored
+        again = run_cells(on_dask, [Cell(MODEL, "Q2_K", f) for f in families_of(on_dask, MODEL)])
+        assert not any(r.ran for r in again)
+    finally:
+        close_clients()
+    assert cells_a == cells_b  # the same files, calibration's variant-1 cells included
+    assert len(cells_a) == 3 * len(FAMILIES)
+    a, b = (df.sort_values(KEY).reset_index(drop=True) for df in (a, b))
+    assert set(a.rung) == {"F16", "Q2_K"}
+    assert len(a[(a.rung == "Q2_K")]) == len(FAMILIES) * N_ITEMS
+    assert not a.duplicated(KEY).any() and not b.duplicated(KEY).any()
+    pd.testing.assert_frame_equal(a[COMPARE], b[COMPARE])
+    cost = pd.read_json(tmp_path / "dask/cl/sweep" / MODEL / "Q2_K/_cost.json", typ="series")
+    assert cost["scheduler"] == "local:2" and cost["peak_rss_bytes"] > 0

@@ -159,7 +159,8 @@ def test_write_and_load_roundtrip(tmp_path, monkeypatch):
         back = pd.read_csv(paths.tables_dir("unit") / f"{name}.csv")
         assert list(back.columns) == list(getattr(t, name).columns)
     assert not list(paths.tables_dir("unit").glob("*.tmp")) and len(files) == 6
-    (paths.tables_dir("unit") / "costs.csv").unlink()
+    for cost in paths.sweep_dir("unit").glob("*/*/_cost.json"):
+        cost.unlink()
     assert results.load_results("unit").costs is None
     with pytest.raises(FileNotFoundError, match="no sweep cells"):
         results.load_results("nothing-here")

@@ -36,8 +36,8 @@ class Results(NamedTuple):
 
     items: pd.DataFrame
     ladder: pd.DataFrame
-    costs: pd.DataFrame | None  # None when tables/costs.csv is absent
-    shift: pd.DataFrame | None  # None when tables/shift.csv is absent
+    costs: pd.DataFrame | None  # None when no rung has a _cost.json
+    shift: pd.DataFrame | None  # None when no rung has a _shift.json
 
 
 class StatsTables(NamedTuple):
@@ -58,24 +58,23 @@ def load_results(profile: str) -> Results:
     ----------
     profile : str
         Run profile; files come from :mod:`gguf_fragility.paths`:
-        ``sweep_dir(profile)/**/*.parquet``, ``ladder_dir(profile, model)/ladder.csv``,
-        ``tables_dir(profile)/costs.csv`` and ``shift.csv``.
+        the sweep cells with calibration's usable flag (:func:`gguf_fragility.sweep.load_items`),
+        ``ladder_dir(profile, model)/ladder.csv``, and the per-rung ``_cost.json`` /
+        ``_shift.json`` files (:func:`~gguf_fragility.sweep.load_costs`, ``load_shift``).
 
     Returns
     -------
     Results
-        ``costs``/``shift`` are None when their CSV is missing.
+        ``costs``/``shift`` are None when no rung has measured them.
 
     Raises
     ------
     FileNotFoundError
         If there are no sweep cells, or a model in them has no ladder manifest.
     """
-    files = sorted(paths.sweep_dir(profile).rglob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no sweep cells under {paths.sweep_dir(profile)}; "
-                                "run the sweep (notebook 04) first")
-    items = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    from .sweep import load_costs, load_items, load_shift  # late: sweep loads llama.cpp
+
+    items = load_items(profile)  # every cell, with calibration's usable flag joined
     ladders = []
     for model in sorted(items["model"].astype(str).unique()):
         f = paths.ladder_dir(profile, model) / "ladder.csv"
@@ -84,9 +83,8 @@ def load_results(profile: str) -> Results:
                                     "run notebook 01 first")
         ladders.append(pd.read_csv(f))
     ladder = pd.concat(ladders, ignore_index=True)
-    opt = {n: paths.tables_dir(profile) / f"{n}.csv" for n in ("costs", "shift")}
-    return Results(items, ladder, *(pd.read_csv(f) if f.exists() else None
-                                    for f in opt.values()))
+    costs, shift = load_costs(profile), load_shift(profile)
+    return Results(items, ladder, costs if len(costs) else None, shift if len(shift) else None)
 
 
 def reference_rungs(ladder: pd.DataFrame) -> dict[str, str]:
@@ -214,12 +212,16 @@ def write_synthetic(profile: str, **kwargs) -> Results:
     """Write :func:`synthetic_results` where :func:`load_results` reads (one parquet per cell)."""
     r = synthetic_results(**kwargs)
     for (model, rung, family), cell in r.items.groupby(["model", "rung", "family"]):
-        write_table_atomic(cell.assign(provenance="synthetic"),
+        write_table_atomic(cell.drop(columns="usable").assign(provenance="synthetic"),
                            paths.sweep_dir(profile) / model / rung / f"{family}.parquet")
     for model, lad in r.ladder.groupby("model"):
         write_table_atomic(lad, paths.ladder_dir(profile, model) / "ladder.csv")
-    write_table_atomic(r.costs, paths.tables_dir(profile) / "costs.csv")
-    write_table_atomic(r.shift, paths.tables_dir(profile) / "shift.csv")
+        usable = r.items[r.items.model == model].drop_duplicates("item_id")
+        write_table_atomic(usable[["model", "item_id", "usable"]],
+                           paths.calibration_dir(profile) / f"{model}_items.parquet")
+    for name, table in (("_cost.json", r.costs), ("_shift.json", r.shift)):
+        for row in table.to_dict("records"):
+            write_json_atomic(paths.sweep_dir(profile) / row["model"] / row["rung"] / name, row)
     write_json_atomic(paths.sweep_dir(profile) / "SYNTHETIC.json",
                       {"note": "fabricated by results.write_synthetic", **json.loads(
                           json.dumps(kwargs, default=str))})

@@ -179,6 +179,8 @@ def main() -> None:
         proj_lps = [json.loads(r.raw_output)["logprobs"] for r in results]
         max_diff = max(abs(a - b) for p, q in zip(proj_lps, naive_lps, strict=True)
                        for a, b in zip(p, q, strict=True))
+        flips = sum(int(np.argmax(p) != np.argmax(q)) for p, q in zip(proj_lps, naive_lps,
+                                                                       strict=True))
     gen = None
     if args.gen_family:
         gitems = probes.load_family(args.gen_family, n=args.gen_items).items
@@ -201,7 +203,8 @@ def main() -> None:
         ratios["naive_tokens_over_project_tokens"] = naive.tokens / proj.tokens
         print(f"project / naive items/s  = {ratios['project_over_naive_ips']:.2f}  (goal >= 2.5); "
               f"naive decodes {ratios['naive_tokens_over_project_tokens']:.2f}x the tokens")
-        print(f"max |log-prob project - naive| = {max_diff:.2e} nats")
+        print(f"max |log-prob project - naive| = {max_diff:.2e} nats; "
+              f"items whose chosen answer differs: {flips} of {len(items)}")
     if gen is not None:
         n_gen = sum(r.n_gen_tokens for r in gres)
         print(f"generate: {n_gen} generated tokens, median gen {np.nanmedian([r.gen_tps for r in gres]):.1f}"
@@ -210,6 +213,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "system_info": info, "max_logprob_diff": max_diff,
+                       "chosen_answer_flips": flips if not args.no_naive else None,
                        "peak_rss_bytes": peak_rss_bytes(), **ratios,
                        "phases": [{**t._asdict(), "tps": t.tps, "ips": t.ips} for t in rows]},
                       fh, indent=2)

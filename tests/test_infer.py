@@ -34,6 +34,49 @@ def test_continuations_do_not_leak_into_each_other(smol_engine):
     assert both[1].logprob == pytest.approx(a1, abs=1e-6)
 
 
+def test_one_token_choices_cost_one_decode_of_the_context(smol_engine):
+    """ARC-style " A".." D" choices are all read off the context's last logits row."""
+    calls = []
+    ctx_obj = smol_engine.llm._ctx
+    inner = ctx_obj.decode
+    ctx_obj.decode = lambda batch: (calls.append(batch.batch.n_tokens), inner(batch))[1]
+    try:
+        context = "Question: Which is a planet?\nA. Mars\nB. Moon\nC. Sun\nD. Comet\nAnswer:"
+        lls = smol_engine.loglikelihood(context, [" A", " B", " C", " D"])
+    finally:
+        del ctx_obj.decode
+    n_ctx = len(smol_engine.tokenize(context))
+    assert calls == [n_ctx]  # one llama_decode call, no re-evaluation per choice
+    assert [ll.n_tokens for ll in lls] == [1, 1, 1, 1]
+    # the four log-probs are one softmax row: they equal the row's entries at those ids
+    row = smol_engine.answer_logprobs
+    ids = [smol_engine.tokenize(context + c)[n_ctx] for c in (" A", " B", " C", " D")]
+    np.testing.assert_allclose([ll.logprob for ll in lls], row[ids], rtol=0, atol=1e-12)
+    assert np.exp(row).sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_choices_beyond_n_seq_max_match_one_pack(smol_ladder, smol_engine):
+    """Five multi-token choices scored in packs of two equal one pack of five."""
+    path = smol_ladder.set_index("rung").loc["F16", "file"]
+    small = Engine(path, n_ctx=1024, n_threads=2, seed=0, n_seq_max=2)
+    context = "My favourite breakfast is"
+    conts = [" toast with butter", " eggs", " a big bowl of porridge", " pancakes and syrup",
+             " nothing at all, thanks"]
+    try:
+        packed = small.loglikelihood(context, conts)
+    finally:
+        small.close()
+    one = smol_engine.loglikelihood(context, conts)
+    assert [ll.n_tokens for ll in packed] == [ll.n_tokens for ll in one]
+    # F16 weights make ggml round activations to F16, and batch shape picks the kernel:
+    # equal up to ~1e-3 relative (a wrong mask or position moves log-probs by whole nats)
+    np.testing.assert_allclose([ll.logprob for ll in packed], [ll.logprob for ll in one],
+                               rtol=1e-3, atol=1e-3)
+    # and each equals scoring that continuation alone
+    alone = [smol_engine.loglikelihood(context, [c])[0].logprob for c in conts]
+    np.testing.assert_allclose([ll.logprob for ll in one], alone, rtol=1e-3, atol=1e-3)
+
+
 def test_greedy_generation_is_deterministic(smol_engine, smol_ladder):
     prompt = smol_engine.render("Name three colours.")
     g1 = smol_engine.generate(prompt, max_tokens=24)

@@ -32,6 +32,11 @@ import numpy as np
 
 from .gguf_io import open_gguf
 
+# Version of the log-likelihood computation: part of every sweep cell's params hash, so a
+# change that moves log-probs (even by float rounding) re-runs stored cells.
+# 2: context decoded once with logits at its last token (was: context[:-1] + per-choice feed)
+SCORING_VERSION = 2
+
 
 class LogLik(NamedTuple):
     """Log-likelihood of one continuation: see :meth:`Engine.loglikelihood`."""
@@ -96,10 +101,14 @@ class Engine:
         Layers offloaded to the GPU (-1 = all); needs a CUDA build (see README).
     n_batch : int, default 512
         Tokens per llama_decode call.
+    n_seq_max : int, default 8
+        Sequences in the (unified) KV cache: the choices of one log-likelihood call are
+        decoded together, one sequence each, on top of their shared context.
     """
 
     def __init__(self, path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None,
-                 seed: int = 0, n_gpu_layers: int = 0, n_batch: int = 512) -> None:
+                 seed: int = 0, n_gpu_layers: int = 0, n_batch: int = 512,
+                 n_seq_max: int = 8) -> None:
         self.path = Path(path)
         reader = open_gguf(self.path)
         self.add_bos = bool(_field(reader, "tokenizer.ggml.add_bos_token", False))
@@ -111,8 +120,9 @@ class Engine:
             model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, seed=seed,
             n_gpu_layers=n_gpu_layers, n_batch=n_batch, n_ubatch=n_batch, logits_all=False,
             verbose=False)
+        self._use_sequences(n_seq_max)
         self.load_s = time.perf_counter() - t0
-        self.n_ctx, self.n_batch, self.seed = n_ctx, n_batch, seed
+        self.n_ctx, self.n_batch, self.seed, self.n_seq_max = n_ctx, n_batch, seed, n_seq_max
         self.n_vocab = self.llm.n_vocab()
         # next-token log-probs at the answer position of the latest call (after the context
         # of `loglikelihood`, after the prompt of `generate`); used for answer-position KL
@@ -146,76 +156,143 @@ class Engine:
         return self.llm.detokenize(list(tokens), special=True).decode(errors="replace")
 
     # ---------------------------------------------------------------- decoding
+    def _use_sequences(self, n_seq_max: int) -> None:
+        """Replace llama-cpp-python's one-sequence context by one with ``n_seq_max`` sequences.
+
+        ``Llama`` has no argument for it; the new context shares the model and every other
+        parameter, with a unified KV cache so that sequences can share the context's cells.
+        """
+        if n_seq_max < 1:
+            raise ValueError(f"n_seq_max must be >= 1, got {n_seq_max}")
+        params = self.llm.context_params
+        params.n_seq_max, params.kv_unified = n_seq_max, True
+        old = self.llm._ctx
+        self.llm._ctx = llama_cpp._internals.LlamaContext(
+            model=self.llm._model, params=params, verbose=False)
+        old.close()
+
     def _reset(self) -> None:
         self.llm._ctx.kv_cache_clear()
         self.llm.n_tokens = 0
 
-    def _decode(self, tokens: Sequence[int], n_past: int, want: Sequence[int]) -> np.ndarray:
-        """Evaluate ``tokens`` at positions n_past.. and return logits rows at ``want``.
+    def _decode_batch(self, tokens: Sequence[int], pos: Sequence[int],
+                      seqs: Sequence[Sequence[int]], want: Sequence[int]) -> np.ndarray:
+        """One llama_decode per ``n_batch`` tokens; token i at ``pos[i]`` in sequences ``seqs[i]``.
 
-        ``want`` indexes into ``tokens``; only those rows are computed (no logits_all).
+        Returns the logits rows at ``want`` (indexes into ``tokens``); only those rows are
+        computed (no logits_all).
         """
         want_set = set(want)
         rows: dict[int, np.ndarray] = {}
         batch = self.llm._batch.batch
         for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start:start + self.n_batch]
+            chunk = range(start, min(start + self.n_batch, len(tokens)))
             batch.n_tokens = len(chunk)
-            for i, tok in enumerate(chunk):
-                batch.token[i] = tok
-                batch.pos[i] = n_past + start + i
-                batch.seq_id[i][0] = 0
-                batch.n_seq_id[i] = 1
-                batch.logits[i] = (start + i) in want_set
+            for i, j in enumerate(chunk):
+                batch.token[i], batch.pos[i] = tokens[j], pos[j]
+                batch.n_seq_id[i] = len(seqs[j])
+                for k, seq in enumerate(seqs[j]):
+                    batch.seq_id[i][k] = seq
+                batch.logits[i] = j in want_set
             self.llm._ctx.decode(self.llm._batch)
-            for i in range(len(chunk)):
-                if (start + i) in want_set:
+            for i, j in enumerate(chunk):
+                if j in want_set:
                     ptr = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, i)
-                    rows[start + i] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
-        # keep llama-cpp-python's bookkeeping true so create_completion reuses this prefix
-        end = n_past + len(tokens)
-        self.llm.input_ids[n_past:end] = tokens
-        self.llm.n_tokens = end
+                    rows[j] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
         return np.stack([rows[i] for i in want]) if want else np.empty((0, self.n_vocab))
 
-    def _truncate(self, n: int) -> None:
-        self.llm._ctx.kv_cache_seq_rm(0, n, -1)
-        self.llm.n_tokens = n
+    def _decode(self, tokens: Sequence[int], n_past: int, want: Sequence[int]) -> np.ndarray:
+        """Evaluate ``tokens`` on sequence 0 at positions n_past.. and return logits at ``want``."""
+        rows = self._decode_batch(tokens, range(n_past, n_past + len(tokens)),
+                                  [(0,)] * len(tokens), want)
+        self._keep_prefix(list(tokens), n_past)
+        return rows
+
+    def _keep_prefix(self, tokens: list[int], n_past: int) -> None:
+        """Sequence 0 holds exactly ``tokens`` after ``n_past`` kept ones; others are dropped.
+
+        Keeps llama-cpp-python's bookkeeping true so create_completion reuses this prefix.
+        """
+        end = n_past + len(tokens)
+        self.llm._ctx.kv_cache_seq_keep(0)
+        self.llm._ctx.kv_cache_seq_rm(0, end, -1)
+        self.llm.input_ids[n_past:end] = tokens
+        self.llm.n_tokens = end
 
     # ---------------------------------------------------------------- scoring
     def loglikelihood(self, context: str, continuations: Sequence[str]) -> list[LogLik]:
         """Log-probability of each continuation after ``context``.
 
-        The context is evaluated once; each continuation is evaluated on top of its
-        KV cache, which is then truncated back to the context.
+        One batch holds the context, as a prefix shared by every choice's sequence, and
+        each continuation's tokens but the last on its own sequence (llama-perplexity's
+        HellaSwag scoring; prefix sharing as in lm-evaluation-harness). The context's last
+        logits row scores every continuation's first token, so one-token choices (" A")
+        cost nothing beyond the context. More choices than ``n_seq_max`` (or than fit in
+        ``n_ctx``) go in further batches on copies of the context's cells.
 
         Raises
         ------
         ValueError
-            If the context has no tokens to condition on, or a continuation adds none.
+            If the context has no tokens to condition on, a continuation adds none, or the
+            context plus one continuation exceeds ``n_ctx``.
         """
         ctx = self.tokenize(context)
         if not ctx:
             raise ValueError("loglikelihood needs a non-empty context (this model adds no BOS).")
+        conts = [self._continuation_ids(context, ctx, c) for c in continuations]
+        n = len(ctx)
         self._reset()
-        self._decode(ctx[:-1], 0, [])
+        rows: list[np.ndarray] = []
+        first = None
+        for p, pack in enumerate(self._packs(n, [len(c) - 1 for c in conts])):
+            tokens = [t for j in pack for t in conts[j][:-1]]
+            pos = [n + i for j in pack for i in range(len(conts[j]) - 1)]
+            seqs = [(k,) for k, j in enumerate(pack) for _ in conts[j][:-1]]
+            want = list(range(len(tokens)))
+            if p == 0:  # the context, shared by the pack's sequences, logits at its end
+                tokens, pos, want = ctx + tokens, [*range(n), *pos], [n - 1, *(w + n for w in want)]
+                seqs = [tuple(range(len(pack)))] * n + seqs
+            else:
+                for k in range(1, len(pack)):
+                    self.llm._ctx.kv_cache_seq_cp(0, k, 0, n)
+            lp = log_softmax(self._decode_batch(tokens, pos, seqs, want))
+            if p == 0:
+                first, lp = lp[0], lp[1:]
+            rows += np.split(lp, np.cumsum([len(conts[j]) - 1 for j in pack])[:-1])
+            self._keep_prefix(ctx, 0)
+        self.answer_logprobs = first
         out = []
-        for cont in continuations:
-            whole = self.tokenize(context + cont)
-            cont_ids = whole[len(ctx):] if whole[:len(ctx)] == ctx else self.llm.tokenize(
-                cont.encode(), add_bos=False, special=False)
-            if not cont_ids:
-                raise ValueError(f"continuation {cont!r} adds no tokens after the context")
-            # rows j: distribution after token j of [ctx[-1], *cont_ids[:-1]]
-            feed = [ctx[-1], *cont_ids[:-1]]
-            lp = log_softmax(self._decode(feed, len(ctx) - 1, range(len(feed))))
-            self.answer_logprobs = lp[0]
+        for cont_ids, rest in zip(conts, rows, strict=True):
+            lp = np.vstack([first, rest])  # row j: distribution of cont_ids[j]
             tok_lp = lp[np.arange(len(cont_ids)), cont_ids]
             greedy = bool(np.all(lp.argmax(axis=1) == np.asarray(cont_ids)))
             out.append(LogLik(float(tok_lp.sum()), tuple(map(float, tok_lp)), len(cont_ids),
                               greedy))
-            self._truncate(len(ctx) - 1)
         return out
+
+    def _continuation_ids(self, context: str, ctx: list[int], cont: str) -> list[int]:
+        """Tokens of ``cont`` after ``ctx`` (lm-eval's ``_encode_pair``)."""
+        whole = self.tokenize(context + cont)
+        ids = whole[len(ctx):] if whole[:len(ctx)] == ctx else self.llm.tokenize(
+            cont.encode(), add_bos=False, special=False)
+        if not ids:
+            raise ValueError(f"continuation {cont!r} adds no tokens after the context")
+        return ids
+
+    def _packs(self, n_context: int, extra: Sequence[int]) -> list[list[int]]:
+        """Group continuations (by their extra tokens) into batches that fit the KV cache."""
+        packs: list[list[int]] = [[]]
+        used = n_context
+        for j, m in enumerate(extra):
+            if n_context + m > self.n_ctx:
+                raise ValueError(f"context ({n_context} tokens) + continuation {j} ({m + 1} "
+                                 f"tokens) exceed n_ctx={self.n_ctx}; raise n_ctx in the profile")
+            if len(packs[-1]) == self.n_seq_max or used + m > self.n_ctx:
+                packs.append([])
+                used = n_context
+            packs[-1].append(j)
+            used += m
+        return packs
 
     def logprob_rows(self, tokens: Sequence[int], positions: Sequence[int]) -> np.ndarray:
         """Full next-token log-probabilities after ``tokens[:p+1]`` for each p in ``positions``.
@@ -279,5 +356,5 @@ def _field(reader, name: str, default):
     return default if field is None else field.contents()
 
 
-__all__ = ["Engine", "Generation", "LogLik", "TopK", "peak_rss_bytes", "system_info",
+__all__ = ["SCORING_VERSION", "Engine", "Generation", "LogLik", "TopK", "peak_rss_bytes", "system_info",
            "log_softmax"]

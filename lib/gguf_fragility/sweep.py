@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from . import paths, probes
 from .evaluate import ItemResult, evaluate_item, regrade_result
-from .infer import Engine, peak_rss_bytes, system_info
+from .infer import SCORING_VERSION, Engine, peak_rss_bytes, system_info
 from .ladder import load_manifest
 from .params import Profile, as_dict
 from .shift import kl_topk, load_reference, rung_shift, sample_tokens, topk_rows
@@ -64,7 +64,8 @@ def cell_hash(profile: Profile, rung_sha: str, pf: probes.ProbeFile, variant: in
     """Hash of everything that can change a cell's rows."""
     return params_hash({"engine": as_dict(profile)["engine"], "model_sha256": rung_sha,
                         "items": [it["hash"] for it in pf.items], "variant": variant,
-                        "answer_top_k": ANSWER_TOP_K})
+                        "answer_top_k": ANSWER_TOP_K,
+                        "scoring_version": SCORING_VERSION})
 
 
 def is_done(path: Path, phash: str) -> bool:

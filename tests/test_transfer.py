@@ -89,3 +89,25 @@ def test_conclusion_numbers_trace_to_the_tables(synth):
     values = np.unique(np.r_[v, 100 * v, abs(v), 100 * abs(v)])
     found = claims.numbers(text)
     assert len(found) >= 6 and claims.traced(found, values).all()
+
+
+def test_mostly_tied_resamples_give_no_interval_and_say_so():
+    """When nothing dies in most resamples, tau-b is undefined there: no "nan" interval."""
+    fams = [f"f{i}" for i in range(4)]
+    idx = pd.MultiIndex.from_product([fams, [f"i{j}" for j in range(20)]],
+                                     names=["family", "item_id"])
+    a = pd.DataFrame({"score": 0.0}, index=idx)
+    a.loc[("f0", "i0"), "score"] = 50.0  # one item of one family died on A
+    b = pd.DataFrame({"score": np.arange(len(idx), dtype=float) % 3}, index=idx)
+    r = transfer.rank_agreement(a, b, fams, n_boot=400, seed=0)
+    # the item is drawn in 1 - (19/20)^20 = 64% of resamples; tau-b needs it
+    assert r["n_boot"] == 400
+    assert 0.55 * 400 < r["n_boot_defined"] < 0.73 * 400
+    r = transfer.rank_agreement(a.assign(score=0.0), b, fams, n_boot=400, seed=0)
+    assert r["n_boot_defined"] == 0 and np.isnan(r["kendall_ci_low"])
+    # the prose for a defined point estimate whose resamples are mostly undefined
+    rank = pd.DataFrame([{**r, "model_a": "a", "model_b": "b", "kendall_tau_b": 0.3, "spearman_rho": 0.35,
+                          "n_death_agree_name": 1}])
+    safety = pd.DataFrame(columns=["model_a", "model_b", "rung_a"])
+    text = transfer.conclusion(rank, safety, "a", "b")
+    assert "nan" not in text and "defined in only 0 of 400 resamples" in text

@@ -118,14 +118,18 @@ def rank_agreement(scores_a: pd.DataFrame, scores_b: pd.DataFrame, families, *,
     -------
     dict
         ``n_families, kendall_tau_b, kendall_p, kendall_ci_low, kendall_ci_high,
-        spearman_rho, spearman_p, spearman_ci_low, spearman_ci_high, n_boot``.
+        spearman_rho, spearman_p, spearman_ci_low, spearman_ci_high, n_boot, n_boot_defined``
+        (``n_boot_defined``: replicates where tau-b is defined).
 
     Notes
     -----
     The bootstrap resamples items within each family, the same item ids for both models
     (items are shared across models; an item usable on only one model counts on that one
     only), so shared item difficulty is kept paired. A replicate where a family draws no
-    usable item on a model is dropped; fewer than half the replicates surviving gives NaN.
+    usable item on a model is dropped. Tau-b is undefined in a replicate where one model's
+    fragilities are all tied (typically all 0: nothing died in the drawn items); the
+    percentile interval is taken over the defined replicates and is NaN when fewer than
+    half of ``n_boot`` are defined, since it would then describe an unrepresentative subset.
     With few families the tau-b interval is wide and its p-value (scipy's, exact for no
     ties) is the honest summary; ties among fragilities (common with few items) lower tau-b.
     """
@@ -160,10 +164,12 @@ def rank_agreement(scores_a: pd.DataFrame, scores_b: pd.DataFrame, families, *,
         return tuple(np.percentile(v, q)) if len(v) >= n_boot / 2 else (np.nan, np.nan)
 
     (tlo, thi), (rlo, rhi) = ci(taus), ci(rhos)
+    n_defined = int(np.isfinite(taus).sum())
     return {"n_families": len(families), "kendall_tau_b": float(tau.statistic),
             "kendall_p": float(tau.pvalue), "kendall_ci_low": tlo, "kendall_ci_high": thi,
             "spearman_rho": float(rho.statistic), "spearman_p": float(rho.pvalue),
-            "spearman_ci_low": rlo, "spearman_ci_high": rhi, "n_boot": int(ok.sum())}
+            "spearman_ci_low": rlo, "spearman_ci_high": rhi, "n_boot": int(n_boot),
+            "n_boot_defined": n_defined}
 
 
 def common_families(death_order: pd.DataFrame, a: str, b: str, min_usable: int = 1) -> list[str]:
@@ -372,12 +378,18 @@ def conclusion(rank: pd.DataFrame, safety: pd.DataFrame, a: str, b: str) -> str:
             verdict = "the fragility order transfers (the interval excludes zero)"
         elif np.isfinite(hi) and hi < 0:
             verdict = "the fragility order is reversed (the interval lies below zero)"
-        else:
+        elif np.isfinite(lo):
             verdict = "no transfer of the fragility order can be shown (the interval includes zero)"
+        else:
+            verdict = "no transfer of the fragility order can be shown"
+        interval = (f"bootstrap interval {_fmt(lo)} to {_fmt(hi)}" if np.isfinite(lo) else
+                    f"no bootstrap interval: tau-b was defined in only "
+                    f"{int(r['n_boot_defined'])} of {int(r['n_boot'])} resamples, the others "
+                    f"drawing items where one model's fragilities all tie")
         text = (f"Across {n} families measurable on both models, {verdict}: Kendall's tau-b "
-                f"between {a} and {b} is {_fmt(r['kendall_tau_b'])} (bootstrap interval "
-                f"{_fmt(lo)} to {_fmt(hi)}; Spearman's rho {_fmt(r['spearman_rho'])}); death "
-                f"rungs agree by name for {int(r['n_death_agree_name'])} of {n} families.")
+                f"between {a} and {b} is {_fmt(r['kendall_tau_b'])} ({interval}; Spearman's "
+                f"rho {_fmt(r['spearman_rho'])}); death rungs agree by name for "
+                f"{int(r['n_death_agree_name'])} of {n} families.")
     s = safety[(safety["model_a"] == a) & (safety["model_b"] == b) & (safety["rung_a"] == "all")]
     for _, p in s.iterrows():
         if p["n_safe_a"] == 0:

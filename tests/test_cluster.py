@@ -4,6 +4,7 @@ import dataclasses
 
 import pandas as pd
 import pytest
+from tiny_profile import tiny_profile_yaml
 
 from gguf_fragility import paths
 from gguf_fragility.params import ProfileError, load_profile
@@ -11,19 +12,8 @@ from gguf_fragility.params import ProfileError, load_profile
 MODEL = "smollm2-135m"
 FAMILIES = ["arithmetic", "science_mc", "knowledge_mc"]
 N_ITEMS = 2
-PROFILE_YAML = f"""
-models:
-  {MODEL}:
-    rungs: [F16, Q2_K]
-families: {FAMILIES}
-n_items: {N_ITEMS}
-min_usable: 0
-min_families: 1
-shift_passages: 2
-shift_tokens: 64
-engine: {{n_ctx: 1024, n_threads: 1}}  # one thread per worker: 2 workers on 2 cores
-scheduler: "local:2"
-"""
+# one thread per worker: 2 workers on 2 cores
+PROFILE_YAML = tiny_profile_yaml(FAMILIES, N_ITEMS, n_threads=1, scheduler="local:2")
 KEY = ["rung", "variant", "family", "item_id"]
 COMPARE = [*KEY, "raw_output", "correct", "score", "extracted", "params_hash", "model_sha256"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from typing import NamedTuple
 
 import pytest
 
@@ -20,24 +19,9 @@ from gguf_fragility.evaluate import (
     regrade_result,
     results_frame,
 )
+from gguf_fragility.infer import Generation as Gen
+from gguf_fragility.infer import LogLik as LL
 from gguf_fragility.probes import make_item
-
-
-class LL(NamedTuple):
-    logprob: float
-    token_logprobs: tuple
-    n_tokens: int
-    is_greedy: bool
-
-
-class Gen(NamedTuple):
-    text: str
-    n_prompt_tokens: int
-    n_gen_tokens: int
-    ttft_s: float
-    prompt_tps: float
-    gen_tps: float
-    finish_reason: str
 
 
 class FakeEngine:

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_profile import tiny_profile_yaml
 
 from gguf_fragility import paths
 from gguf_fragility.params import load_profile
@@ -19,18 +20,7 @@ pytestmark = pytest.mark.llama
 
 FAMILIES = ["arithmetic", "science_mc", "knowledge_mc", "factual_recall"]
 N_ITEMS = 3
-PROFILE_YAML = f"""
-models:
-  smollm2-135m:
-    rungs: [F16, Q2_K]
-families: {FAMILIES}
-n_items: {N_ITEMS}
-min_usable: 0
-min_families: 1
-shift_passages: 2
-shift_tokens: 64
-engine: {{n_ctx: 1024, n_threads: 2}}
-"""
+PROFILE_YAML = tiny_profile_yaml(FAMILIES, N_ITEMS, n_threads=2)
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ def test_rank_agreement_point_estimates_match_scipy(synth):
     assert row["spearman_rho"] == pytest.approx(rho)
     assert row["kendall_ci_low"] <= row["kendall_tau_b"] + 1e-9 <= row["kendall_ci_high"] + 2e-9
     assert row["n_families"] == len(fam) == 7
+    assert row["n_boot"] == 300 and 150 <= row["n_boot_defined"] <= 300
 
 
 def test_identical_models_agree_perfectly():

@@ -332,7 +332,8 @@ def transfer_tables(items: pd.DataFrame, ladder: pd.DataFrame, death_order: pd.D
         safe.append(safety_tables(comparisons, ladder, a, b, families))
     rank_cols = ["model_a", "model_b", "n_families", "kendall_tau_b", "kendall_p",
                  "kendall_ci_low", "kendall_ci_high", "spearman_rho", "spearman_p",
-                 "spearman_ci_low", "spearman_ci_high", "n_boot", "n_death_agree_name"]
+                 "spearman_ci_low", "spearman_ci_high", "n_boot", "n_boot_defined",
+                 "n_death_agree_name"]
     empty_fam = family_table(death_order.iloc[:0], "", "", [])
     return TransferTables(
         pd.concat(fam, ignore_index=True) if fam else empty_fam,

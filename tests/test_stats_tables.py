@@ -148,11 +148,27 @@ def test_grid_is_reproducible_and_cells_independent():
     np.testing.assert_array_equal(one.boot, g1.boot[:, sel])
 
 
+def test_unmeasurable_family_stays_in_comparisons_but_not_in_decisions(hand):
+    """Calibration's gate: a family below min_usable must not drive death order or tiers."""
+    items, ladder, t = hand
+    gated = results.stats_tables(items.assign(measurable=items.family == "b"), ladder,
+                                 seed=0, n_boot=500)
+    a = gated.comparisons.query("family == 'a'")
+    assert len(a) and not a.measurable.any() and gated.comparisons.query("family == 'b'").measurable.all()
+    # 'a' loses 20 of 40 usable items at Q4_K_M; without it the worst family is the intact 'b'
+    assert set(gated.death_order.family) == {"b"}
+    dm = gated.decision.set_index("rung")
+    assert dm.loc["Q4_K_M", "worst_family"] == "b" and dm.loc["Q4_K_M", "worst_diff"] == 0
+    assert dm.loc["Q4_K_M", "tier"] == "negligible"
+    assert t.decision.set_index("rung").loc["Q4_K_M", "tier"] != "negligible"  # ungated
+
+
 def test_write_and_load_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "OUTPUTS", tmp_path)
     r = results.write_synthetic("unit", n_models=2, n_families=3, n_items=40, seed=2)
     loaded = results.load_results("unit")
     assert len(loaded.items) == len(r.items) and loaded.costs is not None
+    assert loaded.items.measurable.all()  # write_synthetic's calibration report: all measurable
     t = results.stats_tables(*loaded, seed=0, n_boot=200)
     files = results.write_tables(t, paths.tables_dir("unit"), config={"seed": 0})
     for name in results.StatsTables._fields:

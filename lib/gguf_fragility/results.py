@@ -123,7 +123,8 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
     StatsTables
         accuracy, comparisons, death_order, decision, recommendations; ``accuracy`` and
         ``comparisons`` gain the rung's real ``bpw`` and are sorted by model, subset,
-        family and falling bpw.
+        family and falling bpw; ``comparisons`` also gains calibration's ``measurable``
+        gate, and the death order and decision tables use measurable families only.
 
     See Also
     --------
@@ -133,8 +134,12 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
     refs = reference_rungs(ladder)
     grid = paired_grid(items, refs, seed=seed, n_boot=n_boot, correction=correction,
                        mcnemar=mcnemar, alpha=alpha)
-    order = death_order(grid.comparisons, grid.boot, ladder, alpha=alpha)
-    dm = decision_matrix(grid.comparisons, ladder, costs, shift)
+    cmp = grid.comparisons.assign(measurable=measurable_rows(grid.comparisons, items))
+    # death order and decisions stand on measurable families only (calibration's gate)
+    keep = cmp.measurable.to_numpy()
+    order = death_order(cmp[keep].reset_index(drop=True), grid.boot[:, keep], ladder,
+                        alpha=alpha)
+    dm = decision_matrix(cmp[cmp.measurable], ladder, costs, shift)
     bpw = ladder[["model", "rung", "bpw"]]
 
     def with_bpw(df):
@@ -142,8 +147,17 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
         return out.sort_values(["model", "subset", "family", "bpw"],
                                ascending=[True, False, True, False], ignore_index=True)
 
-    return StatsTables(with_bpw(grid.accuracy), with_bpw(grid.comparisons), order, dm,
+    return StatsTables(with_bpw(grid.accuracy), with_bpw(cmp), order, dm,
                        recommend(dm, budgets_gib))
+
+
+def measurable_rows(table: pd.DataFrame, items: pd.DataFrame) -> pd.Series:
+    """Calibration's ``measurable`` gate of each row's model × family (True if items lack it)."""
+    if "measurable" not in items.columns:
+        return pd.Series(True, index=table.index)
+    gate = items.groupby(["model", "family"])["measurable"].first()
+    keys = pd.MultiIndex.from_frame(table[["model", "family"]].astype(str))
+    return pd.Series(gate.reindex(keys).fillna(False).to_numpy(bool), index=table.index)
 
 
 def write_tables(tables: StatsTables, out_dir, *, config: dict | None = None) -> list[Path]:
@@ -219,6 +233,10 @@ def write_synthetic(profile: str, **kwargs) -> Results:
         usable = r.items[r.items.model == model].drop_duplicates("item_id")
         write_table_atomic(usable[["model", "item_id", "usable"]],
                            paths.calibration_dir(profile) / f"{model}_items.parquet")
+        report = usable.groupby(["model", "family"], as_index=False)["usable"].sum()
+        write_table_atomic(report.rename(columns={"usable": "n_usable"})
+                           .assign(measurable=lambda d: d.n_usable >= 1),
+                           paths.calibration_dir(profile) / f"{model}_report.csv")
     for name, table in (("_cost.json", r.costs), ("_shift.json", r.shift)):
         for row in table.to_dict("records"):
             write_json_atomic(paths.sweep_dir(profile) / row["model"] / row["rung"] / name, row)

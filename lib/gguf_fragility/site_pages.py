@@ -90,7 +90,7 @@ def headline_table(profile: str) -> pd.DataFrame:
     safest_ci_low_pp, safest_ci_high_pp, n_kl_cells, kl_accuracy_rho``. *Safest low rung*
     = the lowest-bpw rung (reference excluded) at which no family is significantly worse
     on usable items. ``kl_accuracy_rho`` = Spearman's rho between answer-position KL and
-    the accuracy difference over the model's family × rung cells (usable items).
+    the accuracy difference over the model's measurable family × rung cells (usable items).
     """
     order, dm, cmp = (read_table(profile, n) for n in ("death_order", "decision", "comparisons"))
     if order is None:
@@ -118,7 +118,8 @@ def headline_table(profile: str) -> pd.DataFrame:
                            safest_ci_low_pp=100 * s["worst_ci_low"],
                            safest_ci_high_pp=100 * s["worst_ci_high"])
         if cmp is not None:
-            c = cmp[(cmp["model"] == model) & (cmp["subset"] == transfer.SUBSET)]
+            c = cmp[(cmp["model"] == model) & (cmp["subset"] == transfer.SUBSET)
+                    & cmp.get("measurable", True)]
             c = c[np.isfinite(c["kl_mean"]) & np.isfinite(c["diff"])]
             row["n_kl_cells"] = len(c)
             if len(c) >= 3 and c["kl_mean"].nunique() > 1 and c["diff"].nunique() > 1:

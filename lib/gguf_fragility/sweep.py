@@ -270,7 +270,8 @@ def _write_cost(profile: Profile, model: str, rung: str, row: pd.Series, load_s:
 
 
 def load_items(profile: str, models: Sequence[str] | None = None) -> pd.DataFrame:
-    """Every stored sweep row of a profile (usable flags joined from calibration)."""
+    """Every stored sweep row of a profile, with calibration's item ``usable`` flag and its
+    family ``measurable`` gate joined (both False where calibration has not run)."""
     frames = []
     for path in sorted(paths.sweep_dir(profile).glob("*/*/*.parquet")):
         model = path.parts[-3]
@@ -289,7 +290,18 @@ def load_items(profile: str, models: Sequence[str] | None = None) -> pd.DataFram
         items["usable"] = items.usable.fillna(False).astype(bool)
     else:
         items["usable"] = False
-    return items
+    return items.merge(load_measurable(profile, items.model.unique()), on=["model", "family"],
+                       how="left").assign(measurable=lambda d: d.measurable.fillna(False)
+                                          .astype(bool))
+
+
+def load_measurable(profile: str, models: Sequence[str]) -> pd.DataFrame:
+    """Calibration's gate per model × family: ``model, family, measurable`` (see 03_calibrate)."""
+    frames = [pd.read_csv(f, usecols=["model", "family", "measurable"])
+              for f in (paths.calibration_dir(profile) / f"{m}_report.csv" for m in models)
+              if f.is_file()]
+    return (pd.concat(frames, ignore_index=True) if frames
+            else pd.DataFrame(columns=["model", "family", "measurable"]))
 
 
 def _load_json_rows(profile: str, name: str) -> pd.DataFrame:

@@ -34,7 +34,8 @@ from .gguf_io import open_gguf
 
 # Version of the log-likelihood computation: part of every sweep cell's params hash, so a
 # change that moves log-probs (even by float rounding) re-runs stored cells.
-# 2: context decoded once with logits at its last token (was: context[:-1] + per-choice feed)
+# 2: one batch per item, the choices as sequences on the shared context, whose last
+#    logits row scores every first token (was: context[:-1], then one decode per choice)
 SCORING_VERSION = 2
 
 

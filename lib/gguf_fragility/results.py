@@ -139,7 +139,7 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
     keep = cmp.measurable.to_numpy()
     order = death_order(cmp[keep].reset_index(drop=True), grid.boot[:, keep], ladder,
                         alpha=alpha)
-    dm = decision_matrix(cmp[cmp.measurable], ladder, costs, shift)
+    dm = decision_matrix(cmp[keep], ladder, costs, shift)
     bpw = ladder[["model", "rung", "bpw"]]
 
     def with_bpw(df):

@@ -6,7 +6,7 @@ PROFILE ?= default
 autopsy:  ## run the whole autopsy on params/$(PROFILE).yaml and render the site
 	bash scripts/setup.sh
 	.venv/bin/gguf-fragility run --profile $(PROFILE)
-	.venv/bin/python -m gguf_fragility.claims $(PROFILE)
+	.venv/bin/python -m gguf_fragility.report.claims $(PROFILE)
 
 test:  ## the test suite (real llama.cpp on the real SmolLM2 model, real Chromium)
 	bash scripts/setup.sh
@@ -19,7 +19,7 @@ lab:  ## JupyterLab on the project, with the project's kernel
 
 probes:  ## rebuild the frozen probe files in data/probes from the PyPI data packages
 	bash scripts/setup.sh
-	.venv/bin/python -m gguf_fragility.build_probes
+	.venv/bin/python -m gguf_fragility.probes.build
 
 clean-outputs:  ## delete everything a run produced (models in .cache/ are kept)
 	rm -rf outputs/*/

@@ -4,7 +4,7 @@ Run::
 
     .venv/bin/python benchmarks/bench_stats.py [--n-boot 10000] [--repeat 3]
 
-Prints the best wall time of :func:`gguf_fragility.results.stats_tables` (grid, death
+Prints the best wall time of :func:`gguf_fragility.stats.results.stats_tables` (grid, death
 order with rank intervals, decision matrix) on synthetic sweeps: ``nested`` (deaths nested
 down the ladder, as real damage mostly is) and ``independent`` (every rung flips items
 independently: many more distinct per-item patterns, the bootstrap's worst case).
@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from gguf_fragility import results
+from gguf_fragility.stats import results
+from gguf_fragility.testing import synthetic_results
 
 
 def independent_flips(r: results.Results, seed: int = 0) -> results.Results:
@@ -39,7 +40,7 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    base = results.synthetic_results(n_models=2, n_families=13, n_items=500, seed=0)
+    base = synthetic_results(n_models=2, n_families=13, n_items=500, seed=0)
     cases = {"nested": base, "independent": independent_flips(base)}
     n_rows = len(base.items)
     print(f"grid: 2 models x 7 rungs x 13 families x 500 items = {n_rows:,} item rows; "

@@ -11,7 +11,7 @@ On one loaded rung and the same items it measures, in one process:
    windows of ``--window`` tokens (default ``n_ctx``; logits only at the end of each
    ``n_batch`` chunk), as many tokens in total as the project's scorer decoded: the
    practical limit on this machine;
-2. **project**: :func:`gguf_fragility.evaluate.evaluate_item` on the log-likelihood family
+2. **project**: :func:`gguf_fragility.probes.evaluate.evaluate_item` on the log-likelihood family
    (``--family``, default ``science_mc`` = ARC-Challenge) and, separately, on a generative
    family (``--gen-family``, default ``arithmetic``): tokens/s and items/s;
 3. **naive**: every choice scored from an empty KV cache (context + continuation
@@ -25,7 +25,7 @@ whoever calls it), so reused KV cache is not counted and re-evaluated tokens are
 prints tokens/s, items/s, the ratios project ÷ raw tokens/s (goal >= 0.9) and project ÷
 naive items/s (goal >= 2.5 on ARC-style multiple choice), the largest log-prob difference
 between project and naive (a correctness check) and the peak RSS. The rung file comes
-from ``build_ladder(model, [rung], profile="bench")`` (cached under ``.cache/models``).
+from ``build_ladder(model, [rung], run=RunLayout.of("bench"))`` (cached under ``.cache/models``).
 Timings are only comparable within one run on an otherwise idle machine.
 """
 
@@ -40,9 +40,10 @@ from typing import NamedTuple
 import numpy as np
 
 from gguf_fragility import probes
-from gguf_fragility.evaluate import build_request, evaluate_item
-from gguf_fragility.infer import Engine, log_softmax, peak_rss_bytes, system_info
-from gguf_fragility.ladder import build_ladder
+from gguf_fragility.engine.llama import Engine, log_softmax, peak_rss_bytes, system_info
+from gguf_fragility.ladder.quantize import build_ladder
+from gguf_fragility.layout import RunLayout
+from gguf_fragility.probes.evaluate import build_request, evaluate_item
 
 
 class Timing(NamedTuple):
@@ -97,7 +98,7 @@ def timed(name: str, counter: DecodeCounter, n_items: int, fn) -> tuple[Timing, 
 
 def project_loglik(engine: Engine, items: list[dict]) -> list:
     """The project's scorer, item by item."""
-    return [evaluate_item(engine, it) for it in items]
+    return [evaluate_item(engine, it).result for it in items]
 
 
 def naive_loglik(engine: Engine, items: list[dict]) -> list[list[float]]:
@@ -152,7 +153,8 @@ def main() -> None:
     args = ap.parse_args()
     window = args.window or args.n_ctx
 
-    ladder = build_ladder(args.model, [args.rung], profile="bench", n_threads=args.threads)
+    ladder = build_ladder(args.model, [args.rung], run=RunLayout.of("bench"),
+                          n_threads=args.threads)
     path = ladder.set_index("rung").loc[args.rung, "file"]
     engine = Engine(path, n_ctx=args.n_ctx, n_threads=args.threads, seed=0,
                     n_gpu_layers=args.n_gpu_layers, n_batch=args.n_batch)
@@ -185,7 +187,7 @@ def main() -> None:
     if args.gen_family:
         gitems = probes.load_family(args.gen_family, n=args.gen_items).items
         gen, gres = timed("generate", counter, len(gitems),
-                          lambda: [evaluate_item(engine, it) for it in gitems])
+                          lambda: [evaluate_item(engine, it).result for it in gitems])
         rows.append(gen)
     errors = sum(bool(r.error) for r in results)
 

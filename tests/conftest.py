@@ -17,7 +17,7 @@ SMOL = "smollm2-135m"
 @pytest.fixture(scope="session")
 def smol_source():
     """Path of the verified SmolLM2 source GGUF (Q4_1, as shipped)."""
-    from gguf_fragility import models
+    from gguf_fragility.ladder import models
 
     return models.obtain(SMOL)
 
@@ -25,17 +25,35 @@ def smol_source():
 @pytest.fixture(scope="session")
 def smol_ladder(smol_source):
     """Manifest of the SmolLM2 ladder F16 / Q8_0 / Q2_K."""
-    from gguf_fragility.ladder import build_ladder
+    from gguf_fragility.ladder.quantize import build_ladder
+    from gguf_fragility.layout import RunLayout
 
-    return build_ladder(SMOL, ["F16", "Q8_0", "Q2_K"], profile="pytest", n_threads=2)
+    return build_ladder(SMOL, ["F16", "Q8_0", "Q2_K"], run=RunLayout.of("pytest"), n_threads=2)
 
 
 @pytest.fixture(scope="session")
 def smol_engine(smol_ladder):
     """The F16 reference loaded in llama.cpp."""
-    from gguf_fragility.infer import Engine
+    from gguf_fragility.engine.llama import Engine
 
     path = smol_ladder.set_index("rung").loc["F16", "file"]
     eng = Engine(path, n_ctx=1024, n_threads=2, seed=0)
     yield eng
     eng.close()
+
+
+BLOCK_LLAMA = """\
+import importlib.abc, sys
+class _NoLlama(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "llama_cpp" or name.startswith("llama_cpp."):
+            raise ImportError("llama_cpp is blocked: this process stands for a laptop without it")
+sys.meta_path.insert(0, _NoLlama())
+"""
+
+
+@pytest.fixture
+def no_llama_env(tmp_path):
+    """Environment whose Python processes cannot import llama_cpp (sitecustomize blocker)."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_LLAMA)
+    return {**os.environ, "PYTHONPATH": str(tmp_path)}

@@ -5,10 +5,10 @@ import shutil
 import pytest
 import yaml
 
-from gguf_fragility import ladder, models, paths
-from gguf_fragility.gguf_io import GGUFError, open_gguf
-from gguf_fragility.models import RegistryError
-from gguf_fragility.params import ProfileError, load_profile
+from gguf_fragility.engine.gguf import GGUFError, open_gguf
+from gguf_fragility.ladder import models, quantize
+from gguf_fragility.ladder.models import RegistryError
+from gguf_fragility.profile import ProfileError, load_profile
 
 
 def _registry(tmp_path, source: dict):
@@ -20,7 +20,7 @@ def _registry(tmp_path, source: dict):
 
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(paths, "MODEL_CACHE", tmp_path / "cache")
+    monkeypatch.setenv("GGUF_FRAGILITY_CACHE", str(tmp_path / "cache"))
 
 
 def test_unknown_model_key_lists_known_keys():
@@ -109,7 +109,7 @@ def test_registry_entry_missing_field(tmp_path):
 
 
 def test_quantize_failure_is_reported(tmp_path, smol_ladder):
-    ref = ladder.build_reference("smollm2-135m")
+    ref = quantize.build_reference("smollm2-135m")
     with pytest.raises(RuntimeError, match="IQ2_XXS.*importance matrix"):
-        ladder.quantize(ref.path, tmp_path / "x.gguf", "IQ2_XXS", n_threads=2)
+        quantize.quantize(ref.path, tmp_path / "x.gguf", "IQ2_XXS", n_threads=2)
     assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.tmp").exists()

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gguf_fragility import claims, paths
+from gguf_fragility.layout import RunLayout, outputs_root
+from gguf_fragility.report import claims
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -46,33 +47,34 @@ def traced_list(cs, values):
 
 def _site(profile, body):
     """A one-page 'rendered site' and one CSV for ``profile``."""
-    t = paths.tables_dir(profile)
+    run = RunLayout.of(profile)
+    t = run.tables_dir
     t.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"model": ["m"], "diff": [-0.0512], "bpw": [5.139419]}).to_csv(
         t / "comparisons.csv", index=False)
-    site = paths.run_dir(profile) / "site"
+    site = run.site_dir
     site.mkdir(parents=True, exist_ok=True)
     (site / "index.html").write_text(f"<html><main><p>{body}</p></main></html>")
 
 
 def test_check_passes_on_good_page():
     _site("claims-good", "Q2_K is really 5.14 bits per weight and loses 5.1 pp.")
-    res = claims.check("claims-good")
+    res = claims.check(RunLayout.of("claims-good"))
     assert res.ok and res.claims["traced"].all() and len(res.claims) == 2
 
 
 def test_check_fails_on_untraceable_number():
     _site("claims-bad", "Q2_K is really 5.14 bits per weight and loses 7.3 pp.")
-    res = claims.check("claims-bad")
+    res = claims.check(RunLayout.of("claims-bad"))
     assert not res.ok
     assert res.claims.loc[~res.claims["traced"], "number"].tolist() == ["7.3"]
     assert res.report.exists()
 
 
 def test_cli_exit_codes():
-    env_out = str(paths.OUTPUTS)
+    env_out = str(outputs_root())
     run = lambda p: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "gguf_fragility.claims", p], capture_output=True, text=True,
+        [sys.executable, "-m", "gguf_fragility.report.claims", p], capture_output=True, text=True,
         env={"GGUF_FRAGILITY_OUTPUTS": env_out, "PATH": "/usr/bin:/bin"})
     _site("claims-cli-good", "5.14 bpw")
     _site("claims-cli-bad", "4.75 bpw")

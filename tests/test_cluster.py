@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 from tiny_profile import tiny_profile_yaml
 
-from gguf_fragility import paths
-from gguf_fragility.params import ProfileError, load_profile
+from gguf_fragility.profile import ProfileError, load_profile, local_workers
 
 MODEL = "smollm2-135m"
 FAMILIES = ["arithmetic", "science_mc", "knowledge_mc"]
@@ -19,8 +18,6 @@ COMPARE = [*KEY, "raw_output", "correct", "score", "extracted", "params_hash", "
 
 
 def test_scheduler_spec_is_checked(tmp_path):
-    from gguf_fragility.cluster import local_workers
-
     assert local_workers("local:2") == 2
     assert local_workers("tcp://127.0.0.1:8786") is None
     for bad in ["local", "local:0", "local:two"]:
@@ -32,17 +29,17 @@ def test_scheduler_spec_is_checked(tmp_path):
         load_profile(path)
 
 
-def _sweep(profile, root, monkeypatch) -> tuple[pd.DataFrame, list[str]]:
+def _sweep(profile, root) -> tuple[pd.DataFrame, list[str]]:
     """Ladder, calibration (F16, variants 0 and 1) and the Q2_K rung under ``root``.
 
     Returns every cell's rows and the cell files' paths relative to the profile folder.
     """
-    from gguf_fragility.calibrate import calibrate
-    from gguf_fragility.ladder import build_ladder
-    from gguf_fragility.sweep import evaluate_rung
+    from gguf_fragility.ladder.quantize import build_ladder
+    from gguf_fragility.run.calibrate import calibrate
+    from gguf_fragility.run.sweep import evaluate_rung
 
-    monkeypatch.setattr(paths, "OUTPUTS", root)
-    build_ladder(MODEL, ["F16", "Q2_K"], profile=profile.name, n_threads=1)
+    profile = dataclasses.replace(profile, outputs=str(root))  # the run's layout is a value
+    build_ladder(MODEL, ["F16", "Q2_K"], run=profile.layout, n_threads=1)
     calibrate(profile, MODEL)
     evaluate_rung(profile, MODEL, "Q2_K")
     cells = sorted((root / profile.name).glob("**/*.parquet"))
@@ -52,9 +49,9 @@ def _sweep(profile, root, monkeypatch) -> tuple[pd.DataFrame, list[str]]:
 
 
 @pytest.mark.llama
-def test_local_cluster_rows_equal_serial_rows(tmp_path, monkeypatch, smol_source):
-    from gguf_fragility.cluster import Cell, close_clients, run_cells
-    from gguf_fragility.sweep import families_of
+def test_local_cluster_rows_equal_serial_rows(tmp_path, smol_source):
+    from gguf_fragility.run.cells import families_of
+    from gguf_fragility.run.cluster import Cell, close_clients, run_cells
 
     path = tmp_path / "cl.yaml"
     path.write_text(PROFILE_YAML)
@@ -62,9 +59,10 @@ def test_local_cluster_rows_equal_serial_rows(tmp_path, monkeypatch, smol_source
     assert on_dask.scheduler == "local:2"
     serial = dataclasses.replace(on_dask, scheduler=None)
     try:
-        (a, cells_a), (b, cells_b) = (_sweep(serial, tmp_path / "serial", monkeypatch),
-                                      _sweep(on_dask, tmp_path / "dask", monkeypatch))
+        (a, cells_a), (b, cells_b) = (_sweep(serial, tmp_path / "serial"),
+                                      _sweep(on_dask, tmp_path / "dask"))
         # resuming on the cluster submits nothing: every cell is already stored
+        on_dask = dataclasses.replace(on_dask, outputs=str(tmp_path / "dask"))
         again = run_cells(on_dask, [Cell(MODEL, "Q2_K", f) for f in families_of(on_dask, MODEL)])
         assert not any(r.ran for r in again)
     finally:

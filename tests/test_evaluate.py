@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from gguf_fragility import probes
-from gguf_fragility.evaluate import (
-    GEN,
+from gguf_fragility.engine.llama import ChoiceScores
+from gguf_fragility.engine.llama import Generation as Gen
+from gguf_fragility.engine.llama import LogLik as LL
+from gguf_fragility.probes import make_item
+from gguf_fragility.probes.evaluate import (
     SYSTEM_V1,
     ItemResult,
     build_request,
@@ -19,9 +23,9 @@ from gguf_fragility.evaluate import (
     regrade_result,
     results_frame,
 )
-from gguf_fragility.infer import Generation as Gen
-from gguf_fragility.infer import LogLik as LL
-from gguf_fragility.probes import make_item
+from gguf_fragility.probes.families import SPECS
+
+LL_ROW, GEN_ROW = np.log([0.1, 0.2, 0.3, 0.4]), np.log([0.7, 0.1, 0.1, 0.1])
 
 
 class FakeEngine:
@@ -41,15 +45,17 @@ class FakeEngine:
 
     def loglikelihood(self, context, continuations):
         self.calls.append(("ll", context, tuple(continuations)))
-        return [LL(-1.0 - (self.prefer.index(c) if c in self.prefer else 9), (), 1,
-                   c == (self.prefer or [None])[0]) for c in continuations]
+        return ChoiceScores(tuple(LL(-1.0 - (self.prefer.index(c) if c in self.prefer else 9),
+                                     (), 1, c == (self.prefer or [None])[0])
+                                  for c in continuations), LL_ROW)
 
     def generate(self, prompt, *, max_tokens, stop=(), grammar=None):
         if self.fail:
             raise ValueError("prompt exceeds n_ctx")
         self.calls.append(("gen", prompt, max_tokens, tuple(stop)))
         text = next((v for k, v in self.replies.items() if k in prompt), "no idea")
-        return Gen(text, len(prompt.split()), len(text.split()), 0.1, 100.0, 50.0, "stop")
+        return Gen(text, len(prompt.split()), len(text.split()), 0.1, 100.0, 50.0, "stop",
+                   GEN_ROW)
 
 
 def mmlu_item():
@@ -85,12 +91,12 @@ def test_cloze_boolq_and_partial_winogrande():
 
 def test_mc_item_scored_with_margin_and_raw_logprobs():
     eng = FakeEngine(prefer=[" B", " C", " A", " D"])
-    r = evaluate_item(eng, mmlu_item())
+    r = evaluate_item(eng, mmlu_item()).result
     assert r.correct and r.score == 1.0 and r.extracted == "B"
     assert math.isclose(r.margin, 1.0) and math.isclose(r.gold_logprob, -1.0)
     assert json.loads(r.raw_output)["logprobs"] == [-3.0, -1.0, -2.0, -4.0]
     assert len(eng.calls) == 1  # shared context evaluated once
-    wrong = evaluate_item(FakeEngine(prefer=[" C", " B"]), mmlu_item())
+    wrong = evaluate_item(FakeEngine(prefer=[" C", " B"]), mmlu_item()).result
     assert not wrong.correct and wrong.score == 0.0 and math.isclose(wrong.margin, -1.0)
 
 
@@ -99,30 +105,24 @@ def test_generate_item_uses_template_budget_and_variant():
                      question="What is 17 * 23?", instruction="Answer with the number only.",
                      gold=["391"], scorer="numeric")
     eng = FakeEngine(replies={"17 * 23": "17 * 23 = 391"})
-    r = evaluate_item(eng, item, variant=0)
+    r = evaluate_item(eng, item, variant=0).result
     assert r.correct and r.extracted == "391" and r.scorer == "numeric@1"
     assert math.isnan(r.margin) and r.n_gen_tokens == 5  # fake tokens = words
     _, prompt, max_tokens, _ = eng.calls[0]
     assert prompt == ("<sys>default</sys><user>What is 17 * 23?\n\nAnswer with the number "
                       "only.</user><assistant>")
-    assert max_tokens == GEN["arithmetic"].max_tokens
-    r1 = evaluate_item(eng, item, variant=1)
+    assert max_tokens == SPECS["arithmetic"].gen.max_tokens
+    r1 = evaluate_item(eng, item, variant=1).result
     assert r1.variant == 1 and SYSTEM_V1 in eng.calls[-1][1]
-    bad = evaluate_item(FakeEngine(replies={"17": "It is 392"}), item)
+    bad = evaluate_item(FakeEngine(replies={"17": "It is 392"}), item).result
     assert not bad.correct and bad.score == 0.0
-
-
-def test_mc_generate_mode_extracts_letter():
-    eng = FakeEngine(replies={"Options:": "The answer is (B)."})
-    req = build_request(eng, mmlu_item(), mc_mode="generate")
-    assert "A. Venus\nB. Mars" in req.user and req.scorer == "mc_letter"
-    r = evaluate_item(eng, mmlu_item(), mc_mode="generate")
-    assert r.correct and r.extracted == "B" and r.mode == "generate"
 
 
 def test_engine_error_is_recorded_not_raised():
     item = probes.load_family("long_context", n=1).items[0]
-    r = evaluate_item(FakeEngine(fail=True), item)
+    failed = evaluate_item(FakeEngine(fail=True), item)
+    r = failed.result
+    assert failed.answer_logprobs is None
     assert not r.correct and r.error.startswith("ValueError") and r.finish_reason == "error"
 
 
@@ -139,6 +139,12 @@ def test_regrade_reproduces_and_checks_hash():
         regrade_result(rows[1], edited)
     df = results_frame(rows)
     assert list(df.columns) == list(ItemResult._fields) and len(df) == 2
+    with pytest.raises(ValueError, match="text scorer"):
+        regrade_result(rows[1], items[1], scorer="mc_loglik")
+    with pytest.raises(ValueError, match="log-likelihood scorer"):
+        regrade_result(rows[0], items[0], scorer="numeric")
+    with pytest.raises(ValueError, match="unknown scorer"):
+        regrade_result(rows[1], items[1], scorer="nope")
 
 
 def test_every_family_builds_a_request():
@@ -154,7 +160,7 @@ def _model_path():
     if os.environ.get("GGUF_FRAGILITY_TEST_MODEL"):
         return os.environ["GGUF_FRAGILITY_TEST_MODEL"]
     try:
-        from gguf_fragility import models
+        from gguf_fragility.ladder import models
         return str(models.obtain("smollm2-135m"))
     except Exception as exc:  # noqa: BLE001 - offline without the cached model
         pytest.skip(f"SmolLM2 unavailable: {exc}")
@@ -163,7 +169,7 @@ def _model_path():
 @pytest.mark.llama
 def test_real_smollm2_two_items_per_family():
     """Two items of every family through the real llama.cpp engine and SmolLM2."""
-    from gguf_fragility.infer import Engine
+    from gguf_fragility.engine.llama import Engine
     eng = Engine(_model_path(), n_ctx=2048, n_threads=2, seed=0)
     try:
         items = probes.load_items(probes.FAMILIES, 2)
@@ -181,3 +187,14 @@ def test_real_smollm2_two_items_per_family():
     # the reference model retrieves a needle from a short haystack
     lc = [r for r in rows if r.family == "long_context"]
     assert any(r.correct for r in lc), [r.raw_output for r in lc]
+
+
+def test_answer_logprobs_are_returned_not_left_on_the_engine():
+    """The answer-position distribution travels with the result (the sweep's answer KL)."""
+    gen_item = make_item("arithmetic", "generated", "s", "3", kind="generate",
+                         question="What is 2 + 2?", gold=["4"], scorer="numeric")
+    eng = FakeEngine(prefer=[" B"], replies={"2 + 2": "4"})
+    np.testing.assert_array_equal(evaluate_item(eng, mmlu_item()).answer_logprobs, LL_ROW)
+    np.testing.assert_array_equal(evaluate_item(eng, gen_item).answer_logprobs, GEN_ROW)
+    assert not hasattr(eng, "answer_logprobs")
+

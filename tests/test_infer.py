@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
-from gguf_fragility.infer import Engine, log_softmax, peak_rss_bytes, system_info
+from gguf_fragility.engine.llama import Engine, log_softmax, peak_rss_bytes, system_info, topk_rows
 
 pytestmark = pytest.mark.llama
 
 
 def test_loglikelihood_ranks_paris_above_banana(smol_engine):
-    paris, banana = smol_engine.loglikelihood("The capital of France is", [" Paris", " banana"])
+    paris, banana = smol_engine.loglikelihood("The capital of France is",
+                                              [" Paris", " banana"]).choices
     assert paris.logprob > banana.logprob + 5
     assert paris.is_greedy and not banana.is_greedy
     assert paris.logprob == pytest.approx(sum(paris.token_logprobs))
@@ -18,7 +19,7 @@ def test_loglikelihood_ranks_paris_above_banana(smol_engine):
 def test_loglikelihood_matches_one_full_evaluation(smol_engine):
     """Shared-context scoring equals reading the log-probs off one pass over the whole text."""
     ctx, cont = "Water boils at a temperature of", " one hundred degrees"
-    (ll,) = smol_engine.loglikelihood(ctx, [cont])
+    (ll,) = smol_engine.loglikelihood(ctx, [cont]).choices
     whole = smol_engine.tokenize(ctx + cont)
     n_ctx = len(smol_engine.tokenize(ctx))
     rows = smol_engine.logprob_rows(whole, list(range(n_ctx - 1, len(whole) - 1)))
@@ -29,8 +30,8 @@ def test_loglikelihood_matches_one_full_evaluation(smol_engine):
 
 
 def test_continuations_do_not_leak_into_each_other(smol_engine):
-    a1 = smol_engine.loglikelihood("2 + 2 =", [" 4"])[0].logprob
-    both = smol_engine.loglikelihood("2 + 2 =", [" five hundred and twelve", " 4"])
+    a1 = smol_engine.loglikelihood("2 + 2 =", [" 4"]).choices[0].logprob
+    both = smol_engine.loglikelihood("2 + 2 =", [" five hundred and twelve", " 4"]).choices
     assert both[1].logprob == pytest.approx(a1, abs=1e-6)
 
 
@@ -42,14 +43,13 @@ def test_one_token_choices_cost_one_decode_of_the_context(smol_engine):
     ctx_obj.decode = lambda batch: (calls.append(batch.batch.n_tokens), inner(batch))[1]
     try:
         context = "Question: Which is a planet?\nA. Mars\nB. Moon\nC. Sun\nD. Comet\nAnswer:"
-        lls = smol_engine.loglikelihood(context, [" A", " B", " C", " D"])
+        lls, row = smol_engine.loglikelihood(context, [" A", " B", " C", " D"])
     finally:
         del ctx_obj.decode
     n_ctx = len(smol_engine.tokenize(context))
     assert calls == [n_ctx]  # one llama_decode call, no re-evaluation per choice
     assert [ll.n_tokens for ll in lls] == [1, 1, 1, 1]
     # the four log-probs are one softmax row: they equal the row's entries at those ids
-    row = smol_engine.answer_logprobs
     ids = [smol_engine.tokenize(context + c)[n_ctx] for c in (" A", " B", " C", " D")]
     np.testing.assert_allclose([ll.logprob for ll in lls], row[ids], rtol=0, atol=1e-12)
     assert np.exp(row).sum() == pytest.approx(1.0, abs=1e-6)
@@ -63,17 +63,17 @@ def test_choices_beyond_n_seq_max_match_one_pack(smol_ladder, smol_engine):
     conts = [" toast with butter", " eggs", " a big bowl of porridge", " pancakes and syrup",
              " nothing at all, thanks"]
     try:
-        packed = small.loglikelihood(context, conts)
+        packed = small.loglikelihood(context, conts).choices
     finally:
         small.close()
-    one = smol_engine.loglikelihood(context, conts)
+    one = smol_engine.loglikelihood(context, conts).choices
     assert [ll.n_tokens for ll in packed] == [ll.n_tokens for ll in one]
     # F16 weights make ggml round activations to F16, and batch shape picks the kernel:
     # equal up to ~1e-3 relative (a wrong mask or position moves log-probs by whole nats)
     np.testing.assert_allclose([ll.logprob for ll in packed], [ll.logprob for ll in one],
                                rtol=1e-3, atol=1e-3)
     # and each equals scoring that continuation alone
-    alone = [smol_engine.loglikelihood(context, [c])[0].logprob for c in conts]
+    alone = [smol_engine.loglikelihood(context, [c]).choices[0].logprob for c in conts]
     np.testing.assert_allclose([ll.logprob for ll in one], alone, rtol=1e-3, atol=1e-3)
 
 
@@ -105,10 +105,10 @@ def test_chat_template_from_gguf(smol_engine):
 
 def test_top_logprobs_are_sorted_distribution(smol_engine):
     toks = smol_engine.tokenize("The quick brown fox jumps over the lazy dog")
-    top = smol_engine.top_logprobs(toks, [1, 4, len(toks) - 1], k=10)
-    assert top.ids.shape == top.logprobs.shape == (3, 10)
-    assert np.all(np.diff(top.logprobs, axis=1) <= 0)
-    assert np.all(np.logaddexp.reduce(top.logprobs, axis=1) <= 1e-9)
+    ids, lps = topk_rows(smol_engine.logprob_rows(toks, [1, 4, len(toks) - 1]), 10)
+    assert ids.shape == lps.shape == (3, 10)
+    assert np.all(np.diff(lps, axis=1) <= 0)
+    assert np.all(np.logaddexp.reduce(lps, axis=1) <= 1e-9)
     # "dog" should be among the likeliest continuations of "... the lazy"
     lazy = len(toks) - 2
     row = smol_engine.logprob_rows(toks, [lazy])[0]

@@ -5,8 +5,13 @@ import json
 import pandas as pd
 import pytest
 
-from gguf_fragility import ladder, paths
-from gguf_fragility.gguf_io import open_gguf, sha256_file
+from gguf_fragility import paths
+from gguf_fragility.engine.ftypes import FTYPES, ftype
+from gguf_fragility.engine.gguf import open_gguf
+from gguf_fragility.ladder import quantize
+from gguf_fragility.layout import RunLayout
+from gguf_fragility.stats.inputs import read_ladder
+from gguf_fragility.store import sha256_file
 
 pytestmark = pytest.mark.llama
 
@@ -43,18 +48,19 @@ def test_q2_k_falls_back_and_census_shows_it(smol_ladder):
 
 
 def test_manifest_written_with_hashes(smol_ladder):
-    manifest = json.loads((paths.ladder_dir("pytest", "smollm2-135m") / "ladder.json").read_text())
+    run = RunLayout.of("pytest")
+    manifest = json.loads((run.ladder_dir("smollm2-135m") / "ladder.json").read_text())
     assert manifest["reference_kind"] == "dequantized from Q4_1"
     for row in manifest["rungs"]:
         assert sha256_file(row["file"]) == row["sha256"]
-    csv = ladder.load_manifest("pytest", "smollm2-135m")
+    csv = read_ladder(run, ["smollm2-135m"])
     assert list(csv.rung) == ["F16", "Q8_0", "Q2_K"]
 
 
 def test_rebuild_is_idempotent(smol_ladder):
     q8 = _row(smol_ladder, "Q8_0")
     mtime = paths.Path(q8.file).stat().st_mtime_ns
-    again = ladder.build_ladder("smollm2-135m", ["F16", "Q8_0"], profile="pytest-again")
+    again = quantize.build_ladder("smollm2-135m", ["F16", "Q8_0"], run=RunLayout.of("pytest-again"))
     assert again.reused.all()
     assert _row(again, "Q8_0").sha256 == q8.sha256
     assert paths.Path(q8.file).stat().st_mtime_ns == mtime
@@ -67,28 +73,38 @@ def test_corrupted_rung_is_rebuilt(smol_ladder, tmp_path):
         f.seek(q2.stat().st_size // 2)
         f.write(b"\x00" * 64)
     assert sha256_file(q2) != good
-    row = ladder.build_ladder("smollm2-135m", ["F16", "Q2_K"], profile="pytest-rebuild")
+    row = quantize.build_ladder("smollm2-135m", ["F16", "Q2_K"], run=RunLayout.of("pytest-rebuild"))
     assert not _row(row, "Q2_K").reused
     assert sha256_file(q2) == good  # llama.cpp's quantizer is deterministic
 
 
 def test_stale_tmp_file_is_not_taken_for_a_rung(smol_ladder):
-    ref = ladder.build_reference("smollm2-135m")
+    ref = quantize.build_reference("smollm2-135m")
     dst = paths.model_dir("smollm2-135m") / "Q4_0.gguf"
     for f in (dst, dst.with_name(dst.name + ".json")):
         f.unlink(missing_ok=True)
     dst.with_name(dst.name + ".tmp").write_bytes(b"GGUF half written")
-    row = ladder.build_rung(ref, "smollm2-135m", "Q4_0", n_threads=2)
+    row = quantize.build_rung(ref, "smollm2-135m", "Q4_0", n_threads=2)
     assert not row["reused"]
     open_gguf(dst)  # complete and readable
 
 
 def test_unknown_rung_names_the_value():
     with pytest.raises(ValueError, match="Q3_X.*Q4_K_M"):
-        ladder.ftype("Q3_X")
+        ftype("Q3_X")
+
+
+def test_ftype_table_matches_the_installed_llama_cpp():
+    """The profile checks rung names without llama.cpp; the table must be llama.cpp's own."""
+    import llama_cpp
+
+    consts = {n.removeprefix("LLAMA_FTYPE_MOSTLY_"): getattr(llama_cpp, n) for n in dir(llama_cpp)
+              if n.startswith("LLAMA_FTYPE_MOSTLY_")}
+    consts["F32"] = llama_cpp.LLAMA_FTYPE_ALL_F32
+    assert consts == FTYPES
 
 
 @pytest.mark.parametrize("rung, expect", [("Q4_K_M", "Q4_K"), ("Q2_K", "Q2_K"), ("IQ4_XS", "IQ4_XS"),
                                           ("Q8_0", "Q8_0"), ("Q3_K_S", "Q3_K")])
 def test_nominal_type(rung, expect):
-    assert ladder.nominal_type(rung) == expect
+    assert quantize.nominal_type(rung) == expect

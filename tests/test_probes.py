@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from gguf_fragility import build_probes, paths, probe_sources, probes
-from gguf_fragility.probes import ProbeSchemaError, make_item, read_jsonl, validate_item
+from gguf_fragility import paths, probes
+from gguf_fragility.probes import ProbeSchemaError, build, make_item, read_jsonl, sources, validate_item
+from gguf_fragility.store import sha256_file
 
 GENERATED = ["arithmetic", "string_ops", "structured_output"]
 
@@ -79,17 +80,17 @@ def test_duplicate_ids_and_bad_json_named(tmp_path):
 
 
 def test_generators_are_byte_identical_across_builds(tmp_path):
-    a = build_probes.build(tmp_path / "a", GENERATED, progress=False)
-    b = build_probes.build(tmp_path / "b", GENERATED, progress=False)
+    a = build.build(tmp_path / "a", GENERATED, progress=False)
+    b = build.build(tmp_path / "b", GENERATED, progress=False)
     for name in [f"{f}.jsonl" for f in GENERATED] + ["manifest.json", "README.md"]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert a.sha256 == b.sha256
-    c = build_probes.build(tmp_path / "c", ["arithmetic"], seed=7, progress=False)
+    c = build.build(tmp_path / "c", ["arithmetic"], seed=7, progress=False)
     assert c.sha256["arithmetic"] != a.sha256["arithmetic"]
 
 
 def test_generated_answers_are_right(tmp_path):
-    build_probes.build(tmp_path, GENERATED, progress=False)
+    build.build(tmp_path, GENERATED, progress=False)
     for it in read_jsonl(tmp_path / "arithmetic.jsonl"):
         m = it["meta"]
         want = {"+": m["a"] + m["b"], "-": m["a"] - m["b"], "*": m["a"] * m["b"]}[m["op"]]
@@ -107,9 +108,9 @@ def test_generated_answers_are_right(tmp_path):
 
 
 def _wheels_cached() -> bool:
-    folder = paths.CACHE / "downloads"
+    folder = paths.cache_root() / "downloads"
     return all(sorted(folder.glob(f"{p.replace('-', '_')}-{v}-*.whl"))
-               for p, v in probe_sources.WHEELS.items())
+               for p, v in sources.WHEELS.items())
 
 
 def test_committed_files_match_manifest():
@@ -121,14 +122,14 @@ def test_committed_files_match_manifest():
 
 @pytest.mark.skipif(not _wheels_cached(), reason="data wheels not in .cache/downloads")
 def test_full_rebuild_reproduces_committed_files(tmp_path):
-    build_probes.build(tmp_path, progress=False)
+    build.build(tmp_path, progress=False)
     for f in sorted(paths.PROBES.iterdir()):
         assert (tmp_path / f.name).read_bytes() == f.read_bytes(), f.name
 
 
 def test_reference_solutions_pass_their_tests():
     """A few HumanEval/MBPP references must pass in the sandbox (checks harness assembly)."""
-    from gguf_fragility.codeexec import build_program, run_python
+    from gguf_fragility.probes.codeexec import build_program, run_python
     items = probes.load_family("code").items
     picked = [i for i in items if i["source"]["dataset"] == "humaneval"][:2] + [
         i for i in items if i["source"]["dataset"] == "mbpp"][:2]
@@ -142,6 +143,6 @@ def test_reference_solutions_pass_their_tests():
 
 def test_load_family_prefix_and_unknown():
     pf = probes.load_family("arithmetic", n=5)
-    assert len(pf.items) == 5 and pf.sha256 == probes.file_sha256(pf.path)
+    assert len(pf.items) == 5 and pf.sha256 == sha256_file(pf.path)
     with pytest.raises(ValueError, match="unknown family"):
         probes.load_family("poetry")

@@ -7,14 +7,12 @@ import time
 
 import pytest
 
-from gguf_fragility import codeexec, ifeval
-from gguf_fragility.scorers import (
+from gguf_fragility.probes import codeexec, ifeval
+from gguf_fragility.probes.scorers import (
     SCORERS,
     extract_json,
-    extract_letter,
     extract_number,
     normalize_text,
-    regrade,
     score_greedy_loglik,
     score_mc_loglik,
 )
@@ -23,32 +21,6 @@ from gguf_fragility.scorers import (
 def gen_item(gold, scorer, **params):
     return {"gold": gold, "scorer": scorer, "params": params, "choices": None,
             "question": "q", "kind": "generate"}
-
-
-# ---------------------------------------------------------------- letters
-@pytest.mark.parametrize("raw, want", [
-    ("B", "B"), ("B)", "B"), ("(B)", "B"), ("B.", "B"), ("**B**", "B"), ("**(C)**", "C"),
-    ("The answer is B", "B"), ("The answer is (D).", "D"), ("the correct answer is: C", "C"),
-    ("Answer: B", "B"), ("**Answer:** E", "E"), ("Answer: (A) Paris", "A"),
-    ("I think it's (C) because the sun is hot.", "C"), ("Let me see.\nD. Mars", "D"),
-    (" C) Oxygen", "C"),
-    # no letter: prose starting with the article "A" must not count as answer A
-    ("A good question! It depends.", ""), ("I don't know", ""), ("", ""),
-])
-def test_extract_letter(raw, want):
-    assert extract_letter(raw, 5) == want
-
-
-def test_extract_letter_respects_number_of_choices():
-    assert extract_letter("The answer is E", 4) == ""
-    assert extract_letter("The answer is E", 5) == "E"
-
-
-def test_mc_letter_scores_wrong_letter_zero():
-    item = {"gold": 1, "choices": ["x", "y", "z", "w"]}
-    assert SCORERS["mc_letter"].func("The answer is B", item).correct
-    wrong = SCORERS["mc_letter"].func("The answer is C", item)
-    assert wrong.score == 0.0 and not wrong.correct
 
 
 # ---------------------------------------------------------------- numbers
@@ -155,13 +127,6 @@ def test_greedy_loglik():
     assert score_greedy_loglik([-0.3], [True], item).correct
     s = score_greedy_loglik([-0.3], [False], item)
     assert not s.correct and math.isnan(s.detail["margin"])
-
-
-def test_regrade_refuses_loglik_scorer_and_unknown():
-    with pytest.raises(ValueError, match="log-likelihood"):
-        regrade("B", {"scorer": "mc_loglik"})
-    with pytest.raises(ValueError, match="unknown scorer"):
-        regrade("B", {"scorer": "nope"})
 
 
 def test_every_scorer_has_version_and_kind():

@@ -11,19 +11,32 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from gguf_fragility import claims, paths, results, site, transfer
+from gguf_fragility import paths
+from gguf_fragility.layout import RunLayout, outputs_root
+from gguf_fragility.profile import Profile, load_profile
+from gguf_fragility.report import claims, site
+from gguf_fragility.stats import results, transfer
+from gguf_fragility.testing import write_synthetic
 
 RUNGS = ("F16", "Q8_0", "Q4_K_M", "Q2_K")
 
 
-def _tables(profile):
-    """Synthetic sweep + notebook 05 and 06 tables for ``profile``, computed in-process."""
-    r = results.write_synthetic(profile, n_models=2, n_families=5, n_items=40, rungs=RUNGS)
-    st = results.stats_tables(r.items, r.ladder, r.costs, r.shift, seed=0, n_boot=200)
-    results.write_tables(st, paths.tables_dir(profile), config={"alpha": 0.05, "n_boot": 200})
-    tt = transfer.transfer_tables(r.items, r.ladder, st.death_order, st.comparisons, n_boot=200)
-    transfer.write_tables(tt, paths.tables_dir(profile))
-    return st
+def synthetic_profile(name: str) -> Profile:
+    """A profile over the synthetic models, written as ``<name>.yaml`` beside the outputs."""
+    path = outputs_root() / "profiles" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"models:\n  synth-0: {{rungs: {list(RUNGS)}}}\n"
+                    f"  synth-1: {{rungs: {list(RUNGS)}}}\nn_boot: 200\n")
+    return load_profile(path)
+
+
+def _tables(name):
+    """Synthetic sweep + notebook 05 and 06 tables for profile ``name``, computed in-process."""
+    profile = synthetic_profile(name)
+    r = write_synthetic(profile.layout, n_models=2, n_families=5, n_items=40, rungs=RUNGS)
+    results.analyse(profile, r)
+    transfer.analyse(profile, r)
+    return profile
 
 
 def internal_link_problems(root: Path) -> list[str]:
@@ -44,8 +57,8 @@ def internal_link_problems(root: Path) -> list[str]:
 
 
 def test_render_offline_from_tables(capsys):
-    _tables("site-fast")
-    r = site.render("site-fast", renderer="smalldocs")
+    run = _tables("site-fast").layout
+    r = site.render(run, renderer="smalldocs")
     out = capsys.readouterr().out
     assert "with smalldocs" in out and str(r.index) in out
     assert r.index.exists() and r.external == [] and r.claims_ok, out
@@ -54,24 +67,24 @@ def test_render_offline_from_tables(capsys):
     assert "Kendall" in html and "safest low rung" in html.lower()
     assert internal_link_problems(r.site_dir) == []
     assert {"settings.csv", "site_headline.csv"} <= {
-        p.name for p in paths.tables_dir("site-fast").iterdir()}
+        p.name for p in run.tables_dir.iterdir()}
     repro = re.sub(r"<[^>]+>", "", (r.site_dir / "reproducibility.html").read_text())
     assert "make autopsy PROFILE=site-fast" in repro and "system information" in repro
 
 
 def test_claim_check_fails_when_a_page_gains_a_number():
-    _tables("site-tamper")
-    r = site.render("site-tamper", renderer="smalldocs", check_claims=False)
+    run = _tables("site-tamper").layout
+    r = site.render(run, renderer="smalldocs", check_claims=False)
     page = r.site_dir / "methods.html"
     page.write_text(page.read_text().replace("</main>", "<p>It loses 61.37 pp.</p></main>"))
-    res = claims.check("site-tamper")
+    res = claims.check(run)
     assert not res.ok
     assert res.claims.loc[~res.claims["traced"], "number"].tolist() == ["61.37"]
 
 
 def test_unknown_renderer_is_rejected():
     with pytest.raises(ValueError, match="renderer must be"):
-        site.render("site-fast", renderer="pandoc")
+        site.render(RunLayout.of("site-fast"), renderer="pandoc")
 
 
 def test_external_loads_are_found(tmp_path):
@@ -86,23 +99,25 @@ def test_external_loads_are_found(tmp_path):
 
 
 def _papermill(nb, profile):
-    out = paths.executed_dir(profile) / f"{nb}.ipynb"
+    out = profile.layout.executed_dir / f"{nb}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     import papermill as pm
 
     pm.execute_notebook(str(paths.NOTEBOOKS / f"{nb}.ipynb"), str(out), kernel_name="python3",
-                        parameters={"profile": profile, "n_boot": 200}, progress_bar=False,
+                        parameters={"profile": str(outputs_root() / "profiles" /
+                                                    f"{profile.name}.yaml")},
+                        progress_bar=False,
                         cwd=str(paths.NOTEBOOKS))
 
 
 @pytest.fixture(scope="module")
 def executed_site():
     """Notebooks 05 and 06 executed by papermill on a synthetic sweep, then rendered."""
-    profile = "site-e2e"
-    results.write_synthetic(profile, n_models=2, n_families=5, n_items=40, rungs=RUNGS)
+    profile = synthetic_profile("site-e2e")
+    write_synthetic(profile.layout, n_models=2, n_families=5, n_items=40, rungs=RUNGS)
     _papermill("05_stats", profile)
     _papermill("06_transfer", profile)
-    return site.render(profile)
+    return site.render(profile.layout)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +169,7 @@ def test_site_in_headless_chromium(executed_site, served, tmp_path):
     loads = [u for u in re.findall(r'(?:src|href)="([^"]+)"', html)
              if not u.startswith(("#", "data:", "mailto:"))]
     assert [u for u in loads if urlsplit(u).hostname not in (None, "127.0.0.1")] == [], loads
-    shot = paths.run_dir("site-e2e") / "landing.png"
+    shot = executed_site.site_dir.parent / "landing.png"
     png = _chromium(tmp_path, "--window-size=1280,1800", "--hide-scrollbars",
                     f"--screenshot={shot}", f"{served}/index.html")
     assert png.returncode == 0 and shot.stat().st_size > 10_000, png.stderr[-2000:]

@@ -1,11 +1,14 @@
 """Notebook 05 end to end on a synthetic sweep (papermill), checking the CSVs it writes."""
 
-import os
+import json
 
 import pandas as pd
 import pytest
 
-from gguf_fragility import paths, results
+from gguf_fragility import paths
+from gguf_fragility.layout import RunLayout
+from gguf_fragility.profile import load_profile
+from gguf_fragility.testing import write_synthetic
 
 NOTEBOOK = paths.NOTEBOOKS / "05_stats.ipynb"
 EXPECTED = {
@@ -14,7 +17,7 @@ EXPECTED = {
     "comparisons": ["model", "family", "rung", "reference", "subset", "n", "deaths",
                     "resurrections", "net_loss", "net_loss_rate", "diff", "diff_ci_low",
                     "diff_ci_high", "p_raw", "p_adj", "significant", "worse", "tost_p_3pp",
-                    "equiv_3pp", "tost_p_5pp", "equiv_5pp", "mde", "cohens_h", "risk_diff",
+                    "equiv_3pp", "tost_p_5pp", "equiv_5pp", "mde", "cohens_h",
                     "tier", "kl_mean", "same_top_rate", "margin_shrink_median", "bpw"],
     "death_order": ["model", "subset", "family", "death_rung", "death_bpw", "persistent",
                     "recoveries", "fragility", "fragility_ci_low", "fragility_ci_high",
@@ -26,23 +29,17 @@ EXPECTED = {
 }
 
 
-def make_synthetic_outputs(root, profile="smoke", **kwargs):
-    """Test helper: lay a synthetic sweep out under ``root`` as notebooks 01 and 04 would."""
-    old = paths.OUTPUTS
-    paths.OUTPUTS = root
-    try:
-        return results.write_synthetic(profile, **kwargs)
-    finally:
-        paths.OUTPUTS = old
-
-
 @pytest.mark.slow
-def test_notebook_05_on_synthetic_sweep(tmp_path, monkeypatch):
+def test_notebook_05_on_synthetic_sweep_without_llama_cpp(tmp_path, monkeypatch, no_llama_env):
+    """Notebook 05 reads only ``profile``: its settings come from params/smoke.yaml, and its
+    kernel runs where llama.cpp cannot be imported (a laptop without a compiler)."""
     papermill = pytest.importorskip("papermill")
-    make_synthetic_outputs(tmp_path, n_models=2, n_families=5, n_items=80, seed=3)
+    write_synthetic(RunLayout.of("smoke", tmp_path), n_models=2, n_families=5, n_items=80,
+                    seed=3)
     monkeypatch.setenv("GGUF_FRAGILITY_OUTPUTS", str(tmp_path))  # read by the kernel
+    monkeypatch.setenv("PYTHONPATH", no_llama_env["PYTHONPATH"])  # the kernel blocks llama_cpp
     papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "05_stats.ipynb"),
-                               parameters={"profile": "smoke", "n_boot": 1000},
+                               parameters={"profile": "smoke"},
                                kernel_name="python3", cwd=str(paths.REPO),
                                progress_bar=False)
     tables = tmp_path / "smoke" / "tables"
@@ -50,8 +47,10 @@ def test_notebook_05_on_synthetic_sweep(tmp_path, monkeypatch):
         df = pd.read_csv(tables / f"{name}.csv")
         assert len(df), name
         assert set(cols) <= set(df.columns), (name, set(cols) - set(df.columns))
-    assert (tables / "stats_config.json").exists()
+    config = json.loads((tables / "stats_config.json").read_text())
+    smoke = load_profile("smoke")
+    assert config["n_boot"] == smoke.n_boot == 2000  # the profile's value, not a default
+    assert config["seed"] == smoke.seed and config["alpha"] == smoke.alpha
     figs = {p.name for p in (tmp_path / "smoke" / "figures").glob("*.svg")}
     assert {"accuracy_vs_bpw.svg", "netloss_heatmap.svg", "death_order.svg",
             "kl_vs_bpw.svg", "decision_matrix.svg"} <= figs
-    assert os.environ["GGUF_FRAGILITY_OUTPUTS"] == str(tmp_path)

@@ -1,15 +1,21 @@
 """The grid, death order, decision matrix and table I/O, on small hand-built sweeps."""
 
+import dataclasses
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from gguf_fragility import paths, results
-from gguf_fragility.deathorder import trapezoid_weights
-from gguf_fragility.decision import GIB, decision_matrix, recommend
-from gguf_fragility.grid import paired_grid, validate_items
+from gguf_fragility.layout import RunLayout
+from gguf_fragility.profile import load_profile
+from gguf_fragility.stats import inputs, results
+from gguf_fragility.stats.deathorder import trapezoid_weights
+from gguf_fragility.stats.decision import GIB, decision_matrix, recommend
+from gguf_fragility.stats.grid import paired_grid, validate_items
+from gguf_fragility.testing import synthetic_results, write_synthetic
 
 BPW = {"F16": 16.0, "Q8_0": 8.5, "Q4_K_M": 4.9, "Q2_K": 3.0}
 
@@ -138,7 +144,7 @@ def test_bad_input_is_refused():
 
 
 def test_grid_is_reproducible_and_cells_independent():
-    r = results.synthetic_results(n_models=1, n_families=3, n_items=60, seed=1)
+    r = synthetic_results(n_models=1, n_families=3, n_items=60, seed=1)
     refs = results.reference_rungs(r.ladder)
     g1 = paired_grid(r.items, refs, seed=7, n_boot=500)
     g2 = paired_grid(r.items, refs, seed=7, n_boot=500)
@@ -163,20 +169,22 @@ def test_unmeasurable_family_stays_in_comparisons_but_not_in_decisions(hand):
     assert t.decision.set_index("rung").loc["Q4_K_M", "tier"] != "negligible"  # ungated
 
 
-def test_write_and_load_roundtrip(tmp_path, monkeypatch):
-    monkeypatch.setattr(paths, "OUTPUTS", tmp_path)
-    r = results.write_synthetic("unit", n_models=2, n_families=3, n_items=40, seed=2)
-    loaded = results.load_results("unit")
+def test_write_and_load_roundtrip(tmp_path):
+    run = RunLayout.of("unit", tmp_path)
+    r = write_synthetic(run, n_models=2, n_families=3, n_items=40, seed=2)
+    loaded = inputs.load_results(run)
     assert len(loaded.items) == len(r.items) and loaded.costs is not None
     assert loaded.items.measurable.all()  # write_synthetic's calibration report: all measurable
-    t = results.stats_tables(*loaded, seed=0, n_boot=200)
-    files = results.write_tables(t, paths.tables_dir("unit"), config={"seed": 0})
+    profile = dataclasses.replace(load_profile("smoke"), name="unit", outputs=str(tmp_path),
+                                  n_boot=200)
+    t = results.analyse(profile, loaded)
     for name in results.StatsTables._fields:
-        back = pd.read_csv(paths.tables_dir("unit") / f"{name}.csv")
+        back = pd.read_csv(run.tables_dir / f"{name}.csv")
         assert list(back.columns) == list(getattr(t, name).columns)
-    assert not list(paths.tables_dir("unit").glob("*.tmp")) and len(files) == 6
-    for cost in paths.sweep_dir("unit").glob("*/*/_cost.json"):
+    assert json.loads((run.tables_dir / "stats_config.json").read_text())["n_boot"] == 200
+    assert not list(run.tables_dir.glob("*.tmp"))
+    for cost in run.rung_jsons("_cost.json"):
         cost.unlink()
-    assert results.load_results("unit").costs is None
+    assert inputs.load_results(run).costs is None
     with pytest.raises(FileNotFoundError, match="no sweep cells"):
-        results.load_results("nothing-here")
+        inputs.load_results(RunLayout.of("nothing-here", tmp_path))

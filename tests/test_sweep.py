@@ -2,19 +2,20 @@
 re-grade without a model, KL of the reference against itself."""
 
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from tiny_profile import tiny_profile_yaml
 
-from gguf_fragility import paths
-from gguf_fragility.params import load_profile
+from gguf_fragility.layout import RunLayout
+from gguf_fragility.profile import load_profile
+from gguf_fragility.stats.inputs import load_items
 
 pytestmark = pytest.mark.llama
 
@@ -26,13 +27,13 @@ PROFILE_YAML = tiny_profile_yaml(FAMILIES, N_ITEMS, n_threads=2)
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory, smol_ladder):
     """A tiny profile with its ladder and calibration done."""
-    from gguf_fragility.calibrate import calibrate
-    from gguf_fragility.ladder import build_ladder
+    from gguf_fragility.ladder.quantize import build_ladder
+    from gguf_fragility.run.calibrate import calibrate
 
     path = tmp_path_factory.mktemp("profiles") / "mini.yaml"
     path.write_text(PROFILE_YAML)
     profile = load_profile(path)
-    build_ladder("smollm2-135m", list(profile.models["smollm2-135m"].rungs), profile="mini")
+    build_ladder("smollm2-135m", list(profile.models["smollm2-135m"].rungs), run=profile.layout)
     cal = calibrate(profile, "smollm2-135m")
     return profile, cal
 
@@ -48,25 +49,25 @@ def test_calibration_report(mini):
 
 
 def test_sweep_rows_and_provenance(mini):
-    from gguf_fragility.sweep import load_items, sweep_rung
+    from gguf_fragility.run.sweep import sweep_rung
 
     profile, _ = mini
     rows = sweep_rung(profile, "smollm2-135m", "Q2_K")
     assert len(rows) == len(FAMILIES) * N_ITEMS
     assert not rows.duplicated(["family", "item_id"]).any()
-    ladder = pd.read_csv(paths.ladder_dir("mini", "smollm2-135m") / "ladder.csv").set_index("rung")
+    ladder = pd.read_csv(profile.layout.ladder_csv("smollm2-135m")).set_index("rung")
     assert (rows.model_sha256 == ladder.loc["Q2_K", "sha256"]).all()
     assert (rows.quant_type == "Q2_K").all()
     for col in ["probe_file_sha256", "scorer", "code_version", "llama_system_info", "params_hash",
                 "item_hash", "raw_output"]:
         assert rows[col].astype(str).str.len().gt(0).all(), col
-    everything = load_items("mini")
+    everything = load_items(profile.layout)
     assert len(everything) == 2 * len(FAMILIES) * N_ITEMS
     assert set(everything.rung) == {"F16", "Q2_K"}
 
 
 def test_reference_against_itself_has_zero_kl(mini):
-    from gguf_fragility.sweep import load_items, measure_shift
+    from gguf_fragility.run.sweep import measure_shift
 
     profile, _ = mini
     ref = measure_shift(profile, "smollm2-135m", "F16")
@@ -74,24 +75,39 @@ def test_reference_against_itself_has_zero_kl(mini):
     assert ref["same_top_rate"] == 1.0 and ref["ppl_ratio"] == pytest.approx(1.0, abs=1e-6)
     q2 = measure_shift(profile, "smollm2-135m", "Q2_K")
     assert q2["kl_mean"] > 0.01 and q2["same_top_rate"] < 1.0
-    f16 = load_items("mini").query("rung == 'F16'")
+    f16 = load_items(profile.layout).query("rung == 'F16'")
     assert np.allclose(f16.answer_kl.dropna(), 0.0)
 
 
-def _copy_prefix(src: str, dst) -> None:
-    """Copy ladder + calibration + reference cells of the mini profile into another outputs root."""
+def _copy_prefix(src: RunLayout, dst: Path) -> None:
+    """Copy ladder + calibration + reference cells of a run into another outputs root."""
     import shutil
 
     for sub in ["ladder", "calibration", "sweep/smollm2-135m/F16"]:
-        shutil.copytree(paths.OUTPUTS / "mini" / sub, dst / "mini" / sub)
-    shutil.copy(paths.OUTPUTS / "mini/sweep/smollm2-135m/_reference_topk.npz",
-                dst / "mini/sweep/smollm2-135m/_reference_topk.npz")
+        shutil.copytree(src.root / sub, dst / src.profile / sub)
+    shutil.copy(src.reference_topk("smollm2-135m"),
+                RunLayout.of(src.profile, dst).reference_topk("smollm2-135m"))
 
 
 def _sweep_cmd(profile_path) -> list[str]:
-    code = ("from gguf_fragility.params import load_profile; from gguf_fragility.sweep import sweep_rung;"
+    code = ("from gguf_fragility.profile import load_profile; "
+            "from gguf_fragility.run.sweep import sweep_rung; "
             f"sweep_rung(load_profile({str(profile_path)!r}), 'smollm2-135m', 'Q2_K')")
     return [sys.executable, "-c", code]
+
+
+def _kill_after_cells(cmd: list[str], env: dict, folder: Path, n: int) -> dict[str, int]:
+    """Start ``cmd``; SIGKILL it as soon as ``folder`` holds ``n`` cell files; return the
+    cells stored at that moment (name -> mtime). Fails if the run finished first."""
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    try:
+        while len(list(folder.glob("*.parquet"))) < n:
+            assert proc.poll() is None, "the sweep ended before it could be killed mid-run"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    return {c.name: c.stat().st_mtime_ns for c in folder.glob("*.parquet")}
 
 
 def test_killed_sweep_resumes_without_loss_or_duplicates(mini, tmp_path):
@@ -99,17 +115,23 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(mini, tmp_path):
     profile_path = tmp_path / "mini.yaml"
     profile_path.write_text(PROFILE_YAML)
     runs = {}
-    for name, kill in [("interrupted", True), ("straight", False)]:
+    for name in ["interrupted", "straight"]:
         root = tmp_path / name
-        _copy_prefix("mini", root)
+        _copy_prefix(profile.layout, root)
         env = {**os.environ, "GGUF_FRAGILITY_OUTPUTS": str(root)}
-        if kill:
-            proc = subprocess.Popen(_sweep_cmd(profile_path), env=env, stderr=subprocess.DEVNULL)
-            time.sleep(random.Random(os.getpid()).uniform(3.0, 8.0))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        folder = root / "mini/sweep/smollm2-135m/Q2_K"
+        if name == "interrupted":
+            # killed once right after its first cell, and again (resumed) after its second:
+            # each kill lands inside the next family, with cells stored before it
+            first = _kill_after_cells(_sweep_cmd(profile_path), env, folder, 1)
+            second = _kill_after_cells(_sweep_cmd(profile_path), env, folder, len(first) + 1)
+            assert 1 <= len(first) < len(second) < len(FAMILIES)
+            assert all(second[c] == t for c, t in first.items())  # resumed, not redone
         subprocess.run(_sweep_cmd(profile_path), env=env, check=True, stderr=subprocess.DEVNULL)
-        cells = sorted((root / "mini/sweep/smollm2-135m/Q2_K").glob("*.parquet"))
+        cells = sorted(folder.glob("*.parquet"))
+        assert len(cells) == len(FAMILIES) and not list(folder.glob("*.tmp*"))
+        if name == "interrupted":
+            assert all(c.stat().st_mtime_ns == second[c.name] for c in cells if c.name in second)
         runs[name] = pd.concat([pd.read_parquet(c) for c in cells], ignore_index=True)
     a, b = (runs[k].sort_values(["family", "item_id"]).reset_index(drop=True) for k in runs)
     assert len(a) == len(b) == len(FAMILIES) * N_ITEMS
@@ -119,11 +141,12 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(mini, tmp_path):
 
 
 def test_regrade_changes_scores_without_a_model(mini, monkeypatch):
-    from gguf_fragility import infer, sweep
+    from gguf_fragility.engine import llama
+    from gguf_fragility.run import sweep
 
     profile, _ = mini
     sweep.sweep_rung(profile, "smollm2-135m", "Q2_K")
-    cell = paths.sweep_dir("mini") / "smollm2-135m" / "Q2_K" / "arithmetic.parquet"
+    cell = profile.layout.cell("smollm2-135m", "Q2_K", "arithmetic")
     df = pd.read_parquet(cell)
     truth = df.correct.copy()
     df["correct"] = ~df.correct  # as if an old, buggy scorer had graded them
@@ -133,7 +156,7 @@ def test_regrade_changes_scores_without_a_model(mini, monkeypatch):
     def no_model(*a, **k):
         raise AssertionError("regrade must not load a model")
 
-    monkeypatch.setattr(infer.Engine, "__init__", no_model)
-    summary = sweep.regrade("mini")
+    monkeypatch.setattr(llama.Engine, "__init__", no_model)
+    summary = sweep.regrade(profile.layout)
     assert summary.set_index("cell").loc["smollm2-135m/Q2_K/arithmetic.parquet", "changed"] == len(df)
     assert (pd.read_parquet(cell).correct == truth).all()

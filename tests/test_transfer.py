@@ -5,14 +5,16 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from gguf_fragility import claims, results, transfer
+from gguf_fragility.report import claims
+from gguf_fragility.stats import results, transfer
+from gguf_fragility.testing import synthetic_results
 
 RUNGS = ("F16", "Q8_0", "Q4_K_M", "Q2_K")
 
 
 @pytest.fixture(scope="module")
 def synth():
-    r = results.synthetic_results(n_models=2, n_families=7, n_items=60, rungs=RUNGS, seed=3)
+    r = synthetic_results(n_models=2, n_families=7, n_items=60, rungs=RUNGS, seed=3)
     st = results.stats_tables(r.items, r.ladder, seed=0, n_boot=300)
     t = transfer.transfer_tables(r.items, r.ladder, st.death_order, st.comparisons,
                                  n_boot=300, seed=0)
@@ -41,7 +43,7 @@ def test_rank_agreement_point_estimates_match_scipy(synth):
 
 
 def test_identical_models_agree_perfectly():
-    r = results.synthetic_results(n_models=1, n_families=5, n_items=80, rungs=RUNGS, seed=1)
+    r = synthetic_results(n_models=1, n_families=5, n_items=80, rungs=RUNGS, seed=1)
     twin = r.items.assign(model="twin")
     items = pd.concat([r.items, twin], ignore_index=True)
     ladder = pd.concat([r.ladder, r.ladder.assign(model="twin")], ignore_index=True)

@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import ladder, models, pipeline
-from .gguf_io import GGUFError
-from .models import RegistryError
-from .params import ProfileError
+from gguf_fragility.engine.gguf import GGUFError
+from gguf_fragility.ladder import models, quantize
+from gguf_fragility.ladder.models import RegistryError
+from gguf_fragility.profile import DEFAULT_RUNGS, ProfileError, load_profile
+from gguf_fragility.report import site
+from gguf_fragility.run import pipeline
+from gguf_fragility.run.sweep import regrade
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-site", action="store_true", help="do not render the report site")
     lad = sub.add_parser("ladder", help="build one model's ladder outside the notebooks")
     lad.add_argument("model")
-    lad.add_argument("--rungs", nargs="+", default=list(ladder.DEFAULT_RUNGS))
+    lad.add_argument("--rungs", nargs="+", default=list(DEFAULT_RUNGS))
     lad.add_argument("--profile", default="default")
     g = sub.add_parser("regrade", help="re-score stored raw outputs with the current scorers")
     g.add_argument("--profile", default="default")
@@ -44,15 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "run":
             pipeline.run(args.profile, args.stages)
             if not args.no_site:
-                from . import site
-
-                site.render(args.profile)
+                site.render(load_profile(args.profile).layout)
         elif args.cmd == "ladder":
-            print(ladder.build_ladder(args.model, args.rungs, profile=args.profile).to_string())
+            print(quantize.build_ladder(args.model, args.rungs,
+                                        run=load_profile(args.profile).layout).to_string())
         elif args.cmd == "regrade":
-            from .sweep import regrade
-
-            summary = regrade(args.profile)
+            summary = regrade(load_profile(args.profile).layout)
             print(summary.to_string(index=False))
             print(f"{int(summary.changed.sum())} of {int(summary.n.sum())} verdicts changed")
         elif args.cmd == "fetch":

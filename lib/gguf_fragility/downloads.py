@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import paths
+from gguf_fragility import paths
 
 
 def fetch_wheel(spec: str) -> Path:
@@ -24,7 +24,7 @@ def fetch_wheel(spec: str) -> Path:
     name, _, version = spec.partition("==")
     if not version:
         raise ValueError(f"{spec!r}: pin an exact version, e.g. {name}==1.0")
-    folder = paths.CACHE / "downloads"
+    folder = paths.cache_root() / "downloads"
     stem = f"{name.replace('-', '_')}-{version}-"
     found = sorted(folder.glob(stem + "*.whl"))
     if found:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import paths
+from gguf_fragility import paths
 
 
 def _replace(tmp: Path, dst: Path) -> None:
@@ -46,6 +46,25 @@ def write_table_atomic(df: pd.DataFrame, path: Path) -> None:
     else:
         raise ValueError(f"unsupported table format {path.suffix!r} for {path}; use .csv or .parquet")
     _replace(tmp, path)
+
+
+def write_tables(tables: tuple, out_dir: Path) -> list[Path]:
+    """Write each field of a NamedTuple of DataFrames to ``out_dir/<field>.csv`` atomically."""
+    out_dir = Path(out_dir)
+    written = []
+    for name, df in tables._asdict().items():
+        write_table_atomic(df, out_dir / f"{name}.csv")
+        written.append(out_dir / f"{name}.csv")
+    return written
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 hex digest of a file's bytes, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def params_hash(obj: object) -> str:

@@ -1,0 +1,1 @@
+"""llama.cpp behind a small typed interface, and GGUF file reading."""

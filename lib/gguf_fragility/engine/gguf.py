@@ -1,0 +1,156 @@
+"""Reading, checking and rewriting GGUF files with the ``gguf`` package.
+
+A file's name does not tell its real precision: llama.cpp silently falls back to
+32-wide block types when a weight row is not a multiple of 256. This module
+reads what is really inside (tensor types, bits per weight) and writes the F16
+reference when the only available file is already quantized.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
+from gguf.quants import dequantize
+
+from gguf_fragility.engine.ftypes import FTYPE_NAMES
+
+GGUF_MAGIC = b"GGUF"
+FLOAT_TYPES = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
+
+
+class GGUFError(ValueError):
+    """A file that is missing, not GGUF, truncated or not what was expected."""
+
+
+class Census(NamedTuple):
+    """What is really inside a GGUF: see :func:`tensor_census`."""
+
+    n_params: int  # weights, all tensors
+    n_bytes: int  # tensor data bytes
+    bpw: float  # real bits per weight over all tensors (embeddings and output included)
+    params_by_type: dict[str, int]  # ggml type name -> number of weights
+    tensors_by_type: dict[str, int]  # ggml type name -> number of tensors
+    n_fallback: int  # tensors quantized to a 32-block type where a 256-block type was asked
+    fallback_params: int
+
+
+def open_gguf(path: str | os.PathLike) -> GGUFReader:
+    """Open a GGUF after checking it exists, has the GGUF magic and is complete.
+
+    Raises
+    ------
+    GGUFError
+        Naming the file, what is wrong with it and what to do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GGUFError(f"GGUF file not found: {path}. Check the path in params/models.yaml "
+                        "(or the profile), or delete the cache entry so it is fetched again.")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise GGUFError(f"{path} is not a GGUF file (first bytes {magic!r}, expected {GGUF_MAGIC!r}). "
+                        "Point the registry at a .gguf model file (convert other formats with "
+                        "llama.cpp's convert_hf_to_gguf.py).")
+    size = path.stat().st_size
+    try:
+        reader = GGUFReader(path)
+    except Exception as exc:  # gguf raises bare ValueError/IndexError on a cut header
+        raise GGUFError(f"{path} is a damaged or truncated GGUF ({size} bytes): {exc}. "
+                        "Delete it and rerun to rebuild or re-download it.") from exc
+    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
+    if end > size:
+        raise GGUFError(f"{path} is truncated: its tensors need {end} bytes, the file has {size}. "
+                        "Delete it and rerun to rebuild or re-download it.")
+    return reader
+
+
+def file_type_name(reader: GGUFReader) -> str:
+    """llama.cpp's name of the file type recorded in ``general.file_type`` (e.g. ``Q4_K_M``)."""
+    field = reader.fields.get("general.file_type")
+    if field is None:
+        return "unknown"
+    code = int(field.contents())
+    return FTYPE_NAMES.get(code, f"ftype {code}")
+
+
+def is_full_precision(reader: GGUFReader) -> bool:
+    """True when every tensor is F32, F16 or BF16."""
+    return all(t.tensor_type in FLOAT_TYPES for t in reader.tensors)
+
+
+def tensor_census(reader: GGUFReader, nominal: str | None = None) -> Census:
+    """Count weights per ggml type and the real bits per weight.
+
+    Parameters
+    ----------
+    reader : GGUFReader
+    nominal : str, optional
+        The ggml type the rung asked for (e.g. ``"Q2_K"``). When it is a 256-block type,
+        quantized tensors stored in a 32-block type are counted as fallbacks.
+
+    Notes
+    -----
+    K-quants and i-quants need rows that are a multiple of 256; llama.cpp
+    (``llama_tensor_get_type``) then falls back to Q4_0/Q5_0/Q5_1/Q8_0/IQ4_NL.
+    """
+    nominal_block = GGML_QUANT_SIZES[GGMLQuantizationType[nominal]][0] if nominal else None
+    params: Counter[str] = Counter()
+    tensors: Counter[str] = Counter()
+    n_fb = fb_params = n_bytes = 0
+    for t in reader.tensors:
+        name = t.tensor_type.name
+        params[name] += int(t.n_elements)
+        tensors[name] += 1
+        n_bytes += int(t.n_bytes)
+        block = GGML_QUANT_SIZES[t.tensor_type][0]
+        if nominal_block == 256 and t.tensor_type not in FLOAT_TYPES and block == 32:
+            n_fb += 1
+            fb_params += int(t.n_elements)
+    n_params = sum(params.values())
+    return Census(n_params, n_bytes, 8.0 * n_bytes / n_params, dict(params), dict(tensors),
+                  n_fb, fb_params)
+
+
+def _copy_metadata(reader: GGUFReader, writer: GGUFWriter, overrides: dict[str, int]) -> None:
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name in ("general.architecture", "general.alignment"):
+            continue
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
+        value = overrides.get(name, field.contents())
+        writer.add_key_value(name, value, vtype, sub_type=sub)
+
+
+def write_f16_reference(src: Path, dst: Path) -> None:
+    """Write an F16 GGUF whose weights are the dequantized weights of ``src``.
+
+    1-D tensors (norms, biases) stay F32 as ``convert_hf_to_gguf.py`` writes them.
+    The file is written to ``dst.tmp`` and renamed, so a cut-off never leaves a
+    file that looks complete.
+    """
+    reader = open_gguf(src)
+    arch = str(reader.fields["general.architecture"].contents())
+    tmp = dst.with_name(dst.name + ".tmp")
+    writer = GGUFWriter(tmp, arch)
+    align = reader.fields.get("general.alignment")
+    if align is not None:
+        writer.data_alignment = int(align.contents())
+    _copy_metadata(reader, writer, {"general.file_type": 1})
+    for t in reader.tensors:
+        if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+            data = np.asarray(t.data)
+        else:
+            data = dequantize(t.data, t.tensor_type)
+        data = data.reshape(tuple(int(d) for d in reversed(t.shape)))
+        writer.add_tensor(t.name, data.astype(np.float32 if data.ndim == 1 else np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, dst)

@@ -1,0 +1,367 @@
+"""The inference core: one GGUF loaded in llama.cpp (via llama-cpp-python) behind a small interface.
+
+Like lm-evaluation-harness's ``LM`` (``loglikelihood`` / ``generate_until``), every
+notebook talks to llama.cpp only through :class:`Engine`::
+
+    eng = Engine("model.gguf", n_ctx=2048, n_threads=2, seed=0)
+    eng.loglikelihood("The capital of France is", [" Paris", " banana"])
+    eng.generate(eng.render("What is 2+2?"), max_tokens=16)
+
+Contracts
+---------
+* BOS: a token sequence starts with BOS exactly when the GGUF says so
+  (``tokenizer.ggml.add_bos_token``; SmolLM2 says no). The same rule holds for every
+  rung and every scorer.
+* Log-likelihood: the word-boundary space belongs to the continuation (``" Paris"``).
+  Continuation tokens are the tokens of ``context + continuation`` after the context's
+  own tokens (lm-eval's ``_encode_pair``). The context is evaluated once per call and its
+  KV cache reused for every continuation.
+* Generation is greedy (temperature 0) and therefore deterministic for one build.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import llama_cpp
+import numpy as np
+
+from gguf_fragility.engine.gguf import open_gguf
+
+# Version of the log-likelihood computation: part of every sweep cell's params hash, so a
+# change that moves log-probs (even by float rounding) re-runs stored cells.
+# 2: one batch per item, the choices as sequences on the shared context, whose last
+#    logits row scores every first token (was: context[:-1], then one decode per choice)
+SCORING_VERSION = 2
+
+
+class LogLik(NamedTuple):
+    """Log-likelihood of one continuation: see :meth:`Engine.loglikelihood`."""
+
+    logprob: float  # sum over the continuation's tokens (natural log)
+    token_logprobs: tuple[float, ...]
+    n_tokens: int
+    is_greedy: bool  # every continuation token is the argmax
+
+
+class ChoiceScores(NamedTuple):
+    """Result of :meth:`Engine.loglikelihood`."""
+
+    choices: tuple[LogLik, ...]  # one per continuation, in order
+    answer_logprobs: np.ndarray  # (n_vocab,) next-token log-probs after the context
+
+
+class Generation(NamedTuple):
+    """One greedy generation with llama.cpp's own timings."""
+
+    text: str
+    n_prompt_tokens: int  # prompt tokens, including any reused from the KV cache
+    n_gen_tokens: int
+    ttft_s: float  # prompt evaluation + first token
+    prompt_tps: float  # prompt tokens/s (prompt evaluated from an empty KV cache)
+    gen_tps: float
+    finish_reason: str  # "stop" or "length"
+    answer_logprobs: np.ndarray  # (n_vocab,) next-token log-probs after the prompt
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux ``ru_maxrss``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def system_info() -> dict[str, str]:
+    """llama.cpp build facts to store with every result."""
+    return {"llama_cpp_python": llama_cpp.__version__,
+            "system_info": llama_cpp.llama_print_system_info().decode().strip()}
+
+
+def topk_rows(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` ids and log-probs of each row of full log-probabilities, most likely first."""
+    ids = np.argpartition(-rows, k - 1, axis=1)[:, :k]
+    lp = np.take_along_axis(rows, ids, axis=1)
+    order = np.argsort(-lp, axis=1, kind="stable")
+    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(lp, order, axis=1)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+class Engine:
+    """One GGUF model loaded in llama.cpp.
+
+    Parameters
+    ----------
+    path : str or Path
+        GGUF file; checked (exists, magic, not truncated) before loading.
+    n_ctx : int, default 2048
+        Context size in tokens.
+    n_threads : int, optional
+        CPU threads; llama-cpp-python's default (all cores) when None.
+    seed : int, default 0
+    n_gpu_layers : int, default 0
+        Layers offloaded to the GPU (-1 = all); needs a CUDA build (see README).
+    n_batch : int, default 512
+        Tokens per llama_decode call.
+    n_seq_max : int, default 8
+        Sequences in the (unified) KV cache: the choices of one log-likelihood call are
+        decoded together, one sequence each, on top of their shared context.
+    """
+
+    def __init__(self, path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None,
+                 seed: int = 0, n_gpu_layers: int = 0, n_batch: int = 512,
+                 n_seq_max: int = 8) -> None:
+        self.path = Path(path)
+        reader = open_gguf(self.path)
+        self.add_bos = bool(_field(reader, "tokenizer.ggml.add_bos_token", False))
+        self.chat_template = _field(reader, "tokenizer.chat_template", None)
+        self.bos_token_id = _field(reader, "tokenizer.ggml.bos_token_id", None)
+        del reader
+        t0 = time.perf_counter()
+        self.llm = llama_cpp.Llama(
+            model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, seed=seed,
+            n_gpu_layers=n_gpu_layers, n_batch=n_batch, n_ubatch=n_batch, logits_all=False,
+            verbose=False)
+        self._use_sequences(n_seq_max)
+        self.load_s = time.perf_counter() - t0
+        self.n_ctx, self.n_batch, self.seed, self.n_seq_max = n_ctx, n_batch, seed, n_seq_max
+        self.n_vocab = self.llm.n_vocab()
+        # next-token log-probs at the answer position of the latest call (after the context
+        # of `loglikelihood`, after the prompt of `generate`); used for answer-position KL
+        self._formatter = None
+        if self.chat_template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+            eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode()
+            self._formatter = Jinja2ChatFormatter(self.chat_template, eos_token=eos, bos_token="")
+
+    # ---------------------------------------------------------------- text
+    @property
+    def is_chat(self) -> bool:
+        """True when the GGUF carries a chat template (instruct model)."""
+        return self._formatter is not None
+
+    def render(self, user: str, system: str | None = None) -> str:
+        """The prompt text the model sees: chat template with generation prompt, or plain text."""
+        if self._formatter is None:
+            return user if system is None else f"{system}\n\n{user}"
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}]
+        return self._formatter(messages=messages).prompt
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of ``text`` with this model's BOS rule; special tokens are parsed."""
+        return self.llm.tokenize(text.encode(), add_bos=self.add_bos, special=True)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Text of ``tokens`` (special tokens spelled out)."""
+        return self.llm.detokenize(list(tokens), special=True).decode(errors="replace")
+
+    # ---------------------------------------------------------------- decoding
+    def _use_sequences(self, n_seq_max: int) -> None:
+        """Replace llama-cpp-python's one-sequence context by one with ``n_seq_max`` sequences.
+
+        ``Llama`` has no argument for it; the new context shares the model and every other
+        parameter, with a unified KV cache so that sequences can share the context's cells.
+        """
+        if n_seq_max < 1:
+            raise ValueError(f"n_seq_max must be >= 1, got {n_seq_max}")
+        params = self.llm.context_params
+        params.n_seq_max, params.kv_unified = n_seq_max, True
+        old = self.llm._ctx
+        self.llm._ctx = llama_cpp._internals.LlamaContext(
+            model=self.llm._model, params=params, verbose=False)
+        old.close()
+
+    def _reset(self) -> None:
+        self.llm._ctx.kv_cache_clear()
+        self.llm.n_tokens = 0
+
+    def _decode_batch(self, tokens: Sequence[int], pos: Sequence[int],
+                      seqs: Sequence[Sequence[int]], want: Sequence[int]) -> np.ndarray:
+        """One llama_decode per ``n_batch`` tokens; token i at ``pos[i]`` in sequences ``seqs[i]``.
+
+        Returns the logits rows at ``want`` (indexes into ``tokens``); only those rows are
+        computed (no logits_all).
+        """
+        want_set = set(want)
+        rows: dict[int, np.ndarray] = {}
+        batch = self.llm._batch.batch
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = range(start, min(start + self.n_batch, len(tokens)))
+            batch.n_tokens = len(chunk)
+            for i, j in enumerate(chunk):
+                batch.token[i], batch.pos[i] = tokens[j], pos[j]
+                batch.n_seq_id[i] = len(seqs[j])
+                for k, seq in enumerate(seqs[j]):
+                    batch.seq_id[i][k] = seq
+                batch.logits[i] = j in want_set
+            self.llm._ctx.decode(self.llm._batch)
+            for i, j in enumerate(chunk):
+                if j in want_set:
+                    ptr = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, i)
+                    rows[j] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+        return np.stack([rows[i] for i in want]) if want else np.empty((0, self.n_vocab))
+
+    def _decode(self, tokens: Sequence[int], n_past: int, want: Sequence[int]) -> np.ndarray:
+        """Evaluate ``tokens`` on sequence 0 at positions n_past.. and return logits at ``want``."""
+        rows = self._decode_batch(tokens, range(n_past, n_past + len(tokens)),
+                                  [(0,)] * len(tokens), want)
+        self._keep_prefix(list(tokens), n_past)
+        return rows
+
+    def _keep_prefix(self, tokens: list[int], n_past: int) -> None:
+        """Sequence 0 holds exactly ``tokens`` after ``n_past`` kept ones; others are dropped.
+
+        Keeps llama-cpp-python's bookkeeping true so create_completion reuses this prefix.
+        """
+        end = n_past + len(tokens)
+        self.llm._ctx.kv_cache_seq_keep(0)
+        self.llm._ctx.kv_cache_seq_rm(0, end, -1)
+        self.llm.input_ids[n_past:end] = tokens
+        self.llm.n_tokens = end
+
+    # ---------------------------------------------------------------- scoring
+    def loglikelihood(self, context: str, continuations: Sequence[str]) -> ChoiceScores:
+        """Log-probability of each continuation after ``context``.
+
+        One batch holds the context, as a prefix shared by every choice's sequence, and
+        each continuation's tokens but the last on its own sequence (llama-perplexity's
+        HellaSwag scoring; prefix sharing as in lm-evaluation-harness). The context's last
+        logits row scores every continuation's first token, so one-token choices (" A")
+        cost nothing beyond the context. More choices than ``n_seq_max`` (or than fit in
+        ``n_ctx``) go in further batches on copies of the context's cells.
+
+        Raises
+        ------
+        ValueError
+            If the context has no tokens to condition on, a continuation adds none, or the
+            context plus one continuation exceeds ``n_ctx``.
+        """
+        ctx = self.tokenize(context)
+        if not ctx:
+            raise ValueError("loglikelihood needs a non-empty context (this model adds no BOS).")
+        conts = [self._continuation_ids(context, ctx, c) for c in continuations]
+        n = len(ctx)
+        self._reset()
+        rows: list[np.ndarray] = []
+        first = None
+        for p, pack in enumerate(self._packs(n, [len(c) - 1 for c in conts])):
+            tokens = [t for j in pack for t in conts[j][:-1]]
+            pos = [n + i for j in pack for i in range(len(conts[j]) - 1)]
+            seqs = [(k,) for k, j in enumerate(pack) for _ in conts[j][:-1]]
+            want = list(range(len(tokens)))
+            if p == 0:  # the context, shared by the pack's sequences, logits at its end
+                tokens, pos, want = ctx + tokens, [*range(n), *pos], [n - 1, *(w + n for w in want)]
+                seqs = [tuple(range(len(pack)))] * n + seqs
+            else:
+                for k in range(1, len(pack)):
+                    self.llm._ctx.kv_cache_seq_cp(0, k, 0, n)
+            lp = log_softmax(self._decode_batch(tokens, pos, seqs, want))
+            if p == 0:
+                first, lp = lp[0], lp[1:]
+            rows += np.split(lp, np.cumsum([len(conts[j]) - 1 for j in pack])[:-1])
+            self._keep_prefix(ctx, 0)
+        out = []
+        for cont_ids, rest in zip(conts, rows, strict=True):
+            lp = np.vstack([first, rest])  # row j: distribution of cont_ids[j]
+            tok_lp = lp[np.arange(len(cont_ids)), cont_ids]
+            greedy = bool(np.all(lp.argmax(axis=1) == np.asarray(cont_ids)))
+            out.append(LogLik(float(tok_lp.sum()), tuple(map(float, tok_lp)), len(cont_ids),
+                              greedy))
+        return ChoiceScores(tuple(out), first)
+
+    def _continuation_ids(self, context: str, ctx: list[int], cont: str) -> list[int]:
+        """Tokens of ``cont`` after ``ctx`` (lm-eval's ``_encode_pair``)."""
+        whole = self.tokenize(context + cont)
+        ids = whole[len(ctx):] if whole[:len(ctx)] == ctx else self.llm.tokenize(
+            cont.encode(), add_bos=False, special=False)
+        if not ids:
+            raise ValueError(f"continuation {cont!r} adds no tokens after the context")
+        return ids
+
+    def _packs(self, n_context: int, extra: Sequence[int]) -> list[list[int]]:
+        """Group continuations (by their extra tokens) into batches that fit the KV cache."""
+        packs: list[list[int]] = [[]]
+        used = n_context
+        for j, m in enumerate(extra):
+            if n_context + m > self.n_ctx:
+                raise ValueError(f"context ({n_context} tokens) + continuation {j} ({m + 1} "
+                                 f"tokens) exceed n_ctx={self.n_ctx}; raise n_ctx in the profile")
+            if len(packs[-1]) == self.n_seq_max or used + m > self.n_ctx:
+                packs.append([])
+                used = n_context
+            packs[-1].append(j)
+            used += m
+        return packs
+
+    def logprob_rows(self, tokens: Sequence[int], positions: Sequence[int]) -> np.ndarray:
+        """Full next-token log-probabilities after ``tokens[:p+1]`` for each p in ``positions``.
+
+        Returns an array of shape (len(positions), n_vocab), float64.
+        """
+        bad = [p for p in positions if not 0 <= p < len(tokens)]
+        if bad:
+            raise ValueError(f"positions {bad[:5]} are outside 0..{len(tokens) - 1}")
+        if len(tokens) > self.n_ctx:
+            raise ValueError(f"{len(tokens)} tokens exceed the context size n_ctx={self.n_ctx}")
+        self._reset()
+        return log_softmax(self._decode(list(tokens), 0, list(positions)))
+
+    # ---------------------------------------------------------------- generation
+    def generate(self, prompt: str, *, max_tokens: int, stop: Sequence[str] = (),
+                 grammar: str | None = None) -> Generation:
+        """Greedy completion of ``prompt`` (already rendered) with optional GBNF ``grammar``.
+
+        The prompt is evaluated here (timed, and its next-token distribution returned as
+        ``answer_logprobs``); llama-cpp-python's completion then reuses that KV cache.
+        """
+        tokens = self.tokenize(prompt)
+        if len(tokens) + max_tokens > self.n_ctx:
+            raise ValueError(f"prompt ({len(tokens)} tokens) + max_tokens ({max_tokens}) exceed "
+                             f"n_ctx={self.n_ctx}; raise n_ctx in the profile or shorten the item")
+        self._reset()
+        t0 = time.perf_counter()
+        answer_logprobs = log_softmax(self._decode(tokens, 0, [len(tokens) - 1])[0])
+        prefill_s = time.perf_counter() - t0
+        ctx = self.llm._ctx.ctx
+        llama_cpp.llama_perf_context_reset(ctx)
+        res = self.llm.create_completion(
+            prompt, max_tokens=max_tokens, temperature=0.0, top_k=1, stop=list(stop) or None,
+            grammar=llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) if grammar else None,
+            seed=self.seed)
+        perf = llama_cpp.llama_perf_context(ctx)
+        choice = res["choices"][0]
+        gen_s = perf.t_eval_ms / 1e3
+        first = gen_s / perf.n_eval if perf.n_eval else 0.0
+        return Generation(
+            text=choice["text"], n_prompt_tokens=len(tokens),
+            n_gen_tokens=res["usage"]["completion_tokens"], ttft_s=prefill_s + first,
+            prompt_tps=len(tokens) / prefill_s,
+            gen_tps=perf.n_eval / gen_s if gen_s > 0 else float("nan"),
+            finish_reason=choice["finish_reason"] or "stop", answer_logprobs=answer_logprobs)
+
+    def close(self) -> None:
+        """Free the model and context now rather than at garbage collection."""
+        self.llm.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _field(reader, name: str, default):
+    field = reader.fields.get(name)
+    return default if field is None else field.contents()
+
+
+__all__ = ["SCORING_VERSION", "ChoiceScores", "Engine", "Generation", "LogLik",
+           "log_softmax", "peak_rss_bytes", "system_info", "topk_rows"]

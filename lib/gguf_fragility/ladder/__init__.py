@@ -1,0 +1,1 @@
+"""Model sources, F16 references and quantized rungs."""

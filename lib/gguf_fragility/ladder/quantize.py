@@ -1,0 +1,201 @@
+"""The quant ladder: an F16 reference and its rungs, quantized in-process by llama.cpp.
+
+Files live in ``.cache/models/<key>/`` (``reference.gguf``, ``<RUNG>.gguf``), each
+with a sidecar ``<file>.json`` recording its sha256 and how it was made. A rung is
+rebuilt only when its file or sidecar is missing, its hash no longer matches, or the
+reference changed. The manifest (``ladder.csv`` + ``ladder.json``) goes to
+``outputs/<profile>/ladder/<key>/``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import llama_cpp
+import llama_cpp._logger
+import pandas as pd
+from tqdm import tqdm
+
+from gguf_fragility import paths
+from gguf_fragility.engine.ftypes import ftype
+from gguf_fragility.engine.gguf import (
+    FLOAT_TYPES,
+    GGMLQuantizationType,
+    file_type_name,
+    is_full_precision,
+    open_gguf,
+    tensor_census,
+    write_f16_reference,
+)
+from gguf_fragility.engine.llama import Engine
+from gguf_fragility.ladder import models
+from gguf_fragility.layout import RunLayout
+from gguf_fragility.profile import DEFAULT_RUNGS
+from gguf_fragility.store import sha256_file, write_json_atomic, write_table_atomic
+
+llama_cpp._logger.set_verbose(False)  # the quantizer logs every tensor to stderr otherwise
+
+
+
+class Reference(NamedTuple):
+    """The full-precision model every rung is compared with."""
+
+    path: Path
+    sha256: str
+    kind: str  # "original F16" or "dequantized from Q4_1" ...
+    source_sha256: str
+
+
+def nominal_type(rung: str) -> str:
+    """The ggml tensor type a rung asks for (``Q4_K_M`` -> ``Q4_K``; ``IQ4_XS`` -> ``IQ4_XS``)."""
+    for name in (rung, rung.rsplit("_", 1)[0]):
+        if name in GGMLQuantizationType.__members__:
+            return name
+    return rung
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _fresh(path: Path, expect: dict) -> dict | None:
+    """The sidecar of ``path`` if the file exists, hashes as recorded and matches ``expect``."""
+    side = _sidecar(path)
+    if not (path.is_file() and side.is_file()):
+        return None
+    record = json.loads(side.read_text())
+    if any(record.get(k) != v for k, v in expect.items()):
+        return None
+    return record if sha256_file(path) == record["sha256"] else None
+
+
+def build_reference(key: str) -> Reference:
+    """The model's F16 reference: the source itself if full precision, else dequantized."""
+    src = models.obtain(key)
+    src_sha = json.loads((paths.model_dir(key) / "source.json").read_text())["sha256"]
+    reader = open_gguf(src)
+    if is_full_precision(reader):
+        return Reference(src, src_sha, f"original {file_type_name(reader)}", src_sha)
+    kind = f"dequantized from {file_type_name(reader)}"
+    dst = paths.model_dir(key) / "reference.gguf"
+    record = _fresh(dst, {"source_sha256": src_sha})
+    if record is None:
+        write_f16_reference(src, dst)
+        record = {"sha256": sha256_file(dst), "source_sha256": src_sha, "kind": kind}
+        write_json_atomic(_sidecar(dst), record)
+    return Reference(dst, record["sha256"], record["kind"], src_sha)
+
+
+def quantize(src: Path, dst: Path, rung: str, n_threads: int | None = None) -> float:
+    """Quantize ``src`` into ``dst`` with ``llama_model_quantize``; returns seconds taken.
+
+    Written to ``dst.tmp`` and renamed, so an interrupted run never leaves a complete-looking file.
+    """
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype(rung)
+    params.nthread = n_threads or os.cpu_count() or 1
+    tmp = dst.with_name(dst.name + ".tmp")
+    t0 = time.perf_counter()
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(),
+                                        ctypes.byref(params))
+    seconds = time.perf_counter() - t0
+    if rc != 0:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"llama_model_quantize failed for {rung} ({src} -> {dst}, code {rc}); "
+                           "IQ1/IQ2 types need an importance matrix, which this ladder does not use")
+    os.replace(tmp, dst)
+    return seconds
+
+
+def build_rung(ref: Reference, key: str, rung: str, n_threads: int | None = None) -> dict:
+    """Build (or reuse) one rung and return its manifest row."""
+    ftype(rung)  # validate the name before any work
+    if rung == "F16":
+        path, record = ref.path, {"sha256": ref.sha256, "quantize_s": 0.0, "reused": True}
+    else:
+        path = paths.model_dir(key) / f"{rung}.gguf"
+        expect = {"reference_sha256": ref.sha256, "rung": rung}
+        record = _fresh(path, expect)
+        if record is None:
+            seconds = quantize(ref.path, path, rung, n_threads)
+            record = {**expect, "sha256": sha256_file(path), "quantize_s": seconds}
+            write_json_atomic(_sidecar(path), record)
+            record = {**record, "reused": False}
+        else:
+            record = {**record, "reused": True}
+    census = tensor_census(open_gguf(path), nominal_type(rung) if rung != "F16" else None)
+    return {
+        "model": key, "rung": rung, "is_reference": rung == "F16", "file": str(path),
+        "sha256": record["sha256"], "file_size_bytes": path.stat().st_size,
+        "n_params": census.n_params, "bpw": census.bpw,
+        "n_fallback_tensors": census.n_fallback, "fallback_params": census.fallback_params,
+        "params_by_type": json.dumps(census.params_by_type, sort_keys=True),
+        "tensors_by_type": json.dumps(census.tensors_by_type, sort_keys=True),
+        "quantize_s": record["quantize_s"], "reused": record["reused"],
+        "reference_kind": ref.kind,
+    }
+
+
+def build_ladder(key: str, rungs: list[str] | tuple[str, ...] = DEFAULT_RUNGS, *,
+                 run: RunLayout, n_threads: int | None = None) -> pd.DataFrame:
+    """Build the reference and every rung of one model; write and return the manifest.
+
+    Parameters
+    ----------
+    key : str
+        Model key in ``params/models.yaml``.
+    rungs : list of str
+        llama.cpp ftype names (``F16``, ``Q8_0``, ``Q4_K_M``, ``IQ4_XS`` ...). F16 is the reference.
+    run : RunLayout
+        Where the manifest goes (``run.ladder_dir(key)``).
+
+    Returns
+    -------
+    DataFrame
+        One row per rung: file, sha256, size, real bits per weight, tensor-type census,
+        fallback count, quantize time, reference kind.
+    """
+    for rung in rungs:
+        ftype(rung)
+    ref = build_reference(key)
+    rows = [build_rung(ref, key, rung, n_threads)
+            for rung in tqdm(list(rungs), desc=f"ladder {key}", unit="rung")]
+    table = pd.DataFrame(rows)
+    write_table_atomic(table, run.ladder_csv(key))
+    write_json_atomic(run.ladder_dir(key) / "ladder.json", {
+        "model": key, "reference_kind": ref.kind, "reference_sha256": ref.sha256,
+        "source_sha256": ref.source_sha256, "rungs": rows})
+    return table
+
+
+def census_long(ladder: pd.DataFrame) -> pd.DataFrame:
+    """The census as a long table: one row per rung × ggml type, with its share of weights."""
+    rows = []
+    for r in ladder.itertuples():
+        counts = json.loads(r.params_by_type)
+        for typ, n in sorted(counts.items()):
+            rows.append({"model": r.model, "rung": r.rung, "ggml_type": typ, "params": n,
+                         "share": n / r.n_params,
+                         "float": GGMLQuantizationType[typ] in FLOAT_TYPES})
+    return pd.DataFrame(rows)
+
+
+def sanity_generations(ladder: pd.DataFrame, prompt: str, *, max_tokens: int = 8,
+                       chat: bool = False, **engine_kwargs) -> pd.DataFrame:
+    """Greedy answer of every rung to one short prompt (seed 000's ``2+2=`` check).
+
+    ``chat=True`` wraps the prompt in the model's chat template; otherwise it is raw text.
+    """
+    rows = []
+    for r in tqdm(list(ladder.itertuples()), desc="sanity", unit="rung"):
+        with Engine(r.file, **engine_kwargs) as eng:
+            text = eng.render(prompt) if chat else prompt
+            g = eng.generate(text, max_tokens=max_tokens, stop=["\n\n"])
+            rows.append({"model": r.model, "rung": r.rung, "bpw": r.bpw, "prompt": prompt,
+                         "answer": g.text, "gen_tps": g.gen_tps, "load_s": eng.load_s})
+    return pd.DataFrame(rows)

@@ -1,0 +1,136 @@
+"""Where one run's artifacts live: the single owner of every file name under ``outputs/``.
+
+A :class:`RunLayout` is a value (the run's root folder), passed to whatever reads or
+writes a run's files; nothing mutates a global. :func:`RunLayout.of` resolves the root
+once: ``$GGUF_FRAGILITY_OUTPUTS/<profile>`` when that variable is set, else
+``outputs/<profile>`` in the checkout. Model files live elsewhere (:mod:`.paths`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gguf_fragility import paths
+
+
+def outputs_root() -> Path:
+    """The folder that holds one sub-folder per profile (read from the environment now)."""
+    return Path(os.environ.get("GGUF_FRAGILITY_OUTPUTS", paths.REPO / "outputs"))
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Every path of one profile's run, under ``root`` (= ``outputs/<profile>``)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, profile: str, outputs: str | Path | None = None) -> RunLayout:
+        """The layout of profile ``profile`` under ``outputs`` (default :func:`outputs_root`)."""
+        return cls(Path(outputs if outputs is not None else outputs_root()) / profile)
+
+    @property
+    def profile(self) -> str:
+        """The profile name (the root folder's name)."""
+        return self.root.name
+
+    # chapter 1: the ladder
+    def ladder_dir(self, model: str) -> Path:
+        """Ladder manifest (``ladder.csv`` + ``ladder.json``) of one model."""
+        return self.root / "ladder" / model
+
+    def ladder_csv(self, model: str) -> Path:
+        """The ladder manifest table of one model."""
+        return self.ladder_dir(model) / "ladder.csv"
+
+    def ladder_csvs(self) -> list[Path]:
+        """Every model's ladder manifest table, sorted by model."""
+        return sorted((self.root / "ladder").glob("*/ladder.csv"))
+
+    # chapter 3: calibration
+    @property
+    def calibration_dir(self) -> Path:
+        """Calibration tables and the prompt-variant cells."""
+        return self.root / "calibration"
+
+    def calibration_items(self, model: str) -> Path:
+        """Per-item calibration verdicts (``usable``) of one model."""
+        return self.calibration_dir / f"{model}_items.parquet"
+
+    def calibration_report(self, model: str) -> Path:
+        """Per-family calibration report (``measurable``) of one model."""
+        return self.calibration_dir / f"{model}_report.csv"
+
+    def calibration_gate(self, model: str) -> Path:
+        """Calibration's verdict on whether the model may be swept."""
+        return self.calibration_dir / f"{model}.json"
+
+    # chapter 4: the sweep
+    @property
+    def sweep_dir(self) -> Path:
+        """Item-level cells: ``<model>/<rung>/<family>.parquet``."""
+        return self.root / "sweep"
+
+    def cell(self, model: str, rung: str, family: str, variant: int = 0) -> Path:
+        """One cell's parquet file (variant 1 is calibration's prompt variation)."""
+        if variant:
+            return self.calibration_dir / model / f"v{variant}" / f"{family}.parquet"
+        return self.sweep_dir / model / rung / f"{family}.parquet"
+
+    def cells(self) -> list[Path]:
+        """Every stored sweep cell (variant 0), sorted."""
+        return sorted(self.sweep_dir.glob("*/*/*.parquet"))
+
+    def cost_json(self, model: str, rung: str) -> Path:
+        """Memory and speed of one rung."""
+        return self.sweep_dir / model / rung / "_cost.json"
+
+    def shift_json(self, model: str, rung: str) -> Path:
+        """KL divergence of one rung on the text sample."""
+        return self.sweep_dir / model / rung / "_shift.json"
+
+    def reference_topk(self, model: str) -> Path:
+        """The reference's top-k log-probs on the text sample."""
+        return self.sweep_dir / model / "_reference_topk.npz"
+
+    def rung_jsons(self, name: str) -> list[Path]:
+        """Every rung's ``name`` file (``_cost.json`` or ``_shift.json``), sorted."""
+        return sorted(self.sweep_dir.glob(f"*/*/{name}"))
+
+    # chapters 5-6 and the site
+    @property
+    def tables_dir(self) -> Path:
+        """CSV tables: the single source of every number in the report."""
+        return self.root / "tables"
+
+    @property
+    def figures_dir(self) -> Path:
+        """Chart files (SVG)."""
+        return self.root / "figures"
+
+    @property
+    def executed_dir(self) -> Path:
+        """Executed notebooks written by papermill."""
+        return self.root / "notebooks"
+
+    @property
+    def site_dir(self) -> Path:
+        """The rendered website."""
+        return self.root / "site"
+
+    @property
+    def site_src(self) -> Path:
+        """The staged website project the renderer reads."""
+        return self.root / "site_src"
+
+    @property
+    def timings(self) -> Path:
+        """Wall time of every executed notebook."""
+        return self.root / "timings.csv"
+
+    @property
+    def claim_check(self) -> Path:
+        """The claim check's per-number report."""
+        return self.root / "claim_check.csv"

@@ -1,0 +1,291 @@
+"""The evaluator: turn a probe item into an engine request, run it, score it (one row per item).
+
+Like lm-evaluation-harness's ``evaluator.py`` it only joins the pieces: items
+(:mod:`.probes`), the backend (:class:`gguf_fragility.engine.llama.Engine`) and the scorers
+(:mod:`.scorers`)::
+
+    from gguf_fragility.probes.evaluate import evaluate_items, results_frame
+    rows = evaluate_items(engine, items, variant=0)
+    df = results_frame(rows)
+
+Prompt contract
+---------------
+* ``mc_loglik`` items are scored by log-likelihood on **plain text** (no chat template, as
+  lm-eval does by default). ``letters`` style: ``"{question}\\nA. ..\\nB. ..\\nAnswer:"``
+  with continuations ``" A"``, ``" B"`` ...; ``cloze``: ``"[passage\\n]Question: {q}\\nAnswer:"``
+  with continuations ``" " + choice``; ``partial`` (WinoGrande): the option replaces ``_``
+  in the context and the rest of the sentence is the continuation; ``single`` (LAMBADA):
+  the passage and its last word. The word-boundary space belongs to the continuation.
+* ``generate`` items send one user message, ``context``, ``question`` and ``instruction``
+  joined by blank lines, rendered with the engine's chat template (:meth:`Engine.render`),
+  decoded greedily with the family's ``max_tokens`` and stop strings (its ``gen`` in
+  :data:`gguf_fragility.probes.families.SPECS`).
+* ``variant`` 1 is one harmless prompt variation for calibration: log-likelihood prompts
+  use ``Q:``/``A:`` instead of ``Question:``/``Answer:`` (label-free prompts get a leading
+  newline); generative prompts get the system message :data:`SYSTEM_V1` instead of the
+  template's default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from gguf_fragility.probes.families import SPECS
+from gguf_fragility.probes.scorers import LETTERS, SCORERS, Score, scorer_tag
+
+SYSTEM_V1 = "You are a careful assistant. Follow the instructions exactly."
+VARIANTS = {0: "default template", 1: "Q:/A: labels (loglik) or custom system message (generate)"}
+NAN = float("nan")
+
+
+class Request(NamedTuple):
+    """What the evaluator sends the engine for one item."""
+
+    mode: str  # "loglik" or "generate"
+    user: str  # the user message (generate) or "" (loglik)
+    system: str | None
+    prompt: str  # exact text fed to the model (rendered chat prompt, or the shared context)
+    contexts: tuple[str, ...]  # loglik: one context per continuation
+    continuations: tuple[str, ...]
+    max_tokens: int
+    stop: tuple[str, ...]
+    scorer: str
+
+
+class ItemResult(NamedTuple):
+    """One scored answer: the row the paired statistics need."""
+
+    item_id: str
+    family: str
+    variant: int
+    mode: str  # "loglik" or "generate"
+    raw_output: str  # generated text, or JSON of per-choice logprobs (re-gradable)
+    extracted: str
+    score: float
+    correct: bool
+    acc_norm: float  # loglik only (nan for generative)
+    gold_logprob: float  # loglik only
+    margin: float  # logprob(gold) - best other; nan for generative
+    n_prompt_tokens: int
+    n_gen_tokens: int
+    ttft_s: float
+    prompt_tps: float
+    gen_tps: float
+    finish_reason: str
+    seconds: float  # wall time for the item
+    scorer: str  # name@version
+    item_hash: str
+    detail: str  # scorer detail as JSON
+    error: str  # "" unless the request failed (then score 0)
+
+
+def _labels(variant: int) -> tuple[str, str]:
+    return ("Q:", "A:") if variant == 1 else ("Question:", "Answer:")
+
+
+def mc_requests(item: dict, variant: int = 0) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Per-choice (contexts, continuations) of an ``mc_loglik`` item; see the module notes."""
+    style, q, choices = item["params"]["mc_style"], item["question"], item["choices"]
+    ql, al = _labels(variant)
+    lead = "\n" if variant == 1 else ""
+    if style == "letters":
+        head = (f"The following are multiple choice questions (with answers) about "
+                f"{item['params']['topic']}.\n\n" if item["params"].get("topic") else "")
+        opts = "".join(f"{LETTERS[i]}. {c}\n" for i, c in enumerate(choices))
+        body = f"{item['context']}\n\n{q}" if item["context"] else q
+        ctx = f"{head}{body}\n{opts}{al}" if variant == 0 else f"{head}{ql} {body}\n{opts}{al}"
+        conts = tuple(f" {LETTERS[i]}" for i in range(len(choices)))
+        return (ctx,) * len(choices), conts
+    if style == "cloze":
+        if item["params"].get("bare"):
+            ctx = lead + q
+        else:
+            ctx = (f"{item['context']}\n" if item["context"] else "") + f"{ql} {q}\n{al}"
+        return (ctx,) * len(choices), tuple(" " + c for c in choices)
+    if style == "partial":
+        cut = q.index("_")
+        cont = " " + q[cut + 1:].strip()
+        return tuple(lead + q[:cut] + c for c in choices), (cont,) * len(choices)
+    if style == "single":
+        return (lead + q,), (" " + choices[item["gold"]],)
+    raise ValueError(f"{item['item_id']}: unknown mc_style {style!r}")
+
+
+def user_message(item: dict) -> str:
+    """The user message of a generative request: context, question and instruction."""
+    parts = [item["context"], item["question"], item["instruction"]]
+    return "\n\n".join(p.strip() for p in parts if p.strip())
+
+
+def build_request(engine, item: dict, variant: int = 0) -> Request:
+    """
+    The engine request for one item.
+
+    Parameters
+    ----------
+    engine : Engine
+        Needs ``render(user, system)`` and ``is_chat``.
+    item : dict
+        A validated probe item.
+    variant : {0, 1}, default 0
+        Prompt variation (see module notes).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    if item["kind"] == "mc_loglik":
+        ctxs, conts = mc_requests(item, variant)
+        return Request("loglik", "", None, ctxs[0], ctxs, conts, 0, (), item["scorer"])
+    settings = SPECS[item["family"]].gen
+    system = SYSTEM_V1 if variant == 1 else None
+    user = user_message(item)
+    stop = settings.stop + (() if engine.is_chat else settings.stop_base)
+    return Request("generate", user, system, engine.render(user, system=system), (), (),
+                   settings.max_tokens, stop, item["scorer"])
+
+
+class Evaluated(NamedTuple):
+    """Result of :func:`evaluate_item`."""
+
+    result: ItemResult
+    answer_logprobs: np.ndarray | None  # next-token log-probs at the answer; None on error
+
+
+class _Choices(NamedTuple):
+    logprobs: list[float]
+    greedy: list[bool]
+    n_prompt_tokens: int
+    answer_logprobs: np.ndarray  # after the first context
+
+
+def _loglik(engine, req: Request) -> _Choices:
+    """Log-probs and greedy flags per continuation, grouping equal contexts into one call."""
+    lps: list[float] = [NAN] * len(req.continuations)
+    greedy = [False] * len(req.continuations)
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(req.contexts):
+        groups.setdefault(c, []).append(i)
+    answer = None
+    for ctx, idx in groups.items():
+        out = engine.loglikelihood(ctx, [req.continuations[i] for i in idx])
+        answer = out.answer_logprobs if answer is None else answer
+        for i, ll in zip(idx, out.choices, strict=True):
+            lps[i], greedy[i] = ll.logprob, ll.is_greedy
+    return _Choices(lps, greedy, len(engine.tokenize(req.contexts[0])), answer)
+
+
+def evaluate_item(engine, item: dict, variant: int = 0) -> Evaluated:
+    """Build, run and score one item; failures are recorded in ``error``, never raised."""
+    t0 = time.perf_counter()
+    req = build_request(engine, item, variant)
+    base = dict(item_id=item["item_id"], family=item["family"], variant=variant, mode=req.mode,
+                scorer=scorer_tag(req.scorer), item_hash=item["hash"])
+    try:
+        if req.mode == "loglik":
+            ch = _loglik(engine, req)
+            sc = SCORERS[req.scorer].func(ch.logprobs, ch.greedy, item, req.continuations)
+            raw = json.dumps({"logprobs": ch.logprobs, "is_greedy": ch.greedy,
+                              "continuations": list(req.continuations)})
+            return Evaluated(ItemResult(
+                **base, raw_output=raw, extracted=sc.extracted, score=sc.score,
+                correct=sc.correct, acc_norm=sc.detail["acc_norm"],
+                gold_logprob=sc.detail["gold_logprob"], margin=sc.detail["margin"],
+                n_prompt_tokens=ch.n_prompt_tokens, n_gen_tokens=0, ttft_s=NAN, prompt_tps=NAN,
+                gen_tps=NAN, finish_reason="", seconds=time.perf_counter() - t0,
+                detail=_json(sc.detail), error=""), ch.answer_logprobs)
+        gen = engine.generate(req.prompt, max_tokens=req.max_tokens, stop=req.stop)
+        sc = SCORERS[req.scorer].func(gen.text, item)
+        return Evaluated(ItemResult(
+            **base, raw_output=gen.text, extracted=sc.extracted, score=sc.score,
+            correct=sc.correct, acc_norm=NAN, gold_logprob=NAN, margin=NAN,
+            n_prompt_tokens=gen.n_prompt_tokens, n_gen_tokens=gen.n_gen_tokens,
+            ttft_s=gen.ttft_s, prompt_tps=gen.prompt_tps, gen_tps=gen.gen_tps,
+            finish_reason=gen.finish_reason, seconds=time.perf_counter() - t0,
+            detail=_json(sc.detail), error=""), gen.answer_logprobs)
+    except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than n_ctx
+        return Evaluated(ItemResult(
+            **base, raw_output="", extracted="", score=0.0, correct=False, acc_norm=NAN,
+            gold_logprob=NAN, margin=NAN, n_prompt_tokens=0, n_gen_tokens=0, ttft_s=NAN,
+            prompt_tps=NAN, gen_tps=NAN, finish_reason="error",
+            seconds=time.perf_counter() - t0, detail="{}",
+            error=f"{type(exc).__name__}: {exc}"), None)
+
+
+def evaluate_items(engine, items: Iterable[dict], variant: int = 0,
+                   *, progress: bool = True, desc: str = "probes") -> list[ItemResult]:
+    """
+    Evaluate items in order, one :class:`ItemResult` each.
+
+    Parameters
+    ----------
+    engine : Engine
+        Loaded model (needs ``render``, ``is_chat``, ``loglikelihood``, ``generate``,
+        ``tokenize``).
+    items : iterable of dict
+        Validated probe items.
+    variant : {0, 1}, default 0
+    progress : bool, default True
+        Show a tqdm bar.
+    desc : str
+        Label of the bar.
+
+    Returns
+    -------
+    list of ItemResult
+    """
+    from tqdm.auto import tqdm
+    items = list(items)
+    bar = tqdm(items, desc=desc, disable=not progress, leave=False)
+    return [evaluate_item(engine, it, variant).result for it in bar]
+
+
+def results_frame(results: Sequence[ItemResult]):
+    """Results as a pandas DataFrame (one row per item, columns = :class:`ItemResult` fields)."""
+    import pandas as pd
+    return pd.DataFrame(list(results), columns=list(ItemResult._fields))
+
+
+def regrade_result(result: ItemResult | dict, item: dict, scorer: str | None = None) -> Score:
+    """
+    Re-score a stored result from its raw output (no model run).
+
+    Log-likelihood rows are re-scored from the stored per-choice log-probabilities;
+    generative rows from their stored text.
+
+    Raises
+    ------
+    ValueError
+        If the item changed since the result was made, the scorer is unknown, or it scores
+        the other kind of output (text vs log-probabilities).
+    """
+    row = result._asdict() if isinstance(result, ItemResult) else dict(result)
+    if row["item_hash"] != item["hash"]:
+        raise ValueError(f"{row['item_id']}: result was made from item hash "
+                         f"{row['item_hash'][:12]}, the item now hashes to {item['hash'][:12]}")
+    name = scorer or item["scorer"]
+    if name not in SCORERS:
+        raise ValueError(f"unknown scorer {name!r}; known: {sorted(SCORERS)}")
+    loglik = row["mode"] == "loglik"
+    if (SCORERS[name].kind == "generate") == loglik:
+        raise ValueError(f"scorer {name!r} scores {SCORERS[name].kind} outputs; this "
+                         f"{row['mode']} result needs a {'log-likelihood' if loglik else 'text'} scorer")
+    if loglik:
+        raw = json.loads(row["raw_output"])
+        return SCORERS[name].func(raw["logprobs"], raw["is_greedy"], item, raw["continuations"])
+    return SCORERS[name].func(row["raw_output"], item)
+
+
+def _json(detail: dict) -> str:
+    """Scorer detail as JSON (NaN written as null)."""
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in detail.items()}
+    return json.dumps(clean, sort_keys=True)
+
+
+__all__ = ["SYSTEM_V1", "VARIANTS", "Evaluated", "ItemResult", "Request",
+           "build_request", "evaluate_item", "evaluate_items", "mc_requests", "regrade_result",
+           "results_frame", "user_message"]

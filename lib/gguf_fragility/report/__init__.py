@@ -1,0 +1,1 @@
+"""Charts, page prose, the site and the claim check (no llama.cpp)."""

@@ -1,0 +1,1 @@
+"""Executing a profile: cells, calibration, sweep, text shift, executors, pipeline."""

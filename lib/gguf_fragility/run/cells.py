@@ -1,0 +1,213 @@
+"""Sweep cells: one model × rung × family, planned, hashed, evaluated and stored atomically.
+
+A *cell* is one model × rung × family: ``outputs/<profile>/sweep/<model>/<rung>/<family>.parquet``,
+written atomically. A cell whose stored ``params_hash`` matches the current parameters is
+skipped, so a killed run resumes where it stopped and a changed parameter re-runs only the
+cells it affects. Every row carries its provenance (model file sha256, quant type, probe
+file hash, scorer version, code version, llama.cpp system info, params hash).
+
+Cells are independent (:func:`evaluate_cell`); a profile's ``scheduler`` key runs them
+in-process (default) or as tasks on a Dask cluster (:mod:`gguf_fragility.run.cluster`);
+:mod:`gguf_fragility.run.sweep` runs a whole rung.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from gguf_fragility import probes
+from gguf_fragility.engine.llama import SCORING_VERSION, Engine, peak_rss_bytes, system_info, topk_rows
+from gguf_fragility.layout import RunLayout
+from gguf_fragility.probes.evaluate import ItemResult, evaluate_item
+from gguf_fragility.profile import Profile, as_dict
+from gguf_fragility.run.shift import kl_topk
+from gguf_fragility.stats.inputs import read_ladder
+from gguf_fragility.store import code_version, params_hash, write_table_atomic
+
+ANSWER_TOP_K = 32  # reference log-probs kept per item at the answer position
+
+
+def families_of(profile: Profile, model: str) -> list[str]:
+    """The model's families in this profile, or every family of the frozen battery."""
+    return list(profile.families_for(model) or probes.FAMILIES)
+
+
+def rung_row(profile: Profile, model: str, rung: str) -> pd.Series:
+    """The ladder-manifest row of one rung (file, sha256, bpw ...)."""
+    ladder = read_ladder(profile.layout, [model]).set_index("rung")
+    if rung not in ladder.index:
+        raise ValueError(f"rung {rung!r} is not in the {model} ladder of profile {profile.name!r} "
+                         f"({', '.join(ladder.index)}); run notebook 01_ladder first")
+    return ladder.loc[rung]
+
+
+def open_engine(profile: Profile, path: str | Path) -> Engine:
+    """Load a rung with the profile's engine settings (identical for every rung)."""
+    e = profile.engine
+    return Engine(path, n_ctx=e.n_ctx, n_threads=e.n_threads, seed=e.seed,
+                  n_gpu_layers=e.n_gpu_layers, n_batch=e.n_batch)
+
+
+def cell_hash(profile: Profile, rung_sha: str, pf: probes.ProbeFile, variant: int) -> str:
+    """Hash of everything that can change a cell's rows."""
+    return params_hash({"engine": as_dict(profile)["engine"], "model_sha256": rung_sha,
+                        "items": [it["hash"] for it in pf.items], "variant": variant,
+                        "answer_top_k": ANSWER_TOP_K,
+                        "scoring_version": SCORING_VERSION})
+
+
+def is_done(path: Path, phash: str) -> bool:
+    """True when a stored cell exists and was made with the same parameters."""
+    if not path.is_file():
+        return False
+    stored = pd.read_parquet(path, columns=["params_hash"])
+    return len(stored) > 0 and bool((stored.params_hash == phash).all())
+
+
+def _answer_shift(lp: np.ndarray | None, ref: dict | None) -> tuple[float, float, list, list]:
+    """Answer-position KL / same-top against the reference's stored top-k (NaN if unknown)."""
+    if lp is None:
+        return np.nan, np.nan, [], []
+    ids, top = topk_rows(lp[None, :], ANSWER_TOP_K)
+    if ref is None:  # this is the reference
+        return 0.0, 1.0, ids[0].tolist(), top[0].tolist()
+    kl = kl_topk(np.asarray([ref["ids"]]), np.asarray([ref["lp"]]), lp[None, :])[0]
+    return float(kl), float(ids[0, 0] == ref["ids"][0]), ids[0].tolist(), top[0].tolist()
+
+
+def run_cell(engine: Engine | None, pf: probes.ProbeFile, *, variant: int, provenance: dict,
+             reference: dict[str, dict] | None) -> pd.DataFrame:
+    """Evaluate one family's items on a loaded rung; one row per item with provenance."""
+    rows = []
+    for item in tqdm(pf.items, desc=f"{provenance['rung']} {pf.family}", unit="item", leave=False):
+        res, answer_lp = evaluate_item(engine, item, variant)
+        ref = None if reference is None else reference.get(item["item_id"])
+        kl, same, ids, lps = _answer_shift(answer_lp, ref)
+        if reference is not None and ref is None:
+            kl, same = np.nan, np.nan
+        rows.append({**res._asdict(), "answer_kl": kl, "answer_same_top": same,
+                     "answer_top_ids": ids, "answer_top_lp": lps})
+    df = pd.DataFrame(rows, columns=[*ItemResult._fields, "answer_kl", "answer_same_top",
+                                     "answer_top_ids", "answer_top_lp"])
+    for key, value in provenance.items():
+        df[key] = value
+    df["probe_file_sha256"] = pf.sha256
+    return df
+
+
+def _reference_answers(run: RunLayout, model: str, family: str) -> dict[str, dict] | None:
+    path = run.cell(model, "F16", family)
+    if not path.is_file():
+        return None
+    ref = pd.read_parquet(path, columns=["item_id", "answer_top_ids", "answer_top_lp"])
+    return {r.item_id: {"ids": list(r.answer_top_ids), "lp": list(r.answer_top_lp)}
+            for r in ref.itertuples() if len(r.answer_top_ids)}
+
+
+class CellRun(NamedTuple):
+    """Result of :func:`evaluate_cell`."""
+
+    path: Path  # the cell's parquet file
+    ran: bool  # False when a stored cell with the same params_hash was reused
+    load_s: float  # seconds spent loading the rung for this cell; nan if none was loaded here
+    peak_rss_bytes: int  # peak RSS of the process that ran the cell; 0 when reused
+
+
+class LazyEngine:
+    """A rung loaded on first use, so a fully resumed rung loads nothing."""
+
+    def __init__(self, profile: Profile, file: str | Path) -> None:
+        self.profile, self.file, self.engine, self.load_s = profile, file, None, float("nan")
+
+    def get(self) -> Engine:
+        """The loaded engine (loading it now if needed)."""
+        if self.engine is None:
+            self.engine = open_engine(self.profile, self.file)
+            self.load_s = self.engine.load_s
+        return self.engine
+
+    def close(self) -> None:
+        """Free the model if it was loaded (also on leaving a ``with`` block)."""
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def __enter__(self) -> LazyEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def plan_cell(profile: Profile, model: str, rung: str, family: str, *, variant: int = 0,
+              keep: Collection[str] | None = None) -> tuple[probes.ProbeFile, Path, str]:
+    """A cell's items (after the ``keep`` filter), file and params hash; nothing is run."""
+    row = rung_row(profile, model, rung)
+    pf = probes.load_family(family, n=profile.items_for(model, family))
+    if keep is not None:
+        keep = set(keep)
+        pf = pf._replace(items=[it for it in pf.items if it["item_id"] in keep])
+    return pf, profile.layout.cell(model, rung, family, variant), cell_hash(
+        profile, row.sha256, pf, variant)
+
+
+def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, variant: int = 0,
+                  keep: Collection[str] | None = None,
+                  engine: LazyEngine | None = None) -> CellRun:
+    """Run (or resume) one model × rung × family cell and write it atomically.
+
+    Parameters
+    ----------
+    profile : Profile
+    model, rung, family : str
+    variant : {0, 1}, default 0
+        Prompt variant (1 only for calibration).
+    keep : collection of str, optional
+        Evaluate only these item ids of the family (calibration's second pass).
+    engine : LazyEngine, optional
+        A rung already (or lazily) loaded by the caller and left open; when None the cell
+        loads the rung itself, only if the cell is not done, and closes it afterwards.
+
+    Returns
+    -------
+    CellRun
+        The cell's path, whether it ran, the load time and the process's peak RSS.
+
+    Notes
+    -----
+    A cell is independent of every other cell of its rung: this is the unit that
+    :mod:`gguf_fragility.run.cluster` sends to Dask workers. A non-reference rung reads the
+    F16 cell of the same family (answer-position KL), so F16 must be swept first.
+    """
+    pf, path, phash = plan_cell(profile, model, rung, family, variant=variant, keep=keep)
+    if is_done(path, phash):
+        return CellRun(path, False, float("nan"), 0)
+    row = rung_row(profile, model, rung)
+    lazy = engine or LazyEngine(profile, row.file)
+    load_before = lazy.engine is not None
+    try:
+        eng = lazy.get() if pf.items else None  # an empty cell needs no model
+        ref = None if rung == "F16" else _reference_answers(profile.layout, model, family)
+        df = run_cell(eng, pf, variant=variant, reference=ref,
+                      provenance={**_provenance(profile, model, rung, row), "params_hash": phash})
+        write_table_atomic(df, path)
+    finally:
+        if engine is None:
+            lazy.close()
+    load_s = lazy.load_s if eng is not None and not load_before else float("nan")
+    return CellRun(path, True, load_s, peak_rss_bytes())
+
+
+def _provenance(profile: Profile, model: str, rung: str, row: pd.Series) -> dict:
+    """Columns stamped on every row of a cell (llama.cpp facts of the process that ran it)."""
+    return {"model": model, "rung": rung, "quant_type": rung, "model_sha256": row.sha256,
+            "bpw": float(row.bpw), "code_version": code_version(), "profile": profile.name,
+            **{f"llama_{k}": v for k, v in system_info().items()}}
+
+

@@ -1,0 +1,160 @@
+"""One rung of one model on the whole battery: its cells, its cost and its text shift.
+
+Notebook 04's call is :func:`sweep_rung`. Cells (:mod:`gguf_fragility.run.cells`) run where
+the profile's ``scheduler`` says (:mod:`gguf_fragility.run.cluster`); this module adds what
+belongs to a whole rung: calibration's gate, the cost figures, the KL shift on the text
+sample, and re-grading stored cells without a model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from gguf_fragility import probes
+from gguf_fragility.layout import RunLayout
+from gguf_fragility.probes.evaluate import regrade_result
+from gguf_fragility.profile import Profile, as_dict
+from gguf_fragility.run.cells import families_of, open_engine, rung_row
+from gguf_fragility.run.cluster import Cell, run_cells
+from gguf_fragility.run.shift import load_reference, rung_shift, sample_tokens
+from gguf_fragility.store import params_hash, write_json_atomic, write_table_atomic
+
+
+def evaluate_rung(profile: Profile, model: str, rung: str, *, variant: int = 0,
+                  items_filter: dict[str, set[str]] | None = None,
+                  usable: dict[str, bool] | None = None) -> pd.DataFrame:
+    """Run (or resume) every family cell of one rung and return all its rows.
+
+    Parameters
+    ----------
+    variant : {0, 1}
+        Prompt variant (1 only for calibration).
+    items_filter : dict family -> item ids, optional
+        Evaluate only these items of each family (calibration's second pass).
+    usable : dict item_id -> bool, optional
+        Calibration verdicts, copied onto each row.
+
+    Notes
+    -----
+    With ``profile.scheduler`` None the cells run here, one after another, on one loaded
+    rung; otherwise they are Dask tasks (see :func:`gguf_fragility.run.cluster.run_cells`).
+    Either way the cells are the same files, so the rows do not depend on the scheduler.
+    """
+    row = rung_row(profile, model, rung)
+    cells = [Cell(model, rung, family, variant,
+                  None if items_filter is None else frozenset(items_filter.get(family, ())))
+             for family in families_of(profile, model)]
+    runs = run_cells(profile, cells)
+    frames = [pd.read_parquet(r.path) for r in runs]
+    ran = [r for r in runs if r.ran]
+    if ran and variant == 0:
+        loads = [r.load_s for r in ran if not np.isnan(r.load_s)]
+        _write_cost(profile, model, rung, row, float(np.median(loads)) if loads else np.nan,
+                    max(r.peak_rss_bytes for r in ran), pd.concat(frames))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if usable is not None and not out.empty:
+        out["usable"] = out.item_id.map(usable).fillna(False).astype(bool)
+    return out
+
+
+def _write_cost(profile: Profile, model: str, rung: str, row: pd.Series, load_s: float,
+                peak_rss: int, rows: pd.DataFrame) -> None:
+    """Cost figures of a rung measured where its cells really ran.
+
+    Under a Dask scheduler the figures come from workers that may share the machine's
+    cores, so tokens/s are lower than a serial run's; ``scheduler`` records which it was.
+    """
+    gen = rows[rows["mode"] == "generate"]
+    q = gen.ttft_s.quantile([0.25, 0.5, 0.75]) if len(gen) else pd.Series([np.nan] * 3)
+    write_json_atomic(profile.layout.cost_json(model, rung), {
+        "model": model, "rung": rung, "file_size_bytes": int(row.file_size_bytes),
+        "peak_rss_bytes": int(peak_rss), "load_s": load_s,
+        "prompt_tps": float(gen.prompt_tps.median()), "gen_tps": float(gen.gen_tps.median()),
+        "ttft_s_median": float(q.iloc[1]), "ttft_s_q25": float(q.iloc[0]),
+        "ttft_s_q75": float(q.iloc[2]), "n_generations": len(gen),
+        "scheduler": profile.scheduler or "in-process"})
+
+
+def regrade(run: RunLayout) -> pd.DataFrame:
+    """Re-score every stored cell from its raw outputs with the current scorers (no model run).
+
+    Returns one row per cell: how many items changed verdict.
+    """
+    items = {}
+    summary = []
+    for path in run.cells():
+        df = pd.read_parquet(path)
+        family = path.stem
+        if family not in items:
+            items[family] = {it["item_id"]: it for it in probes.load_family(family).items}
+        new = [regrade_result(r, items[family][r["item_id"]]) for r in df.to_dict("records")]
+        before = df.correct.copy()
+        df["score"] = [s.score for s in new]
+        df["correct"] = [bool(s.correct) for s in new]
+        df["extracted"] = [s.extracted for s in new]
+        df["scorer"] = [items[family][i]["scorer"] for i in df.item_id]
+        write_table_atomic(df, path)
+        summary.append({"cell": str(path.relative_to(run.sweep_dir)),
+                        "n": len(df), "changed": int((before != df.correct).sum())})
+    return pd.DataFrame(summary)
+
+
+def gate(run: RunLayout, model: str) -> None:
+    """Refuse to sweep a model whose calibration did not pass, repeating calibration's message."""
+    path = run.calibration_gate(model)
+    if not path.is_file():
+        raise RuntimeError(f"{model} has no calibration in profile {run.profile!r}; "
+                           "run 03_calibrate first")
+    record = json.loads(path.read_text())
+    if not record["gate_passed"]:
+        raise RuntimeError(record["message"])
+
+
+def measure_shift(profile: Profile, model: str, rung: str) -> dict:
+    """KL divergence of a rung against the stored reference on the text sample (cached)."""
+    ref_path = profile.layout.reference_topk(model)
+    if not ref_path.is_file():
+        raise FileNotFoundError(f"{ref_path} is missing; run 03_calibrate for {model} first")
+    row = rung_row(profile, model, rung)
+    out = profile.layout.shift_json(model, rung)
+    key = params_hash({"rung_sha": row.sha256, "ref": ref_path.stat().st_size,
+                       "passages": profile.shift_passages, "tokens": profile.shift_tokens,
+                       "k": profile.shift_top_k, "engine": as_dict(profile)["engine"]})
+    if out.is_file() and json.loads(out.read_text()).get("params_hash") == key:
+        return json.loads(out.read_text())
+    with open_engine(profile, row.file) as engine:
+        windows = sample_tokens(engine, profile.shift_passages, profile.shift_tokens)
+        result = {"model": model, "rung": rung, "bpw": float(row.bpw), "params_hash": key,
+                  **rung_shift(engine, windows, load_reference(ref_path))}
+    write_json_atomic(out, result)
+    return result
+
+
+def rung_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per family of one rung: items, accuracy (all and usable), answer KL, errors."""
+    return rows.groupby("family").agg(
+        n=("correct", "size"), accuracy=("correct", "mean"), n_usable=("usable", "sum"),
+        usable_accuracy=("correct", lambda s: s[rows.loc[s.index, "usable"]].mean()),
+        answer_kl=("answer_kl", "mean"), answer_same_top=("answer_same_top", "mean"),
+        errors=("error", lambda s: int((s != "").sum()))).round(3)
+
+
+def rung_figures(profile: Profile, model: str, rung: str) -> pd.DataFrame:
+    """The rung's text-sample shift and its cost, one column each (what 04 shows)."""
+    shift = json.loads(profile.layout.shift_json(model, rung).read_text())
+    cost = profile.layout.cost_json(model, rung)
+    cost = json.loads(cost.read_text()) if cost.is_file() else {}
+    shift.pop("params_hash", None)
+    return pd.DataFrame({"shift": pd.Series(shift), "cost": pd.Series(cost)})
+
+
+def sweep_rung(profile: Profile, model: str, rung: str) -> pd.DataFrame:
+    """Notebook 04's one call: gate, evaluate every family cell, measure the KL shift."""
+    gate(profile.layout, model)
+    cal = pd.read_parquet(profile.layout.calibration_items(model))
+    rows = evaluate_rung(profile, model, rung, usable=dict(zip(cal.item_id, cal.usable, strict=True)))
+    measure_shift(profile, model, rung)
+    return rows

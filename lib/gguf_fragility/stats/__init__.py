@@ -1,0 +1,1 @@
+"""Paired statistics, death order, decisions and transfer (no llama.cpp)."""

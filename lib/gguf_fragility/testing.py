@@ -1,0 +1,93 @@
+"""Fabricated sweep outputs with the real input contract: fixtures for tests and benchmarks.
+
+Not data. :func:`write_synthetic` lays them out where
+:func:`gguf_fragility.stats.inputs.load_results` reads.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from gguf_fragility.layout import RunLayout
+from gguf_fragility.stats.grid import ITEM_COLUMNS
+from gguf_fragility.stats.inputs import Results
+from gguf_fragility.store import write_json_atomic, write_table_atomic
+
+LADDER_BPW = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q4_K_M": 4.89,
+              "Q3_K_M": 3.91, "Q2_K": 3.0}  # typical real bpw, for synthetic ladders only
+
+
+def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LADDER_BPW),
+                      seed=0) -> Results:
+    """
+    Fabricated sweep outputs with the input contract, families of graded fragility.
+
+    Family ``f`` loses items below a family-specific bpw threshold (nested: an item dead
+    at a rung stays dead lower down); a few wrong reference answers resurrect at random.
+    Every third family is "generative" (``margin`` NaN). Not data: a test fixture.
+    """
+    rng = np.random.default_rng(seed)
+    bpw = np.array([LADDER_BPW[r] for r in rungs])
+    frames, ladders, costs, shifts = [], [], [], []
+    for m in range(n_models):
+        model = f"synth-{m}"
+        n_params = 1.35e8 * 10**m
+        for f in range(n_families):
+            family = f"fam{f:02d}" + ("_gen" if f % 3 == 2 else "")
+            thresh = 2.2 + 4.0 * f / max(n_families - 1, 1)  # bpw at which deaths start
+            p_death = 0.25 / (1 + np.exp((bpw - thresh) / 0.4)) * (bpw < 16)
+            ref_ok = rng.random(n_items) < 0.75
+            u = rng.random(n_items)  # nested deaths: dies at every rung with p_death > u
+            ok = np.where(ref_ok[:, None], u[:, None] >= p_death[None, :],
+                          rng.random((n_items, len(rungs))) < 0.04 * (bpw < 16))
+            margin = np.where(ref_ok, 0.5 + rng.exponential(2.0, n_items), -1.0)
+            m_r = margin[:, None] - 3 * p_death[None, :] * rng.random((n_items, len(rungs)))
+            kl = rng.exponential(0.02 + p_death, (n_items, len(rungs))) * (bpw < 16)
+            df = pd.DataFrame({
+                "model": model, "rung": np.tile(rungs, n_items), "family": family,
+                "item_id": np.repeat([f"{family}-{i:04d}" for i in range(n_items)], len(rungs)),
+                "correct": ok.ravel(),
+                "usable": np.repeat(ref_ok & (rng.random(n_items) < 0.9), len(rungs)),
+                "margin": m_r.ravel() if not family.endswith("_gen") else np.nan,
+                "answer_kl": kl.ravel(), "answer_same_top": (kl < 0.3).ravel().astype(float)})
+            frames.append(df)
+        size = (bpw * n_params / 8).astype(np.int64)
+        ladders.append(pd.DataFrame({"model": model, "rung": rungs, "is_reference": bpw == 16,
+                                     "bpw": bpw, "file_size_bytes": size}))
+        costs.append(pd.DataFrame({"model": model, "rung": rungs,
+                                   "peak_rss_bytes": (size * 1.1 + 2e8).astype(np.int64),
+                                   "prompt_tps": 4e11 / size, "gen_tps": 3e10 / size,
+                                   "ttft_s_median": size / 2e9}))
+        shifts.append(pd.DataFrame({"model": model, "rung": rungs, "kl_mean": 2 / bpw**2,
+                                    "kl_median": 1 / bpw**2, "kl_p99": 20 / bpw**2,
+                                    "same_top_rate": 1 - 1 / bpw**1.5,
+                                    "ppl_ratio": 1 + 1 / bpw**2}))
+    cat = lambda xs: pd.concat(xs, ignore_index=True)  # noqa: E731
+    return Results(cat(frames)[list(ITEM_COLUMNS)], cat(ladders), cat(costs), cat(shifts))
+
+
+def write_synthetic(run: RunLayout, **kwargs) -> Results:
+    """Write :func:`synthetic_results` where :func:`load_results` reads (one parquet per cell)."""
+    r = synthetic_results(**kwargs)
+    for (model, rung, family), cell in r.items.groupby(["model", "rung", "family"]):
+        write_table_atomic(cell.drop(columns="usable").assign(provenance="synthetic"),
+                           run.cell(model, rung, family))
+    for model, lad in r.ladder.groupby("model"):
+        write_table_atomic(lad, run.ladder_csv(model))
+        usable = r.items[r.items.model == model].drop_duplicates("item_id")
+        write_table_atomic(usable[["model", "item_id", "usable"]],
+                           run.calibration_items(model))
+        report = usable.groupby(["model", "family"], as_index=False)["usable"].sum()
+        write_table_atomic(report.rename(columns={"usable": "n_usable"})
+                           .assign(measurable=lambda d: d.n_usable >= 1),
+                           run.calibration_report(model))
+    for where, table in ((run.cost_json, r.costs), (run.shift_json, r.shift)):
+        for row in table.to_dict("records"):
+            write_json_atomic(where(row["model"], row["rung"]), row)
+    write_json_atomic(run.sweep_dir / "SYNTHETIC.json",
+                      {"note": "fabricated by testing.write_synthetic", **json.loads(
+                          json.dumps(kwargs, default=str))})
+    return r

@@ -5,12 +5,14 @@ PROFILE ?= default
 
 autopsy:  ## run the whole autopsy on params/$(PROFILE).yaml and render the site
 	bash scripts/setup.sh
+	bash scripts/ensure_sandbox.sh
 	.venv/bin/gguf-fragility run --profile $(PROFILE)
 	.venv/bin/python -m gguf_fragility.report.claims $(PROFILE)
 
 test:  ## the test suite (real llama.cpp on the real SmolLM2 model, real Chromium)
 	bash scripts/setup.sh
 	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_sandbox.sh
 	.venv/bin/python -m pytest -q --durations=15
 
 lab:  ## JupyterLab on the project, with the project's kernel

@@ -1,31 +1,218 @@
-"""Run model-written Python against a probe's tests in a sandboxed subprocess.
+"""Run model-written Python against a probe's tests in an isolated sandbox.
 
-The program runs in ``python -I`` (isolated: no user site, no PYTHON* variables, no cwd on
-``sys.path``) in a fresh temporary folder, in its own process group, with a wall-clock
-timeout, CPU/memory/file-size limits and a preamble that disables sockets. This stops
-accidents (infinite loops, runaway memory, network calls), not a determined attacker: do
-not run untrusted models' code on a machine you care about without a container.
+Each program runs under Debian's ``bubblewrap`` (``bwrap``): its own PID, network, IPC,
+UTS and mount namespaces, no network at all (not even the host's loopback), a read-only
+view of ``/usr`` and the base interpreter's prefix only (no ``/etc``, ``/home``, ``/root``,
+``/work``, ``/tmp``), a private size-capped tmpfs as its working folder, uid/gid 65534 (for
+real when the caller is root, via ``setpriv``; in a user namespace otherwise), no
+capabilities, no new privileges, a fresh session (no terminal injection) and death with
+its parent. Every process it starts dies when the program exits (the PID namespace's init
+is ``bwrap``'s reaper). Resource limits (address space, file size, CPU seconds, processes)
+are set before the program's first line and cannot be raised again without
+``CAP_SYS_RESOURCE``, which the sandbox does not have.
+
+Without ``bwrap``, util-linux ``unshare`` is the fallback: new user, PID, network, IPC,
+UTS and mount namespaces, but the host filesystem stays visible and, for the caller's own
+files, writable; a weaker wall, used only when ``bwrap`` is missing. With neither,
+:func:`run_python` refuses (:class:`SandboxUnavailable`) unless the caller opts in to
+running code unisolated (a profile's ``allow_unisolated_code: true``, see
+:func:`unisolated_allowed`). Install the sandbox with ``bash scripts/ensure_sandbox.sh``.
+
+    from gguf_fragility.probes.codeexec import run_python
+    run_python("print(1 + 1)").stdout    # '2\n'
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from typing import NamedTuple
+
+MEMORY_BYTES = 2 << 30  # address space per process
+FILE_BYTES = 1 << 24  # largest file a program may write
+MAX_PROCS = 8  # tasks (processes and threads) of the sandbox's uid, bwrap's reaper included
+TMPFS_BYTES = 64 << 20  # the private working folder (RAM-backed)
 
 PREAMBLE = '''\
 import resource as _r, socket as _s
-_r.setrlimit(_r.RLIMIT_AS, (2 << 30, 2 << 30))
-_r.setrlimit(_r.RLIMIT_FSIZE, (1 << 24, 1 << 24))
+_r.setrlimit(_r.RLIMIT_AS, ({mem}, {mem}))
+_r.setrlimit(_r.RLIMIT_FSIZE, ({fsize}, {fsize}))
+_r.setrlimit(_r.RLIMIT_CPU, ({cpu}, {cpu}))
+_r.setrlimit(_r.RLIMIT_NPROC, ({nproc}, {nproc}))
 def _no_net(*a, **k):
     raise OSError("network disabled in the probe sandbox")
 _s.socket = _no_net; _s.create_connection = _no_net; _s.getaddrinfo = _no_net
 del _r, _s, _no_net
 '''
+# The preamble's socket stubs are a courtesy (a clear error message), not the wall: the
+# namespaces are. RLIMIT_NPROC counts every process of a real user, so the sandbox runs as
+# the real, unprivileged uid 65534 (see _bwrap_argv).
+
+ENABLE_HINT = ("install bubblewrap (`bash scripts/ensure_sandbox.sh`, or `apt-get install "
+               "bubblewrap`), or accept running model-written code with your full rights by "
+               "setting `allow_unisolated_code: true` in the profile")
+
+
+class SandboxUnavailable(Exception):
+    """No isolation for model-written code on this machine, and no opt-in to run without.
+
+    Deliberately not a ``RuntimeError``/``ValueError``: per-item error handling in
+    :func:`gguf_fragility.evaluate.evaluate_item` must not turn it into failed items.
+    """
+
+
+class Isolation(NamedTuple):
+    """How programs are isolated on this machine (:func:`find_isolation`)."""
+
+    kind: str  # "bwrap", "unshare" or "none"
+    tool: str  # absolute path of the tool; "" for "none"
+    reason: str  # why a better kind was not used ("" for bwrap)
+
+
+_ALLOW_UNISOLATED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "allow_unisolated_code", default=False)
+
+
+@contextlib.contextmanager
+def unisolated_allowed(allow: bool) -> Iterator[None]:
+    """Within the block, :func:`run_python` may run code unisolated when no sandbox works.
+
+    The sweep enters it with the profile's ``allow_unisolated_code`` around each cell.
+    """
+    token = _ALLOW_UNISOLATED.set(bool(allow))
+    try:
+        yield
+    finally:
+        _ALLOW_UNISOLATED.reset(token)
+
+
+def base_python() -> str:
+    """The base interpreter (not a venv's): probe programs need only the standard library."""
+    ver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    exe = os.path.join(sys.base_prefix, "bin", ver)
+    return exe if os.path.isfile(exe) else os.path.realpath(sys.executable)
+
+
+def _bwrap_argv(bwrap: str, prog_fd: int, cwd: str) -> list[str]:
+    """bwrap's command line up to (not including) the interpreter.
+
+    As root, bwrap builds the namespaces with root's rights (no user namespace) and
+    ``setpriv`` then becomes uid/gid 65534 for real: rlimits such as RLIMIT_NPROC count per
+    real user, and root's own files are closed to it. (Mapped to 65534 inside a user
+    namespace, the program would still be root outside, and RLIMIT_NPROC was seen not to
+    apply.) Other users get a user namespace with uid 65534 inside.
+    """
+    argv = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try", "--hostname", "sandbox",
+            "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    as_root = os.geteuid() == 0
+    if as_root:  # only to let setpriv switch user; it drops every capability itself
+        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        argv += ["--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534"]
+    argv += ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", cwd,
+             "--setenv", "LANG", "C.UTF-8", "--ro-bind", "/usr", "/usr"]
+    for top in ("bin", "sbin", "lib", "lib32", "lib64"):  # merged-/usr symlinks or real dirs
+        path = "/" + top
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    prefix = os.path.realpath(sys.base_prefix)
+    if not prefix.startswith("/usr/"):  # e.g. /root/.pyenv/versions/3.11.7
+        parts = prefix.strip("/").split("/")[:-1]
+        for i in range(len(parts)):  # bwrap would copy /root's 0700 onto the mount path
+            argv += ["--perms", "0755", "--dir", "/" + "/".join(parts[:i + 1])]
+        argv += ["--ro-bind", prefix, prefix]
+    argv += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", cwd,
+             "--perms", "0644", "--file", str(prog_fd), f"{cwd}/prog.py", "--chdir", cwd]
+    if as_root:
+        argv += ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+    return argv
+
+
+def _unshare_argv(unshare: str) -> list[str]:
+    """util-linux unshare's command line (fallback: no read-only filesystem)."""
+    return [unshare, "--user", "--map-user=65534", "--map-group=65534", "--net", "--pid",
+            "--ipc", "--uts", "--mount", "--fork", "--kill-child", "--mount-proc"]
+
+
+def _probe(argv: list[str], pass_fds=()) -> str:
+    """Run a trivial program under ``argv``; "" when it works, else the error."""
+    try:
+        p = subprocess.run(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "" if p.returncode == 0 and p.stdout.strip() == "ok" else (
+        f"exit {p.returncode}: {p.stderr.strip()[-300:]}")
+
+
+@functools.lru_cache(maxsize=8)
+def find_isolation(bwrap: str = "bwrap", unshare: str = "unshare") -> Isolation:
+    """
+    The best isolation that actually works here: ``bwrap``, else ``unshare``, else none.
+
+    Parameters
+    ----------
+    bwrap, unshare : str
+        Tool names or paths (tests point them at missing files to simulate a bare machine).
+
+    Returns
+    -------
+    Isolation
+        Kind, tool path and why better kinds were not used. Each tool is tried by running
+        ``print('ok')`` through it once per process (a tool can exist and still fail, e.g.
+        where user namespaces are disabled).
+    """
+    reasons = []
+    tool = shutil.which(bwrap)
+    if tool is None:
+        reasons.append(f"{bwrap!r} not found")
+    else:
+        with tempfile.TemporaryFile() as fh:
+            fh.write(b"print('ok')\n")
+            fh.flush()
+            fh.seek(0)
+            err = _probe([*_bwrap_argv(tool, fh.fileno(), "/sandbox"), base_python(), "-I",
+                          "-S", "/sandbox/prog.py"], pass_fds=(fh.fileno(),))
+        if not err:
+            return Isolation("bwrap", tool, "")
+        reasons.append(f"{tool} fails: {err}")
+    tool = shutil.which(unshare)
+    if tool is None:
+        reasons.append(f"{unshare!r} not found")
+    else:
+        err = _probe([*_unshare_argv(tool), base_python(), "-I", "-S", "-c", "print('ok')"])
+        if not err:
+            return Isolation("unshare", tool, "; ".join(reasons))
+        reasons.append(f"{tool} fails: {err}")
+    return Isolation("none", "", "; ".join(reasons))
+
+
+def require_isolation(isolation: Isolation | None = None,
+                      allow_unisolated: bool | None = None) -> Isolation:
+    """:func:`find_isolation`'s answer, or :class:`SandboxUnavailable` when none and no opt-in.
+
+    Call it before loading a model for the ``code`` family, so a refusal comes first.
+    """
+    iso = isolation or find_isolation()
+    allow = _ALLOW_UNISOLATED.get() if allow_unisolated is None else allow_unisolated
+    if iso.kind == "none" and not allow:
+        raise SandboxUnavailable(f"refusing to run model-written code without isolation "
+                                 f"({iso.reason}); to enable it, {ENABLE_HINT}")
+    return iso
 
 
 class ExecResult(NamedTuple):
@@ -78,40 +265,73 @@ def build_program(code: str, params: dict) -> str:
     raise ValueError(f"unknown code harness {params['harness']!r}; use 'humaneval' or 'mbpp'")
 
 
-def run_python(program: str, *, timeout_s: float = 10.0) -> ExecResult:
+def run_python(program: str, *, timeout_s: float = 10.0, allow_unisolated: bool | None = None,
+               isolation: Isolation | None = None) -> ExecResult:
     """
-    Run ``program`` in a sandboxed ``python -I`` subprocess.
+    Run ``program`` with the base interpreter (``python -I -S``) in the sandbox.
 
     Parameters
     ----------
     program : str
         Source code; passes when it exits with status 0.
     timeout_s : float, default 10.0
-        Wall-clock limit in seconds; on expiry the whole process group is killed.
+        Wall-clock limit in seconds; on expiry the sandbox and everything in it is killed.
+    allow_unisolated : bool, optional
+        Run without isolation when no sandbox works here. None (default) takes the value
+        set by :func:`unisolated_allowed` (False outside such a block).
+    isolation : Isolation, optional
+        Which isolation to use; default :func:`find_isolation`'s answer.
 
     Returns
     -------
     ExecResult
         Pass flag, status, return code and captured output (truncated to 10 kB each).
+
+    Raises
+    ------
+    SandboxUnavailable
+        Neither ``bwrap`` nor ``unshare`` works here and unisolated runs are not allowed.
+
+    Notes
+    -----
+    Limits: wall clock ``timeout_s``; CPU seconds ``timeout_s + 1``; address space
+    :data:`MEMORY_BYTES` per process; files :data:`FILE_BYTES`; tasks :data:`MAX_PROCS`
+    (per sandbox under ``bwrap``; the working tmpfs holds :data:`TMPFS_BYTES`). The memory
+    limit is per process, so the worst case is about ``MAX_PROCS * MEMORY_BYTES``: there is
+    no cgroup here to cap the sum. Output is read as UTF-8 with replacement.
     """
+    iso = require_isolation(isolation, allow_unisolated)
+    preamble = PREAMBLE.format(mem=MEMORY_BYTES, fsize=FILE_BYTES, nproc=MAX_PROCS,
+                               cpu=int(timeout_s) + 1)
     with tempfile.TemporaryDirectory(prefix="gf-code-") as tmp:
         path = os.path.join(tmp, "prog.py")
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write(PREAMBLE + program)
-        env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "LANG": "C.UTF-8"}
-        proc = subprocess.Popen([sys.executable, "-I", path], cwd=tmp, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True, text=True,
-                                errors="replace")
-        try:
-            out, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            return ExecResult(False, "timeout", None, out[-10000:], err[-10000:])
+            fh.write(preamble + program)
+        with open(path, "rb") as prog:
+            py = [base_python(), "-I", "-S"]
+            if iso.kind == "bwrap":
+                cwd, fds = "/sandbox", (prog.fileno(),)
+                argv = [*_bwrap_argv(iso.tool, prog.fileno(), cwd), *py, f"{cwd}/prog.py"]
+            else:  # unshare, or none (opted in): the host's temporary folder
+                cwd, fds = tmp, ()
+                argv = [*(_unshare_argv(iso.tool) if iso.kind == "unshare" else []), *py, path]
+            env = {"PATH": "/usr/bin:/bin", "HOME": cwd, "LANG": "C.UTF-8"}
+            proc = subprocess.Popen(argv, cwd=tmp, env=env, pass_fds=fds,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True, text=True,
+                                    errors="replace")
+            try:
+                out, err = proc.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                # bwrap/unshare die with their parent's group; their PID namespace goes too
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, err = proc.communicate()
+                return ExecResult(False, "timeout", None, out[-10000:], err[-10000:])
         ok = proc.returncode == 0
         return ExecResult(ok, "passed" if ok else "failed", proc.returncode, out[-10000:],
                           err[-10000:])
 
 
-__all__ = ["ExecResult", "PREAMBLE", "build_program", "extract_code", "run_python"]
+__all__ = ["ENABLE_HINT", "ExecResult", "Isolation", "PREAMBLE", "SandboxUnavailable",
+           "base_python", "build_program", "extract_code", "find_isolation",
+           "require_isolation", "run_python", "unisolated_allowed"]

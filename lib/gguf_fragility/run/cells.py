@@ -24,6 +24,7 @@ from tqdm import tqdm
 from gguf_fragility import probes
 from gguf_fragility.engine.llama import SCORING_VERSION, Engine, peak_rss_bytes, system_info, topk_rows
 from gguf_fragility.layout import RunLayout
+from gguf_fragility.probes import codeexec
 from gguf_fragility.probes.evaluate import ItemResult, evaluate_item
 from gguf_fragility.profile import Profile, as_dict
 from gguf_fragility.run.shift import kl_topk
@@ -189,13 +190,17 @@ def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, varia
     if is_done(path, phash):
         return CellRun(path, False, float("nan"), 0)
     row = rung_row(profile, model, rung)
+    if any(it["scorer"] == "code_exec" for it in pf.items):  # refuse before loading a model
+        codeexec.require_isolation(allow_unisolated=profile.allow_unisolated_code)
     lazy = engine or LazyEngine(profile, row.file)
     load_before = lazy.engine is not None
     try:
         eng = lazy.get() if pf.items else None  # an empty cell needs no model
         ref = None if rung == "F16" else _reference_answers(profile.layout, model, family)
-        df = run_cell(eng, pf, variant=variant, reference=ref,
-                      provenance={**_provenance(profile, model, rung, row), "params_hash": phash})
+        with codeexec.unisolated_allowed(profile.allow_unisolated_code):
+            df = run_cell(eng, pf, variant=variant, reference=ref,
+                          provenance={**_provenance(profile, model, rung, row),
+                                      "params_hash": phash})
         write_table_atomic(df, path)
     finally:
         if engine is None:

@@ -20,6 +20,10 @@ from gguf_fragility.engine.ftypes import ftype
 from gguf_fragility.layout import RunLayout, outputs_root
 
 DEFAULT_RUNGS = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
+# The reference re-run with other batch shapes (a pseudo-rung of every model when
+# ``noise_floor`` is on): same weights, different floating-point paths. Its flips and margin
+# changes are the noise floor the other rungs are tested against.
+NOISE_FLOOR = "F16-floor"
 
 
 class ProfileError(ValueError):
@@ -70,6 +74,10 @@ class Profile:
     correction: str = "holm"  # "holm" | "fdr_bh"
     mcnemar: str = "exact"  # "exact" | "midp"
     alpha: float = 0.05  # test level; intervals are (1 - alpha)
+    equivalence_margin: float = 0.05  # correctness: "equivalent" when the interval is inside ±this
+    design_discordance: float = 0.2  # share of items expected to change answer (planned MDE)
+    target_mde: float | None = None  # planner: items each family needs to detect this loss
+    noise_floor: bool = True  # sweep the reference again under other batch shapes (NOISE_FLOOR)
     budgets_gib: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)  # memory budgets of the recommendations
     transfer_min_usable: int = 1  # usable items a family needs on both models to be compared
     scheduler: str | None = None  # None = cells in-process; "local:N" = LocalCluster; else an address

@@ -36,7 +36,8 @@ from gguf_fragility.engine.gguf import open_gguf
 # change that moves log-probs (even by float rounding) re-runs stored cells.
 # 2: one batch per item, the choices as sequences on the shared context, whose last
 #    logits row scores every first token (was: context[:-1], then one decode per choice)
-SCORING_VERSION = 2
+# 3: cells gain ref_answer_logprob (the reference's reply teacher-forced under the rung)
+SCORING_VERSION = 3
 
 
 class LogLik(NamedTuple):

@@ -216,6 +216,22 @@ def evaluate_item(engine, item: dict, variant: int = 0) -> Evaluated:
             error=f"{type(exc).__name__}: {exc}"), None)
 
 
+def answer_logprob(engine, item: dict, text: str, variant: int = 0) -> float:
+    """Teacher-forced log-probability (nats) of ``text`` as the reply to a generative item.
+
+    The margin lens scores the reference's own greedy reply under every rung this way (one
+    batch of prompt + reply). NaN for log-likelihood items, an empty reply, or a prompt plus
+    reply that does not fit the context.
+    """
+    req = build_request(engine, item, variant)
+    if req.mode != "generate" or not text:
+        return NAN
+    try:
+        return engine.loglikelihood(req.prompt, [text]).choices[0].logprob
+    except ValueError:
+        return NAN
+
+
 def evaluate_items(engine, items: Iterable[dict], variant: int = 0,
                    *, progress: bool = True, desc: str = "probes") -> list[ItemResult]:
     """
@@ -286,6 +302,6 @@ def _json(detail: dict) -> str:
     return json.dumps(clean, sort_keys=True)
 
 
-__all__ = ["SYSTEM_V1", "VARIANTS", "Evaluated", "ItemResult", "Request",
+__all__ = ["SYSTEM_V1", "VARIANTS", "Evaluated", "answer_logprob", "ItemResult", "Request",
            "build_request", "evaluate_item", "evaluate_items", "mc_requests", "regrade_result",
            "results_frame", "user_message"]

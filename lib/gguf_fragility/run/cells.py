@@ -25,8 +25,8 @@ from gguf_fragility import probes
 from gguf_fragility.engine.llama import SCORING_VERSION, Engine, peak_rss_bytes, system_info, topk_rows
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes import codeexec
-from gguf_fragility.probes.evaluate import ItemResult, evaluate_item
-from gguf_fragility.profile import Profile, as_dict
+from gguf_fragility.probes.evaluate import ItemResult, answer_logprob, evaluate_item
+from gguf_fragility.profile import NOISE_FLOOR, Profile
 from gguf_fragility.run.shift import kl_topk
 from gguf_fragility.stats.inputs import read_ladder
 from gguf_fragility.store import code_version, params_hash, write_table_atomic
@@ -40,24 +40,40 @@ def families_of(profile: Profile, model: str) -> list[str]:
 
 
 def rung_row(profile: Profile, model: str, rung: str) -> pd.Series:
-    """The ladder-manifest row of one rung (file, sha256, bpw ...)."""
+    """The ladder-manifest row of one rung (file, sha256, bpw ...); the noise floor's is F16's."""
     ladder = read_ladder(profile.layout, [model]).set_index("rung")
-    if rung not in ladder.index:
+    source = "F16" if rung == NOISE_FLOOR else rung
+    if source not in ladder.index:
         raise ValueError(f"rung {rung!r} is not in the {model} ladder of profile {profile.name!r} "
                          f"({', '.join(ladder.index)}); run notebook 01_ladder first")
-    return ladder.loc[rung]
+    return ladder.loc[source]
 
 
-def open_engine(profile: Profile, path: str | Path) -> Engine:
-    """Load a rung with the profile's engine settings (identical for every rung)."""
+def engine_settings(profile: Profile, rung: str) -> dict:
+    """How a rung is loaded: the profile's engine settings, the same for every rung, except
+    the noise floor, which re-runs the reference with other batch shapes.
+
+    The floor decodes in chunks of an eighth of ``n_batch`` (at least 16 tokens) and scores
+    each log-likelihood choice in its own batch (``n_seq_max`` 1): llama.cpp then runs
+    other matrix shapes, so floating-point rounding differs while the weights do not.
+    """
     e = profile.engine
-    return Engine(path, n_ctx=e.n_ctx, n_threads=e.n_threads, seed=e.seed,
-                  n_gpu_layers=e.n_gpu_layers, n_batch=e.n_batch)
+    out = {"n_ctx": e.n_ctx, "n_threads": e.n_threads, "seed": e.seed,
+           "n_gpu_layers": e.n_gpu_layers, "n_batch": e.n_batch, "n_seq_max": 8}
+    if rung == NOISE_FLOOR:
+        out.update(n_batch=max(16, e.n_batch // 8), n_seq_max=1)
+    return out
 
 
-def cell_hash(profile: Profile, rung_sha: str, pf: probes.ProbeFile, variant: int) -> str:
+def open_engine(profile: Profile, path: str | Path, rung: str = "F16") -> Engine:
+    """Load a rung's file with :func:`engine_settings`."""
+    return Engine(path, **engine_settings(profile, rung))
+
+
+def cell_hash(profile: Profile, rung: str, rung_sha: str, pf: probes.ProbeFile,
+              variant: int) -> str:
     """Hash of everything that can change a cell's rows."""
-    return params_hash({"engine": as_dict(profile)["engine"], "model_sha256": rung_sha,
+    return params_hash({"engine": engine_settings(profile, rung), "model_sha256": rung_sha,
                         "items": [it["hash"] for it in pf.items], "variant": variant,
                         "answer_top_k": ANSWER_TOP_K,
                         "scoring_version": SCORING_VERSION})
@@ -92,10 +108,14 @@ def run_cell(engine: Engine | None, pf: probes.ProbeFile, *, variant: int, prove
         kl, same, ids, lps = _answer_shift(answer_lp, ref)
         if reference is not None and ref is None:
             kl, same = np.nan, np.nan
+        # the margin lens of a generative item: the reference's own answer, teacher-forced
+        ref_text = res.raw_output if reference is None else (ref or {}).get("text", "")
+        ref_lp = (answer_logprob(engine, item, ref_text, variant)
+                  if res.mode == "generate" and not res.error else np.nan)
         rows.append({**res._asdict(), "answer_kl": kl, "answer_same_top": same,
-                     "answer_top_ids": ids, "answer_top_lp": lps})
+                     "answer_top_ids": ids, "answer_top_lp": lps, "ref_answer_logprob": ref_lp})
     df = pd.DataFrame(rows, columns=[*ItemResult._fields, "answer_kl", "answer_same_top",
-                                     "answer_top_ids", "answer_top_lp"])
+                                     "answer_top_ids", "answer_top_lp", "ref_answer_logprob"])
     for key, value in provenance.items():
         df[key] = value
     df["probe_file_sha256"] = pf.sha256
@@ -106,8 +126,10 @@ def _reference_answers(run: RunLayout, model: str, family: str) -> dict[str, dic
     path = run.cell(model, "F16", family)
     if not path.is_file():
         return None
-    ref = pd.read_parquet(path, columns=["item_id", "answer_top_ids", "answer_top_lp"])
-    return {r.item_id: {"ids": list(r.answer_top_ids), "lp": list(r.answer_top_lp)}
+    ref = pd.read_parquet(path, columns=["item_id", "answer_top_ids", "answer_top_lp", "mode",
+                                         "raw_output"])
+    return {r.item_id: {"ids": list(r.answer_top_ids), "lp": list(r.answer_top_lp),
+                        "text": r.raw_output if r.mode == "generate" else ""}
             for r in ref.itertuples() if len(r.answer_top_ids)}
 
 
@@ -123,13 +145,14 @@ class CellRun(NamedTuple):
 class LazyEngine:
     """A rung loaded on first use, so a fully resumed rung loads nothing."""
 
-    def __init__(self, profile: Profile, file: str | Path) -> None:
-        self.profile, self.file, self.engine, self.load_s = profile, file, None, float("nan")
+    def __init__(self, profile: Profile, file: str | Path, rung: str) -> None:
+        self.profile, self.file, self.rung = profile, file, rung
+        self.engine, self.load_s = None, float("nan")
 
     def get(self) -> Engine:
         """The loaded engine (loading it now if needed)."""
         if self.engine is None:
-            self.engine = open_engine(self.profile, self.file)
+            self.engine = open_engine(self.profile, self.file, self.rung)
             self.load_s = self.engine.load_s
         return self.engine
 
@@ -155,7 +178,7 @@ def plan_cell(profile: Profile, model: str, rung: str, family: str, *, variant: 
         keep = set(keep)
         pf = pf._replace(items=[it for it in pf.items if it["item_id"] in keep])
     return pf, profile.layout.cell(model, rung, family, variant), cell_hash(
-        profile, row.sha256, pf, variant)
+        profile, rung, row.sha256, pf, variant)
 
 
 def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, variant: int = 0,
@@ -192,7 +215,7 @@ def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, varia
     row = rung_row(profile, model, rung)
     if any(it["scorer"] == "code_exec" for it in pf.items):  # refuse before loading a model
         codeexec.require_isolation(allow_unisolated=profile.allow_unisolated_code)
-    lazy = engine or LazyEngine(profile, row.file)
+    lazy = engine or LazyEngine(profile, row.file, rung)
     load_before = lazy.engine is not None
     try:
         eng = lazy.get() if pf.items else None  # an empty cell needs no model
@@ -211,7 +234,7 @@ def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, varia
 
 def _provenance(profile: Profile, model: str, rung: str, row: pd.Series) -> dict:
     """Columns stamped on every row of a cell (llama.cpp facts of the process that ran it)."""
-    return {"model": model, "rung": rung, "quant_type": rung, "model_sha256": row.sha256,
+    return {"model": model, "rung": rung, "quant_type": row.name, "model_sha256": row.sha256,
             "bpw": float(row.bpw), "code_version": code_version(), "profile": profile.name,
             **{f"llama_{k}": v for k, v in system_info().items()}}
 

@@ -149,7 +149,7 @@ def _run_serial(profile: Profile, cells: Sequence[Cell]) -> list[CellRun]:
     runs = []
     with tqdm(total=len(cells), desc="cells", unit="cell") as bar:
         for (model, rung), group in itertools.groupby(cells, key=lambda c: (c.model, c.rung)):
-            with LazyEngine(profile, rung_row(profile, model, rung).file) as engine:
+            with LazyEngine(profile, rung_row(profile, model, rung).file, rung) as engine:
                 for c in group:
                     runs.append(evaluate_cell(profile, model, rung, c.family, variant=c.variant,
                                               keep=c.keep, engine=engine))

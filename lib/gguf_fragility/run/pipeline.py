@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from gguf_fragility import paths
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.profile import Profile, ProfileError, load_profile
+from gguf_fragility.profile import NOISE_FLOOR, Profile, ProfileError, load_profile
 from gguf_fragility.run.sweep import gate
 from gguf_fragility.store import write_table_atomic
 
@@ -66,15 +66,24 @@ def plan(profile: Profile, stages: list[str] | None = None) -> list[Job]:
         base = {"profile": profile.name}
         if stage.per == "once":
             jobs.append(Job(stage.name, src, out / f"{stage.notebook}.ipynb", base))
-        for model, run in profile.models.items() if stage.per != "once" else ():
+        for model in profile.models if stage.per != "once" else ():
             if stage.per == "model":
                 jobs.append(Job(stage.name, src, out / f"{stage.notebook}__{model}.ipynb",
                                 {**base, "model": model}))
                 continue
-            for rung in run.rungs:
+            for rung in sweep_rungs(profile, model):
                 jobs.append(Job(stage.name, src, out / f"{stage.notebook}__{model}__{rung}.ipynb",
                                 {**base, "model": model, "rung": rung}))
     return jobs
+
+
+def sweep_rungs(profile: Profile, model: str) -> list[str]:
+    """The rungs chapter 4 sweeps for a model: the profile's, plus the noise floor right after
+    the reference when ``noise_floor`` is on."""
+    rungs = list(profile.models[model].rungs)
+    if profile.noise_floor:
+        rungs.insert(rungs.index("F16") + 1, NOISE_FLOOR)
+    return rungs
 
 
 def check_parameters(job: Job) -> None:

@@ -16,8 +16,8 @@ import pandas as pd
 from gguf_fragility import probes
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes.evaluate import regrade_result
-from gguf_fragility.profile import Profile, as_dict
-from gguf_fragility.run.cells import families_of, open_engine, rung_row
+from gguf_fragility.profile import NOISE_FLOOR, Profile
+from gguf_fragility.run.cells import engine_settings, families_of, open_engine, rung_row
 from gguf_fragility.run.cluster import Cell, run_cells
 from gguf_fragility.run.shift import load_reference, rung_shift, sample_tokens
 from gguf_fragility.store import params_hash, write_json_atomic, write_table_atomic
@@ -122,10 +122,10 @@ def measure_shift(profile: Profile, model: str, rung: str) -> dict:
     out = profile.layout.shift_json(model, rung)
     key = params_hash({"rung_sha": row.sha256, "ref": ref_path.stat().st_size,
                        "passages": profile.shift_passages, "tokens": profile.shift_tokens,
-                       "k": profile.shift_top_k, "engine": as_dict(profile)["engine"]})
+                       "k": profile.shift_top_k, "engine": engine_settings(profile, rung)})
     if out.is_file() and json.loads(out.read_text()).get("params_hash") == key:
         return json.loads(out.read_text())
-    with open_engine(profile, row.file) as engine:
+    with open_engine(profile, row.file, rung) as engine:
         windows = sample_tokens(engine, profile.shift_passages, profile.shift_tokens)
         result = {"model": model, "rung": rung, "bpw": float(row.bpw), "params_hash": key,
                   **rung_shift(engine, windows, load_reference(ref_path))}
@@ -149,6 +149,30 @@ def rung_figures(profile: Profile, model: str, rung: str) -> pd.DataFrame:
     cost = json.loads(cost.read_text()) if cost.is_file() else {}
     shift.pop("params_hash", None)
     return pd.DataFrame({"shift": pd.Series(shift), "cost": pd.Series(cost)})
+
+
+def floor_report(profile: Profile, model: str) -> pd.DataFrame:
+    """Does the noise floor really take other floating-point paths? Per family: items whose
+    per-choice log-probs (or generated text) are bit-identical to the reference's, the largest
+    log-prob difference, and items whose extracted answer differs."""
+    run = profile.layout
+    rows = []
+    for family in families_of(profile, model):
+        ref, floor = (pd.read_parquet(run.cell(model, r, family)).set_index("item_id")
+                      for r in ("F16", NOISE_FLOOR))
+        floor = floor.loc[ref.index.intersection(floor.index)]
+        ref = ref.loc[floor.index]
+        loglik = ref["mode"] == "loglik"
+        lp_ref = [json.loads(x)["logprobs"] for x in ref.raw_output[loglik]]
+        lp_floor = [json.loads(x)["logprobs"] for x in floor.raw_output[loglik]]
+        diffs = [np.max(np.abs(np.subtract(a, b))) for a, b in zip(lp_ref, lp_floor, strict=True)]
+        gen = ~loglik
+        rows.append({"family": family, "n": len(ref),
+                     "logprobs_identical": int(sum(d == 0 for d in diffs)),
+                     "max_abs_logprob_diff": float(max(diffs)) if diffs else np.nan,
+                     "text_identical": int((ref.raw_output[gen] == floor.raw_output[gen]).sum()),
+                     "answer_flips": int((ref.extracted != floor.extracted).sum())})
+    return pd.DataFrame(rows)
 
 
 def sweep_rung(profile: Profile, model: str, rung: str) -> pd.DataFrame:

@@ -141,13 +141,29 @@ def item_delta(wide: pd.DataFrame, a: str, b: str) -> np.ndarray:
     return np.where(mode == "generate", d_ref, ll)
 
 
-def _direction(delta: np.ndarray) -> float:
-    """Sign of the Wilcoxon signed-rank sum (W+ minus W-) over nonzero changes."""
-    x = delta[delta != 0]
-    if not len(x):
-        return 0.0
-    r = sps.rankdata(np.abs(x))
-    return float(np.sign(r[x > 0].sum() - r[x < 0].sum()))
+def correctness_p(b, c, mcnemar: str = "exact") -> tuple[np.ndarray, np.ndarray]:
+    """McNemar p (two-sided) and the loss-side p the sequence uses (1 where ``b <= c``)."""
+    p = lenses.mcnemar_test(b, c, method=mcnemar).pvalue
+    return p, np.where(np.asarray(b) > np.asarray(c), p, 1.0)
+
+
+def margin_p(delta) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Wilcoxon p (two-sided) and the loss-side p of each row of ``delta`` (..., n_items).
+
+    The loss side is a negative signed-rank sum (W+ < W-, zeros dropped as in
+    ``zero_method="wilcox"``); rows with fewer than three items or no change give p = 1.
+    """
+    x = np.asarray(delta, float)
+    if x.shape[-1] < 3:
+        p = np.full(x.shape[:-1], np.nan)
+        return p, np.ones(x.shape[:-1])
+    p = lenses.margin_test(x, n_resamples=0).pvalue
+    a = np.abs(x)
+    r = sps.rankdata(np.where(a == 0, -1.0, a), axis=-1)  # zeros rank first
+    r = r - (a == 0).sum(-1, keepdims=True)  # ranks among the nonzero changes
+    w = (r * np.sign(x)).sum(-1)  # W+ minus W-
+    return p, np.where((w < 0) & np.isfinite(p), p, 1.0)
 
 
 def _cell_rows(model, family, ref, floor, rungs, wide, s: Settings):
@@ -204,10 +220,8 @@ def _lens_statistics(cmp: pd.DataFrame, s: Settings) -> pd.DataFrame:
     c = (out["lens"] == "correctness").to_numpy()
     b, r, n = (out.loc[c, k].to_numpy(np.int64) for k in ("deaths", "resurrections", "n"))
     ci = lenses.paired_diff_ci(b, r, n, alpha=s.alpha)
-    mc = lenses.mcnemar_test(b, r, method=s.mcnemar)
     out.loc[c, "effect"], out.loc[c, "ci_low"], out.loc[c, "ci_high"] = ci.estimate, ci.low, ci.high
-    out.loc[c, "p_value"] = mc.pvalue
-    out.loc[c, "p_seq"] = np.where(b > r, mc.pvalue, 1.0)  # loss side of the two-sided test
+    out.loc[c, "p_value"], out.loc[c, "p_seq"] = correctness_p(b, r, s.mcnemar)
     out.loc[c, "min_p"] = lenses.mcnemar_min_pvalue(n)
     out.loc[c, "p_method"] = ("McNemar exact, two-sided" if s.mcnemar == "exact"
                               else "McNemar mid-p, two-sided (labelled option)")
@@ -242,10 +256,52 @@ def _lens_statistics(cmp: pd.DataFrame, s: Settings) -> pd.DataFrame:
                                rng=cell_rng(s.seed, row["model"], row["family"], row["rung"]))
         out.loc[idx, ["effect", "median", "ci_low", "ci_high", "p_value"]] = [
             float(m.mean), float(m.median), float(m.ci_low), float(m.ci_high), float(m.pvalue)]
-        p = float(m.pvalue) if np.isfinite(m.pvalue) else 1.0
-        out.loc[idx, "p_seq"] = p if _direction(d) < 0 else 1.0
+        out.loc[idx, "p_seq"] = float(margin_p(d)[1])
         out.loc[idx, "min_p"] = min(1.0, 2 * 0.5 ** len(d))
     return out.drop(columns=["_flips", "_floor_flips", "_delta"])
+
+
+class FamilyTests(NamedTuple):
+    """Result of :func:`family_of_tests`."""
+
+    testable: np.ndarray  # bool (families, rungs): kept by Tarone's screen
+    reject: np.ndarray  # bool (families, rungs): rejected by the graph
+    level: float  # alpha / (families with a tested rung): the level of each first step
+    tarone_k: int
+
+
+def family_of_tests(p_seq, min_p, alpha: float = 0.05) -> FamilyTests:
+    """
+    The corrected family of tests of one model × lens: Tarone's screen, then the graph.
+
+    Parameters
+    ----------
+    p_seq : array_like of float, shape (n_families, n_rungs)
+        Loss-side p-values, rungs lowest bpw first; NaN where a family lacks the rung.
+    min_p : array_like of float, same shape
+        Smallest p-value each cell can reach (depends on its item count only).
+    alpha : float, default 0.05
+
+    Returns
+    -------
+    FamilyTests
+
+    Notes
+    -----
+    Tarone's K is computed on each family's smallest reachable p; a cell stays in the
+    family when its family passes and its own ``min_p <= alpha / K``. The exclusion depends
+    on item counts only, never on outcomes, so any such choice keeps the graph's
+    familywise error control over the cells that remain (the others are never rejected).
+    Then :func:`~gguf_fragility.stats.multiplicity.fixed_sequence_graph`.
+    """
+    p, mp = np.asarray(p_seq, float), np.asarray(min_p, float)
+    present = ~np.isnan(mp)
+    fam_min = np.where(present, mp, 1.0).min(axis=1)
+    tar = multiplicity.tarone_testable(fam_min, alpha=alpha)
+    testable = present & tar.testable[:, None] & (np.where(present, mp, 1.0) <= tar.level)
+    seq = multiplicity.fixed_sequence_graph(np.where(testable, p, np.nan), alpha=alpha)
+    m = max(int(seq.tested.any(axis=1).sum()), 1)
+    return FamilyTests(testable, seq.reject, alpha / m, tar.k)
 
 
 def _multiplicity(out: pd.DataFrame, order: Mapping[str, list[str]], s: Settings) -> pd.DataFrame:
@@ -259,16 +315,12 @@ def _multiplicity(out: pd.DataFrame, order: Mapping[str, list[str]], s: Settings
         pos = {(f, r): (i, j) for i, f in enumerate(fams) for j, r in enumerate(rungs)}
         fi = np.array([pos[(f, r)][0] for f, r in zip(g["family"], g["rung"], strict=True)])
         rj = np.array([pos[(f, r)][1] for f, r in zip(g["family"], g["rung"], strict=True)])
-        min_p = g["min_p"].to_numpy(float)
-        fam_min = np.ones(len(fams))
-        np.minimum.at(fam_min, fi, min_p)
-        tar = multiplicity.tarone_testable(fam_min, alpha=s.alpha)
-        testable = tar.testable[fi] & (min_p <= tar.level)
-        p = np.full((len(fams), len(rungs)), np.nan)
-        p[fi[testable], rj[testable]] = g["p_seq"].to_numpy(float)[testable]
-        seq = multiplicity.fixed_sequence_graph(p, alpha=s.alpha)
-        m = max(int(seq.tested.any(axis=1).sum()), 1)
-        level = s.alpha / m  # the level of each family's first step
+        pm = np.full((len(fams), len(rungs)), np.nan)
+        mp = np.full((len(fams), len(rungs)), np.nan)
+        pm[fi, rj], mp[fi, rj] = g["p_seq"].to_numpy(float), g["min_p"].to_numpy(float)
+        fam_tests = family_of_tests(pm, mp, s.alpha)
+        testable, reject = fam_tests.testable[fi, rj], fam_tests.reject[fi, rj]
+        level, tar = fam_tests.level, fam_tests
         n = g["n"].to_numpy(np.int64)
         if lens == "margin":
             mde, basis = _wilcoxon_mde(n, level), "Wilcoxon, normal shift (ARE 3/pi)"
@@ -280,7 +332,6 @@ def _multiplicity(out: pd.DataFrame, order: Mapping[str, list[str]], s: Settings
                                                             power=MDE_POWER)
             basis = np.where(one_way, "exact, one-way (every discordant item a loss)",
                              f"exact, design discordance {s.design_discordance:g}")
-        reject = seq.reject[fi, rj]
         if lens == "fidelity":  # loss = more flips than the floor: the interval's sign flips
             lab = lenses.decide(-g["ci_high"], -g["ci_low"], reject, s.equivalence_margin)
         elif lens == "margin":
@@ -289,7 +340,7 @@ def _multiplicity(out: pd.DataFrame, order: Mapping[str, list[str]], s: Settings
             lab = lenses.decide(g["ci_low"], g["ci_high"], reject, s.equivalence_margin)
         lab = np.where(testable, lab, UNTESTABLE)
         for col, v in (("testable", testable), ("reject", reject), ("level", level),
-                       ("tarone_k", float(tar.k)), ("planned_mde", mde), ("mde_basis", basis),
+                       ("tarone_k", float(tar.tarone_k)), ("planned_mde", mde), ("mde_basis", basis),
                        ("decision", lab)):
             out.loc[g.index, col] = v
     out["equivalence_margin"] = np.where(out["lens"] == "margin", s.margin_equivalence_nats,

@@ -1,4 +1,5 @@
-"""Tests of :mod:`gguf_fragility.stats.lenses` and :mod:`~gguf_fragility.stats.multiplicity`: worked examples, null calibration, coverage, power.
+"""Tests of :mod:`~gguf_fragility.stats.lenses` and :mod:`~gguf_fragility.stats.multiplicity`:
+worked examples, null calibration, coverage, power.
 
 Every simulation is seeded and vectorized (thousands of tables per numpy call). Monte-Carlo
 tolerances are three binomial standard errors of the simulated rate.

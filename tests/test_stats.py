@@ -1,7 +1,7 @@
 """The lens grid against independent references, worked examples, and the whole grid at the null.
 
 The null simulation runs the grid's own functions (:func:`grid.correctness_p`,
-:func:`lenses.flip_vs_floor`, :func:`grid.margin_p`, :func:`grid.family_of_tests`) on
+:func:`lenses.flip_vs_floor`, :func:`grid.margin_p`, :func:`multiplicity.family_of_tests`) on
 thousands of simulated grids at once, and a second test checks, replicate by replicate, that
 :func:`grid.lens_grid` on item rows reaches exactly the same rejections.
 """
@@ -19,7 +19,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from gguf_fragility.profile import NOISE_FLOOR
-from gguf_fragility.stats import grid, lenses
+from gguf_fragility.stats import grid, lenses, multiplicity
 
 ALPHA = 0.05
 
@@ -54,7 +54,7 @@ def test_mcnemar_ignores_concordant_pairs_and_is_symmetric(b, c, extra):
 def test_holm_hand_worked_as_the_graph_with_one_rung_per_family():
     # Holm by hand, m = 4: sorted 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06 -> stop.
     p = np.array([[0.01], [0.04], [0.03], [0.005]])
-    ft = grid.family_of_tests(p, np.full_like(p, 1e-9), ALPHA)
+    ft = multiplicity.family_of_tests(p, np.full_like(p, 1e-9), ALPHA)
     assert ft.reject[:, 0].tolist() == [True, False, False, True]
     assert ft.reject[:, 0].tolist() == multipletests(p[:, 0], method="holm")[0].tolist()
     assert ft.level == pytest.approx(ALPHA / 4) and ft.tarone_k == 4
@@ -82,7 +82,7 @@ def test_tarone_screen_drops_tiny_families():
     # family 0: 4 items, smallest exact p = 2 / 16 = 0.125 > alpha: never significant
     mp = np.array([[2 * 0.5**4] * 2, [2 * 0.5**30] * 2, [2 * 0.5**30] * 2])
     p = np.array([[1e-12, 1e-12], [1e-4, 1e-4], [0.5, 0.5]])
-    ft = grid.family_of_tests(p, mp, ALPHA)
+    ft = multiplicity.family_of_tests(p, mp, ALPHA)
     assert not ft.testable[0].any() and ft.testable[1:].all()
     assert ft.level == pytest.approx(ALPHA / 2)  # two families in the graph
     assert ft.reject[1].all() and not ft.reject[0].any() and not ft.reject[2].any()
@@ -133,7 +133,7 @@ def familywise(ans, margin, n):
     out = {}
     for lens, p in (("correctness", p_corr), ("fidelity", p_fid), ("margin", p_mar)):
         mp = np.full((FAMILIES, RUNGS), min(1.0, min_p[lens]))
-        out[lens] = np.array([grid.family_of_tests(p[r], mp, ALPHA).reject.any()
+        out[lens] = np.array([multiplicity.family_of_tests(p[r], mp, ALPHA).reject.any()
                               for r in range(len(p))])
     return out
 

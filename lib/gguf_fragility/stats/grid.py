@@ -261,49 +261,6 @@ def _lens_statistics(cmp: pd.DataFrame, s: Settings) -> pd.DataFrame:
     return out.drop(columns=["_flips", "_floor_flips", "_delta"])
 
 
-class FamilyTests(NamedTuple):
-    """Result of :func:`family_of_tests`."""
-
-    testable: np.ndarray  # bool (families, rungs): kept by Tarone's screen
-    reject: np.ndarray  # bool (families, rungs): rejected by the graph
-    level: float  # alpha / (families with a tested rung): the level of each first step
-    tarone_k: int
-
-
-def family_of_tests(p_seq, min_p, alpha: float = 0.05) -> FamilyTests:
-    """
-    The corrected family of tests of one model × lens: Tarone's screen, then the graph.
-
-    Parameters
-    ----------
-    p_seq : array_like of float, shape (n_families, n_rungs)
-        Loss-side p-values, rungs lowest bpw first; NaN where a family lacks the rung.
-    min_p : array_like of float, same shape
-        Smallest p-value each cell can reach (depends on its item count only).
-    alpha : float, default 0.05
-
-    Returns
-    -------
-    FamilyTests
-
-    Notes
-    -----
-    Tarone's K is computed on each family's smallest reachable p; a cell stays in the
-    family when its family passes and its own ``min_p <= alpha / K``. The exclusion depends
-    on item counts only, never on outcomes, so any such choice keeps the graph's
-    familywise error control over the cells that remain (the others are never rejected).
-    Then :func:`~gguf_fragility.stats.multiplicity.fixed_sequence_graph`.
-    """
-    p, mp = np.asarray(p_seq, float), np.asarray(min_p, float)
-    present = ~np.isnan(mp)
-    fam_min = np.where(present, mp, 1.0).min(axis=1)
-    tar = multiplicity.tarone_testable(fam_min, alpha=alpha)
-    testable = present & tar.testable[:, None] & (np.where(present, mp, 1.0) <= tar.level)
-    seq = multiplicity.fixed_sequence_graph(np.where(testable, p, np.nan), alpha=alpha)
-    m = max(int(seq.tested.any(axis=1).sum()), 1)
-    return FamilyTests(testable, seq.reject, alpha / m, tar.k)
-
-
 def _multiplicity(out: pd.DataFrame, order: Mapping[str, list[str]], s: Settings) -> pd.DataFrame:
     """Tarone screen, graph procedure, planned MDE and decision, per model × lens."""
     out = out.assign(testable=False, reject=False, level=np.nan, tarone_k=np.nan,
@@ -318,7 +275,7 @@ def _multiplicity(out: pd.DataFrame, order: Mapping[str, list[str]], s: Settings
         pm = np.full((len(fams), len(rungs)), np.nan)
         mp = np.full((len(fams), len(rungs)), np.nan)
         pm[fi, rj], mp[fi, rj] = g["p_seq"].to_numpy(float), g["min_p"].to_numpy(float)
-        fam_tests = family_of_tests(pm, mp, s.alpha)
+        fam_tests = multiplicity.family_of_tests(pm, mp, s.alpha)
         testable, reject = fam_tests.testable[fi, rj], fam_tests.reject[fi, rj]
         level, tar = fam_tests.level, fam_tests
         n = g["n"].to_numpy(np.int64)

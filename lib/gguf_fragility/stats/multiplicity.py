@@ -184,6 +184,49 @@ def tarone_testable(min_p, alpha: float = 0.05) -> TaroneResult:
     raise AssertionError("unreachable: at k = size the count is at most k")
 
 
+class FamilyTests(NamedTuple):
+    """Result of :func:`family_of_tests`."""
+
+    testable: np.ndarray  # bool (families, rungs): kept by Tarone's screen
+    reject: np.ndarray  # bool (families, rungs): rejected by the graph
+    level: float  # alpha / (families with a tested rung): the level of each first step
+    tarone_k: int
+
+
+def family_of_tests(p_seq, min_p, alpha: float = 0.05) -> FamilyTests:
+    """
+    The corrected family of tests of one model × lens: Tarone's screen, then the graph.
+
+    Parameters
+    ----------
+    p_seq : array_like of float, shape (n_families, n_rungs)
+        Loss-side p-values, rungs lowest bpw first; NaN where a family lacks the rung.
+    min_p : array_like of float, same shape
+        Smallest p-value each cell can reach (depends on its item count only).
+    alpha : float, default 0.05
+
+    Returns
+    -------
+    FamilyTests
+
+    Notes
+    -----
+    Tarone's K is computed on each family's smallest reachable p; a cell stays in the
+    family when its family passes and its own ``min_p <= alpha / K``. The exclusion depends
+    on item counts only, never on outcomes, so any such choice keeps the graph's
+    familywise error control over the cells that remain (the others are never rejected).
+    Then :func:`~gguf_fragility.stats.fixed_sequence_graph`.
+    """
+    p, mp = np.asarray(p_seq, float), np.asarray(min_p, float)
+    present = ~np.isnan(mp)
+    fam_min = np.where(present, mp, 1.0).min(axis=1)
+    tar = tarone_testable(fam_min, alpha=alpha)
+    testable = present & tar.testable[:, None] & (np.where(present, mp, 1.0) <= tar.level)
+    seq = fixed_sequence_graph(np.where(testable, p, np.nan), alpha=alpha)
+    m = max(int(seq.tested.any(axis=1).sum()), 1)
+    return FamilyTests(testable, seq.reject, alpha / m, tar.k)
+
+
 # --------------------------------------------------------------------------- planning
 
 

@@ -359,8 +359,8 @@ def conclusion(rank: pd.DataFrame, decisions: pd.DataFrame, a: str, b: str) -> s
     r = r.iloc[0]
     n = int(r["n_families"])
     if not bool(r["can_show"]):
-        text = (f"Only {n} families are measurable on both {a} and {b}: whether the fragility "
-                f"order transfers cannot be shown (a rank correlation needs at least "
+        text = (f"Only {n} families are measurable on both {a} and {b}: transfer of the fragility "
+                f"order cannot be shown (a rank correlation needs at least "
                 f"{MIN_FAMILIES} common families).")
     elif not np.isfinite(r["kendall_tau_b"]):
         text = (f"Across {n} families measurable on both {a} and {b}, one model's fragilities "

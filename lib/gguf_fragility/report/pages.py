@@ -364,8 +364,14 @@ def family_of_tests(run: RunLayout) -> str:
                      "rungs, lowest first": ", ".join(
                          g.drop_duplicates("rung").sort_values("bpw")["rung"]),
                      "test": g["p_method"].iloc[0]})
+    cfg = run.tables_dir / "stats_config.json"
+    conf = json.loads(cfg.read_text()) if cfg.exists() else {}
+    used = pd.DataFrame({"setting": list(conf), "value": [
+        ", ".join(map(str, v)) if isinstance(v, list) else str(v) for v in conf.values()]})
     return ("The family of tests of this run, one per model and lens (cells are data, see "
-            "`comparisons.csv`):\n\n" + _md_table(pd.DataFrame(rows), 4))
+            "`comparisons.csv`):\n\n" + _md_table(pd.DataFrame(rows), 4)
+            + "\nThe settings the statistics used, read from the profile (`stats_config.json`):"
+            "\n\n" + _md_table(used, 4))
 
 
 GENERATED = {"landing": landing_markdown, "limitations-counts": limitations_counts,

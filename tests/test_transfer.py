@@ -32,7 +32,7 @@ def test_rank_agreement_matches_scipy_and_exact_enumeration(synth):
     assert row["kendall_tau_b"] == pytest.approx(tau)
     assert row["spearman_rho"] == pytest.approx(rho)
     assert row["n_families"] == len(fam) == 7 and row["can_show"]
-    assert row["p_method"] == "exact permutation"
+    assert row["p_method"] == "exact permutation" and row["n_pairings"] == math.factorial(7)
     # the p-value by brute force over all 7! pairings (ties handled by tau-b itself)
     x, y = fam["fragility_a"].to_numpy(), fam["fragility_b"].to_numpy()
     perms = np.array(list(__import__("itertools").permutations(range(7))))

@@ -29,6 +29,7 @@ from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
 from gguf_fragility.store import write_tables
 
 MIN_FAMILIES = 5  # common measurable families needed before a rank correlation is shown
+N_RESAMPLES = 9_999  # random pairings when all n! are too many (n > 8)
 CANNOT = f"cannot be shown: fewer than {MIN_FAMILIES} common measurable families"
 
 
@@ -149,22 +150,25 @@ def rank_row(death_order: pd.DataFrame, a: str, b: str, families, *, alpha: floa
     Exact permutation rank agreement of two models' fragility over their common families.
 
     Returns ``n_families, can_show, verdict, kendall_tau_b, kendall_p, spearman_rho,
-    spearman_p, p_method``; the statistics are NaN when ``can_show`` is False.
+    spearman_p, p_method, n_pairings`` (all ``n!`` pairings, or the random ones drawn);
+    the statistics are NaN when ``can_show`` is False.
     "agreement shown" needs the tau-b permutation p below ``alpha`` and tau-b > 0
     ("reversal shown" with tau-b < 0); otherwise "not shown", never "no transfer".
     """
     n = len(families)
     row = {"n_families": n, "can_show": n >= MIN_FAMILIES, "verdict": CANNOT,
            "kendall_tau_b": np.nan, "kendall_p": np.nan, "spearman_rho": np.nan,
-           "spearman_p": np.nan, "p_method": ""}
+           "spearman_p": np.nan, "p_method": "", "n_pairings": np.nan}
     if n < MIN_FAMILIES:
         return row
     fa = death_order[death_order["model"] == a].set_index("family").loc[families, "fragility"]
     fb = death_order[death_order["model"] == b].set_index("family").loc[families, "fragility"]
-    r = rank_agreement_exact(fa.to_numpy(float), fb.to_numpy(float), rng=seed)
+    r = rank_agreement_exact(fa.to_numpy(float), fb.to_numpy(float), rng=seed,
+                             n_resamples=N_RESAMPLES)
     row.update(kendall_tau_b=r.tau_b, kendall_p=r.tau_pvalue, spearman_rho=r.spearman,
                spearman_p=r.spearman_pvalue,
-               p_method="exact permutation" if r.exact else "permutation (9,999 random pairings)")
+               p_method="exact permutation" if r.exact else "Monte Carlo permutation",
+               n_pairings=math.factorial(n) if r.exact else N_RESAMPLES)
     if not np.isfinite(r.tau_b):
         row["verdict"] = "not shown: one model's fragilities all tie"
     elif r.tau_pvalue < alpha:
@@ -313,7 +317,7 @@ def transfer_tables(ladder: pd.DataFrame, death_order: pd.DataFrame,
         rank.append(row)
         dec.append(decision_tables(comparisons, ladder, a, b, families))
     rank_cols = ["model_a", "model_b", "n_families", "can_show", "verdict", "kendall_tau_b",
-                 "kendall_p", "spearman_rho", "spearman_p", "p_method",
+                 "kendall_p", "spearman_rho", "spearman_p", "p_method", "n_pairings",
                  *[f"n_death_agree_{lens}" for lens in LENSES]]
     return TransferTables(
         pd.concat(fam, ignore_index=True) if fam else family_table(death_order.iloc[:0], "", "", []),

@@ -268,3 +268,15 @@ def test_synthetic_fixture_has_the_contract():
     assert ll["ref_answer_logprob"].isna().all() and ll["extracted"].isin(list("ABCD")).all()
     assert NOISE_FLOOR not in set(r.ladder.rung)
     assert (ll["correct"] == (ll["extracted"] == "A")).all()
+
+
+def test_a_rung_identical_to_the_reference_is_shown_equivalent_on_margin():
+    """Every margin unchanged: the bootstrap has nothing to resample, the interval is [0, 0]."""
+    items, ladder = hand_sweep()
+    ref = items[(items.rung == "F16") & (items.family == "b")]
+    items = pd.concat([items[~((items.rung == "Q8_0") & (items.family == "b"))],
+                       ref.assign(rung="Q8_0")], ignore_index=True)
+    t = results.stats_tables(items, ladder, settings=SETTINGS)
+    m = cell(t, "margin", "b", "Q8_0")
+    assert (m.effect, m.ci_low, m.ci_high) == (0.0, 0.0, 0.0)
+    assert m.decision == lenses.EQUIVALENT and not m.reject

@@ -80,7 +80,7 @@ class Profile:
     target_mde: float | None = None  # planner: items each family needs to detect this loss
     noise_floor: bool = True  # sweep the reference again under other batch shapes (NOISE_FLOOR)
     budgets_gib: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)  # memory budgets of the recommendations
-    transfer_min_usable: int = 1  # usable items a family needs on both models to be compared
+    transfer_min_usable: int = 1  # items a family needs on both models to be compared (all items count)
     scheduler: str | None = None  # None = cells in-process; "local:N" = LocalCluster; else an address
     allow_unisolated_code: bool = False  # True = run model code unsandboxed where no bwrap/unshare
     outputs: str | None = None  # folder of outputs/<profile>; None: $GGUF_FRAGILITY_OUTPUTS or ./outputs

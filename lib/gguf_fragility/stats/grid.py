@@ -254,8 +254,11 @@ def _lens_statistics(cmp: pd.DataFrame, s: Settings) -> pd.DataFrame:
             continue
         m = lenses.margin_test(d, n_resamples=s.n_boot, alpha=s.alpha,
                                rng=cell_rng(s.seed, row["model"], row["family"], row["rung"]))
+        lo, hi = float(m.ci_low), float(m.ci_high)
+        if np.ptp(d) == 0:  # every item moved by the same amount: every resample has that mean
+            lo = hi = float(m.mean)
         out.loc[idx, ["effect", "median", "ci_low", "ci_high", "p_value"]] = [
-            float(m.mean), float(m.median), float(m.ci_low), float(m.ci_high), float(m.pvalue)]
+            float(m.mean), float(m.median), lo, hi, float(m.pvalue)]
         out.loc[idx, "p_seq"] = float(margin_p(d)[1])
         out.loc[idx, "min_p"] = min(1.0, 2 * 0.5 ** len(d))
     return out.drop(columns=["_flips", "_floor_flips", "_delta"])

@@ -182,12 +182,26 @@ def landing_markdown(run: RunLayout) -> str:
                    "a loss is shown only after the corrected family of tests "
                    "([Methods](methods.qmd)), and no rung is called equivalent without an "
                    "interval inside the margin.\n\n")
-        cols = {"model": "model", "lens": "lens", "n_families": "families", "n_dead": "died",
-                "first_family": "first to die", "first_death_rung": "at rung",
-                "n_decided": "cells decided", "n_cells": "of", "n_undecided": "undecided",
-                "n_untestable": "untestable", "mde_low": "could detect (from)",
-                "mde_high": "(to)", "mde_unit": "unit"}
-        out.append(_md_table(head[list(cols)].rename(columns=cols)))
+        def detect(h):
+            if not (h["n_undecided"] and np.isfinite(h["mde_low"])):
+                return ""
+            return f"{h['mde_low']:.1f}-{h['mde_high']:.1f} {h['mde_unit']}"
+
+        view = pd.DataFrame({
+            "lens": head["lens"],
+            "died": [f"{int(a)} / {int(b)}" for a, b in zip(
+                head["n_dead"], head["n_families"], strict=True)],
+            "first to die": [f"{f} at {r}" if f else "" for f, r in zip(
+                transfer.names(head["first_family"]), transfer.names(head["first_death_rung"]),
+                strict=True)],
+            "decided": [f"{int(a)} / {int(b)}" for a, b in zip(
+                head["n_decided"], head["n_cells"], strict=True)],
+            "undecided": head["n_undecided"], "untestable": head["n_untestable"],
+            "could detect": [detect(h) for _, h in head.iterrows()]})
+        for model in sorted(head["model"].unique()):
+            out.append(f"**{model}** (families died / measurable; cells decided / measurable; "
+                       "the loss the undecided cells could have detected):\n\n")
+            out.append(_md_table(view[(head["model"] == model).to_numpy()]) + "\n")
         out.append("\n## What died where\n")
         for model, g in head.groupby("model", sort=True):
             out.append(f"\n### {model}\n\n- Deaths: {deaths_markdown(run, model)}.\n")

@@ -26,12 +26,14 @@ def independent_flips(r: results.Results, seed: int = 0) -> results.Results:
     """Re-draw every non-reference answer independently (10% flip rate) per rung."""
     rng = np.random.default_rng(seed)
     items = r.items.copy()
-    ref = items.merge(r.ladder[["model", "rung", "is_reference"]], on=["model", "rung"])
+    ref = items.merge(r.ladder[["model", "rung", "is_reference"]], on=["model", "rung"],
+                      how="left").fillna({"is_reference": False})  # the floor has no ladder row
     ref_ok = ref[ref.is_reference].set_index(["model", "family", "item_id"])["correct"]
     key = items.set_index(["model", "family", "item_id"]).index
     base = ref_ok.reindex(key).to_numpy(bool)
     flip = (rng.random(len(items)) < 0.10) & ~ref["is_reference"].to_numpy(bool)
     items["correct"] = base ^ flip
+    items["extracted"] = np.where(items["correct"], "A", "B")
     return r._replace(items=items)
 
 
@@ -49,8 +51,8 @@ def main() -> None:
         times = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            t = results.stats_tables(r.items, r.ladder, r.costs, r.shift, seed=0,
-                                     n_boot=args.n_boot)
+            t = results.stats_tables(r.items, r.ladder, r.costs, r.shift,
+                                     settings=results.Settings(n_boot=args.n_boot))
             times.append(time.perf_counter() - t0)
         print(f"{name:>12}: best {min(times):.2f} s, median {np.median(times):.2f} s "
               f"({len(t.comparisons)} comparisons, {len(t.death_order)} death-order rows)")

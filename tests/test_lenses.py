@@ -1,4 +1,5 @@
-"""Tests of :mod:`gguf_fragility.stats.lenses`: worked examples, null calibration, coverage, power.
+"""Tests of :mod:`~gguf_fragility.stats.lenses` and :mod:`~gguf_fragility.stats.multiplicity`:
+worked examples, null calibration, coverage, power.
 
 Every simulation is seeded and vectorized (thousands of tables per numpy call). Monte-Carlo
 tolerances are three binomial standard errors of the simulated rate.
@@ -21,18 +22,20 @@ from gguf_fragility.stats.lenses import (
     LOSS,
     UNDECIDED,
     decide,
-    fixed_sequence_graph,
     flip_vs_floor,
-    items_needed,
     margin_test,
     mcnemar_min_pvalue,
-    mcnemar_power,
     mcnemar_test,
     paired_diff_ci,
+)
+from gguf_fragility.stats.multiplicity import (
+    fixed_sequence_graph,
+    items_needed,
+    mcnemar_power,
     planned_mde,
-    rank_agreement_exact,
     tarone_testable,
 )
+from gguf_fragility.stats.transfer import rank_agreement_exact
 
 ALPHA = 0.05
 Z = stats.norm.isf(ALPHA / 2)

@@ -64,7 +64,11 @@ def test_render_offline_from_tables(capsys):
     assert r.index.exists() and r.external == [] and r.claims_ok, out
     html = r.index.read_text()
     assert "<table" in html and "<svg" in html
-    assert "Kendall" in html and "safest low rung" in html.lower()
+    assert "Kendall" in html and "lowest rung shown equivalent" in html.lower()
+    assert "What died where" in html and "undecided" in html
+    assert "safe" not in re.sub(r"<[^>]+>", "", html).lower().replace("unsafe", "")
+    methods = (r.site_dir / "methods.html").read_text()
+    assert "The family of tests of this run" in methods and "Tarone K" in methods
     assert internal_link_problems(r.site_dir) == []
     assert {"settings.csv", "site_headline.csv"} <= {
         p.name for p in run.tables_dir.iterdir()}
@@ -162,6 +166,7 @@ def test_site_in_headless_chromium(executed_site, served, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
     assert "Headline" in html and re.search(r"<table\b", html), "no headline table"
+    assert "What died where" in html
     assert re.search(r"<svg\b", html), "no chart"
     hosts = {urlsplit(u).hostname for u in re.findall(r'"url":"([a-z]+://[^"]+)"',
                                                       netlog.read_text(errors="replace"))}

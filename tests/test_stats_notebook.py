@@ -12,20 +12,25 @@ from gguf_fragility.testing import write_synthetic
 
 NOTEBOOK = paths.NOTEBOOKS / "05_stats.ipynb"
 EXPECTED = {
-    "accuracy": ["model", "family", "subset", "rung", "is_reference", "n", "n_correct",
+    "accuracy": ["model", "family", "rung", "is_reference", "is_floor", "n", "n_correct",
                  "accuracy", "ci_low", "ci_high", "bpw"],
-    "comparisons": ["model", "family", "rung", "reference", "subset", "n", "deaths",
-                    "resurrections", "net_loss", "net_loss_rate", "diff", "diff_ci_low",
-                    "diff_ci_high", "p_raw", "p_adj", "significant", "worse", "tost_p_3pp",
-                    "equiv_3pp", "tost_p_5pp", "equiv_5pp", "mde", "cohens_h",
-                    "tier", "kl_mean", "same_top_rate", "margin_shrink_median", "bpw"],
-    "death_order": ["model", "subset", "family", "death_rung", "death_bpw", "persistent",
-                    "recoveries", "fragility", "fragility_ci_low", "fragility_ci_high",
-                    "rank", "rank_ci_low", "rank_ci_high"],
+    "comparisons": ["model", "lens", "family", "rung", "bpw", "reference", "measurable", "n",
+                    "effect", "ci_low", "ci_high", "unit", "p_value", "p_method", "testable",
+                    "reject", "decision", "planned_mde", "mde_unit", "level", "tarone_k",
+                    "deaths", "resurrections", "flips", "flip_rate", "floor_flip_rate",
+                    "floor", "floor_mean", "kl_mean", "same_top_rate"],
+    "death_order": ["model", "family", "n", "death_rung_correctness", "death_bpw_correctness",
+                    "death_rung_fidelity", "death_rung_margin", "fragility",
+                    "fragility_ci_low", "fragility_ci_high", "rank_low", "rank_high",
+                    "rank_ci_low", "rank_ci_high"],
     "decision": ["model", "rung", "bpw", "file_size_bytes", "peak_rss_bytes", "prompt_tps",
-                 "gen_tps", "memory_bytes", "worst_family", "worst_diff", "worst_ci_low",
-                 "worst_ci_high", "tier"],
-    "recommendations": ["model", "budget_gib", "rung", "tier", "worst_diff", "memory_bytes"],
+                 "gen_tps", "memory_bytes", "n_loss_correctness", "n_undecided_margin",
+                 "worst_family", "worst_min_diff", "worst_sim_low", "worst_sim_high",
+                 "quality"],
+    "recommendations": ["model", "budget_gib", "rung", "basis", "quality", "memory_bytes"],
+    "planner": ["model", "family", "n", "level", "planned_mde", "items_needed"],
+    "lens_summary": ["model", "lens", "n_cells", "n_decided", "n_undecided", "n_untestable",
+                     "undecided_mde_min", "floor_flip_rate"],
 }
 
 
@@ -51,6 +56,10 @@ def test_notebook_05_on_synthetic_sweep_without_llama_cpp(tmp_path, monkeypatch,
     smoke = load_profile("smoke")
     assert config["n_boot"] == smoke.n_boot == 2000  # the profile's value, not a default
     assert config["seed"] == smoke.seed and config["alpha"] == smoke.alpha
+    assert config["correction"] == smoke.correction
+    cmp = pd.read_csv(tables / "comparisons.csv")
+    assert set(cmp["lens"]) == {"correctness", "fidelity", "margin"}
+    assert "F16-floor" not in set(cmp["rung"])
     figs = {p.name for p in (tmp_path / "smoke" / "figures").glob("*.svg")}
-    assert {"accuracy_vs_bpw.svg", "netloss_heatmap.svg", "death_order.svg",
+    assert {"accuracy_vs_bpw.svg", "lens_heatmap.svg", "death_order.svg",
             "kl_vs_bpw.svg", "decision_matrix.svg"} <= figs

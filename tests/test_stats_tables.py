@@ -1,4 +1,5 @@
-"""The grid, death order, decision matrix and table I/O, on small hand-built sweeps."""
+"""The lens grid, death order, decision matrix and table I/O, on a hand-built sweep whose
+answers are known."""
 
 import dataclasses
 import json
@@ -7,36 +8,67 @@ import numpy as np
 import pandas as pd
 import pytest
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
 
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.profile import load_profile
-from gguf_fragility.stats import inputs, results
-from gguf_fragility.stats.deathorder import trapezoid_weights
-from gguf_fragility.stats.decision import GIB, decision_matrix, recommend
-from gguf_fragility.stats.grid import paired_grid, validate_items
+from gguf_fragility.profile import NOISE_FLOOR, load_profile
+from gguf_fragility.stats import inputs, lenses, results
+from gguf_fragility.stats.deathorder import tie_ranks
+from gguf_fragility.stats.decision import GIB, recommend
+from gguf_fragility.stats.grid import validate_items
 from gguf_fragility.testing import synthetic_results, write_synthetic
 
 BPW = {"F16": 16.0, "Q8_0": 8.5, "Q4_K_M": 4.9, "Q2_K": 3.0}
+SETTINGS = results.Settings(n_boot=1000)
 
 
 def hand_sweep():
-    """Family 'a' (40 usable items): Q8_0 intact, Q4_K_M loses 20, Q2_K loses 1 (a
-    'recovery'). Family 'b' (40 usable + 10 unusable items): intact everywhere, except
-    the unusable ones, which all resurrect at Q2_K."""
+    """
+    A sweep whose answers are set by hand (model "m", reference F16, floor F16-floor).
+
+    - ``a`` (40 items, log-likelihood; the reference right on 30): Q8_0 intact, Q4_K_M
+      loses 20 items, Q2_K loses 25; the lost items' margins drop by 2 nats. The floor
+      flips one item the reference got wrong to another wrong letter. Death rung Q4_K_M
+      on every lens.
+    - ``b`` (120 items): intact everywhere, margins move by at most 0.001 nats.
+    - ``c`` (6 items): Q2_K loses all 6: too few items ever to be significant (untestable).
+    - ``d`` (40 items): only Q4_K_M loses 20; Q2_K is intact, so the fixed sequence stops
+      at Q2_K and Q4_K_M is never rejected: no death rung (monotone by construction).
+    - ``g`` (40 items, generative): accuracy intact; the reference's own answer loses
+      1 nat of log-probability at Q2_K only. Death rung Q2_K on margin only.
+    """
     rows = []
+    rng = np.random.default_rng(0)
+    rungs = [*BPW, NOISE_FLOOR]
+
+    def add(fam, i, rung, ok, ext, margin=np.nan, ref_lp=np.nan, mode="loglik"):
+        rows.append({"family": fam, "item_id": f"{fam}{i}", "rung": rung, "correct": ok,
+                     "extracted": ext, "mode": mode, "margin": margin,
+                     "gold_logprob": -1.0 if mode == "loglik" else np.nan,
+                     "ref_answer_logprob": ref_lp})
+
     for i in range(40):
-        for rung in BPW:
-            ok_a = not ((rung == "Q4_K_M" and i < 20) or (rung == "Q2_K" and i == 0))
-            rows.append(("a", f"a{i}", rung, ok_a, True, 2.0 - 0.1 * (rung != "F16")))
-            rows.append(("b", f"b{i}", rung, True, True, 1.0))
-    for i in range(10):
-        for rung in BPW:
-            rows.append(("b", f"bx{i}", rung, rung == "Q2_K", False, np.nan))
-    df = pd.DataFrame(rows, columns=["family", "item_id", "rung", "correct", "usable",
-                                     "margin"])
+        right = i < 30
+        m0 = 2.0 + 0.01 * i if right else -1.0 - 0.01 * i
+        for rung in rungs:
+            dies = right and ((rung == "Q4_K_M" and i < 20) or (rung == "Q2_K" and i < 25))
+            ok = right and not dies
+            ext = "A" if ok else ("C" if (rung == NOISE_FLOOR and i == 35) else "B")
+            add("a", i, rung, ok, ext, m0 - (2.0 if dies else 0.0) + 1e-4 * rng.normal())
+        for rung in rungs:
+            dies = rung == "Q4_K_M" and i < 20
+            add("d", i, rung, not dies, "B" if dies else "A", 2.0 - (2.0 if dies else 0.0)
+                + 1e-4 * rng.normal())
+            lp = -5.0 - 0.1 * i - (1.0 if rung == "Q2_K" else 0.0) + 1e-3 * rng.normal()
+            add("g", i, rung, i % 2 == 0, f"ans{i}", ref_lp=lp, mode="generate")
+    for i in range(120):
+        for rung in rungs:
+            add("b", i, rung, True, "A", 1.0 + 0.001 * rng.uniform(-1, 1))
+    for i in range(6):
+        for rung in rungs:
+            add("c", i, rung, rung != "Q2_K", "B" if rung == "Q2_K" else "A", 1.0)
+    df = pd.DataFrame(rows)
     df.insert(0, "model", "m")
-    df["answer_kl"] = df["rung"].map({"F16": 0.0, "Q8_0": 0.01, "Q4_K_M": 0.1, "Q2_K": 0.5})
+    df["answer_kl"] = df["rung"].map({"Q8_0": 0.01, "Q4_K_M": 0.1, "Q2_K": 0.5}).fillna(0.0)
     df["answer_same_top"] = 1.0
     ladder = pd.DataFrame({"model": "m", "rung": list(BPW), "is_reference": [True] + [False] * 3,
                            "bpw": list(BPW.values()),
@@ -47,84 +79,141 @@ def hand_sweep():
 @pytest.fixture(scope="module")
 def hand():
     items, ladder = hand_sweep()
-    return items, ladder, results.stats_tables(items, ladder, seed=0, n_boot=4000)
+    return items, ladder, results.stats_tables(items, ladder, settings=SETTINGS)
 
 
-def test_flip_table_and_tests_by_hand(hand):
+def cell(t, lens, family, rung):
+    c = t.comparisons
+    return c[(c.lens == lens) & (c.family == family) & (c.rung == rung)].iloc[0]
+
+
+def test_correctness_uses_every_item_and_matches_statsmodels(hand):
     _, _, t = hand
-    c = t.comparisons.set_index(["family", "rung", "subset"])
-    row = c.loc[("a", "Q4_K_M", "usable")]
-    assert (row.n, row.deaths, row.resurrections, row.net_loss) == (40, 20, 0, 20)
-    assert row["diff"] == -0.5 and row.tier == "unacceptable" and row.worse
-    assert row.p_raw == pytest.approx(mcnemar([[20, 20], [0, 0]], exact=True).pvalue)
-    assert row.kl_mean == pytest.approx(0.1) and row.same_top_rate == 1.0
-    assert row.n_margin == 20 and row.margin_shrink_median == pytest.approx(0.1)
-    assert row.margin_shrink_rel_median == pytest.approx(0.05)
-    b_all = c.loc[("b", "Q2_K", "all")]
-    assert (b_all.n, b_all.deaths, b_all.resurrections, b_all["diff"]) == (50, 0, 10, 0.2)
-    assert c.loc[("b", "Q2_K", "usable")].n == 40
-    assert np.isnan(b_all.margin_shrink_median) or b_all.n_margin == 40
+    row = cell(t, "correctness", "a", "Q4_K_M")
+    assert (row.n, row.deaths, row.resurrections) == (40, 20, 0)  # all items, not the 30 right
+    assert row.acc_ref == 0.75 and row.effect == pytest.approx(-0.5)
+    assert row.p_value == pytest.approx(mcnemar([[10, 20], [0, 10]], exact=True).pvalue)
+    ci = lenses.paired_diff_ci(20, 0, 40)
+    assert (row.ci_low, row.ci_high) == pytest.approx((float(ci.low), float(ci.high)))
+    assert row.decision == lenses.LOSS and row.reject and row.kl_mean == pytest.approx(0.1)
 
 
-def test_holm_runs_across_the_grid_per_subset(hand):
+def test_death_rungs_known_by_construction(hand):
     _, _, t = hand
-    for _, g in t.comparisons.groupby("subset"):
-        np.testing.assert_allclose(g["p_adj"], multipletests(g["p_raw"], method="holm")[1])
+    d = t.death_order.set_index("family")
+    assert set(d.index) == {"a", "b", "c", "d", "g"}
+    for lens in ("correctness", "fidelity", "margin"):
+        assert d.loc["a", f"death_rung_{lens}"] == "Q4_K_M"
+        assert d.loc["a", f"death_bpw_{lens}"] == 4.9
+        assert d.loc["b", f"death_rung_{lens}"] == ""
+        assert d.loc["d", f"death_rung_{lens}"] == ""
+    assert d.loc["g", "death_rung_margin"] == "Q2_K"
+    assert d.loc["g", "death_rung_correctness"] == ""
+    # d: Q4_K_M alone loses 20 items (raw p ~ 2e-6) but the sequence stops at intact Q2_K
+    row = cell(t, "correctness", "d", "Q4_K_M")
+    assert row.p_value < 1e-5 and not row.reject and row.decision == lenses.UNDECIDED
 
 
-def test_accuracy_table_has_wilson_for_every_rung(hand):
+def test_untestable_family_and_tarone(hand):
     _, _, t = hand
-    acc = t.accuracy
-    assert len(acc) == 2 * 2 * 4  # families × subsets × rungs, reference included
-    ref = acc[(acc.family == "a") & (acc.rung == "F16") & (acc.subset == "usable")].iloc[0]
-    assert ref.is_reference and ref.accuracy == 1.0 and ref.ci_low < 1.0 == ref.ci_high
+    c = t.comparisons.query("family == 'c' and lens == 'correctness'")
+    assert (c.decision == "untestable").all() and not c.testable.any()
+    np.testing.assert_allclose(c.min_p, 2 * 0.5**6)
+    a = cell(t, "correctness", "a", "Q2_K")
+    assert a.tarone_k == 4 and a.level == pytest.approx(0.05 / 4)  # a, b, d, g tested
+    assert t.lens_summary.set_index("lens").loc["correctness", "n_untestable"] == 3
 
 
-def test_death_order_by_hand(hand):
+def test_equivalence_needs_the_interval_inside_the_margin(hand):
     _, _, t = hand
-    d = t.death_order.set_index(["subset", "family"])
-    a = d.loc[("usable", "a")]
-    assert a.death_rung == "Q4_K_M" and a.death_bpw == 4.9
-    assert not a.persistent and a.recoveries == "Q2_K"
-    x, y = [3.0, 4.9, 8.5, 16.0], [2.5, 50.0, 0.0, 0.0]  # net-loss pp against bpw
-    assert a.fragility == pytest.approx(np.trapezoid(y, x))
-    assert a.fragility_mean_pp == pytest.approx(np.trapezoid(y, x) / 13.0)
-    assert a.fragility_ci_low <= a.fragility <= a.fragility_ci_high
-    assert a["rank"] == 1 and a.rank_ci_high == 1
-    b = d.loc[("usable", "b")]
-    assert b.death_rung == "" and pd.isna(b.persistent) and b.fragility == 0
-    assert d.loc[("all", "b")].fragility < 0  # resurrections count as negative loss
+    b = cell(t, "correctness", "b", "Q2_K")  # 120 items, no discordance: Tango within ±5 pp
+    assert b.decision == lenses.EQUIVALENT and b.ci_low > -0.05 and b.ci_high < 0.05
+    a8 = cell(t, "correctness", "a", "Q8_0")  # 40 items, no discordance: interval too wide
+    assert a8.decision == lenses.UNDECIDED and a8.ci_low < -0.05
+    assert a8.planned_mde > 0.05 and "exact" in a8.mde_basis
+    m = cell(t, "margin", "b", "Q2_K")
+    assert m.decision == lenses.EQUIVALENT and m.unit == "nats"
+    assert cell(t, "margin", "a", "Q4_K_M").effect == pytest.approx(-1.0, abs=1e-3)
 
 
-def test_trapezoid_weights_match_numpy():
-    x = np.array([2.6, 3.4, 4.8, 8.5, 16.0])
-    y = np.random.default_rng(0).normal(size=5)
-    assert trapezoid_weights(x) @ y == pytest.approx(np.trapezoid(y, x))
-    with pytest.raises(ValueError, match="increasing"):
-        trapezoid_weights([1.0, 1.0])
+def test_noise_floor_present(hand):
+    _, _, t = hand
+    f = cell(t, "fidelity", "a", "Q4_K_M")
+    assert f.floor == "measured" and f.floor_flips == 1 and f.floor_flip_rate == 1 / 40
+    assert f.flips == 20 and f.rung_only == 20 and f.floor_only == 1
+    assert f.effect == pytest.approx(19 / 40) and f.decision == lenses.LOSS
+    for name in ("comparisons", "death_order", "decision"):
+        table = getattr(t, name)
+        assert NOISE_FLOOR not in set(table.get("rung", [])), name
+    acc = t.accuracy.set_index(["family", "rung"])
+    assert acc.loc[("a", NOISE_FLOOR), "is_floor"] and np.isnan(acc.loc[("a", NOISE_FLOOR), "bpw"])
+    assert t.lens_summary.set_index("lens").loc["fidelity", "floor_flip_rate"] == pytest.approx(
+        1 / (40 + 120 + 6 + 40 + 40))
+
+
+def test_noise_floor_absent_tests_against_zero(hand):
+    items, ladder, _ = hand
+    t = results.stats_tables(items[items.rung != NOISE_FLOOR], ladder, settings=SETTINGS)
+    f = cell(t, "fidelity", "a", "Q4_K_M")
+    assert f.floor == "absent: tested against zero" and f.floor_flip_rate == 0
+    assert f.p_value == pytest.approx(0.5**20)  # 20 flips, none on a floor: one-sided exact
+    assert np.isnan(t.lens_summary.set_index("lens").loc["fidelity", "floor_flip_rate"])
+    assert (t.comparisons.query("lens == 'margin'")["floor"] == "absent").all()
+
+
+def test_fragility_equal_weights_and_tie_ranks(hand):
+    _, _, t = hand
+    d = t.death_order.set_index("family")
+    assert d.loc["a", "fragility"] == pytest.approx((0 + 50 + 62.5) / 3)
+    assert d.loc["d", "fragility"] == pytest.approx(50 / 3)
+    assert d.loc["a", "rank_low"] == 1 and d.loc["a", "rank_ci_high"] >= 1
+    # b and g never lose accuracy: tied at 0, both hold ranks 4-5
+    assert (d.loc["b", "rank_low"], d.loc["b", "rank_high"]) == (4, 5)
+    assert (d.loc["g", "rank_low"], d.loc["g", "rank_high"]) == (4, 5)
+    assert d.loc["a", "fragility_ci_low"] <= d.loc["a", "fragility"] <= d.loc["a", "fragility_ci_high"]
+    low, high = tie_ranks(np.array([3.0, 1.0, 3.0, 0.0]))
+    assert low.tolist() == [1, 3, 1, 4] and high.tolist() == [2, 3, 2, 4]
 
 
 def test_decision_matrix_and_recommendations(hand):
     items, ladder, t = hand
     dm = t.decision.set_index("rung")
-    assert dm.loc["Q4_K_M", "worst_family"] == "a" and dm.loc["Q4_K_M", "worst_diff"] == -0.5
-    assert dm.loc["F16", "tier"] == "negligible" and (dm["memory_source"] == "file_size").all()
+    q4 = dm.loc["Q4_K_M"]
+    assert q4.worst_family == "a" and q4.worst_min_diff == pytest.approx(-0.5)
+    assert q4.quality == lenses.LOSS and q4.n_loss_correctness == 1  # a; d is never reached
+    sim = lenses.paired_diff_ci(20, 0, 40, alpha=0.05 / 5)  # five measurable families
+    assert q4.worst_sim_low == pytest.approx(float(sim.low))
+    assert dm.loc["F16", "quality"] == "reference"
     costs = ladder[["model", "rung"]].assign(peak_rss_bytes=[3.5 * GIB, 1.5 * GIB,
                                                              0.9 * GIB, 0.5 * GIB])
-    grid = paired_grid(items, {"m": "F16"}, seed=0, n_boot=100)
-    dm2 = decision_matrix(grid.comparisons, ladder, costs)
-    rec = recommend(dm2, budgets_gib=(0.25, 1, 2, 4)).set_index("budget_gib")
+    t2 = results.stats_tables(items, ladder, costs, settings=SETTINGS)
+    rec = recommend(t2.decision, budgets_gib=(0.25, 1, 2, 4)).set_index("budget_gib")
     assert rec.loc[0.25, "rung"] == ""  # nothing fits
-    assert rec.loc[1, "rung"] == "Q2_K"  # Q4_K_M fits too but is unacceptable
-    assert rec.loc[2, "rung"] == "Q8_0"  # as good as F16 and smaller
-    assert rec.loc[4, "rung"] == "Q8_0"
-    assert (dm2["memory_source"] == "peak_rss").all()
+    assert rec.loc[4, "rung"] == "F16" and rec.loc[4, "basis"] == "reference"
+    assert rec.loc[1, "basis"] == "no equivalence shown: best lower bound"
+    assert (t2.decision["memory_source"] == "peak_rss").all()
+
+
+def test_unmeasurable_family_stays_in_comparisons_but_not_in_decisions(hand):
+    items, ladder, _ = hand
+    t = results.stats_tables(items.assign(measurable=items.family != "a"), ladder,
+                             settings=SETTINGS)
+    a = t.comparisons.query("family == 'a'")
+    assert len(a) and (a.decision == "not measurable").all() and not a.reject.any()
+    assert "a" not in set(t.death_order.family)
+    assert t.decision.set_index("rung").loc["Q4_K_M", "worst_family"] != "a"
+
+
+def test_planner_with_a_target():
+    items, ladder = hand_sweep()
+    t = results.stats_tables(items, ladder, settings=SETTINGS, target_mde=0.1)
+    p = t.planner.set_index("family")
+    assert p.loc["b", "n"] == 120 and p.loc["b", "items_needed"] > p.loc["b", "n"]
+    assert (p["target_mde"] == 0.1).all() and (p["design_discordance"] == 0.2).all()
 
 
 def test_bad_input_is_refused():
     items, ladder = hand_sweep()
-    with pytest.raises(ValueError, match="misaligned"):
-        validate_items(items.drop(index=items.index[5]), {"m": "F16"})
     with pytest.raises(ValueError, match="no reference rung"):
         validate_items(items, {"other": "F16"})
     with pytest.raises(ValueError, match="reference rung 'BF16' has no item rows"):
@@ -132,41 +221,22 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="duplicate"):
         validate_items(pd.concat([items, items.iloc[:1]]), {"m": "F16"})
     with pytest.raises(ValueError, match="lacks columns"):
-        validate_items(items.drop(columns="usable"), {"m": "F16"})
-    flip = items.copy()
-    flip.loc[flip.index[0], "usable"] = False
-    with pytest.raises(ValueError, match="'usable' differs"):
-        validate_items(flip, {"m": "F16"})
+        validate_items(items.drop(columns="extracted"), {"m": "F16"})
+    with pytest.raises(ValueError, match="mode"):
+        validate_items(items.assign(mode="chat"), {"m": "F16"})
     with pytest.raises(ValueError, match="several reference"):
-        results.stats_tables(items, ladder.assign(is_reference=True), seed=0, n_boot=10)
-    with pytest.raises(ValueError, match="no reference rung"):
-        results.stats_tables(items, ladder.assign(is_reference=False), seed=0, n_boot=10)
+        results.stats_tables(items, ladder.assign(is_reference=True), settings=SETTINGS)
+    with pytest.raises(ValueError, match="no ladder row"):
+        results.stats_tables(items, ladder[ladder.rung != "Q8_0"], settings=SETTINGS)
 
 
-def test_grid_is_reproducible_and_cells_independent():
-    r = synthetic_results(n_models=1, n_families=3, n_items=60, seed=1)
-    refs = results.reference_rungs(r.ladder)
-    g1 = paired_grid(r.items, refs, seed=7, n_boot=500)
-    g2 = paired_grid(r.items, refs, seed=7, n_boot=500)
-    pd.testing.assert_frame_equal(g1.comparisons, g2.comparisons)
-    one = paired_grid(r.items[r.items.family == "fam01"], refs, seed=7, n_boot=500)
-    sel = (g1.comparisons.family == "fam01").to_numpy()
-    np.testing.assert_array_equal(one.boot, g1.boot[:, sel])
-
-
-def test_unmeasurable_family_stays_in_comparisons_but_not_in_decisions(hand):
-    """Calibration's gate: a family below min_usable must not drive death order or tiers."""
-    items, ladder, t = hand
-    gated = results.stats_tables(items.assign(measurable=items.family == "b"), ladder,
-                                 seed=0, n_boot=500)
-    a = gated.comparisons.query("family == 'a'")
-    assert len(a) and not a.measurable.any() and gated.comparisons.query("family == 'b'").measurable.all()
-    # 'a' loses 20 of 40 usable items at Q4_K_M; without it the worst family is the intact 'b'
-    assert set(gated.death_order.family) == {"b"}
-    dm = gated.decision.set_index("rung")
-    assert dm.loc["Q4_K_M", "worst_family"] == "b" and dm.loc["Q4_K_M", "worst_diff"] == 0
-    assert dm.loc["Q4_K_M", "tier"] == "negligible"
-    assert t.decision.set_index("rung").loc["Q4_K_M", "tier"] != "negligible"  # ungated
+def test_items_seen_by_both_only():
+    """A rung that lost an item's row is compared on the items both saw."""
+    items, ladder = hand_sweep()
+    drop = items[(items.rung == "Q2_K") & (items.item_id == "a0")].index
+    t = results.stats_tables(items.drop(index=drop), ladder, settings=SETTINGS)
+    assert cell(t, "correctness", "a", "Q2_K").n == 39
+    assert cell(t, "correctness", "a", "Q4_K_M").n == 40
 
 
 def test_write_and_load_roundtrip(tmp_path):
@@ -174,17 +244,39 @@ def test_write_and_load_roundtrip(tmp_path):
     r = write_synthetic(run, n_models=2, n_families=3, n_items=40, seed=2)
     loaded = inputs.load_results(run)
     assert len(loaded.items) == len(r.items) and loaded.costs is not None
-    assert loaded.items.measurable.all()  # write_synthetic's calibration report: all measurable
+    assert NOISE_FLOOR in set(loaded.items.rung) and loaded.items.measurable.all()
     profile = dataclasses.replace(load_profile("smoke"), name="unit", outputs=str(tmp_path),
                                   n_boot=200)
     t = results.analyse(profile, loaded)
     for name in results.StatsTables._fields:
         back = pd.read_csv(run.tables_dir / f"{name}.csv")
         assert list(back.columns) == list(getattr(t, name).columns)
-    assert json.loads((run.tables_dir / "stats_config.json").read_text())["n_boot"] == 200
+    config = json.loads((run.tables_dir / "stats_config.json").read_text())
+    assert config["n_boot"] == 200 and config["margin_equivalence_nats"] == 0.1
     assert not list(run.tables_dir.glob("*.tmp"))
-    for cost in run.rung_jsons("_cost.json"):
-        cost.unlink()
-    assert inputs.load_results(run).costs is None
+    with pytest.raises(ValueError, match="use correction: holm"):
+        results.analyse(dataclasses.replace(profile, correction="fdr_bh"), loaded)
     with pytest.raises(FileNotFoundError, match="no sweep cells"):
         inputs.load_results(RunLayout.of("nothing-here", tmp_path))
+
+
+def test_synthetic_fixture_has_the_contract():
+    r = synthetic_results(n_models=1, n_families=3, n_items=30, seed=5)
+    gen = r.items[r.items["mode"] == "generate"]
+    ll = r.items[r.items["mode"] == "loglik"]
+    assert gen["margin"].isna().all() and gen["ref_answer_logprob"].notna().all()
+    assert ll["ref_answer_logprob"].isna().all() and ll["extracted"].isin(list("ABCD")).all()
+    assert NOISE_FLOOR not in set(r.ladder.rung)
+    assert (ll["correct"] == (ll["extracted"] == "A")).all()
+
+
+def test_a_rung_identical_to_the_reference_is_shown_equivalent_on_margin():
+    """Every margin unchanged: the bootstrap has nothing to resample, the interval is [0, 0]."""
+    items, ladder = hand_sweep()
+    ref = items[(items.rung == "F16") & (items.family == "b")]
+    items = pd.concat([items[~((items.rung == "Q8_0") & (items.family == "b"))],
+                       ref.assign(rung="Q8_0")], ignore_index=True)
+    t = results.stats_tables(items, ladder, settings=SETTINGS)
+    m = cell(t, "margin", "b", "Q8_0")
+    assert (m.effect, m.ci_low, m.ci_high) == (0.0, 0.0, 0.0)
+    assert m.decision == lenses.EQUIVALENT and not m.reject

@@ -71,15 +71,16 @@ class Profile:
     shift_tokens: int = 256  # tokens per passage
     shift_top_k: int = 32  # reference log-probs stored per position
     n_boot: int = 10_000  # bootstrap resamples (paired differences, ranks, transfer)
-    correction: str = "holm"  # "holm" | "fdr_bh"
+    correction: str = "holm"  # "holm": fixed sequence per family, Holm across families (graph)
     mcnemar: str = "exact"  # "exact" | "midp"
     alpha: float = 0.05  # test level; intervals are (1 - alpha)
-    equivalence_margin: float = 0.05  # correctness: "equivalent" when the interval is inside ±this
+    equivalence_margin: float = 0.05  # correctness, fidelity: "equivalent" if the interval is in ±this
+    margin_equivalence_nats: float = 0.1  # margin lens: same, mean change in nats
     design_discordance: float = 0.2  # share of items expected to change answer (planned MDE)
     target_mde: float | None = None  # planner: items each family needs to detect this loss
     noise_floor: bool = True  # sweep the reference again under other batch shapes (NOISE_FLOOR)
     budgets_gib: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)  # memory budgets of the recommendations
-    transfer_min_usable: int = 1  # usable items a family needs on both models to be compared
+    transfer_min_usable: int = 1  # items a family needs on both models to be compared (all items count)
     scheduler: str | None = None  # None = cells in-process; "local:N" = LocalCluster; else an address
     allow_unisolated_code: bool = False  # True = run model code unsandboxed where no bwrap/unshare
     outputs: str | None = None  # folder of outputs/<profile>; None: $GGUF_FRAGILITY_OUTPUTS or ./outputs
@@ -197,9 +198,9 @@ def load_profile(name_or_path: str | Path) -> Profile:
             raise ProfileError(f"{path}: models.{key}.rungs must include the reference 'F16'")
     if profile.mcnemar not in ("exact", "midp"):
         raise ProfileError(f"{path}: mcnemar must be 'exact' or 'midp', got {profile.mcnemar!r}")
-    if profile.correction not in ("holm", "fdr_bh"):
-        raise ProfileError(f"{path}: correction must be 'holm' or 'fdr_bh', got "
-                           f"{profile.correction!r}")
+    if profile.correction != "holm":
+        raise ProfileError(f"{path}: correction must be 'holm' (fixed sequence down each "
+                           f"family, Holm across families), got {profile.correction!r}")
     if profile.scheduler is not None:
         try:
             local_workers(profile.scheduler)

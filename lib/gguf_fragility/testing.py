@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from gguf_fragility.layout import RunLayout
+from gguf_fragility.profile import NOISE_FLOOR
 from gguf_fragility.stats.grid import ITEM_COLUMNS
 from gguf_fragility.stats.inputs import Results
 from gguf_fragility.store import write_json_atomic, write_table_atomic
@@ -21,38 +22,72 @@ LADDER_BPW = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q4_K_M": 
 
 
 def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LADDER_BPW),
-                      seed=0) -> Results:
+                      seed=0, noise_floor=True) -> Results:
     """
     Fabricated sweep outputs with the input contract, families of graded fragility.
 
     Family ``f`` loses items below a family-specific bpw threshold (nested: an item dead
-    at a rung stays dead lower down); a few wrong reference answers resurrect at random.
-    Every third family is "generative" (``margin`` NaN). Not data: a test fixture.
+    at a rung stays dead lower down); a few wrong reference answers resurrect at random,
+    and a few wrong answers change to another wrong answer (a flip that keeps accuracy).
+    Every third family is generative (``mode`` "generate": ``margin`` and ``gold_logprob``
+    NaN, ``ref_answer_logprob`` set); the others are 4-choice log-likelihood families.
+    With ``noise_floor`` each model also gets the pseudo-rung
+    :data:`~gguf_fragility.profile.NOISE_FLOOR` (no ladder row): the reference with 1% of
+    its answers flipped and its log-probabilities jittered by 0.01 nats. Not data.
     """
     rng = np.random.default_rng(seed)
     bpw = np.array([LADDER_BPW[r] for r in rungs])
+    all_rungs = [*rungs, *([NOISE_FLOOR] if noise_floor else [])]
     frames, ladders, costs, shifts = [], [], [], []
     for m in range(n_models):
         model = f"synth-{m}"
         n_params = 1.35e8 * 10**m
         for f in range(n_families):
-            family = f"fam{f:02d}" + ("_gen" if f % 3 == 2 else "")
+            gen = f % 3 == 2
+            family = f"fam{f:02d}" + ("_gen" if gen else "")
             thresh = 2.2 + 4.0 * f / max(n_families - 1, 1)  # bpw at which deaths start
             p_death = 0.25 / (1 + np.exp((bpw - thresh) / 0.4)) * (bpw < 16)
             ref_ok = rng.random(n_items) < 0.75
             u = rng.random(n_items)  # nested deaths: dies at every rung with p_death > u
             ok = np.where(ref_ok[:, None], u[:, None] >= p_death[None, :],
                           rng.random((n_items, len(rungs))) < 0.04 * (bpw < 16))
+            wrong0 = rng.integers(1, 4, n_items)  # the reference's wrong choice (1-3)
+            regrab = rng.random((n_items, len(rungs))) < 0.03 * (bpw < 16)
+            wrong = np.where(regrab, 1 + (wrong0[:, None] % 3), wrong0[:, None])
+            choice = np.where(ok, 0, wrong)  # 0 = the gold choice
             margin = np.where(ref_ok, 0.5 + rng.exponential(2.0, n_items), -1.0)
-            m_r = margin[:, None] - 3 * p_death[None, :] * rng.random((n_items, len(rungs)))
+            shrink = 3 * p_death[None, :] * rng.random((n_items, len(rungs)))
+            m_r = margin[:, None] - shrink + 0.02 * rng.normal(size=(n_items, len(rungs))) * (bpw < 16)
+            gold = -rng.exponential(1.0, n_items)[:, None] - shrink
+            ref_lp = (-rng.exponential(3.0, n_items)[:, None] - 2 * shrink
+                      + 0.02 * rng.normal(size=(n_items, len(rungs))) * (bpw < 16))
             kl = rng.exponential(0.02 + p_death, (n_items, len(rungs))) * (bpw < 16)
+            same = (kl < 0.3).astype(float)
+            if noise_floor:  # the reference again, other floating-point paths
+                r0 = int(np.flatnonzero(bpw == 16)[0])
+                flip = rng.random(n_items) < 0.01
+                c_f = np.where(flip, np.where(choice[:, r0] == 0, wrong0, 0), choice[:, r0])
+                jit = 0.01 * rng.normal(size=n_items)
+                choice = np.c_[choice, c_f]
+                ok = np.c_[ok, c_f == 0]
+                m_r, gold = np.c_[m_r, m_r[:, r0] + jit], np.c_[gold, gold[:, r0] + jit]
+                ref_lp = np.c_[ref_lp, ref_lp[:, r0] + jit]
+                kl, same = np.c_[kl, np.zeros(n_items)], np.c_[same, np.ones(n_items)]
+            letters = np.array(list("ABCD"))
+            ids = np.array([f"{family}-{i:04d}" for i in range(n_items)])
+            extracted = (np.char.add(np.where(choice == 0, "ans-", "wrong-"),
+                                     np.char.add(np.repeat(ids[:, None], choice.shape[1], 1),
+                                                 choice.astype(str)))
+                         if gen else letters[choice])
             df = pd.DataFrame({
-                "model": model, "rung": np.tile(rungs, n_items), "family": family,
-                "item_id": np.repeat([f"{family}-{i:04d}" for i in range(n_items)], len(rungs)),
-                "correct": ok.ravel(),
-                "usable": np.repeat(ref_ok & (rng.random(n_items) < 0.9), len(rungs)),
-                "margin": m_r.ravel() if not family.endswith("_gen") else np.nan,
-                "answer_kl": kl.ravel(), "answer_same_top": (kl < 0.3).ravel().astype(float)})
+                "model": model, "rung": np.tile(all_rungs, n_items), "family": family,
+                "item_id": np.repeat(ids, len(all_rungs)), "correct": ok.ravel(),
+                "extracted": extracted.ravel(), "mode": "generate" if gen else "loglik",
+                "usable": np.repeat(ref_ok & (rng.random(n_items) < 0.9), len(all_rungs)),
+                "margin": np.nan if gen else m_r.ravel(),
+                "gold_logprob": np.nan if gen else gold.ravel(),
+                "ref_answer_logprob": ref_lp.ravel() if gen else np.nan,
+                "answer_kl": kl.ravel(), "answer_same_top": same.ravel()})
             frames.append(df)
         size = (bpw * n_params / 8).astype(np.int64)
         ladders.append(pd.DataFrame({"model": model, "rung": rungs, "is_reference": bpw == 16,
@@ -66,7 +101,7 @@ def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LAD
                                     "same_top_rate": 1 - 1 / bpw**1.5,
                                     "ppl_ratio": 1 + 1 / bpw**2}))
     cat = lambda xs: pd.concat(xs, ignore_index=True)  # noqa: E731
-    return Results(cat(frames)[list(ITEM_COLUMNS)], cat(ladders), cat(costs), cat(shifts))
+    return Results(cat(frames)[[*ITEM_COLUMNS, "usable"]], cat(ladders), cat(costs), cat(shifts))
 
 
 def write_synthetic(run: RunLayout, **kwargs) -> Results:

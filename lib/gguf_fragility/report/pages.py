@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import importlib.metadata as md
-import inspect
 import json
 import re
 import sys
@@ -20,16 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from scipy import stats as sps
 
 from gguf_fragility import paths, store
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.stats import transfer
+from gguf_fragility.stats.grid import LENSES
 from gguf_fragility.stats.inputs import read_ladder
+from gguf_fragility.stats.lenses import EQUIVALENT
 
 PACKAGES = ("llama_cpp_python", "numpy", "pandas", "scipy", "statsmodels", "altair",
             "vl-convert-python", "papermill", "nbformat", "smalldocs")
-CHART_PREFERENCE = ("death_order", "accuracy_vs_bpw", "netloss_heatmap", "decision_matrix")
+CHART_PREFERENCE = ("death_order", "accuracy_vs_bpw", "lens_heatmap", "decision_matrix")
 
 
 def read_table(run: RunLayout, name: str) -> pd.DataFrame | None:
@@ -51,8 +51,6 @@ def read_ladders(run: RunLayout) -> pd.DataFrame | None:
 
 def settings_table(run: RunLayout) -> pd.DataFrame:
     """The run's settings as ``name, value, source`` rows (numbers the methods text may cite)."""
-    from gguf_fragility.stats import paired
-
     rows = []
     cfg = run.tables_dir / "stats_config.json"
     conf = json.loads(cfg.read_text()) if cfg.exists() else {}
@@ -62,11 +60,7 @@ def settings_table(run: RunLayout) -> pd.DataFrame:
                 rows.append((k, float(x), "stats_config.json"))
     alpha = float(conf.get("alpha", 0.05))
     rows.append(("confidence_level_pct", 100 * (1 - alpha), "1 - alpha"))
-    rows += [(f"tier_floor_pp_{i}", -100 * f, "paired.TIER_FLOORS")
-             for i, f in enumerate(paired.TIER_FLOORS)]
-    power = inspect.signature(paired.mde_paired).parameters["power"].default
-    rows.append(("mde_power_pct", 100 * power, "paired.mde_paired"))
-    rows += [(f"tost_margin_pp_{pp}", float(pp), "grid._add_tests") for pp in (3, 5)]
+    rows.append(("min_transfer_families", float(transfer.MIN_FAMILIES), "transfer.MIN_FAMILIES"))
     try:  # block widths of the ggml types (K-quants 256, legacy 32): the fallback's cause
         from gguf.constants import GGML_QUANT_SIZES
 
@@ -88,49 +82,56 @@ def settings_table(run: RunLayout) -> pd.DataFrame:
 
 def headline_table(run: RunLayout) -> pd.DataFrame:
     """
-    One row per model with the landing page's headline facts, from notebook 05's tables.
+    One row per model × lens with the landing page's headline facts, from notebook 05's tables.
 
-    Columns: ``model, n_families, n_dead, first_family, first_death_rung, first_death_bpw,
-    most_robust, safest_rung, safest_bpw, safest_worst_family, safest_worst_pp,
-    safest_ci_low_pp, safest_ci_high_pp, n_kl_cells, kl_accuracy_rho``. *Safest low rung*
-    = the lowest-bpw rung (reference excluded) at which no family is significantly worse
-    on usable items. ``kl_accuracy_rho`` = Spearman's rho between answer-position KL and
-    the accuracy difference over the model's measurable family × rung cells (usable items).
+    Columns: ``model, lens, n_families`` (measurable), ``n_dead`` (families with a death
+    rung), ``first_family, first_death_rung, first_death_bpw`` (the family that dies at the
+    highest bpw), ``n_cells, n_decided, n_loss, n_equivalent, n_undecided, n_untestable,
+    mde_low, mde_high, mde_unit`` (planned MDE range of the undecided cells; percentage
+    points for the fraction lenses, SDs for the margin), ``floor_flip_pct``.
     """
-    order, dm, cmp = (read_table(run, n) for n in ("death_order", "decision", "comparisons"))
-    if order is None:
+    order, summ = read_table(run, "death_order"), read_table(run, "lens_summary")
+    if order is None or summ is None:
         return pd.DataFrame()
     rows = []
-    order = order[order["subset"] == transfer.SUBSET]
-    for model, g in order.groupby("model", sort=True):
-        g = g.sort_values(["rank", "family"])
-        dead = g[transfer.names(g["death_rung"]) != ""]
-        first = dead.sort_values(["death_bpw", "rank"], ascending=[False, True]).head(1)
-        row = {"model": model, "n_families": len(g), "n_dead": len(dead),
-               "first_family": first["family"].iloc[0] if len(first) else "",
-               "first_death_rung": first["death_rung"].iloc[0] if len(first) else "",
-               "first_death_bpw": first["death_bpw"].iloc[0] if len(first) else np.nan,
-               "most_robust": g["family"].iloc[-1]}
-        if dm is not None:
-            d = dm[(dm["model"] == model) & ~dm["is_reference"].astype(bool)
-                   & (dm["n_families_worse"] == 0)
-                   & dm["tier"].isin(["negligible", "acceptable"])].sort_values("bpw")
-            if len(d):
-                s = d.iloc[0]
-                row.update(safest_rung=s["rung"], safest_bpw=s["bpw"],
-                           safest_worst_family=s["worst_family"],
-                           safest_worst_pp=100 * s["worst_diff"],
-                           safest_ci_low_pp=100 * s["worst_ci_low"],
-                           safest_ci_high_pp=100 * s["worst_ci_high"])
-        if cmp is not None:
-            c = cmp[(cmp["model"] == model) & (cmp["subset"] == transfer.SUBSET)
-                    & cmp.get("measurable", True)]
-            c = c[np.isfinite(c["kl_mean"]) & np.isfinite(c["diff"])]
-            row["n_kl_cells"] = len(c)
-            if len(c) >= 3 and c["kl_mean"].nunique() > 1 and c["diff"].nunique() > 1:
-                row["kl_accuracy_rho"] = float(sps.spearmanr(c["kl_mean"], c["diff"]).statistic)
-        rows.append(row)
+    for _, s in summ.iterrows():
+        model, lens = s["model"], s["lens"]
+        g = order[order["model"] == model]
+        rung = transfer.names(g[f"death_rung_{lens}"])
+        dead = g[rung != ""].sort_values([f"death_bpw_{lens}", "family"],
+                                         ascending=[False, True])
+        pp = 100.0 if lens != "margin" else 1.0
+        rows.append({"model": model, "lens": lens, "n_families": len(g), "n_dead": len(dead),
+                     "first_family": dead["family"].iloc[0] if len(dead) else "",
+                     "first_death_rung": dead[f"death_rung_{lens}"].iloc[0] if len(dead) else "",
+                     "first_death_bpw": dead[f"death_bpw_{lens}"].iloc[0] if len(dead) else np.nan,
+                     "n_cells": int(s["n_cells"]), "n_decided": int(s["n_decided"]),
+                     "n_loss": int(s["n_loss"]), "n_equivalent": int(s["n_equivalent"]),
+                     "n_undecided": int(s["n_undecided"]),
+                     "n_untestable": int(s["n_untestable"]),
+                     "mde_low": pp * s["undecided_mde_min"], "mde_high": pp * s["undecided_mde_max"],
+                     "mde_unit": "pp" if lens != "margin" else "SD",
+                     "floor_flip_pct": 100 * s["floor_flip_rate"]})
     return pd.DataFrame(rows)
+
+
+def deaths_markdown(run: RunLayout, model: str) -> str:
+    """Which families died at which rung on which lens, for one model (names and bpw only)."""
+    order = read_table(run, "death_order")
+    g = order[order["model"] == model] if order is not None else pd.DataFrame()
+    parts = []
+    for lens in LENSES:
+        if g.empty:
+            break
+        rung = transfer.names(g[f"death_rung_{lens}"])
+        dead = g[rung != ""].sort_values([f"death_bpw_{lens}", "family"], ascending=[False, True])
+        if len(dead):
+            parts.append(f"on **{lens}**, " + ", ".join(
+                f"{r['family']} at {r[f'death_rung_{lens}']} ({r[f'death_bpw_{lens}']:.2f} bpw)"
+                for _, r in dead.iterrows()))
+        else:
+            parts.append(f"on **{lens}**, no family shows a loss at any rung")
+    return "; ".join(parts)
 
 
 # ----------------------------------------------------------------- page text
@@ -172,50 +173,64 @@ def landing_markdown(run: RunLayout) -> str:
             out.append("## Ladders\n\n" + _md_table(_cols(lad, "model", "rung", "bpw",
                                                           "file_size_bytes", "reference_kind")))
     else:
-        out.append("## Headline\n\nOne row per model, on usable items (those the reference "
-                   "knows robustly); rungs are compared with the model's own reference.\n\n")
-        cols = {"model": "model", "first_family": "first to die", "first_death_rung": "at rung",
-                "first_death_bpw": "real bpw", "most_robust": "most robust",
-                "safest_rung": "safest low rung", "safest_bpw": "its real bpw",
-                "safest_worst_pp": "worst family (pp)", "kl_accuracy_rho": "KL vs accuracy rho"}
-        out.append(_md_table(head[[c for c in cols if c in head.columns]].rename(columns=cols)))
-        out.append("\n## Death order per model\n")
-        for _, h in head.iterrows():
-            s = f"- **{h['model']}**: "
-            if h["n_dead"]:
-                s += (f"{int(h['n_dead'])} of {int(h['n_families'])} families die somewhere on "
-                      f"the ladder; the first is {h['first_family']} at {h['first_death_rung']} "
-                      f"({h['first_death_bpw']:.2f} real bits per weight). ")
-            else:
-                s += f"none of its {int(h['n_families'])} families is significantly worse at any rung. "
-            s += f"The most robust family is {h['most_robust']}.\n"
-            out.append(s)
-        out.append("\n## The safest low rung\n")
-        for _, h in head.iterrows():
-            if isinstance(h.get("safest_rung"), str) and h["safest_rung"]:
-                out.append(f"- **{h['model']}**: {h['safest_rung']} ({h['safest_bpw']:.2f} real "
-                           f"bits per weight) is the lowest rung with no family significantly "
-                           f"worse and an acceptable worst-family loss; its worst family, "
-                           f"{h['safest_worst_family']}, changes by "
-                           f"{h['safest_worst_pp']:.1f} pp (interval {h['safest_ci_low_pp']:.1f} "
-                           f"to {h['safest_ci_high_pp']:.1f} pp).\n")
-            else:
-                out.append(f"- **{h['model']}**: no rung below the reference both shows no "
-                           "significant loss and keeps its worst family's loss in an acceptable "
-                           "tier.\n")
-        out.append("\n## KL divergence against accuracy\n")
-        for _, h in head.iterrows():
-            if np.isfinite(h.get("kl_accuracy_rho", np.nan)):
-                out.append(f"- **{h['model']}**: over {int(h['n_kl_cells'])} family × rung cells, "
-                           f"Spearman's rho between answer-position KL and the accuracy change "
-                           f"is {h['kl_accuracy_rho']:.2f}.\n")
-            else:
-                out.append(f"- **{h['model']}**: too few cells with a KL divergence to correlate.\n")
-    rank, safety = read_table(run, "transfer_rank"), read_table(run, "transfer_safety")
-    out.append("\n## Does it transfer?\n\n")
+        out.append("## Headline\n\nEvery rung is compared with its model's own reference on "
+                   "every item both answered, through three lenses: **correctness** (paired "
+                   "accuracy), **fidelity** (does the rung give the reference's answer, "
+                   "against a measured noise floor) and **margin** (the paired change of the "
+                   "answer's log-probability, in nats). Every measurable cell ends as *loss "
+                   "shown*, *equivalent within the margin shown*, *undecided* or *untestable*; "
+                   "a loss is shown only after the corrected family of tests "
+                   "([Methods](methods.qmd)), and no rung is called equivalent without an "
+                   "interval inside the margin.\n\n")
+        def detect(h):
+            if not (h["n_undecided"] and np.isfinite(h["mde_low"])):
+                return ""
+            return f"{h['mde_low']:.1f}-{h['mde_high']:.1f} {h['mde_unit']}"
+
+        view = pd.DataFrame({
+            "lens": head["lens"],
+            "died": [f"{int(a)} / {int(b)}" for a, b in zip(
+                head["n_dead"], head["n_families"], strict=True)],
+            "first to die": [f"{f} at {r}" if f else "" for f, r in zip(
+                transfer.names(head["first_family"]), transfer.names(head["first_death_rung"]),
+                strict=True)],
+            "decided": [f"{int(a)} / {int(b)}" for a, b in zip(
+                head["n_decided"], head["n_cells"], strict=True)],
+            "undecided": head["n_undecided"], "untestable": head["n_untestable"],
+            "could detect": [detect(h) for _, h in head.iterrows()]})
+        for model in sorted(head["model"].unique()):
+            out.append(f"**{model}** (families died / measurable; cells decided / measurable; "
+                       "the loss the undecided cells could have detected):\n\n")
+            out.append(_md_table(view[(head["model"] == model).to_numpy()]) + "\n")
+        out.append("\n## What died where\n")
+        for model, g in head.groupby("model", sort=True):
+            out.append(f"\n### {model}\n\n- Deaths: {deaths_markdown(run, model)}.\n")
+            for _, h in g.iterrows():
+                s = (f"- **{h['lens']}**: {int(h['n_decided'])} of {int(h['n_cells'])} "
+                     f"measurable cells decided ({int(h['n_loss'])} loss shown, "
+                     f"{int(h['n_equivalent'])} equivalent within the margin shown), "
+                     f"{int(h['n_undecided'])} undecided, {int(h['n_untestable'])} untestable.")
+                if h["n_undecided"] and np.isfinite(h["mde_low"]):
+                    unit = ("pp" if h["mde_unit"] == "pp"
+                            else "standard deviations of the per-item change")
+                    s += (f" The undecided cells could have detected a loss of "
+                          f"{h['mde_low']:.1f} to {h['mde_high']:.1f} {unit} (planned, at "
+                          "their corrected level, with 80% power).")
+                if h["lens"] == "fidelity":
+                    if np.isfinite(h["floor_flip_pct"]):
+                        s += (f" The noise floor (the reference re-run with other batch "
+                              f"shapes) changes {h['floor_flip_pct']:.1f}% of the "
+                              "reference's answers.")
+                    else:
+                        s += (" No noise floor was measured: flips are tested against a "
+                              "floor of zero.")
+                out.append(s + "\n")
+        out.append(_rung_sentences(run))
+    rank, dec = read_table(run, "transfer_rank"), read_table(run, "transfer_decisions")
+    out.append("\n## Does the death order transfer?\n\n")
     if rank is not None and len(rank):
         a, b = rank.iloc[0]["model_a"], rank.iloc[0]["model_b"]
-        out.append(transfer.conclusion(rank, safety, a, b) + "\n")
+        out.append(transfer.conclusion(rank, dec, a, b) + "\n")
     else:
         out.append("Transfer needs two models with sweep results; this profile has fewer.\n")
     charts = [run.figures_dir / f"{n}.svg" for n in CHART_PREFERENCE]
@@ -223,6 +238,27 @@ def landing_markdown(run: RunLayout) -> str:
         run.figures_dir.glob("*.svg"))
     if charts:
         out.append("\n## Chart\n\n" + _inline_svg(charts[0], f"Figure {charts[0].stem} of this run."))
+    return "".join(out)
+
+
+def _rung_sentences(run: RunLayout) -> str:
+    """Per model: the lowest rung shown equivalent on every family, from the decision matrix."""
+    dm = read_table(run, "decision")
+    if dm is None:
+        return ""
+    out = ["\n## Lowest rung shown equivalent\n\n"]
+    for model, g in dm.groupby("model", sort=True):
+        eq = g[(g["quality"] == EQUIVALENT)].sort_values("bpw")
+        if len(eq):
+            r = eq.iloc[0]
+            out.append(f"- **{model}**: {r['rung']} ({r['bpw']:.2f} bpw) is the lowest rung whose "
+                       f"worst family is shown within the correctness margin: the worst family "
+                       f"changes by at least {100 * r['worst_sim_low']:.1f} pp (a "
+                       "selection-adjusted bound over all families).\n")
+        else:
+            out.append(f"- **{model}**: no rung below the reference is shown equivalent on every "
+                       "family; the worst-family figures in the decision matrix are minima over "
+                       "noisy families, with selection-adjusted intervals.\n")
     return "".join(out)
 
 
@@ -236,9 +272,8 @@ def _fragility_chart(run: RunLayout) -> list[Path]:
     from gguf_fragility.report import charts
 
     charts.use_svg()
-    d = order[order["subset"] == transfer.SUBSET]
-    fig = alt.Chart(d).mark_bar().encode(
-        x=alt.X("fragility_mean_pp:Q", title="mean net loss over the ladder (pp)"),
+    fig = alt.Chart(order).mark_bar().encode(
+        x=alt.X("fragility:Q", title="mean accuracy loss over the rungs (pp)"),
         y=alt.Y("family:N", sort="-x", title=None), color=alt.Color("model:N"),
         yOffset="model:N").properties(width=420, title="Fragility per family")
     return [charts.save(fig, "site_fragility", run)]
@@ -249,10 +284,10 @@ def limitations_counts(run: RunLayout) -> str:
     out = []
     acc = read_table(run, "accuracy")
     if acc is not None:
-        ref = acc[(acc["subset"] == transfer.SUBSET) & acc["is_reference"].astype(bool)]
+        ref = acc[acc["is_reference"].astype(bool)]
         for model, g in ref.groupby("model"):
             out.append(f"- **{model}**: families have between {int(g['n'].min())} and "
-                       f"{int(g['n'].max())} usable items.\n")
+                       f"{int(g['n'].max())} items, all of them compared.\n")
     lad = read_ladders(run)
     if lad is not None:
         for model, g in lad[lad["is_reference"].astype(bool)].groupby("model"):
@@ -326,5 +361,33 @@ def reproducibility_markdown(run: RunLayout) -> str:
     return "".join(out)
 
 
+def family_of_tests(run: RunLayout) -> str:
+    """The methods page's corrected family of tests, per model and lens, from the tables."""
+    cmp = read_table(run, "comparisons")
+    if cmp is None:
+        return "No tables yet for this profile.\n"
+    c = cmp[cmp["measurable"].astype(bool)]
+    rows = []
+    for (model, lens), g in c.groupby(["model", "lens"], sort=True):
+        t = g[g["testable"].astype(bool)]
+        rows.append({"model": model, "lens": lens, "families": g["family"].nunique(),
+                     "tested families": t["family"].nunique(),
+                     "hypotheses": len(t), "untestable cells": len(g) - len(t),
+                     "Tarone K": int(g["tarone_k"].max()) if g["tarone_k"].notna().any() else "",
+                     "first-step level": g["level"].max(),
+                     "rungs, lowest first": ", ".join(
+                         g.drop_duplicates("rung").sort_values("bpw")["rung"]),
+                     "test": g["p_method"].iloc[0]})
+    cfg = run.tables_dir / "stats_config.json"
+    conf = json.loads(cfg.read_text()) if cfg.exists() else {}
+    used = pd.DataFrame({"setting": list(conf), "value": [
+        ", ".join(map(str, v)) if isinstance(v, list) else str(v) for v in conf.values()]})
+    return ("The family of tests of this run, one per model and lens (cells are data, see "
+            "`comparisons.csv`):\n\n" + _md_table(pd.DataFrame(rows), 4)
+            + "\nThe settings the statistics used, read from the profile (`stats_config.json`):"
+            "\n\n" + _md_table(used, 4))
+
+
 GENERATED = {"landing": landing_markdown, "limitations-counts": limitations_counts,
+             "family-of-tests": family_of_tests,
              "reproducibility": reproducibility_markdown}

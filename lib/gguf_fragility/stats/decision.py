@@ -1,7 +1,8 @@
-"""The deployment decision matrix: cost and worst-family quality per rung, and a pick per budget.
+"""The deployment decision matrix: cost, decisions and worst-family quality per rung.
 
-TR125's decision matrix, with measured peak memory in place of an estimate and the
-paired worst-family loss in place of an average. Usage::
+TR125's decision matrix, with measured peak memory in place of an estimate, decisions
+from interval bounds in place of point-estimate tiers, and the worst family given a
+selection-adjusted interval. Usage::
 
     from gguf_fragility.stats.decision import decision_matrix, recommend
     dm = decision_matrix(grid.comparisons, ladder, costs, shift)
@@ -13,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gguf_fragility.stats import paired
+from gguf_fragility.stats.grid import LENSES, UNTESTABLE
+from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED, paired_diff_ci
 
 COST_COLUMNS = ("peak_rss_bytes", "prompt_tps", "gen_tps", "ttft_s_median")
 SHIFT_COLUMNS = ("kl_mean", "kl_median", "kl_p99", "same_top_rate", "ppl_ratio")
@@ -37,37 +39,44 @@ def _optional(table: pd.DataFrame | None, columns, name: str) -> pd.DataFrame:
 
 def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
                     costs: pd.DataFrame | None = None, shift: pd.DataFrame | None = None,
-                    *, subset: str = "usable") -> pd.DataFrame:
+                    *, alpha: float = 0.05, margin: float = 0.05) -> pd.DataFrame:
     """
-    One row per model × rung: size, measured cost, distribution shift, worst-family loss.
+    One row per model × rung: size, measured cost, distribution shift, decisions, worst family.
 
     Parameters
     ----------
     comparisons : pandas.DataFrame
-        ``Grid.comparisons``.
+        ``Grid.comparisons``; only measurable families count.
     ladder : pandas.DataFrame
         ``model, rung, is_reference, bpw, file_size_bytes``.
     costs, shift : pandas.DataFrame or None
         ``model, rung`` + :data:`COST_COLUMNS` / :data:`SHIFT_COLUMNS`; missing tables or
         columns give NaN.
-    subset : {"usable", "all"}, default "usable"
-        Which item subset's comparisons define quality.
+    alpha : float, default 0.05
+    margin : float, default 0.05
+        Correctness equivalence margin (fraction).
 
     Returns
     -------
     pandas.DataFrame
         ``model, rung, is_reference, bpw, file_size_bytes``, cost and shift columns,
-        ``memory_bytes`` (peak RSS when measured, else file size) and ``memory_source``
-        ({"peak_rss", "file_size"}), ``worst_family``, ``worst_diff`` with paired
-        bootstrap ``worst_ci_low``/``high`` and ``worst_p_adj``, ``n_families_worse``
-        (significantly worse after correction), ``n_families``, ``tier`` (TR125 tier of
-        ``worst_diff``; the reference is "negligible" by definition).
+        ``memory_bytes`` (peak RSS when measured, else file size) and ``memory_source``;
+        per lens ``n_loss_<lens>, n_equivalent_<lens>, n_undecided_<lens>,
+        n_untestable_<lens>`` (measurable families); ``n_families``; ``worst_family`` and
+        ``worst_min_diff`` (the smallest accuracy change over the ``n_families`` noisy
+        families: a minimum, biased downward) with the selection-adjusted interval
+        ``worst_sim_low``/``worst_sim_high``; ``quality`` ({"reference", "loss shown",
+        "equivalent within ±m shown", "undecided"}).
 
     Notes
     -----
-    The worst family is the minimum of several noisy differences, so it is biased
-    downward (a winner's-curse in reverse) when families are small; its CI is that
-    family's own paired interval, not a simultaneous one.
+    The selection-adjusted interval takes each family's Tango interval at level
+    ``alpha / m`` (Bonferroni over the ``m`` families) and returns the minimum of the lower
+    and of the upper bounds: when all ``m`` intervals cover (probability >= 1 - alpha), the
+    true worst-family change lies between them, whichever family it is. ``quality`` reads
+    bounds, never point estimates: "loss shown" when some family shows a loss on the
+    correctness lens, "equivalent within ±m shown" when ``worst_sim_low > -margin`` (every
+    family within the margin, simultaneously), else "undecided".
     """
     need = {"model", "rung", "is_reference", "bpw", "file_size_bytes"}
     if not need <= set(ladder.columns):
@@ -80,30 +89,46 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
     measured = base["peak_rss_bytes"].notna()
     base["memory_bytes"] = base["peak_rss_bytes"].where(measured, base["file_size_bytes"])
     base["memory_source"] = np.where(measured, "peak_rss", "file_size")
-    c = comparisons[comparisons["subset"] == subset]
-    worst = c.loc[c.groupby(["model", "rung"])["diff"].idxmin()]
-    worst = worst[["model", "rung", "family", "diff", "diff_ci_low", "diff_ci_high", "p_adj"]]
-    worst.columns = ["model", "rung", "worst_family", "worst_diff", "worst_ci_low",
-                     "worst_ci_high", "worst_p_adj"]
-    counts = c.groupby(["model", "rung"]).agg(n_families_worse=("worse", "sum"),
-                                              n_families=("family", "nunique")).reset_index()
-    out = base.merge(worst, on=["model", "rung"], how="left").merge(
-        counts, on=["model", "rung"], how="left")
+    c = comparisons[comparisons["measurable"].astype(bool)]
+    counts = []
+    for (model, rung), g in c.groupby(["model", "rung"], sort=True):
+        row = {"model": model, "rung": rung}
+        for lens in LENSES:
+            d = g.loc[g["lens"] == lens, "decision"]
+            for key, label in (("loss", LOSS), ("equivalent", EQUIVALENT),
+                               ("undecided", UNDECIDED), ("untestable", UNTESTABLE)):
+                row[f"n_{key}_{lens}"] = int((d == label).sum())
+        k = g[g["lens"] == "correctness"]
+        m = len(k)
+        row["n_families"] = m
+        if m:
+            sim = paired_diff_ci(k["deaths"].to_numpy(np.int64),
+                                 k["resurrections"].to_numpy(np.int64),
+                                 k["n"].to_numpy(np.int64), alpha=alpha / m)
+            w = int(np.argmin(k["effect"].to_numpy(float)))
+            row.update(worst_family=k["family"].iloc[w], worst_min_diff=float(k["effect"].iloc[w]),
+                       worst_sim_low=float(np.min(sim.low)), worst_sim_high=float(np.min(sim.high)))
+        counts.append(row)
+    out = base.merge(pd.DataFrame(counts), on=["model", "rung"], how="left")
     ref = out["is_reference"]
-    out.loc[ref, ["worst_diff", "worst_ci_low", "worst_ci_high", "n_families_worse"]] = 0
     out.loc[ref, "worst_family"] = ""
-    out["n_families"] = out.groupby("model")["n_families"].transform("max")
-    out["tier"] = paired.quality_tier(out["worst_diff"])
+    out["quality"] = np.select(
+        [ref, out.get("n_loss_correctness", 0) > 0, out.get("worst_sim_low", np.nan) > -margin],
+        ["reference", LOSS, EQUIVALENT], UNDECIDED)
+    lens_cols = [f"n_{k}_{lens}" for lens in LENSES
+                 for k in ("loss", "equivalent", "undecided", "untestable")]
     order = ["model", "rung", "is_reference", "bpw", "file_size_bytes", *COST_COLUMNS,
-             "memory_bytes", "memory_source", *SHIFT_COLUMNS, "worst_family", "worst_diff",
-             "worst_ci_low", "worst_ci_high", "worst_p_adj", "n_families_worse",
-             "n_families", "tier"]
+             "memory_bytes", "memory_source", *SHIFT_COLUMNS, "n_families", *lens_cols,
+             "worst_family", "worst_min_diff", "worst_sim_low", "worst_sim_high", "quality"]
+    for col in order:
+        if col not in out.columns:
+            out[col] = np.nan
     return out[order].sort_values(["model", "bpw"], ascending=[True, False], ignore_index=True)
 
 
 def recommend(decision: pd.DataFrame, budgets_gib=(1, 2, 4, 8)) -> pd.DataFrame:
     """
-    The recommended rung per model and memory budget.
+    The recommended rung per model and memory budget, from interval bounds only.
 
     Parameters
     ----------
@@ -116,29 +141,42 @@ def recommend(decision: pd.DataFrame, budgets_gib=(1, 2, 4, 8)) -> pd.DataFrame:
     -------
     pandas.DataFrame
         One row per model × budget: ``budget_gib, rung`` (empty when nothing fits),
-        ``tier, worst_family, worst_diff, worst_ci_low, worst_ci_high, bpw,
+        ``basis``, ``quality, worst_family, worst_min_diff, worst_sim_low, bpw,
         memory_bytes, memory_source``.
 
     Notes
     -----
-    Among rungs whose ``memory_bytes`` fits the budget, the highest quality wins:
-    best tier first, then the least worst-family loss (largest ``worst_diff``), then the
-    smaller footprint. Quality is the point estimate, as in TR125; read the CI beside it.
+    Among rungs whose ``memory_bytes`` fits the budget: the smallest rung whose quality is
+    "equivalent within ±m shown" (basis "equivalence shown"); else the reference when it
+    fits ("reference"); else the fitting rung with the best guaranteed worst-family change
+    (largest ``worst_sim_low``; basis "no equivalence shown: best lower bound"). A rung
+    that merely shows no significant loss is never picked for being "safe".
     """
     if any(b <= 0 for b in budgets_gib):
         raise ValueError(f"budgets must be positive GiB; got {list(budgets_gib)}")
-    d = decision.assign(_tier=paired.tier_rank(decision["tier"]))
-    keep = ["rung", "tier", "worst_family", "worst_diff", "worst_ci_low", "worst_ci_high",
-            "bpw", "memory_bytes", "memory_source"]
+    keep = ["rung", "quality", "worst_family", "worst_min_diff", "worst_sim_low", "bpw",
+            "memory_bytes", "memory_source"]
     rows = []
-    for model, g in d.groupby("model", sort=True):
+    for model, g in decision.groupby("model", sort=True):
         for budget in budgets_gib:
-            fit = g[g["memory_bytes"] <= budget * GIB].sort_values(
-                ["_tier", "worst_diff", "memory_bytes"], ascending=[True, False, True])
-            row = {"model": model, "budget_gib": budget}
-            if len(fit):
-                row.update(fit.iloc[0][keep].to_dict())
+            fit = g[g["memory_bytes"] <= budget * GIB]
+            row = {"model": model, "budget_gib": budget, "basis": ""}
+            eq = fit[fit["quality"] == EQUIVALENT].sort_values("memory_bytes")
+            ref = fit[fit["is_reference"].astype(bool)]
+            if len(eq):
+                pick, row["basis"] = eq.iloc[0], "equivalence shown"
+            elif len(ref):
+                pick, row["basis"] = ref.iloc[0], "reference"
+            elif len(fit):
+                pick = fit.sort_values(["worst_sim_low", "memory_bytes"],
+                                       ascending=[False, True]).iloc[0]
+                row["basis"] = "no equivalence shown: best lower bound"
             else:
-                row.update({k: (np.nan if k not in ("rung", "tier") else "") for k in keep})
+                pick = None
+            if pick is not None:
+                row.update(pick[keep].to_dict())
+            else:
+                row.update({k: (np.nan if k not in ("rung", "quality", "worst_family") else "")
+                            for k in keep})
             rows.append(row)
     return pd.DataFrame(rows)

@@ -1,8 +1,9 @@
-"""The three lenses (correctness, fidelity, margin) and the multiplicity design of issue 12.
+"""The three lenses of issue 12 (correctness, fidelity, margin) and the decision per cell.
 
-Pure statistics: numpy, scipy, statsmodels and the standard library only, no project module,
-so the file can move to ``gguf_fragility/stats/lenses.py`` unchanged. Every comparison uses
-every item the reference and the rung both saw; nothing selects on reference-correctness.
+Pure statistics (numpy, scipy, statsmodels). Every comparison uses every item the
+reference and the rung both saw; nothing selects on reference-correctness. The family of
+tests and the planner live in :mod:`gguf_fragility.stats.multiplicity`; the grid that
+applies both to a sweep in :mod:`gguf_fragility.stats.grid`.
 
 Usage::
 
@@ -16,13 +17,10 @@ Tested by ``tests/test_lenses.py`` (worked examples, null simulations, coverage,
 
 from __future__ import annotations
 
-import math
 import warnings
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from scipy import special
 from scipy import stats as sps
 from statsmodels.stats.proportion import proportion_confint
 
@@ -31,7 +29,7 @@ EQUIVALENT = "equivalent within ±m shown"
 UNDECIDED = "undecided"
 
 
-def _counts(*arrays) -> list[np.ndarray]:
+def as_counts(*arrays) -> list[np.ndarray]:
     """Broadcast non-negative integer count arrays; raise on anything else."""
     out = [np.asarray(a) for a in arrays]
     for a in out:
@@ -105,7 +103,7 @@ def paired_diff_ci(b, c, n, alpha: float = 0.05) -> PairedDiffCI:
     .. [3] Fagerland, M. W., Lydersen, S., Laake, P. (2017). Statistical Analysis of
        Contingency Tables. Chapman & Hall/CRC.
     """
-    b, c, n = _counts(b, c, n)
+    b, c, n = as_counts(b, c, n)
     if np.any(b + c > n):
         raise ValueError("b + c exceeds n in some cell")
     z = sps.norm.isf(alpha / 2)
@@ -172,7 +170,7 @@ def mcnemar_test(b, c, method: str = "exact") -> McNemarResult:
     """
     if method not in ("exact", "midp"):
         raise ValueError(f"method must be 'exact' or 'midp'; got {method!r}")
-    b, c = _counts(b, c)
+    b, c = as_counts(b, c)
     k, d = np.minimum(b, c), b + c
     p = 2 * sps.binom.cdf(k, d, 0.5)
     if method == "midp":
@@ -182,7 +180,7 @@ def mcnemar_test(b, c, method: str = "exact") -> McNemarResult:
 
 def mcnemar_min_pvalue(n) -> np.ndarray:
     """Smallest two-sided exact McNemar p-value reachable with ``n`` items: ``min(1, 2 * 0.5**n)``."""
-    (n,) = _counts(n)
+    (n,) = as_counts(n)
     return np.minimum(1.0, 2.0 * 0.5 ** n.astype(float))
 
 
@@ -271,7 +269,7 @@ class MarginResult(NamedTuple):
     zero_method: str
 
 
-def _expanded_level(n: int, alpha: float) -> float:
+def expanded_level(n: int, alpha: float) -> float:
     """Confidence level whose normal quantile is sqrt(n/(n-1)) t_{1-alpha/2, n-1} (Hesterberg 2015)."""
     z = np.sqrt(n / (n - 1)) * sps.t.isf(alpha / 2, n - 1)
     return float(1 - 2 * sps.norm.sf(z))
@@ -344,7 +342,7 @@ def margin_test(delta, n_resamples: int = 999, rng=None, alpha: float = 0.05,
         stat[ok], p[ok] = w.statistic, w.pvalue
         spread = ok & (np.ptp(rows, axis=-1) > 0)
         if n_resamples > 0 and spread.any():
-            level = _expanded_level(n, alpha) if expand else 1 - alpha
+            level = expanded_level(n, alpha) if expand else 1 - alpha
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", sps.DegenerateDataWarning)
                 res = sps.bootstrap((rows[spread],), np.mean, n_resamples=n_resamples, axis=-1,
@@ -357,293 +355,7 @@ def margin_test(delta, n_resamples: int = 999, rng=None, alpha: float = 0.05,
                         zero_method)
 
 
-# --------------------------------------------------------------------------- multiplicity
-
-
-class SequenceResult(NamedTuple):
-    """Result of :func:`fixed_sequence_graph`."""
-
-    reject: np.ndarray  # bool, shape (n_families, n_rungs); False where excluded
-    death_rung: np.ndarray  # per family: index of the highest rung rejected from the bottom, -1 if none
-    tested: np.ndarray  # bool, shape (n_families, n_rungs): in the graph (not NaN)
-
-
-def _graph_test(p: np.ndarray, w: np.ndarray, g: np.ndarray, alpha: float) -> np.ndarray:
-    """Bretz et al. (2009) Algorithm 1: sequentially rejective graph, weights ``w``, transitions ``g``."""
-    m = len(p)
-    w, g = w.astype(float).copy(), g.astype(float).copy()
-    active = np.ones(m, bool)
-    reject = np.zeros(m, bool)
-    eps = 1e-12  # relative slack so that e.g. p = alpha/2 at weight 1/2 is rejected despite rounding
-    while True:
-        cand = np.flatnonzero(active & (p <= w * alpha * (1 + eps)))
-        if cand.size == 0:
-            return reject
-        j = cand[0]
-        reject[j], active[j] = True, False
-        w[active] += w[j] * g[j, active]
-        w[j] = 0.0
-        gl_j, gj_k = g[:, j].copy(), g[j, :].copy()
-        # g_lk <- (g_lk + g_lj g_jk) / (1 - g_lj g_jl), for l != k both active
-        denom = 1.0 - gl_j * gj_k  # indexed by l: 1 - g_lj g_jl
-        with np.errstate(divide="ignore", invalid="ignore"):
-            new = (g + np.outer(gl_j, gj_k)) / denom[:, None]
-        new[~np.isfinite(new)] = 0.0
-        keep = np.outer(active, active)
-        np.fill_diagonal(keep, False)
-        g = np.where(keep, new, 0.0)
-
-
-def fixed_sequence_graph(pvalues, alpha: float = 0.05) -> SequenceResult:
-    """
-    Fixed-sequence testing down each family's ladder, Holm-like across families (a graph).
-
-    Parameters
-    ----------
-    pvalues : array_like of float, shape (n_families, n_rungs)
-        One row per family, rungs ordered lowest precision first (Q2_K before Q8_0). NaN
-        marks a hypothesis outside the family of tests (missing, or untestable by
-        :func:`tarone_testable`); it is removed and the sequence continues past it.
-    alpha : float, default 0.05
-        Familywise error rate over all hypotheses in the graph.
-
-    Returns
-    -------
-    SequenceResult
-        Rejection mask, each family's death rung (index of the highest-precision rung
-        rejected in the unbroken run from the bottom; -1 if none) and the tested mask.
-
-    Notes
-    -----
-    The graphical approach of Bretz et al. [1]_ (their Algorithm 1), with this graph:
-    initial weight ``1/m`` on the first (lowest-precision) tested rung of each of the ``m``
-    families that have one; a rejected rung passes its whole weight to the next tested
-    rung of its family; a family's last tested rung passes its weight equally to the
-    first tested rung of every other family (Algorithm 1's transition update then routes
-    it to each family's current hypothesis). A rung can be rejected only after every
-    rung below it, so the death rung is monotone by construction and no alpha is spent
-    on the order within a family. With one rung per family the graph is Holm's
-    procedure, as [1]_ shows. Controls the familywise error rate strongly.
-
-    References
-    ----------
-    .. [1] Bretz, F., Maurer, W., Brannath, W., Posch, M. (2009). A graphical approach to
-       sequentially rejective multiple test procedures. Statistics in Medicine 28(4),
-       586-604.
-
-    See Also
-    --------
-    statsmodels.stats.multitest.multipletests : Holm, the one-rung special case.
-    """
-    p = np.asarray(pvalues, dtype=float)
-    if p.ndim != 2:
-        raise ValueError(f"pvalues must be 2-D (families x rungs); got shape {p.shape}")
-    if np.any((p < 0) | (p > 1)):
-        raise ValueError("p-values must lie in [0, 1] (NaN marks an excluded hypothesis)")
-    tested = ~np.isnan(p)
-    fam, rung = np.nonzero(tested)  # row-major: families in order, rungs bottom-up
-    m_h = len(fam)
-    reject = np.zeros(p.shape, bool)
-    if m_h == 0:
-        return SequenceResult(reject, np.full(p.shape[0], -1), tested)
-    first = np.r_[True, fam[1:] != fam[:-1]]
-    last = np.r_[fam[1:] != fam[:-1], True]
-    m = int(first.sum())
-    w = np.where(first, 1.0 / m, 0.0)
-    g = np.zeros((m_h, m_h))
-    for i in range(m_h):
-        if not last[i]:
-            g[i, i + 1] = 1.0
-        elif m > 1:
-            others = np.flatnonzero(first & (fam != fam[i]))
-            g[i, others] = 1.0 / (m - 1)
-    reject[fam, rung] = _graph_test(p[fam, rung], w, g, alpha)
-    # unbroken run from the bottom over tested rungs (the whole run, by construction)
-    death = np.full(p.shape[0], -1)
-    for f in range(p.shape[0]):
-        idx = np.flatnonzero(tested[f])
-        run = np.cumprod(reject[f, idx]).astype(bool)
-        if run.any():
-            death[f] = idx[run][-1]
-    return SequenceResult(reject, death, tested)
-
-
-class TaroneResult(NamedTuple):
-    """Result of :func:`tarone_testable`."""
-
-    testable: np.ndarray  # bool mask: min achievable p <= alpha / K
-    k: int  # Tarone's K: the Bonferroni divisor used
-    level: float  # alpha / K
-
-
-def tarone_testable(min_p, alpha: float = 0.05) -> TaroneResult:
-    """
-    Tarone's screen: which hypotheses can reach significance at any outcome.
-
-    Parameters
-    ----------
-    min_p : array_like of float
-        Smallest p-value each test can produce (for exact McNemar on n items,
-        :func:`mcnemar_min_pvalue`, ``2 * 0.5**n``).
-    alpha : float, default 0.05
-        Familywise level.
-
-    Returns
-    -------
-    TaroneResult
-        ``testable`` mask, ``k`` and ``level = alpha / k``. Untestable hypotheses are
-        left out of the multiplicity family and reported as untestable, never as safe.
-
-    Notes
-    -----
-    ``K`` is the smallest integer with ``#{i : min_p_i <= alpha / K} <= K`` [1]_; the
-    testable set is ``{i : min_p_i <= alpha / K}``. Excluding the others cannot raise
-    the familywise error, because they can never be rejected at level ``alpha / K``.
-
-    References
-    ----------
-    .. [1] Tarone, R. E. (1990). A modified Bonferroni method for discrete data.
-       Biometrics 46(2), 515-522.
-    """
-    mp = np.asarray(min_p, dtype=float)
-    if np.any(np.isnan(mp)):
-        raise ValueError("min_p contains NaN")
-    for k in range(1, max(mp.size, 1) + 1):
-        mask = mp <= alpha / k
-        if mask.sum() <= k:
-            return TaroneResult(mask, k, alpha / k)
-    raise AssertionError("unreachable: at k = size the count is at most k")
-
-
-# --------------------------------------------------------------------------- planning
-
-
-@lru_cache(maxsize=4096)
-def _rejection_region(n: int, alpha: float, discordance: float) -> tuple[np.ndarray, ...]:
-    """Discordant counts D with non-negligible P(D), their probabilities and critical death counts."""
-    lo = int(sps.binom.ppf(1e-13, n, discordance))
-    hi = int(sps.binom.isf(1e-13, n, discordance))
-    d = np.arange(max(lo, 0), min(hi, n) + 1)
-    # loss side of the two-sided exact test: reject at deaths >= k with 2 P(X >= k) <= alpha,
-    # X ~ Bin(D, 1/2); ppf gives k, then one step either way absorbs floating-point ties
-    k = sps.binom.ppf(1 - alpha / 2, d, 0.5) + 1
-
-    def rejects(kk):
-        return (2 * sps.binom.sf(kk - 1, d, 0.5) <= alpha * (1 + 1e-12)) & (kk <= d)
-
-    k = np.where(rejects(k - 1) & (2 * (k - 1) > d), k - 1, k)
-    k = np.where(rejects(k), k, k + 1)
-    k = np.where(rejects(k), k, n + 1)  # n + 1: this D can never reject
-    return d, sps.binom.pmf(d, n, discordance), k
-
-
-def mcnemar_power(n: int, delta, alpha: float = 0.05, discordance: float = 0.2) -> np.ndarray:
-    """
-    Power of the two-sided exact McNemar test to show an accuracy loss ``delta``.
-
-    ``D ~ Bin(n, discordance)``, deaths ``| D ~ Bin(D, (discordance + delta) / (2 discordance))``;
-    power = sum over D of P(D) P(deaths >= critical(D)), loss side only [1]_.
-
-    References
-    ----------
-    .. [1] Miettinen, O. S. (1968). The matched pairs design in the case of all-or-none
-       responses. Biometrics 24(2), 339-352.
-    """
-    d, pd, crit = _rejection_region(int(n), float(alpha), float(discordance))
-    theta = (discordance + np.asarray(delta, dtype=float)) / (2 * discordance)
-    # scipy.special.bdtrc(k, D, t) = P(X > k), X ~ Bin(D, t): binom.sf without its overhead
-    k = np.minimum(crit - 1.0, d)  # bdtrc is NaN for k > D; k = D gives the 0 wanted
-    tail = special.bdtrc(k[:, None], d[:, None], np.atleast_1d(theta)[None, :])
-    return (pd @ tail).reshape(np.shape(theta))
-
-
-@lru_cache(maxsize=4096)
-def _mde_one(n: int, alpha: float, power: float, discordance: float) -> float:
-    """Smallest loss with power >= target, to psi / 16**5 (about 2e-7); NaN if delta = psi fails."""
-    lo, hi = 0.0, discordance
-    if mcnemar_power(n, hi, alpha, discordance) < power:
-        return math.nan
-    for _ in range(5):  # invariant: power(lo) < target <= power(hi); shrinks 16-fold per step
-        grid = np.linspace(lo, hi, 17)
-        i = int(np.argmax(mcnemar_power(n, grid, alpha, discordance) >= power))
-        if i == 0:  # only if power(lo) already reaches the target (lo = 0 never does)
-            return float(lo)
-        lo, hi = grid[i - 1], grid[i]
-    return float(hi)
-
-
-def planned_mde(n, alpha: float = 0.05, power: float = 0.8, discordance: float = 0.2) -> np.ndarray:
-    """
-    Planned minimum detectable accuracy loss of the exact McNemar test.
-
-    Parameters
-    ----------
-    n : array_like of int
-        Items per cell (all items the reference and the rung both saw).
-    alpha : float, default 0.05
-        The corrected two-sided level the cell is tested at (e.g. ``alpha / m`` for the
-        first step of :func:`fixed_sequence_graph` with ``m`` families).
-    power : float, default 0.8
-        Target power.
-    discordance : float, default 0.2
-        Design discordance ``psi = P(death) + P(resurrection)``, stated in advance, not
-        taken from the observed table.
-
-    Returns
-    -------
-    numpy.ndarray of float
-        Smallest loss ``delta`` (fraction; rung accuracy ``delta`` below the reference)
-        with power >= ``power``; NaN where even ``delta = psi`` (every discordant item a
-        death) is not detectable.
-
-    Notes
-    -----
-    Exact power from the conditional-binomial model of the paired design [1]_: the
-    discordant count ``D ~ Bin(n, psi)``, deaths given ``D`` ~ ``Bin(D, (psi + delta) /
-    (2 psi))``, and the exact test's rejection region at each ``D``. Cached per
-    ``(n, alpha, power, psi)``, so a grid of cells costs one computation per distinct n.
-
-    References
-    ----------
-    .. [1] Miettinen, O. S. (1968). The matched pairs design in the case of all-or-none
-       responses. Biometrics 24(2), 339-352.
-    """
-    (n,) = _counts(n)
-    if not 0 < discordance <= 1:
-        raise ValueError(f"discordance must be in (0, 1]; got {discordance}")
-    out = np.array([_mde_one(int(k), float(alpha), float(power), float(discordance)) for k in n.ravel()])
-    return out.reshape(n.shape)
-
-
-def items_needed(target_mde: float, alpha: float = 0.05, power: float = 0.8,
-                 discordance: float = 0.2, n_max: int = 100_000) -> int:
-    """
-    Items needed for the exact McNemar test to detect ``target_mde`` with ``power``.
-
-    Returns the ``n`` found by bisection with ``planned_mde(n) <= target_mde`` and
-    ``planned_mde(n - 1) > target_mde`` (exact power saw-tooths in n, so a smaller ``n``
-    can occasionally also suffice); raises ``ValueError`` when ``target_mde`` exceeds the
-    design discordance or ``n_max`` is not enough. See :func:`planned_mde`.
-    """
-    if not 0 < target_mde <= discordance:
-        raise ValueError(f"target_mde must be in (0, discordance={discordance}]; got {target_mde}")
-
-    def ok(k: int) -> bool:
-        m = _mde_one(k, float(alpha), float(power), float(discordance))
-        return not math.isnan(m) and m <= target_mde
-
-    lo, hi = 1, 2
-    while not ok(hi):  # doubling, then bisection: ok(hi) holds, ok(lo) does not
-        if hi >= n_max:
-            raise ValueError(f"more than n_max={n_max} items needed")
-        lo, hi = hi, min(2 * hi, n_max)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+# --------------------------------------------------------------------------- decisions
 
 
 def decide(ci_low, ci_high, p_adj_reject, margin: float) -> np.ndarray:
@@ -687,95 +399,3 @@ def decide(ci_low, ci_high, p_adj_reject, margin: float) -> np.ndarray:
         loss = rej & (hi < 0)
     out = np.where(equiv, EQUIVALENT, np.where(loss, LOSS, UNDECIDED))
     return out.astype(object)
-
-
-# --------------------------------------------------------------------------- transfer
-
-
-class RankAgreement(NamedTuple):
-    """Result of :func:`rank_agreement_exact`."""
-
-    n: int
-    tau_b: float
-    tau_pvalue: float
-    spearman: float
-    spearman_pvalue: float
-    exact: bool  # all n! pairings enumerated
-    can_show: bool  # n >= 5: otherwise the site says transfer "cannot be shown"
-
-
-def _tau_b(x, y, axis=-1):
-    """Kendall's tau-b along ``axis`` (vectorized for permutation_test)."""
-    x, y = np.moveaxis(np.asarray(x, float), axis, -1), np.moveaxis(np.asarray(y, float), axis, -1)
-    x, y = np.broadcast_arrays(x, y)
-    sx = np.sign(x[..., :, None] - x[..., None, :])
-    sy = np.sign(y[..., :, None] - y[..., None, :])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (sx * sy).sum((-1, -2)) / np.sqrt((sx * sx).sum((-1, -2)) * (sy * sy).sum((-1, -2)))
-
-
-def _spearman(x, y, axis=-1):
-    """Spearman's rho (Pearson on average ranks) along ``axis`` (vectorized)."""
-    rx = sps.rankdata(np.asarray(x, float), axis=axis)
-    ry = sps.rankdata(np.asarray(y, float), axis=axis)
-    rx, ry = np.broadcast_arrays(np.moveaxis(rx, axis, -1), np.moveaxis(ry, axis, -1))
-    rx = rx - rx.mean(-1, keepdims=True)
-    ry = ry - ry.mean(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (rx * ry).sum(-1) / np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
-
-
-def rank_agreement_exact(x, y, alternative: str = "two-sided", max_exact: int = 40_320,
-                         n_resamples: int = 9_999, rng=None) -> RankAgreement:
-    """
-    Kendall tau-b and Spearman rank agreement with permutation p-values.
-
-    Parameters
-    ----------
-    x, y : array_like of float, shape (n,)
-        Per-family scores of two models on their common measurable families.
-    alternative : {"two-sided", "greater", "less"}, default "two-sided"
-    max_exact : int, default 40320 (8!)
-        Enumerate all ``n!`` pairings when ``n! <= max_exact``; otherwise draw
-        ``n_resamples`` random pairings (``exact=False``).
-    n_resamples : int, default 9999
-    rng : numpy.random.Generator or int, optional
-
-    Returns
-    -------
-    RankAgreement
-        Statistics, permutation p-values, whether they are exact, and ``can_show``
-        (n >= 5; below that even perfect agreement has a two-sided p >= 2/24).
-
-    Notes
-    -----
-    ``scipy.stats.permutation_test(permutation_type="pairings")`` with vectorized tau-b
-    and Spearman statistics (ties: tau-b's tie correction, average ranks). Valid under
-    ties, unlike the normal approximations of ``kendalltau``/``spearmanr`` at small n.
-
-    References
-    ----------
-    .. [1] Kendall, M. G. (1945). The treatment of ties in ranking problems. Biometrika
-       33(3), 239-251.
-    .. [2] Pitman, E. J. G. (1937). Significance tests which may be applied to samples
-       from any populations. II. The correlation coefficient test. JRSS Suppl. 4, 225-232.
-    """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"x and y must be 1-D and aligned; got {x.shape} and {y.shape}")
-    if np.any(~np.isfinite(x) | ~np.isfinite(y)):
-        raise ValueError("x or y contains NaN or inf; keep only common measurable families")
-    n = x.size
-    if n < 2:
-        return RankAgreement(n, math.nan, math.nan, math.nan, math.nan, False, False)
-    exact = math.factorial(n) <= max_exact
-    out = []
-    for stat in (_tau_b, _spearman):
-        # one sample with y held fixed: "pairings" then permutes x against y, n! pairings in
-        # all (passing (x, y) would permute both samples, (n!)**2 resamples)
-        res = sps.permutation_test((x,), lambda xs, axis=-1, stat=stat: stat(xs, y, axis=axis),
-                                   permutation_type="pairings", vectorized=True,
-                                   n_resamples=np.inf if exact else n_resamples,
-                                   alternative=alternative, rng=rng)
-        out += [float(res.statistic), float(res.pvalue)]
-    return RankAgreement(n, *out, exact, n >= 5)

@@ -14,24 +14,29 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from gguf_fragility.profile import Profile
+from gguf_fragility.stats import multiplicity
 from gguf_fragility.stats.deathorder import death_order
 from gguf_fragility.stats.decision import decision_matrix, recommend
-from gguf_fragility.stats.grid import paired_grid
+from gguf_fragility.stats.grid import DEFAULT_SETTINGS, MDE_POWER, UNTESTABLE, Settings, lens_grid
 from gguf_fragility.stats.inputs import Results
+from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
 from gguf_fragility.store import write_json_atomic, write_tables
 
 
 class StatsTables(NamedTuple):
     """Every table notebook 05 writes; field name = CSV name."""
 
-    accuracy: pd.DataFrame  # model × family × rung × subset, Wilson CI
-    comparisons: pd.DataFrame  # paired tests vs reference
-    death_order: pd.DataFrame  # model × subset × family
+    accuracy: pd.DataFrame  # model × family × rung (reference and floor included), Wilson CI
+    comparisons: pd.DataFrame  # model × lens × family × rung: the three lenses, decisions
+    death_order: pd.DataFrame  # model × measurable family: death rung per lens, fragility, ranks
     decision: pd.DataFrame  # model × rung
     recommendations: pd.DataFrame  # model × memory budget
+    planner: pd.DataFrame  # model × measurable family: planned MDE, items a target MDE needs
+    lens_summary: pd.DataFrame  # model × lens: decided, undecided and untestable cells
 
 
 def reference_rungs(ladder: pd.DataFrame) -> dict[str, str]:
@@ -45,11 +50,23 @@ def reference_rungs(ladder: pd.DataFrame) -> dict[str, str]:
     return dict(zip(refs["model"].astype(str), refs["rung"].astype(str), strict=True))
 
 
+def settings_of(profile: Profile) -> Settings:
+    """The grid's :class:`~gguf_fragility.stats.grid.Settings` from a profile."""
+    if profile.correction != "holm":
+        raise ValueError(f"correction {profile.correction!r}: the lens design tests a fixed "
+                         "sequence per family with Holm across families (the graph); "
+                         "use correction: holm")
+    return Settings(alpha=profile.alpha, mcnemar=profile.mcnemar,
+                    equivalence_margin=profile.equivalence_margin,
+                    margin_equivalence_nats=profile.margin_equivalence_nats,
+                    design_discordance=profile.design_discordance, n_boot=profile.n_boot,
+                    seed=profile.seed)
+
+
 def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
                  costs: pd.DataFrame | None = None, shift: pd.DataFrame | None = None, *,
-                 seed: int, n_boot: int = 10_000, correction: str = "holm",
-                 mcnemar: str = "exact", alpha: float = 0.05,
-                 budgets_gib=(1, 2, 4, 8)) -> StatsTables:
+                 settings: Settings = DEFAULT_SETTINGS, budgets_gib=(1, 2, 4, 8),
+                 target_mde: float | None = None) -> StatsTables:
     """
     Compute every statistics table of the report from the sweep's outputs.
 
@@ -57,91 +74,136 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
     ----------
     items, ladder, costs, shift : pandas.DataFrame
         As returned by :func:`load_results`; ``costs``/``shift`` may be None.
-    seed : int
-        Bootstrap seed.
-    n_boot : int, default 10000
-    correction : {"holm", "bh", "fdr_bh", "bonferroni"}, default "holm"
-    mcnemar : {"exact", "midp"}, default "exact"
-    alpha : float, default 0.05
+    settings : Settings
+        Level, McNemar variant, margins, design discordance, bootstrap (see
+        :func:`settings_of`).
     budgets_gib : sequence of float, default (1, 2, 4, 8)
+    target_mde : float, optional
+        When set, ``planner.items_needed`` says how many items each family needs to
+        detect this accuracy loss at its corrected level.
 
     Returns
     -------
     StatsTables
-        accuracy, comparisons, death_order, decision, recommendations; ``accuracy`` and
-        ``comparisons`` gain the rung's real ``bpw`` and are sorted by model, subset,
-        family and falling bpw; ``comparisons`` also gains calibration's ``measurable``
-        gate, and the death order and decision tables use measurable families only.
 
     See Also
     --------
-    gguf_fragility.stats.grid.paired_grid, gguf_fragility.stats.deathorder.death_order,
+    gguf_fragility.stats.grid.lens_grid, gguf_fragility.stats.deathorder.death_order,
     gguf_fragility.stats.decision.decision_matrix, gguf_fragility.stats.decision.recommend
     """
     refs = reference_rungs(ladder)
-    grid = paired_grid(items, refs, seed=seed, n_boot=n_boot, correction=correction,
-                       mcnemar=mcnemar, alpha=alpha)
-    cmp = grid.comparisons.assign(measurable=measurable_rows(grid.comparisons, items))
-    # death order and decisions stand on measurable families only (calibration's gate)
-    keep = cmp.measurable.to_numpy()
-    order = death_order(cmp[keep].reset_index(drop=True), grid.boot[:, keep], ladder,
-                        alpha=alpha)
-    dm = decision_matrix(cmp[keep], ladder, costs, shift)
-    bpw = ladder[["model", "rung", "bpw"]]
+    lad = ladder.drop_duplicates(["model", "rung"])
+    bpw = dict(zip(zip(lad["model"].astype(str), lad["rung"].astype(str), strict=True),
+                   lad["bpw"].astype(float), strict=True))
+    grid = lens_grid(items, refs, bpw, settings=settings)
+    cmp = grid.comparisons
+    order = death_order(items, cmp, refs, seed=settings.seed, n_boot=settings.n_boot,
+                        alpha=settings.alpha)
+    dm = decision_matrix(cmp, ladder, costs, shift, alpha=settings.alpha,
+                         margin=settings.equivalence_margin)
+    acc = grid.accuracy.assign(bpw=[bpw.get((m, r), np.nan) for m, r in
+                                    zip(grid.accuracy["model"], grid.accuracy["rung"],
+                                        strict=True)])
+    acc = acc.sort_values(["model", "family", "bpw"], ascending=[True, True, False],
+                          ignore_index=True, na_position="last")
+    return StatsTables(acc, cmp, order, dm, recommend(dm, budgets_gib),
+                       planner(cmp, settings, target_mde), lens_summary(cmp))
 
-    def with_bpw(df):
-        out = df.merge(bpw, on=["model", "rung"], how="left")
-        return out.sort_values(["model", "subset", "family", "bpw"],
-                               ascending=[True, False, True, False], ignore_index=True)
 
-    return StatsTables(with_bpw(grid.accuracy), with_bpw(cmp), order, dm,
-                       recommend(dm, budgets_gib))
+def planner(comparisons: pd.DataFrame, settings: Settings,
+            target_mde: float | None = None) -> pd.DataFrame:
+    """
+    Planned MDE of each measurable family (correctness lens) and, with a target, items needed.
+
+    Columns ``model, family, n, level, planned_mde, mde_basis, design_discordance,
+    target_mde, items_needed``: ``level`` is the corrected level of the family's first
+    step (alpha over the tested families); ``items_needed`` is
+    :func:`gguf_fragility.stats.multiplicity.items_needed` at that level with the design
+    discordance (NaN without a target, or when the target exceeds the discordance).
+    """
+    c = comparisons[(comparisons["lens"] == "correctness") & comparisons["measurable"]]
+    fam = c.groupby(["model", "family"], as_index=False).agg(
+        n=("n", "max"), level=("level", "first"), planned_mde=("planned_mde", "min"),
+        mde_basis=("mde_basis", "first"))
+    fam["design_discordance"] = settings.design_discordance
+    fam["target_mde"] = np.nan if target_mde is None else float(target_mde)
+    need = []
+    for lvl in fam["level"]:
+        try:
+            need.append(np.nan if target_mde is None else multiplicity.items_needed(
+                target_mde, alpha=float(lvl), power=MDE_POWER,
+                discordance=settings.design_discordance))
+        except ValueError:
+            need.append(np.nan)
+    fam["items_needed"] = need
+    return fam
 
 
-def measurable_rows(table: pd.DataFrame, items: pd.DataFrame) -> pd.Series:
-    """Calibration's ``measurable`` gate of each row's model × family (True if items lack it)."""
-    if "measurable" not in items.columns:
-        return pd.Series(True, index=table.index)
-    gate = items.groupby(["model", "family"])["measurable"].first()
-    keys = pd.MultiIndex.from_frame(table[["model", "family"]].astype(str))
-    return pd.Series(gate.reindex(keys).fillna(False).to_numpy(bool), index=table.index)
+def lens_summary(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """
+    Per model × lens: measurable cells, how many were decided, and what the rest could detect.
+
+    Columns ``model, lens, n_cells, n_testable, n_loss, n_equivalent, n_decided,
+    n_undecided, n_untestable, undecided_mde_min, undecided_mde_max, mde_unit,
+    n_dead_families, floor_flip_rate`` (the noise floor's mean flip rate against the
+    reference over the model's measurable families, fidelity rows; NaN without a floor).
+    """
+    c = comparisons[comparisons["measurable"].astype(bool)]
+    rows = []
+    for (model, lens), g in c.groupby(["model", "lens"], sort=True):
+        d = g["decision"]
+        und = g.loc[d == UNDECIDED, "planned_mde"].astype(float)
+        n_loss, n_eq = int((d == LOSS).sum()), int((d == EQUIVALENT).sum())
+        fl = g.drop_duplicates("family")
+        floor = (fl["floor_flips"].sum() / fl["n"].sum()
+                 if lens == "fidelity" and (fl["floor"] == "measured").all() and fl["n"].sum()
+                 else np.nan)
+        rows.append({"model": model, "lens": lens, "n_cells": len(g),
+                     "n_testable": int(g["testable"].sum()), "n_loss": n_loss,
+                     "n_equivalent": n_eq, "n_decided": n_loss + n_eq,
+                     "n_undecided": int((d == UNDECIDED).sum()),
+                     "n_untestable": int((d == UNTESTABLE).sum()),
+                     "undecided_mde_min": und.min() if und.notna().any() else np.nan,
+                     "undecided_mde_max": und.max() if und.notna().any() else np.nan,
+                     "mde_unit": g["mde_unit"].iloc[0],
+                     "n_dead_families": int(g.loc[d == LOSS, "family"].nunique()),
+                     "floor_flip_rate": floor})
+    return pd.DataFrame(rows)
 
 
 def stats_config(profile: Profile) -> dict:
     """The profile settings the statistics used (``tables/stats_config.json``)."""
     return {"profile": profile.name, "n_boot": profile.n_boot, "seed": profile.seed,
             "correction": profile.correction, "mcnemar": profile.mcnemar,
-            "alpha": profile.alpha, "budgets_gib": list(profile.budgets_gib)}
+            "alpha": profile.alpha, "equivalence_margin": profile.equivalence_margin,
+            "margin_equivalence_nats": profile.margin_equivalence_nats,
+            "design_discordance": profile.design_discordance, "mde_power": MDE_POWER,
+            "target_mde": profile.target_mde, "noise_floor": profile.noise_floor,
+            "budgets_gib": list(profile.budgets_gib)}
 
 
 def analyse(profile: Profile, r: Results) -> StatsTables:
     """Every statistics table of a run with the profile's settings, written to ``tables/``."""
-    tables = stats_tables(r.items, r.ladder, r.costs, r.shift, seed=profile.seed,
-                          n_boot=profile.n_boot, correction=profile.correction,
-                          mcnemar=profile.mcnemar, alpha=profile.alpha,
-                          budgets_gib=profile.budgets_gib)
+    tables = stats_tables(r.items, r.ladder, r.costs, r.shift, settings=settings_of(profile),
+                          budgets_gib=profile.budgets_gib, target_mde=profile.target_mde)
     write_tables(tables, profile.layout.tables_dir)
     write_json_atomic(profile.layout.tables_dir / "stats_config.json", stats_config(profile))
     return tables
 
 
 def summary(tables: StatsTables) -> str:
-    """The death order in sentences: how many cells die, which family is most fragile."""
-    order = tables.death_order.query("subset == 'usable'")
-    dead = order[order["death_rung"].fillna("") != ""]
-    lines = [f"{len(dead)} of {len(order)} model × family cells die on usable items; "
-             f"{int(dead['persistent'].astype(bool).sum())} of those deaths are persistent."]
-    for model, g in order.groupby("model"):
-        lines.append(f"{model}: most fragile {g.iloc[0]['family']} (rank interval "
-                     f"{g.iloc[0]['rank_ci_low']:.0f}-{g.iloc[0]['rank_ci_high']:.0f}), "
-                     f"most robust {g.iloc[-1]['family']}.")
+    """Per model and lens: dead families, decided and undecided cells, in sentences."""
+    lines = []
+    for _, r in tables.lens_summary.iterrows():
+        lines.append(f"{r['model']} / {r['lens']}: {r['n_dead_families']} families show a loss; "
+                     f"{r['n_decided']} of {r['n_cells']} measurable cells decided "
+                     f"({r['n_loss']} loss, {r['n_equivalent']} equivalent), "
+                     f"{r['n_undecided']} undecided, {r['n_untestable']} untestable.")
     return "\n".join(lines)
 
 
 def inputs_summary(r: Results) -> pd.DataFrame:
-    """Items, families, usable items and raw accuracy per model × rung (what was loaded)."""
+    """Items, families and raw accuracy per model × rung (the floor is a pseudo-rung)."""
     return r.items.groupby(["model", "rung"]).agg(
-        items=("item_id", "size"), families=("family", "nunique"), usable=("usable", "sum"),
+        items=("item_id", "size"), families=("family", "nunique"),
         accuracy=("correct", "mean"))
-
-

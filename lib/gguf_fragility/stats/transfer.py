@@ -1,20 +1,21 @@
 """Does a death order found on one model family transfer to another?
 
-Notebook 06 calls this module on the sweep's item rows and notebook 05's tables::
+Notebook 06 calls this module on notebook 05's tables::
 
     from gguf_fragility.stats import inputs, transfer
     t = transfer.analyse(profile, inputs.load_results(profile.layout))  # writes tables/*.csv
-    print(transfer.conclusion(t.transfer_rank, t.transfer_safety, "model-a", "model-b"))
+    print(transfer.conclusion(t.transfer_rank, t.transfer_decisions, "model-a", "model-b"))
 
 Every table has ``model_a, model_b`` columns; each ordered pair of models gets its own
-rows, so "safe on A → safe on B" is read in both directions. Only families measurable on
-both models (``usable`` items on each, at least ``min_usable``) are compared.
+rows. Only families measurable on both models are compared. With fewer than
+:data:`MIN_FAMILIES` of them no correlation is printed: transfer "cannot be shown" (even
+perfect agreement of four families has an exact two-sided p of 1/12).
 """
 
 from __future__ import annotations
 
 import itertools
-import warnings
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -22,19 +23,114 @@ import pandas as pd
 from scipy import stats as sps
 
 from gguf_fragility.profile import Profile
-from gguf_fragility.stats.deathorder import trapezoid_weights
+from gguf_fragility.stats.grid import LENSES
 from gguf_fragility.stats.inputs import Results
+from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
 from gguf_fragility.store import write_tables
 
-SUBSET = "usable"  # the primary subset of notebook 05's tables
+MIN_FAMILIES = 5  # common measurable families needed before a rank correlation is shown
+N_RESAMPLES = 9_999  # random pairings when all n! are too many (n > 8)
+CANNOT = f"cannot be shown: fewer than {MIN_FAMILIES} common measurable families"
 
 
 class TransferTables(NamedTuple):
     """Every table notebook 06 writes; field name = CSV name without the ``.csv``."""
 
-    transfer_families: pd.DataFrame  # model pair × family: fragility, rank, death rung on each
-    transfer_rank: pd.DataFrame  # model pair: Kendall tau-b, Spearman, bootstrap CIs, counts
-    transfer_safety: pd.DataFrame  # model pair × rung match (by name, by bpw): 2×2 safety table
+    transfer_families: pd.DataFrame  # model pair × family: fragility, ranks, death rungs on each
+    transfer_rank: pd.DataFrame  # model pair: exact permutation tau-b and Spearman, verdict
+    transfer_decisions: pd.DataFrame  # model pair × lens × rung match: decisions on both
+
+
+# --------------------------------------------------------------------------- rank agreement
+
+
+class RankAgreement(NamedTuple):
+    """Result of :func:`rank_agreement_exact`."""
+
+    n: int
+    tau_b: float
+    tau_pvalue: float
+    spearman: float
+    spearman_pvalue: float
+    exact: bool  # all n! pairings enumerated
+    can_show: bool  # n >= 5: otherwise the site says transfer "cannot be shown"
+
+
+def _tau_b(x, y, axis=-1):
+    """Kendall's tau-b along ``axis`` (vectorized for permutation_test)."""
+    x, y = np.moveaxis(np.asarray(x, float), axis, -1), np.moveaxis(np.asarray(y, float), axis, -1)
+    x, y = np.broadcast_arrays(x, y)
+    sx = np.sign(x[..., :, None] - x[..., None, :])
+    sy = np.sign(y[..., :, None] - y[..., None, :])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sx * sy).sum((-1, -2)) / np.sqrt((sx * sx).sum((-1, -2)) * (sy * sy).sum((-1, -2)))
+
+
+def _spearman(x, y, axis=-1):
+    """Spearman's rho (Pearson on average ranks) along ``axis`` (vectorized)."""
+    rx = sps.rankdata(np.asarray(x, float), axis=axis)
+    ry = sps.rankdata(np.asarray(y, float), axis=axis)
+    rx, ry = np.broadcast_arrays(np.moveaxis(rx, axis, -1), np.moveaxis(ry, axis, -1))
+    rx = rx - rx.mean(-1, keepdims=True)
+    ry = ry - ry.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(-1) / np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
+
+
+def rank_agreement_exact(x, y, alternative: str = "two-sided", max_exact: int = 40_320,
+                         n_resamples: int = 9_999, rng=None) -> RankAgreement:
+    """
+    Kendall tau-b and Spearman rank agreement with permutation p-values.
+
+    Parameters
+    ----------
+    x, y : array_like of float, shape (n,)
+        Per-family scores of two models on their common measurable families.
+    alternative : {"two-sided", "greater", "less"}, default "two-sided"
+    max_exact : int, default 40320 (8!)
+        Enumerate all ``n!`` pairings when ``n! <= max_exact``; otherwise draw
+        ``n_resamples`` random pairings (``exact=False``).
+    n_resamples : int, default 9999
+    rng : numpy.random.Generator or int, optional
+
+    Returns
+    -------
+    RankAgreement
+        Statistics, permutation p-values, whether they are exact, and ``can_show``
+        (n >= 5; below that even perfect agreement has a two-sided p >= 2/24).
+
+    Notes
+    -----
+    ``scipy.stats.permutation_test(permutation_type="pairings")`` with vectorized tau-b
+    and Spearman statistics (ties: tau-b's tie correction, average ranks). Valid under
+    ties, unlike the normal approximations of ``kendalltau``/``spearmanr`` at small n.
+
+    References
+    ----------
+    .. [1] Kendall, M. G. (1945). The treatment of ties in ranking problems. Biometrika
+       33(3), 239-251.
+    .. [2] Pitman, E. J. G. (1937). Significance tests which may be applied to samples
+       from any populations. II. The correlation coefficient test. JRSS Suppl. 4, 225-232.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D and aligned; got {x.shape} and {y.shape}")
+    if np.any(~np.isfinite(x) | ~np.isfinite(y)):
+        raise ValueError("x or y contains NaN or inf; keep only common measurable families")
+    n = x.size
+    if n < 2:
+        return RankAgreement(n, math.nan, math.nan, math.nan, math.nan, False, False)
+    exact = math.factorial(n) <= max_exact
+    out = []
+    for stat in (_tau_b, _spearman):
+        # one sample with y held fixed: "pairings" then permutes x against y, n! pairings in
+        # all (passing (x, y) would permute both samples, (n!)**2 resamples)
+        res = sps.permutation_test((x,), lambda xs, axis=-1, stat=stat: stat(xs, y, axis=axis),
+                                   permutation_type="pairings", vectorized=True,
+                                   n_resamples=np.inf if exact else n_resamples,
+                                   alternative=alternative, rng=rng)
+        out += [float(res.statistic), float(res.pvalue)]
+    return RankAgreement(n, *out, exact, n >= 5)
 
 
 def names(s: pd.Series) -> pd.Series:
@@ -42,143 +138,44 @@ def names(s: pd.Series) -> pd.Series:
     return s.astype(object).where(s.notna(), "").astype(str)
 
 
-def item_scores(items: pd.DataFrame, ladder: pd.DataFrame, model: str) -> pd.DataFrame:
+def common_families(death_order: pd.DataFrame, a: str, b: str, min_items: int = 1) -> list[str]:
+    """Families measurable on both models (rows of ``death_order``) with ``min_items`` items each."""
+    d = death_order[death_order["n"] >= min_items]
+    return sorted(set(d.loc[d["model"] == a, "family"]) & set(d.loc[d["model"] == b, "family"]))
+
+
+def rank_row(death_order: pd.DataFrame, a: str, b: str, families, *, alpha: float = 0.05,
+             seed: int = 0) -> dict:
     """
-    Per-item fragility contributions of one model, on its usable items.
+    Exact permutation rank agreement of two models' fragility over their common families.
 
-    Parameters
-    ----------
-    items : pandas.DataFrame
-        The item contract: ``model, rung, family, item_id, correct, usable``.
-    ladder : pandas.DataFrame
-        ``model, rung, is_reference, bpw``.
-    model : str
-
-    Returns
-    -------
-    pandas.DataFrame
-        Index ``(family, item_id)``, one column ``score``: the item's loss (reference right,
-        rung wrong = 1; the reverse = -1) summed over rungs with the trapezoid weights of
-        :func:`gguf_fragility.stats.deathorder.death_order`, in pp × bpw. The mean over a
-        family's items is that family's fragility index.
-
-    Notes
-    -----
-    Fragility is linear in the per-rung accuracy differences, so it is the mean of
-    per-item scores; resampling items therefore resamples fragility exactly.
+    Returns ``n_families, can_show, verdict, kendall_tau_b, kendall_p, spearman_rho,
+    spearman_p, p_method, n_pairings`` (all ``n!`` pairings, or the random ones drawn);
+    the statistics are NaN when ``can_show`` is False.
+    "agreement shown" needs the tau-b permutation p below ``alpha`` and tau-b > 0
+    ("reversal shown" with tau-b < 0); otherwise "not shown", never "no transfer".
     """
-    lad = ladder[ladder["model"] == model]
-    if lad.empty:
-        raise ValueError(f"ladder has no rows for model {model!r}")
-    refs = lad.loc[lad["is_reference"].astype(bool), "rung"].tolist()
-    if len(refs) != 1:
-        raise ValueError(f"model {model!r} needs exactly one reference rung; got {refs}")
-    ref = refs[0]
-    sub = items[(items["model"] == model) & items["usable"].astype(bool)]
-    wide = sub.pivot_table(index=["family", "item_id"], columns="rung", values="correct",
-                           aggfunc="first").astype(float)
-    rungs = sorted((r for r in wide.columns if r != ref),
-                   key=lambda r: -float(lad.set_index("rung").loc[r, "bpw"]))
-    if ref not in wide.columns or not rungs:
-        raise ValueError(f"model {model!r} has no reference rows or no rung to compare")
-    bpw = lad.set_index("rung")["bpw"].astype(float)
-    x = np.r_[bpw[rungs].to_numpy()[::-1], bpw[ref]]  # increasing bpw, reference last
-    w = trapezoid_weights(x)[:-1][::-1]  # weight of each rung, highest bpw first
-    loss = wide[[ref]].to_numpy() - wide[rungs].to_numpy()  # (n_items, n_rungs)
-    return pd.DataFrame({"score": 100 * loss @ w}, index=wide.index)
-
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho of each row pair of (n_boot, n) arrays (average ranks for ties)."""
-    rx = sps.rankdata(x, axis=1)
-    ry = sps.rankdata(y, axis=1)
-    rx = rx - rx.mean(axis=1, keepdims=True)
-    ry = ry - ry.mean(axis=1, keepdims=True)
-    den = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (rx * ry).sum(axis=1) / den, np.nan)
-
-
-def rank_agreement(scores_a: pd.DataFrame, scores_b: pd.DataFrame, families, *,
-                   n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
-    """
-    Kendall's tau-b and Spearman's rho of two models' fragility orders, with bootstrap CIs.
-
-    Parameters
-    ----------
-    scores_a, scores_b : pandas.DataFrame
-        :func:`item_scores` of each model.
-    families : sequence of str
-        Families measurable on both models (at least 3).
-    n_boot : int, default 2000
-    seed : int, default 0
-    alpha : float, default 0.05
-        The CIs are percentile intervals at level ``1 - alpha``.
-
-    Returns
-    -------
-    dict
-        ``n_families, kendall_tau_b, kendall_p, kendall_ci_low, kendall_ci_high,
-        spearman_rho, spearman_p, spearman_ci_low, spearman_ci_high, n_boot, n_boot_defined``
-        (``n_boot_defined``: replicates where tau-b is defined).
-
-    Notes
-    -----
-    The bootstrap resamples items within each family, the same item ids for both models
-    (items are shared across models; an item usable on only one model counts on that one
-    only), so shared item difficulty is kept paired. A replicate where a family draws no
-    usable item on a model is dropped. Tau-b is undefined in a replicate where one model's
-    fragilities are all tied (typically all 0: nothing died in the drawn items); the
-    percentile interval is taken over the defined replicates and is NaN when fewer than
-    half of ``n_boot`` are defined, since it would then describe an unrepresentative subset.
-    With few families the tau-b interval is wide and its p-value (scipy's, exact for no
-    ties) is the honest summary; ties among fragilities (common with few items) lower tau-b.
-    """
-    families = list(families)
-    if len(families) < 3:
-        raise ValueError(f"need at least 3 common families for a rank correlation; got "
-                         f"{len(families)}: {families}")
-    fa = np.array([scores_a.loc[f, "score"].mean() for f in families])
-    fb = np.array([scores_b.loc[f, "score"].mean() for f in families])
-    tau = sps.kendalltau(fa, fb, variant="b")
-    rho = sps.spearmanr(fa, fb)
-    rng = np.random.default_rng(seed)
-    ba = np.empty((n_boot, len(families)))
-    bb = np.empty((n_boot, len(families)))
-    for j, f in enumerate(families):
-        sa, sb = scores_a.loc[f, "score"], scores_b.loc[f, "score"]
-        ids = sorted(set(sa.index) | set(sb.index))
-        draw = rng.integers(0, len(ids), size=(n_boot, len(ids)))  # shared by both models
-        for s, out in ((sa, ba), (sb, bb)):
-            vals = s.reindex(ids).to_numpy(float)[draw]  # NaN: not usable on this model
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicate: dropped
-                out[:, j] = np.nanmean(vals, axis=1)
-    ok = np.isfinite(ba).all(axis=1) & np.isfinite(bb).all(axis=1)
-    taus = np.array([sps.kendalltau(x, y, variant="b").statistic
-                     for x, y in zip(ba[ok], bb[ok], strict=True)])
-    rhos = _spearman(ba[ok], bb[ok])
-    q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
-
-    def ci(v):
-        v = v[np.isfinite(v)]
-        return tuple(np.percentile(v, q)) if len(v) >= n_boot / 2 else (np.nan, np.nan)
-
-    (tlo, thi), (rlo, rhi) = ci(taus), ci(rhos)
-    n_defined = int(np.isfinite(taus).sum())
-    return {"n_families": len(families), "kendall_tau_b": float(tau.statistic),
-            "kendall_p": float(tau.pvalue), "kendall_ci_low": tlo, "kendall_ci_high": thi,
-            "spearman_rho": float(rho.statistic), "spearman_p": float(rho.pvalue),
-            "spearman_ci_low": rlo, "spearman_ci_high": rhi, "n_boot": int(n_boot),
-            "n_boot_defined": n_defined}
-
-
-def common_families(death_order: pd.DataFrame, a: str, b: str, min_usable: int = 1) -> list[str]:
-    """Families with at least ``min_usable`` usable items on both models (sorted)."""
-    d = death_order[(death_order["subset"] == SUBSET) & (death_order["n"] >= min_usable)]
-    fa = set(d.loc[d["model"] == a, "family"])
-    fb = set(d.loc[d["model"] == b, "family"])
-    return sorted(fa & fb)
+    n = len(families)
+    row = {"n_families": n, "can_show": n >= MIN_FAMILIES, "verdict": CANNOT,
+           "kendall_tau_b": np.nan, "kendall_p": np.nan, "spearman_rho": np.nan,
+           "spearman_p": np.nan, "p_method": "", "n_pairings": np.nan}
+    if n < MIN_FAMILIES:
+        return row
+    fa = death_order[death_order["model"] == a].set_index("family").loc[families, "fragility"]
+    fb = death_order[death_order["model"] == b].set_index("family").loc[families, "fragility"]
+    r = rank_agreement_exact(fa.to_numpy(float), fb.to_numpy(float), rng=seed,
+                             n_resamples=N_RESAMPLES)
+    row.update(kendall_tau_b=r.tau_b, kendall_p=r.tau_pvalue, spearman_rho=r.spearman,
+               spearman_p=r.spearman_pvalue,
+               p_method="exact permutation" if r.exact else "Monte Carlo permutation",
+               n_pairings=math.factorial(n) if r.exact else N_RESAMPLES)
+    if not np.isfinite(r.tau_b):
+        row["verdict"] = "not shown: one model's fragilities all tie"
+    elif r.tau_pvalue < alpha:
+        row["verdict"] = "agreement shown" if r.tau_b > 0 else "reversal shown"
+    else:
+        row["verdict"] = "not shown"
+    return row
 
 
 def _nearest_rung(bpw_b: pd.Series, target: float) -> str:
@@ -187,170 +184,155 @@ def _nearest_rung(bpw_b: pd.Series, target: float) -> str:
     return str(gap.sort_values(kind="stable").index[0])
 
 
-def safety_tables(comparisons: pd.DataFrame, ladder: pd.DataFrame, a: str, b: str,
-                  families) -> pd.DataFrame:
+def decision_tables(comparisons: pd.DataFrame, ladder: pd.DataFrame, a: str, b: str,
+                    families) -> pd.DataFrame:
     """
-    The 2×2 "safe on A at R → safe on B at R" table for every rung of A, by name and by bpw.
-
-    Parameters
-    ----------
-    comparisons : pandas.DataFrame
-        Notebook 05's ``comparisons.csv`` (``model, family, rung, subset, worse``).
-    ladder : pandas.DataFrame
-        ``model, rung, is_reference, bpw``.
-    a, b : str
-        The two models; A is the one a user has measured.
-    families : sequence of str
-        Families measurable on both.
+    How the decisions on A carry to B, per lens and rung of A, by name and by bpw.
 
     Returns
     -------
     pandas.DataFrame
-        One row per (match, rung of A) plus one pooled row per match (``rung_a`` = "all"):
-        ``model_a, model_b, match`` ({"name", "bpw"}), ``rung_a, rung_b, bpw_a, bpw_b,
-        n_families, safe_safe, safe_unsafe, unsafe_safe, unsafe_unsafe`` (A then B),
-        ``n_safe_a``, ``transfer_rate`` (P(safe on B | safe on A)), ``agreement``
-        (share of families with the same verdict on both).
+        One row per (lens, match, rung of A) plus a pooled row per lens and match
+        (``rung_a`` = "all"): ``model_a, model_b, lens, match`` ({"name", "bpw"}),
+        ``rung_a, rung_b, bpw_a, bpw_b, n_families, same_decision, loss_a, loss_both,
+        equivalent_a, equivalent_both, undecided_a, undecided_b``.
 
     Notes
     -----
-    *Safe* means not significantly worse than the model's own reference after the
-    grid-wide correction (``worse`` is False) on usable items; it is "no loss detected",
-    not "equivalent". *By name* pairs rungs with the same llama.cpp name (only names both
-    ladders have); *by bpw* pairs each rung of A with B's non-reference rung nearest in
-    real bits per weight, so a "Q2_K" that fell back to 5 bpw meets B's ~5 bpw rung.
+    Decisions are notebook 05's ("loss shown", "equivalent within ±m shown", "undecided",
+    "untestable"), each backed by an interval; "equivalent on A and on B" is the only
+    reading of "safe on both" this table supports. *By name* pairs rungs with the same
+    llama.cpp name; *by bpw* pairs each rung of A with B's rung nearest in real bits per
+    weight, so a "Q2_K" that fell back to 5 bpw meets B's ~5 bpw rung.
     """
-    c = comparisons[(comparisons["subset"] == SUBSET) & comparisons["family"].isin(families)]
-    worse = c.set_index(["model", "rung", "family"])["worse"].astype(bool)
+    c = comparisons[comparisons["family"].isin(families)]
+    dec = c.set_index(["model", "lens", "rung", "family"])["decision"]
     lad = ladder[~ladder["is_reference"].astype(bool)]
     bpw_a = lad[lad["model"] == a].set_index("rung")["bpw"].astype(float).sort_values(
         ascending=False)
     bpw_b = lad[lad["model"] == b].set_index("rung")["bpw"].astype(float)
     rows = []
-    for match in ("name", "bpw"):
-        pooled = np.zeros(4, int)
-        for ra, xa in bpw_a.items():
-            rb = ra if match == "name" else _nearest_rung(bpw_b, xa) if len(bpw_b) else None
-            if rb not in bpw_b.index:
-                continue
-            counts = np.zeros(4, int)  # safe_safe, safe_unsafe, unsafe_safe, unsafe_unsafe
-            n = 0
-            for f in families:
-                ka, kb = (a, ra, f), (b, rb, f)
-                if ka not in worse.index or kb not in worse.index:
+    for lens in LENSES:
+        for match in ("name", "bpw"):
+            pooled = np.zeros(8, int)
+            for ra, xa in bpw_a.items():
+                rb = ra if match == "name" else _nearest_rung(bpw_b, xa) if len(bpw_b) else None
+                if rb not in bpw_b.index:
                     continue
-                counts[2 * int(worse[ka]) + int(worse[kb])] += 1
-                n += 1
-            if n == 0:
-                continue
-            pooled += counts
-            rows.append(_safety_row(a, b, match, ra, rb, xa, bpw_b[rb], n, counts))
-        if pooled.sum():
-            rows.append(_safety_row(a, b, match, "all", "all", np.nan, np.nan,
-                                    int(pooled.sum()), pooled))
-    cols = ["model_a", "model_b", "match", "rung_a", "rung_b", "bpw_a", "bpw_b", "n_families",
-            "safe_safe", "safe_unsafe", "unsafe_safe", "unsafe_unsafe", "n_safe_a",
-            "transfer_rate", "agreement"]
-    return pd.DataFrame(rows, columns=cols)
+                k = np.zeros(8, int)
+                for f in families:
+                    ka, kb = (a, lens, ra, f), (b, lens, rb, f)
+                    if ka not in dec.index or kb not in dec.index:
+                        continue
+                    da, db = dec[ka], dec[kb]
+                    k += [1, da == db, da == LOSS, da == db == LOSS, da == EQUIVALENT,
+                          da == db == EQUIVALENT, da == UNDECIDED, db == UNDECIDED]
+                if k[0] == 0:
+                    continue
+                pooled += k
+                rows.append(_decision_row(a, b, lens, match, ra, rb, xa, bpw_b[rb], k))
+            if pooled[0]:
+                rows.append(_decision_row(a, b, lens, match, "all", "all", np.nan, np.nan,
+                                          pooled))
+    return pd.DataFrame(rows, columns=DECISION_COLUMNS)
 
 
-def _safety_row(a, b, match, ra, rb, xa, xb, n, counts) -> dict:
-    """One row of :func:`safety_tables`."""
-    ss, su, us, uu = (int(v) for v in counts)
-    return {"model_a": a, "model_b": b, "match": match, "rung_a": ra, "rung_b": rb,
-            "bpw_a": xa, "bpw_b": xb, "n_families": n, "safe_safe": ss, "safe_unsafe": su,
-            "unsafe_safe": us, "unsafe_unsafe": uu, "n_safe_a": ss + su,
-            "transfer_rate": ss / (ss + su) if ss + su else np.nan,
-            "agreement": (ss + uu) / n}
+DECISION_COLUMNS = ["model_a", "model_b", "lens", "match", "rung_a", "rung_b", "bpw_a", "bpw_b",
+                    "n_families", "same_decision", "loss_a", "loss_both", "equivalent_a",
+                    "equivalent_both", "undecided_a", "undecided_b"]
+
+
+def _decision_row(a, b, lens, match, ra, rb, xa, xb, k) -> dict:
+    """One row of :func:`decision_tables`."""
+    return dict(zip(DECISION_COLUMNS, [a, b, lens, match, ra, rb, xa, xb, *map(int, k)],
+                    strict=True))
 
 
 def family_table(death_order: pd.DataFrame, a: str, b: str, families) -> pd.DataFrame:
-    """Per common family: fragility, rank and death rung on each model, and whether they agree.
+    """Per common family: fragility, rank range and death rung per lens on each model.
 
-    Columns: ``model_a, model_b, family, n_a, n_b, fragility_a, fragility_b, rank_a,
-    rank_b`` (ranks re-computed among the common families, 1 = most fragile),
-    ``death_rung_a, death_bpw_a, death_rung_b, death_bpw_b, death_agree_name`` (same
-    rung name, or neither died) and ``death_bpw_gap`` (A minus B, NaN unless both died).
+    Columns: ``model_a, model_b, family, n_a, n_b, fragility_a, fragility_b, rank_low_a,
+    rank_high_a, rank_low_b, rank_high_b`` (ranks re-computed among the common families,
+    1 = most fragile, a tie spanning several ranks), and per lens ``death_rung_<lens>_a,
+    death_rung_<lens>_b, death_agree_<lens>`` (same rung name, or neither died).
     """
-    d = death_order[(death_order["subset"] == SUBSET) & death_order["family"].isin(families)]
-    keep = ["family", "n", "fragility", "death_rung", "death_bpw"]
+    from gguf_fragility.stats.deathorder import tie_ranks
+
+    d = death_order[death_order["family"].isin(families)]
+    keep = ["family", "n", "fragility", *[f"death_rung_{lens}" for lens in LENSES]]
     da = d.loc[d["model"] == a, keep].set_index("family")
     db = d.loc[d["model"] == b, keep].set_index("family")
     out = da.merge(db, left_index=True, right_index=True, suffixes=("_a", "_b")).reset_index()
     for s in ("a", "b"):
-        out[f"death_rung_{s}"] = names(out[f"death_rung_{s}"])
-        out[f"rank_{s}"] = sps.rankdata(-out[f"fragility_{s}"].to_numpy(), method="min")
-    out["death_agree_name"] = out["death_rung_a"] == out["death_rung_b"]
-    out["death_bpw_gap"] = out["death_bpw_a"] - out["death_bpw_b"]
+        lo, hi = tie_ranks(out[f"fragility_{s}"].to_numpy(float))
+        out[f"rank_low_{s}"], out[f"rank_high_{s}"] = lo, hi
+    for lens in LENSES:
+        for s in ("a", "b"):
+            out[f"death_rung_{lens}_{s}"] = names(out[f"death_rung_{lens}_{s}"])
+        out[f"death_agree_{lens}"] = out[f"death_rung_{lens}_a"] == out[f"death_rung_{lens}_b"]
     out.insert(0, "model_b", b)
     out.insert(0, "model_a", a)
     cols = ["model_a", "model_b", "family", "n_a", "n_b", "fragility_a", "fragility_b",
-            "rank_a", "rank_b", "death_rung_a", "death_bpw_a", "death_rung_b", "death_bpw_b",
-            "death_agree_name", "death_bpw_gap"]
-    return out[cols].sort_values(["rank_a", "family"], ignore_index=True)
+            "rank_low_a", "rank_high_a", "rank_low_b", "rank_high_b",
+            *[f"{k}" for lens in LENSES for k in (f"death_rung_{lens}_a", f"death_rung_{lens}_b",
+                                                  f"death_agree_{lens}")]]
+    return out[cols].sort_values(["rank_low_a", "family"], ignore_index=True)
 
 
-def transfer_tables(items: pd.DataFrame, ladder: pd.DataFrame, death_order: pd.DataFrame,
-                    comparisons: pd.DataFrame, *, models=None, min_usable: int = 1,
-                    n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> TransferTables:
+def transfer_tables(ladder: pd.DataFrame, death_order: pd.DataFrame,
+                    comparisons: pd.DataFrame, *, models=None, min_items: int = 1,
+                    seed: int = 0, alpha: float = 0.05) -> TransferTables:
     """
     Every transfer table for every ordered pair of models.
 
     Parameters
     ----------
-    items : pandas.DataFrame
-        The item contract (``model, rung, family, item_id, correct, usable``).
     ladder : pandas.DataFrame
         All models' ladder manifests (``model, rung, is_reference, bpw``).
     death_order, comparisons : pandas.DataFrame
-        Notebook 05's ``death_order.csv`` and ``comparisons.csv``.
+        Notebook 05's ``death_order.csv`` (measurable families only) and ``comparisons.csv``.
     models : sequence of str, optional
         Models to compare (default: every model in ``death_order``, sorted).
-    min_usable : int, default 1
-        Usable items a family needs on each model to count as measurable.
-    n_boot, seed, alpha
-        Bootstrap of :func:`rank_agreement`.
+    min_items : int, default 1
+        Items a family needs on each model to be compared.
+    seed : int
+        Seed of the random pairings when more than 8 families make enumeration too long.
+    alpha : float, default 0.05
 
     Returns
     -------
     TransferTables
-        Empty tables (with their columns) when fewer than two models are present; a pair
-        with fewer than 3 common families gets NaN correlations.
+        Empty tables (with their columns) when fewer than two models are present.
     """
     models = sorted(models or death_order["model"].astype(str).unique())
-    fam, rank, safe = [], [], []
+    fam, rank, dec = [], [], []
     for a, b in itertools.permutations(models, 2):
-        families = common_families(death_order, a, b, min_usable)
-        row = {"model_a": a, "model_b": b, "n_families": len(families)}
-        if len(families) >= 3:
-            row.update(rank_agreement(item_scores(items, ladder, a),
-                                      item_scores(items, ladder, b), families,
-                                      n_boot=n_boot, seed=seed, alpha=alpha))
+        families = common_families(death_order, a, b, min_items)
+        row = {"model_a": a, "model_b": b,
+               **rank_row(death_order, a, b, families, alpha=alpha, seed=seed)}
         ft = family_table(death_order, a, b, families)
-        row["n_death_agree_name"] = int(ft["death_agree_name"].sum())
+        for lens in LENSES:
+            row[f"n_death_agree_{lens}"] = int(ft[f"death_agree_{lens}"].sum())
         fam.append(ft)
         rank.append(row)
-        safe.append(safety_tables(comparisons, ladder, a, b, families))
-    rank_cols = ["model_a", "model_b", "n_families", "kendall_tau_b", "kendall_p",
-                 "kendall_ci_low", "kendall_ci_high", "spearman_rho", "spearman_p",
-                 "spearman_ci_low", "spearman_ci_high", "n_boot", "n_boot_defined",
-                 "n_death_agree_name"]
-    empty_fam = family_table(death_order.iloc[:0], "", "", [])
+        dec.append(decision_tables(comparisons, ladder, a, b, families))
+    rank_cols = ["model_a", "model_b", "n_families", "can_show", "verdict", "kendall_tau_b",
+                 "kendall_p", "spearman_rho", "spearman_p", "p_method", "n_pairings",
+                 *[f"n_death_agree_{lens}" for lens in LENSES]]
     return TransferTables(
-        pd.concat(fam, ignore_index=True) if fam else empty_fam,
+        pd.concat(fam, ignore_index=True) if fam else family_table(death_order.iloc[:0], "", "", []),
         pd.DataFrame(rank, columns=rank_cols),
-        pd.concat(safe, ignore_index=True) if safe else safety_tables(
-            comparisons.iloc[:0], ladder.iloc[:0], "", "", []))
+        pd.concat(dec, ignore_index=True) if dec else pd.DataFrame(columns=DECISION_COLUMNS))
 
 
 def analyse(profile: Profile, r: Results) -> TransferTables:
     """Every transfer table of a run, from notebook 05's tables and the profile's settings,
     written to ``tables/``."""
     tables = profile.layout.tables_dir
-    t = transfer_tables(r.items, r.ladder, pd.read_csv(tables / "death_order.csv"),
+    t = transfer_tables(r.ladder, pd.read_csv(tables / "death_order.csv"),
                         pd.read_csv(tables / "comparisons.csv"),
-                        min_usable=profile.transfer_min_usable, n_boot=profile.n_boot,
-                        seed=profile.seed, alpha=profile.alpha)
+                        min_items=profile.transfer_min_usable, seed=profile.seed,
+                        alpha=profile.alpha)
     write_tables(t, tables)
     return t
 
@@ -358,7 +340,7 @@ def analyse(profile: Profile, r: Results) -> TransferTables:
 def conclusions(t: TransferTables) -> str:
     """:func:`conclusion` for every ordered pair of models, as Markdown paragraphs."""
     pairs = t.transfer_rank[["model_a", "model_b"]].itertuples(index=False)
-    return ("\n\n".join(conclusion(t.transfer_rank, t.transfer_safety, a, b) for a, b in pairs)
+    return ("\n\n".join(conclusion(t.transfer_rank, t.transfer_decisions, a, b) for a, b in pairs)
             or "Fewer than two models: nothing to transfer.")
 
 
@@ -367,45 +349,45 @@ def _fmt(x: float, nd: int = 2) -> str:
     return f"{x:.{nd}f}"
 
 
-def conclusion(rank: pd.DataFrame, safety: pd.DataFrame, a: str, b: str) -> str:
+def conclusion(rank: pd.DataFrame, decisions: pd.DataFrame, a: str, b: str) -> str:
     """
-    One generated sentence on whether A's fragility order and safety transfer to B.
+    Generated sentences on whether A's fragility order and decisions carry over to B.
 
-    Every number in it is a cell of ``transfer_rank.csv`` or ``transfer_safety.csv``
-    (rounded, or a rate times 100), so the claim check can trace it.
+    Every number in it is a cell of ``transfer_rank.csv`` or ``transfer_decisions.csv``, so
+    the claim check can trace it. Below :data:`MIN_FAMILIES` common families it prints no
+    correlation: transfer "cannot be shown".
     """
     r = rank[(rank["model_a"] == a) & (rank["model_b"] == b)]
     if r.empty:
         return f"No transfer comparison of {a} and {b} was computed."
     r = r.iloc[0]
     n = int(r["n_families"])
-    if n < 3 or not np.isfinite(r.get("kendall_tau_b", np.nan)):
-        text = (f"Only {n} families are measurable on both {a} and {b}: too few for a rank "
-                "correlation of their fragility orders.")
+    if not bool(r["can_show"]):
+        text = (f"Only {n} families are measurable on both {a} and {b}: transfer of the fragility "
+                f"order cannot be shown (a rank correlation needs at least "
+                f"{MIN_FAMILIES} common families).")
+    elif not np.isfinite(r["kendall_tau_b"]):
+        text = (f"Across {n} families measurable on both {a} and {b}, one model's fragilities "
+                "all tie: no rank agreement can be shown.")
     else:
-        lo, hi = r["kendall_ci_low"], r["kendall_ci_high"]
-        if np.isfinite(lo) and lo > 0:
-            verdict = "the fragility order transfers (the interval excludes zero)"
-        elif np.isfinite(hi) and hi < 0:
-            verdict = "the fragility order is reversed (the interval lies below zero)"
-        elif np.isfinite(lo):
-            verdict = "no transfer of the fragility order can be shown (the interval includes zero)"
-        else:
-            verdict = "no transfer of the fragility order can be shown"
-        interval = (f"bootstrap interval {_fmt(lo)} to {_fmt(hi)}" if np.isfinite(lo) else
-                    f"no bootstrap interval: tau-b was defined in only "
-                    f"{int(r['n_boot_defined'])} of {int(r['n_boot'])} resamples, the others "
-                    f"drawing items where one model's fragilities all tie")
+        verdict = {"agreement shown": "the fragility order agrees (the permutation test "
+                                      "rejects independence)",
+                   "reversal shown": "the fragility order is reversed (the permutation test "
+                                     "rejects independence)"}.get(
+            r["verdict"], "agreement of the fragility orders is not shown (the permutation "
+                          "test does not reject independence; this is not evidence of "
+                          "disagreement)")
         text = (f"Across {n} families measurable on both models, {verdict}: Kendall's tau-b "
-                f"between {a} and {b} is {_fmt(r['kendall_tau_b'])} ({interval}; Spearman's "
-                f"rho {_fmt(r['spearman_rho'])}); death rungs agree by name for "
-                f"{int(r['n_death_agree_name'])} of {n} families.")
-    s = safety[(safety["model_a"] == a) & (safety["model_b"] == b) & (safety["rung_a"] == "all")]
+                f"between {a} and {b} is {_fmt(r['kendall_tau_b'])} ({r['p_method']} p = "
+                f"{_fmt(r['kendall_p'], 3)}; Spearman's rho {_fmt(r['spearman_rho'])}, p = "
+                f"{_fmt(r['spearman_p'], 3)}); correctness death rungs agree by name for "
+                f"{int(r['n_death_agree_correctness'])} of {n} families.")
+    s = decisions[(decisions["model_a"] == a) & (decisions["model_b"] == b)
+                  & (decisions["rung_a"] == "all") & (decisions["lens"] == "correctness")]
     for _, p in s.iterrows():
-        if p["n_safe_a"] == 0:
-            text += f" Matched by {p['match']}, no family was safe on {a} at any rung."
-            continue
-        text += (f" Matched by {'rung name' if p['match'] == 'name' else 'real bits per weight'},"
-                 f" a family safe on {a} was also safe on {b} in {int(p['safe_safe'])} of "
-                 f"{int(p['n_safe_a'])} cases ({_fmt(100 * p['transfer_rate'], 1)}%).")
+        how = "rung name" if p["match"] == "name" else "real bits per weight"
+        text += (f" Matched by {how}, of {int(p['equivalent_a'])} correctness cells shown "
+                 f"equivalent on {a}, {int(p['equivalent_both'])} were also shown equivalent "
+                 f"on {b}; of {int(p['loss_a'])} with a loss shown on {a}, "
+                 f"{int(p['loss_both'])} also showed one on {b}.")
     return text

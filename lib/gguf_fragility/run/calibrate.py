@@ -17,12 +17,12 @@ import hashlib
 from typing import NamedTuple
 
 import pandas as pd
+from statsmodels.stats.proportion import proportion_confint
 
 from gguf_fragility.probes.evaluate import VARIANTS
 from gguf_fragility.profile import Profile
 from gguf_fragility.run.shift import reference_topk, sample_tokens, save_reference
 from gguf_fragility.run.sweep import evaluate_rung, open_engine, rung_row
-from gguf_fragility.stats.paired import wilson_ci
 from gguf_fragility.store import write_json_atomic, write_table_atomic
 
 
@@ -53,7 +53,7 @@ def family_report(items: pd.DataFrame, min_usable: int) -> pd.DataFrame:
     g = items.groupby(["model", "family"], sort=False)
     rep = g.agg(n=("correct_v0", "size"), n_correct=("correct_v0", "sum"),
                 n_usable=("usable", "sum")).reset_index()
-    lo, hi = wilson_ci(rep.n_correct.to_numpy(), rep.n.to_numpy())
+    lo, hi = proportion_confint(rep.n_correct.to_numpy(), rep.n.to_numpy(), method="wilson")
     rep["accuracy"] = rep.n_correct / rep.n
     rep["ci_low"], rep["ci_high"] = lo, hi
     rep["measurable"] = rep.n_usable >= min_usable

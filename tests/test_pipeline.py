@@ -37,16 +37,21 @@ def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_
     run = outputs / "tiny"
     executed = sorted(p.name for p in (run / "notebooks").glob("*.ipynb"))
     assert executed == ["01_ladder__smollm2-135m.ipynb", "02_probes.ipynb",
-                        "03_calibrate__smollm2-135m.ipynb", "04_sweep__smollm2-135m__F16.ipynb",
+                        "03_calibrate__smollm2-135m.ipynb",
+                        "04_sweep__smollm2-135m__F16-floor.ipynb",  # the noise floor
+                        "04_sweep__smollm2-135m__F16.ipynb",
                         "04_sweep__smollm2-135m__Q2_K.ipynb", "05_stats.ipynb", "06_transfer.ipynb"]
     timings = pd.read_csv(run / "timings.csv")
     assert list(timings.stage.unique()) == ["ladder", "probes", "calibrate", "sweep", "stats",
                                             "transfer"]
     assert "wall time per stage" in done.stdout
     rows = pd.concat(pd.read_parquet(p) for p in (run / "sweep").rglob("*.parquet"))
-    assert len(rows) == 2 * 3 * 4  # rungs x families x items
+    assert len(rows) == 3 * 3 * 4  # (F16, floor, Q2_K) x families x items
+    assert set(rows.rung) == {"F16", "F16-floor", "Q2_K"}
     comparisons = pd.read_csv(run / "tables" / "comparisons.csv")
     assert set(comparisons.family) == {"science_mc", "knowledge_mc", "string_ops"}
+    assert set(comparisons.rung) == {"Q2_K"}  # the floor is a control, never a rung
+    assert set(comparisons.lens) == {"correctness", "fidelity", "margin"}
     assert (run / "site" / "index.html").is_file()
     # a rerun finds every cell done and changes no row
     again = subprocess.run([sys.executable, "-m", "gguf_fragility.cli", "run", "--profile", "tiny",

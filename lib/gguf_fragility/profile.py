@@ -48,6 +48,7 @@ class ModelRun:
     rungs: tuple[str, ...] = DEFAULT_RUNGS
     n_items: int | None = None  # per family; None = the profile's n_items
     families: tuple[str, ...] = ()  # empty = the profile's families
+    noise_floor: bool | None = None  # None = the profile's noise_floor
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ class Profile:
         """Items of one family (or the base count) for one model; caps apply per family."""
         base = self.models[model].n_items or self.n_items
         return min(base, self.family_items_cap.get(family, base))
+
+    def noise_floor_for(self, model: str) -> bool:
+        """Whether the model's reference is swept again as the noise floor (NOISE_FLOOR)."""
+        own = self.models[model].noise_floor
+        return self.noise_floor if own is None else own
 
     def families_for(self, model: str) -> tuple[str, ...]:
         """Probe families for one model (empty = every family of the frozen battery)."""

@@ -81,7 +81,7 @@ def sweep_rungs(profile: Profile, model: str) -> list[str]:
     """The rungs chapter 4 sweeps for a model: the profile's, plus the noise floor right after
     the reference when ``noise_floor`` is on."""
     rungs = list(profile.models[model].rungs)
-    if profile.noise_floor:
+    if profile.noise_floor_for(model):
         rungs.insert(rungs.index("F16") + 1, NOISE_FLOOR)
     return rungs
 

@@ -206,3 +206,11 @@ def test_registry_module_needs_no_heavy_imports():
                                      if isinstance(n, ast.ImportFrom) and n.module}
     assert imported <= {"__future__", "re", "dataclasses", "pathlib", "yaml", "gguf_fragility"}
     assert registry.SHA256.fullmatch(ZEROS)
+
+
+def test_bad_registry_entry_and_unknown_key_are_both_reported(user_registry, tmp_path):
+    user_registry(f"      sha256: {ZEROS}\n")
+    lines = _problems(_profile(tmp_path, "models:\n  mine: {}\n  other: {}\n"))
+    assert len(lines) == 2
+    assert "models.mine.source.sha256: 0 is a YAML int" in lines[0]
+    assert "model key 'other' is not in" in lines[1] and "known keys: mine" in lines[1]

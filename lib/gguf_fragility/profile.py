@@ -21,7 +21,7 @@ import yaml
 from gguf_fragility import paths
 from gguf_fragility.engine.ftypes import ftype
 from gguf_fragility.layout import RunLayout, outputs_root
-from gguf_fragility.registry import RegistryError, load_registry
+from gguf_fragility.registry import read_registry
 
 DEFAULT_RUNGS = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
 # The reference re-run with other batch shapes (a pseudo-rung of every model when
@@ -239,18 +239,15 @@ def _semantic(profile: Profile, path: Path) -> list[str]:
     if not profile.models:
         problems.append(f"{path}: models: empty; list at least one model key of "
                         f"{paths.registry()}")
-    try:
-        registry = load_registry()
-    except RegistryError as exc:
-        problems += exc.problems
-        registry = None
+    reg = read_registry()
+    problems += reg.problems
     for key, run in profile.models.items():
         where = f"{path}: models.{key}"
-        if registry is not None and key not in registry:
+        if reg.keys and key not in reg.keys:
             problems.append(f"{where}: model key {key!r} is not in {paths.registry()}; known "
-                            f"keys: {', '.join(sorted(registry))}")
-        elif registry is not None and registry[key].kind == "local":
-            src = registry[key].local_path()
+                            f"keys: {', '.join(sorted(reg.keys))}")
+        elif key in reg.specs and reg.specs[key].kind == "local":
+            src = reg.specs[key].local_path()
             if not src.is_file():
                 problems.append(f"{where}: its local GGUF {src} does not exist; fix source.path "
                                 f"of {key!r} in {paths.registry()}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -95,6 +96,33 @@ def _entry(key, entry, where: str) -> tuple[ModelSpec | None, list[str]]:
     return (None if problems else spec), problems
 
 
+class RegistryRead(NamedTuple):
+    """Result of :func:`read_registry`."""
+
+    specs: dict[str, ModelSpec]  # the usable entries
+    keys: tuple[str, ...]  # every key, usable or not
+    problems: list[str]  # one line each, naming file, key and value
+
+
+def read_registry(path: Path | None = None) -> RegistryRead:
+    """Every entry of the registry and every problem in it, without raising on bad entries."""
+    path = paths.registry() if path is None else Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        return RegistryRead({}, (), [f"cannot read model registry {path}: "
+                                     f"{' '.join(str(exc).split())}"])
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
+        return RegistryRead({}, (), [f"{path}: expected a top-level 'models:' mapping"])
+    specs, problems = {}, []
+    for key, entry in doc["models"].items():
+        spec, bad = _entry(key, entry, f"{path}: models.{key}")
+        problems += bad
+        if spec is not None:
+            specs[str(key)] = spec
+    return RegistryRead(specs, tuple(str(k) for k in doc["models"]), problems)
+
+
 def load_registry(path: Path | None = None) -> dict[str, ModelSpec]:
     """
     Read and validate the registry.
@@ -113,22 +141,10 @@ def load_registry(path: Path | None = None) -> dict[str, ModelSpec]:
     RegistryError
         Listing every problem of every entry, one line each, naming file, key and value.
     """
-    path = paths.registry() if path is None else Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RegistryError(f"cannot read model registry {path}: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
-        raise RegistryError(f"{path}: expected a top-level 'models:' mapping")
-    specs, problems = {}, []
-    for key, entry in doc["models"].items():
-        spec, bad = _entry(key, entry, f"{path}: models.{key}")
-        problems += bad
-        if spec is not None:
-            specs[str(key)] = spec
-    if problems:
-        raise RegistryError(problems)
-    return specs
+    read = read_registry(path)
+    if read.problems:
+        raise RegistryError(read.problems)
+    return read.specs
 
 
 def get_spec(key: str, registry: dict[str, ModelSpec] | None = None) -> ModelSpec:

@@ -82,12 +82,12 @@ def test_pinned_sha256_mismatch(tmp_path, isolated_cache, smol_source):
 
 @pytest.mark.parametrize("text, match", [
     ("models:\n  smollm2-135m: {}\nn_itemz: 5\n", r"unknown key\(s\) \['n_itemz'\]"),
-    ("models:\n  smollm2-135m: {}\nn_items: many\n", r"\.n_items: expected int, got 'many'"),
+    ("models:\n  smollm2-135m: {}\nn_items: many\n", r"bad.yaml: n_items: expected int, got 'many'"),
     ("models:\n  smollm2-135m:\n    rungs: Q8_0\n", r"rungs: expected a list"),
     ("n_items: 5\n", r"at least 'models:'"),
     ("models: [unclosed\n", "not valid YAML"),
     ("models:\n  smollm2-135m:\n    rungs: [Q8_0]\n", "must include the reference 'F16'"),
-    ("models:\n  smollm2-135m: {}\nengine:\n  n_ctx: 2k\n", r"engine.n_ctx: expected int"),
+    ("models:\n  smollm2-135m: {}\nengine:\n  n_ctx: 2k\n", r"bad.yaml: engine.n_ctx: expected int"),
 ])
 def test_malformed_profile(tmp_path, text, match):
     prof = tmp_path / "bad.yaml"

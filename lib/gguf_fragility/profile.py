@@ -133,6 +133,11 @@ def local_workers(scheduler: str) -> int | None:
 _BAD = object()  # a value that failed its check (the problem is already recorded)
 
 
+def _sub(where: str, key) -> str:
+    """``file: key`` at the top level, ``file: key.sub`` below it."""
+    return f"{where}{key}" if where.endswith(": ") else f"{where}.{key}"
+
+
 def _check(value, typ, where: str, problems: list[str]):
     """Coerce/check ``value`` against a dataclass field type; problems (naming ``where``) are
     appended to ``problems`` and the value comes back as ``_BAD``."""
@@ -154,7 +159,7 @@ def _check(value, typ, where: str, problems: list[str]):
             problems.append(f"{where}: expected a mapping, got {value!r}")
             return _BAD
         _, vt = typing.get_args(typ)
-        out = {k: _check(v, vt, f"{where}.{k}", problems) for k, v in value.items()}
+        out = {k: _check(v, vt, _sub(where, k), problems) for k, v in value.items()}
         return _BAD if _BAD in out.values() else out
     if dataclasses.is_dataclass(typ):
         return _build(typ, {} if value is None else value, where, problems)
@@ -170,19 +175,20 @@ def _check(value, typ, where: str, problems: list[str]):
 def _build(cls, data, where: str, problems: list[str]):
     """An instance of dataclass ``cls`` from ``data``; bad fields keep their defaults."""
     if not isinstance(data, dict):
-        problems.append(f"{where}: expected a mapping, got {data!r}")
+        problems.append(f"{where.removesuffix(': ')}: expected a mapping, got {data!r}")
         return _BAD
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        problems.append(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    kwargs = {k: _check(v, hints[k], f"{where}.{k}", problems)
+        problems.append(f"{where.removesuffix(': ')}: unknown key(s) {unknown}; allowed: "
+                        f"{sorted(known)}")
+    kwargs = {k: _check(v, hints[k], _sub(where, k), problems)
               for k, v in data.items() if k in known}
     try:
         return cls(**{k: v for k, v in kwargs.items() if v is not _BAD})
     except TypeError as exc:  # a required field is missing or bad
-        problems.append(f"{where}: {exc}")
+        problems.append(f"{where.removesuffix(': ')}: {exc}")
         return _BAD
 
 
@@ -302,7 +308,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     if isinstance(data["models"], dict):  # `my-model:` with nothing under it = all defaults
         data["models"] = {k: {} if v is None else v for k, v in data["models"].items()}
     problems: list[str] = []
-    profile = _build(Profile, data, str(path), problems)
+    profile = _build(Profile, data, f"{path}: ", problems)
     if profile is not _BAD:
         problems += _semantic(profile, path)
     if problems:

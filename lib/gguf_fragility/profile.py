@@ -172,8 +172,17 @@ def _check(value, typ, where: str, problems: list[str]):
     return value
 
 
-def _build(cls, data, where: str, problems: list[str]):
-    """An instance of dataclass ``cls`` from ``data``; bad fields keep their defaults."""
+def _build(cls, data, where: str, problems: list[str] | None = None):
+    """An instance of dataclass ``cls`` from ``data``; bad fields keep their defaults.
+
+    Problems are appended to ``problems``; without that list they are raised at once.
+    """
+    if problems is None:
+        problems = []
+        built = _build(cls, data, where, problems)
+        if problems:
+            raise ProfileError(problems)
+        return built
     if not isinstance(data, dict):
         problems.append(f"{where.removesuffix(': ')}: expected a mapping, got {data!r}")
         return _BAD

@@ -46,7 +46,7 @@ def test_truncated_gguf(tmp_path, smol_source):
     cut = tmp_path / "cut.gguf"
     with open(smol_source, "rb") as src, open(cut, "wb") as dst:
         dst.write(src.read(smol_source.stat().st_size // 2))
-    with pytest.raises(GGUFError, match="cut.gguf is .*truncated.*Delete it"):
+    with pytest.raises(GGUFError, match="cut.gguf is .*truncated.*not a file this project made"):
         open_gguf(cut)
     header_only = tmp_path / "header.gguf"
     header_only.write_bytes(smol_source.read_bytes()[:1000])
@@ -82,12 +82,12 @@ def test_pinned_sha256_mismatch(tmp_path, isolated_cache, smol_source):
 
 @pytest.mark.parametrize("text, match", [
     ("models:\n  smollm2-135m: {}\nn_itemz: 5\n", r"unknown key\(s\) \['n_itemz'\]"),
-    ("models:\n  smollm2-135m: {}\nn_items: many\n", r"\.n_items: expected int, got 'many'"),
+    ("models:\n  smollm2-135m: {}\nn_items: many\n", r"bad.yaml: n_items: expected int, got 'many'"),
     ("models:\n  smollm2-135m:\n    rungs: Q8_0\n", r"rungs: expected a list"),
     ("n_items: 5\n", r"at least 'models:'"),
     ("models: [unclosed\n", "not valid YAML"),
     ("models:\n  smollm2-135m:\n    rungs: [Q8_0]\n", "must include the reference 'F16'"),
-    ("models:\n  smollm2-135m: {}\nengine:\n  n_ctx: 2k\n", r"engine.n_ctx: expected int"),
+    ("models:\n  smollm2-135m: {}\nengine:\n  n_ctx: 2k\n", r"bad.yaml: engine.n_ctx: expected int"),
 ])
 def test_malformed_profile(tmp_path, text, match):
     prof = tmp_path / "bad.yaml"

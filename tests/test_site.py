@@ -1,5 +1,6 @@
 """The report website: staged, rendered offline, claim-checked, and opened in Chromium."""
 
+import contextlib
 import functools
 import http.server
 import re
@@ -16,9 +17,18 @@ from gguf_fragility.layout import RunLayout, outputs_root
 from gguf_fragility.profile import Profile, load_profile
 from gguf_fragility.report import claims, site
 from gguf_fragility.stats import results, transfer
-from gguf_fragility.testing import write_synthetic
+from gguf_fragility.testing import write_synthetic, write_synthetic_registry
 
 RUNGS = ("F16", "Q8_0", "Q4_K_M", "Q2_K")
+
+
+@contextlib.contextmanager
+def synthetic_registry():
+    """``GGUF_FRAGILITY_REGISTRY`` names the synthetic models while the block runs (kernels too)."""
+    reg = write_synthetic_registry(outputs_root() / "profiles")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GGUF_FRAGILITY_REGISTRY", str(reg))
+        yield
 
 
 def synthetic_profile(name: str) -> Profile:
@@ -27,7 +37,8 @@ def synthetic_profile(name: str) -> Profile:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"models:\n  synth-0: {{rungs: {list(RUNGS)}}}\n"
                     f"  synth-1: {{rungs: {list(RUNGS)}}}\nn_boot: 200\n")
-    return load_profile(path)
+    with synthetic_registry():
+        return load_profile(path)
 
 
 def _tables(name):
@@ -119,8 +130,9 @@ def executed_site():
     """Notebooks 05 and 06 executed by papermill on a synthetic sweep, then rendered."""
     profile = synthetic_profile("site-e2e")
     write_synthetic(profile.layout, n_models=2, n_families=5, n_items=40, rungs=RUNGS)
-    _papermill("05_stats", profile)
-    _papermill("06_transfer", profile)
+    with synthetic_registry():  # the kernels load the profile too
+        _papermill("05_stats", profile)
+        _papermill("06_transfer", profile)
     return site.render(profile.layout)
 
 

@@ -14,10 +14,11 @@ import sys
 
 from gguf_fragility.engine.gguf import GGUFError
 from gguf_fragility.ladder import models, quantize
-from gguf_fragility.ladder.models import RegistryError
 from gguf_fragility.profile import DEFAULT_RUNGS, ProfileError, load_profile
+from gguf_fragility.registry import RegistryError
 from gguf_fragility.report import site
 from gguf_fragility.run import pipeline
+from gguf_fragility.run.pipeline import ChapterError
 from gguf_fragility.run.sweep import regrade
 
 
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors print one clear line and exit 2."""
+    """Entry point; user errors print one clear line per problem and exit 2."""
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "run":
@@ -58,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "fetch":
             for key in args.models:
                 print(models.obtain(key))
-    except (ProfileError, RegistryError, GGUFError, ValueError) as exc:
-        print(f"gguf-fragility: error: {exc}", file=sys.stderr)
+    except (ProfileError, RegistryError, GGUFError, ChapterError, ValueError) as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"gguf-fragility: error: {line}", file=sys.stderr)
         return 2
     return 0
 

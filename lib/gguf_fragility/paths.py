@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
 PARAMS = REPO / "params"
 NOTEBOOKS = REPO / "notebooks"
-REGISTRY = PARAMS / "models.yaml"
+REGISTRY = PARAMS / "models.yaml"  # the default registry; see registry()
 PROBES = DATA / "probes"
 
 
@@ -36,3 +36,8 @@ def model_dir(model: str) -> Path:
 def profiles_dir() -> Path:
     """Where profiles are looked up by name; tests point ``GGUF_FRAGILITY_PROFILES`` elsewhere."""
     return Path(os.environ.get("GGUF_FRAGILITY_PROFILES", PARAMS))
+
+
+def registry() -> Path:
+    """The model registry in use: ``$GGUF_FRAGILITY_REGISTRY`` if set (tests), else ``params/models.yaml``."""
+    return Path(os.environ.get("GGUF_FRAGILITY_REGISTRY", REGISTRY))

@@ -1,12 +1,15 @@
 """Run profiles (``params/<name>.yaml``): which models, rungs, probe families and sizes.
 
-A profile overrides only what differs from the defaults below. Unknown keys and
-wrong types fail loudly (nanoGPT's ``configurator.py`` habit), naming the file and field.
+A profile overrides only what differs from the defaults below. Unknown keys, wrong types,
+unknown model keys, families and rungs, and counts out of range fail loudly at load time
+(nanoGPT's ``configurator.py`` habit), all of them at once, one line each naming the file,
+key and value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import types
 import typing
@@ -18,6 +21,7 @@ import yaml
 from gguf_fragility import paths
 from gguf_fragility.engine.ftypes import ftype
 from gguf_fragility.layout import RunLayout, outputs_root
+from gguf_fragility.registry import read_registry
 
 DEFAULT_RUNGS = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
 # The reference re-run with other batch shapes (a pseudo-rung of every model when
@@ -27,7 +31,11 @@ NOISE_FLOOR = "F16-floor"
 
 
 class ProfileError(ValueError):
-    """A params profile that is missing, malformed or mistyped."""
+    """A params profile that is missing, malformed or mistyped; one line per problem."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -129,56 +137,176 @@ def local_workers(scheduler: str) -> int | None:
     return n
 
 
-def _check(value, typ, where: str):
-    """Coerce/check ``value`` against a dataclass field type; errors name ``where``."""
+_BAD = object()  # a value that failed its check (the problem is already recorded)
+
+
+def _sub(where: str, key) -> str:
+    """``file: key`` at the top level, ``file: key.sub`` below it."""
+    return f"{where}{key}" if where.endswith(": ") else f"{where}.{key}"
+
+
+def _check(value, typ, where: str, problems: list[str]):
+    """Coerce/check ``value`` against a dataclass field type; problems (naming ``where``) are
+    appended to ``problems`` and the value comes back as ``_BAD``."""
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(typ)
         if value is None and type(None) in options:
             return None
-        return _check(value, next(t for t in options if t is not type(None)), where)
+        return _check(value, next(t for t in options if t is not type(None)), where, problems)
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ProfileError(f"{where}: expected a list, got {value!r}")
-        return tuple(_check(v, typing.get_args(typ)[0], f"{where}[{i}]")
-                     for i, v in enumerate(value))
+            problems.append(f"{where}: expected a list, got {value!r}")
+            return _BAD
+        out = tuple(_check(v, typing.get_args(typ)[0], f"{where}[{i}]", problems)
+                    for i, v in enumerate(value))
+        return _BAD if _BAD in out else out
     if origin is dict:
         if not isinstance(value, dict):
-            raise ProfileError(f"{where}: expected a mapping, got {value!r}")
+            problems.append(f"{where}: expected a mapping, got {value!r}")
+            return _BAD
         _, vt = typing.get_args(typ)
-        return {k: _check(v, vt, f"{where}.{k}") for k, v in value.items()}
+        out = {k: _check(v, vt, _sub(where, k), problems) for k, v in value.items()}
+        return _BAD if _BAD in out.values() else out
     if dataclasses.is_dataclass(typ):
-        return _build(typ, value or {}, where)
+        return _build(typ, {} if value is None else value, where, problems)
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise ProfileError(f"{where}: expected {typ.__name__}, got {value!r} "
-                           f"({type(value).__name__})")
+        problems.append(f"{where}: expected {typ.__name__}, got {value!r} "
+                        f"({type(value).__name__})")
+        return _BAD
     return value
 
 
-def _build(cls, data: dict, where: str):
+def _build(cls, data, where: str, problems: list[str] | None = None):
+    """An instance of dataclass ``cls`` from ``data``; bad fields keep their defaults.
+
+    Problems are appended to ``problems``; without that list they are raised at once.
+    """
+    if problems is None:
+        problems = []
+        built = _build(cls, data, where, problems)
+        if problems:
+            raise ProfileError(problems)
+        return built
     if not isinstance(data, dict):
-        raise ProfileError(f"{where}: expected a mapping, got {data!r}")
+        problems.append(f"{where.removesuffix(': ')}: expected a mapping, got {data!r}")
+        return _BAD
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ProfileError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    kwargs = {k: _check(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+        problems.append(f"{where.removesuffix(': ')}: unknown key(s) {unknown}; allowed: "
+                        f"{sorted(known)}")
+    kwargs = {k: _check(v, hints[k], _sub(where, k), problems)
+              for k, v in data.items() if k in known}
     try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        raise ProfileError(f"{where}: {exc}") from exc
+        return cls(**{k: v for k, v in kwargs.items() if v is not _BAD})
+    except TypeError as exc:  # a required field is missing or bad
+        problems.append(f"{where.removesuffix(': ')}: {exc}")
+        return _BAD
+
+
+# Allowed ranges of numeric settings: name -> (low, high, what), both ends inclusive; None = open.
+_RANGES = {
+    "n_items": (1, None, "items per family"), "seed": (0, None, "a seed"),
+    "min_usable": (0, None, "a count"), "min_families": (0, None, "a count"),
+    "margin_threshold": (0, None, "nats"), "sanity_max_tokens": (1, None, "tokens"),
+    "demo_items": (0, None, "items per family"), "shift_passages": (1, None, "passages"),
+    "shift_tokens": (1, None, "tokens"), "shift_top_k": (1, None, "log-probs per position"),
+    "n_boot": (1, None, "resamples"), "alpha": (1e-9, 0.5, "a test level"),
+    "equivalence_margin": (1e-9, 1, "a share"), "design_discordance": (1e-9, 1, "a share"),
+    "target_mde": (1e-9, 1, "a share"), "transfer_min_usable": (0, None, "a count"),
+}
+_ENGINE_RANGES = {"n_ctx": (16, None, "tokens"), "n_threads": (1, None, "threads"),
+                  "n_gpu_layers": (-1, None, "layers (-1 = all)"), "n_batch": (1, None, "tokens"),
+                  "seed": (0, None, "a seed")}
+
+
+def _range(value, low, high, what: str, where: str) -> list[str]:
+    """A one-line problem when a number is outside [low, high]."""
+    if value is None or ((low is None or value >= low) and (high is None or value <= high)):
+        return []
+    bound = f">= {low}" if high is None else f"between {low:g} and {high:g}"
+    return [f"{where}: {value!r} is out of range; use {bound} ({what})"]
+
+
+def known_families(manifest: Path | None = None) -> tuple[str, ...]:
+    """Family names of the frozen battery, read from ``data/probes/manifest.json`` (no imports)."""
+    manifest = paths.PROBES / "manifest.json" if manifest is None else manifest
+    return tuple(json.loads(manifest.read_text())["families"])
+
+
+def _semantic(profile: Profile, path: Path) -> list[str]:
+    """Every problem of a well-typed profile: names that do not exist, counts out of range."""
+    problems = []
+    families = set(known_families())
+    fam_list = ", ".join(sorted(families))
+
+    def fams(names, where):
+        return [f"{path}: {where}: unknown family {f!r}; families are: {fam_list}"
+                for f in names if f not in families]
+
+    for name, (low, high, what) in _RANGES.items():
+        problems += _range(getattr(profile, name), low, high, what, f"{path}: {name}")
+    for name, (low, high, what) in _ENGINE_RANGES.items():
+        problems += _range(getattr(profile.engine, name), low, high, what, f"{path}: engine.{name}")
+    for fam, cap in profile.family_items_cap.items():
+        problems += fams([fam], "family_items_cap")
+        problems += _range(cap, 1, None, "items", f"{path}: family_items_cap.{fam}")
+    problems += [f"{path}: budgets_gib: {b!r} is out of range; use > 0 (GiB)"
+                 for b in profile.budgets_gib if b <= 0]
+    problems += fams(profile.families, "families")
+    if not profile.models:
+        problems.append(f"{path}: models: empty; list at least one model key of "
+                        f"{paths.registry()}")
+    reg = read_registry()
+    problems += reg.problems
+    for key, run in profile.models.items():
+        where = f"{path}: models.{key}"
+        if reg.keys and key not in reg.keys:
+            problems.append(f"{where}: model key {key!r} is not in {paths.registry()}; known "
+                            f"keys: {', '.join(sorted(reg.keys))}")
+        elif key in reg.specs and reg.specs[key].kind == "local":
+            src = reg.specs[key].local_path()
+            if not src.is_file():
+                problems.append(f"{where}: its local GGUF {src} does not exist; fix source.path "
+                                f"of {key!r} in {paths.registry()}")
+        for rung in run.rungs:
+            try:
+                ftype(rung)
+            except ValueError as exc:
+                problems.append(f"{where}.rungs: {exc}")
+        if "F16" not in run.rungs:
+            problems.append(f"{where}.rungs: {list(run.rungs)} must include the reference 'F16'")
+        problems += _range(run.n_items, 1, None, "items per family", f"{where}.n_items")
+        problems += fams(run.families, f"models.{key}.families")
+    if profile.mcnemar not in ("exact", "midp"):
+        problems.append(f"{path}: mcnemar: must be 'exact' or 'midp', got {profile.mcnemar!r}")
+    if profile.correction != "holm":
+        problems.append(f"{path}: correction: must be 'holm' (fixed sequence down each family, "
+                        f"Holm across families), got {profile.correction!r}")
+    if profile.scheduler is not None:
+        try:
+            local_workers(profile.scheduler)
+        except ValueError as exc:
+            problems.append(f"{path}: scheduler: {exc}")
+    return problems
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
-    """Load ``params/<name>.yaml`` (or a path) into a checked :class:`Profile`.
+    """Load ``params/<name>.yaml`` (or a path) into a completely checked :class:`Profile`.
+
+    Everything a run will rely on is checked here, before any notebook runs: keys and types,
+    model keys (against the registry, whose entries and hash strings are checked too), local
+    model files present, family names (against ``data/probes/manifest.json``), rung names,
+    numeric ranges.
 
     Raises
     ------
     ProfileError
-        Missing file, YAML syntax error, unknown key, wrong type, unknown rung name.
+        Listing every problem found, one line each, naming the file, key and value.
     """
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -189,29 +317,18 @@ def load_profile(name_or_path: str | Path) -> Profile:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
+        raise ProfileError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, dict) or "models" not in data:
         raise ProfileError(f"{path}: expected a mapping with at least 'models:'")
     data.setdefault("name", path.stem)
-    profile = _build(Profile, data, str(path))
-    for key, run in profile.models.items():
-        for rung in run.rungs:
-            try:
-                ftype(rung)
-            except ValueError as exc:
-                raise ProfileError(f"{path}: models.{key}.rungs: {exc}") from exc
-        if "F16" not in run.rungs:
-            raise ProfileError(f"{path}: models.{key}.rungs must include the reference 'F16'")
-    if profile.mcnemar not in ("exact", "midp"):
-        raise ProfileError(f"{path}: mcnemar must be 'exact' or 'midp', got {profile.mcnemar!r}")
-    if profile.correction != "holm":
-        raise ProfileError(f"{path}: correction must be 'holm' (fixed sequence down each "
-                           f"family, Holm across families), got {profile.correction!r}")
-    if profile.scheduler is not None:
-        try:
-            local_workers(profile.scheduler)
-        except ValueError as exc:
-            raise ProfileError(f"{path}: {exc}") from exc
+    if isinstance(data["models"], dict):  # `my-model:` with nothing under it = all defaults
+        data["models"] = {k: {} if v is None else v for k, v in data["models"].items()}
+    problems: list[str] = []
+    profile = _build(Profile, data, f"{path}: ", problems)
+    if profile is not _BAD:
+        problems += _semantic(profile, path)
+    if problems:
+        raise ProfileError(problems)
     if profile.outputs is None:
         profile = dataclasses.replace(profile, outputs=str(outputs_root()))
     return profile

@@ -7,6 +7,7 @@ Not data. :func:`write_synthetic` lays them out where
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,3 +127,23 @@ def write_synthetic(run: RunLayout, **kwargs) -> Results:
                       {"note": "fabricated by testing.write_synthetic", **json.loads(
                           json.dumps(kwargs, default=str))})
     return r
+
+
+def write_synthetic_registry(folder: Path, n_models: int = 2) -> Path:
+    """A model registry naming the synthetic models ``synth-0`` … (for profiles over them).
+
+    Each entry is a ``local`` source pointing at a placeholder file, so a profile over the
+    synthetic models passes :func:`gguf_fragility.profile.load_profile`; nothing opens the
+    file. Point ``GGUF_FRAGILITY_REGISTRY`` at the returned path.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["# fabricated by gguf_fragility.testing: synthetic models, no weights", "models:"]
+    for m in range(n_models):
+        placeholder = folder / f"synth-{m}.gguf"
+        placeholder.write_bytes(b"synthetic: not a model")
+        lines += [f"  synth-{m}:", "    family: synthetic", f"    display: synth-{m}",
+                  "    licence: none (fabricated)",
+                  f"    source: {{kind: local, path: {json.dumps(str(placeholder))}}}"]
+    path = folder / "synthetic-models.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -17,6 +17,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 from gguf.quants import dequantize
 
+from gguf_fragility import paths
 from gguf_fragility.engine.ftypes import FTYPE_NAMES
 
 GGUF_MAGIC = b"GGUF"
@@ -39,6 +40,16 @@ class Census(NamedTuple):
     fallback_params: int
 
 
+def _advice(path: Path) -> str:
+    """What to do about a bad file: never delete a user's own file."""
+    try:
+        path.resolve().relative_to(paths.model_cache().resolve())
+    except ValueError:
+        return ("It is not a file this project made: copy or convert it again, or point "
+                f"source.path in {paths.registry()} at a complete GGUF.")
+    return "This project made it in its model cache: rerun, and it is rebuilt or fetched again."
+
+
 def open_gguf(path: str | os.PathLike) -> GGUFReader:
     """Open a GGUF after checking it exists, has the GGUF magic and is complete.
 
@@ -49,24 +60,23 @@ def open_gguf(path: str | os.PathLike) -> GGUFReader:
     """
     path = Path(path)
     if not path.is_file():
-        raise GGUFError(f"GGUF file not found: {path}. Check the path in params/models.yaml "
-                        "(or the profile), or delete the cache entry so it is fetched again.")
+        raise GGUFError(f"GGUF file not found: {path}. {_advice(path)}")
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
         raise GGUFError(f"{path} is not a GGUF file (first bytes {magic!r}, expected {GGUF_MAGIC!r}). "
-                        "Point the registry at a .gguf model file (convert other formats with "
-                        "llama.cpp's convert_hf_to_gguf.py).")
+                        f"Point source.path in {paths.registry()} at a .gguf model file "
+                        "(convert other formats with llama.cpp's convert_hf_to_gguf.py).")
     size = path.stat().st_size
     try:
         reader = GGUFReader(path)
     except Exception as exc:  # gguf raises bare ValueError/IndexError on a cut header
         raise GGUFError(f"{path} is a damaged or truncated GGUF ({size} bytes): {exc}. "
-                        "Delete it and rerun to rebuild or re-download it.") from exc
+                        f"{_advice(path)}") from exc
     end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
     if end > size:
         raise GGUFError(f"{path} is truncated: its tensors need {end} bytes, the file has {size}. "
-                        "Delete it and rerun to rebuild or re-download it.")
+                        f"{_advice(path)}")
     return reader
 
 

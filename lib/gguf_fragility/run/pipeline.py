@@ -1,9 +1,13 @@
 """The whole autopsy as papermill executions of the chapter notebooks.
 
-``gguf-fragility run --profile default`` runs 01 per model, 02 once, 03 per model,
-04 per model × rung, 05 and 06 once, each with injected parameters, and saves the
-executed notebooks under ``outputs/<profile>/notebooks/``. Every notebook resumes from
-what earlier runs stored, so a rerun after a kill repeats no finished work.
+``gguf-fragility run --profile default`` runs 01 per model, 02 for the profile's first
+model, 03 per model, 04 per model × rung, 05 and 06 once, each with injected parameters, and
+saves the executed notebooks under ``outputs/<profile>/notebooks/``. Every notebook resumes
+from what earlier runs stored, so a rerun after a kill repeats no finished work.
+
+An error inside a chapter stops the run with :class:`ChapterError`: one line with the
+exception's type and message and the path of the executed notebook, which holds the
+traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import NamedTuple
 
 import pandas as pd
 import papermill as pm
+from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
 from gguf_fragility import paths
@@ -28,17 +33,25 @@ class Stage(NamedTuple):
 
     name: str
     notebook: str  # file stem in notebooks/
-    per: str  # "once" | "model" | "rung"
+    per: str  # "once" | "first" (once, for the profile's first model) | "model" | "rung"
 
 
+# 02_probes shows the battery through one model's tokenizer and chat template. It runs once,
+# for the first model of the profile (the model it needs is always there, whatever the
+# profile lists), not per model: its tables are model-independent, and a per-model run
+# would add each extra model's F16 demo generations (minutes for a 1.5B model on 2 cores).
 STAGES = (
     Stage("ladder", "01_ladder", "model"),
-    Stage("probes", "02_probes", "once"),
+    Stage("probes", "02_probes", "first"),
     Stage("calibrate", "03_calibrate", "model"),
     Stage("sweep", "04_sweep", "rung"),
     Stage("stats", "05_stats", "once"),
     Stage("transfer", "06_transfer", "once"),
 )
+
+
+class ChapterError(RuntimeError):
+    """A chapter notebook that raised: its one-line message and where the details are."""
 
 
 class Job(NamedTuple):
@@ -66,7 +79,11 @@ def plan(profile: Profile, stages: list[str] | None = None) -> list[Job]:
         base = {"profile": profile.name}
         if stage.per == "once":
             jobs.append(Job(stage.name, src, out / f"{stage.notebook}.ipynb", base))
-        for model in profile.models if stage.per != "once" else ():
+        elif stage.per == "first":
+            first = next(iter(profile.models))
+            jobs.append(Job(stage.name, src, out / f"{stage.notebook}.ipynb",
+                            {**base, "model": first}))
+        for model in profile.models if stage.per in ("model", "rung") else ():
             if stage.per == "model":
                 jobs.append(Job(stage.name, src, out / f"{stage.notebook}__{model}.ipynb",
                                 {**base, "model": model}))
@@ -96,12 +113,31 @@ def check_parameters(job: Job) -> None:
 
 
 def execute(job: Job) -> float:
-    """Run one notebook with papermill; returns wall seconds."""
+    """Run one notebook with papermill; returns wall seconds.
+
+    Raises
+    ------
+    ChapterError
+        When a cell raises: ``<notebook> stopped: <Type>: <message> (details: <executed copy>)``
+        instead of papermill's traceback dump; the executed copy keeps the traceback.
+    """
     job.output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    pm.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters,
-                        kernel_name="python3", progress_bar=False, cwd=str(paths.NOTEBOOKS))
+    try:
+        pm.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters,
+                            kernel_name="python3", progress_bar=False, cwd=str(paths.NOTEBOOKS))
+    except PapermillExecutionError as exc:
+        raise ChapterError(chapter_message(job, exc.ename, exc.evalue)) from None
     return time.perf_counter() - t0
+
+
+def chapter_message(job: Job, ename: str, evalue: str) -> str:
+    """The error a user reads when a chapter fails (multi-line messages keep one line each)."""
+    lines = str(evalue).strip().splitlines() or [""]
+    where = f"{job.notebook.stem} ({', '.join(f'{k}={v}' for k, v in job.parameters.items())})"
+    lines[0] = f"{where} stopped: {ename}: {lines[0]}"
+    lines[-1] += f" (details: {job.output})"
+    return "\n".join(lines)
 
 
 def _gate_refusal(run: RunLayout, job: Job) -> str:

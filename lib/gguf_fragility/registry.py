@@ -1,0 +1,156 @@
+"""The model registry (``params/models.yaml``) as data: every model a profile may name.
+
+Reading and checking it needs only YAML, so a profile is validated against it before any
+notebook runs (and where llama.cpp is not installed). Obtaining the files is
+:mod:`gguf_fragility.ladder.models`. Tests point ``GGUF_FRAGILITY_REGISTRY`` at their own file
+(:func:`gguf_fragility.paths.registry`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+
+from gguf_fragility import paths
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class RegistryError(ValueError):
+    """A model key or registry entry that cannot be used; one line per problem."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registry entry."""
+
+    key: str
+    family: str
+    display: str
+    licence: str
+    kind: str  # "pypi" | "local"
+    packages: tuple[str, ...] = ()
+    members: tuple[str, ...] = ()
+    path: str | None = None
+    sha256: str | None = None
+
+    def local_path(self) -> Path:
+        """A local source's file: ``~`` expanded, relative paths taken from the repository."""
+        src = Path(self.path or "").expanduser()
+        return src if src.is_absolute() else paths.REPO / src
+
+
+_REQUIRED = {"family": str, "display": str, "licence": str, "source": dict}
+
+
+def check_sha256(value, where: str) -> list[str]:
+    """Problems with a pinned hash: it must be null or a 64-digit lowercase hex *string*.
+
+    YAML reads an unquoted all-digit hash such as ``000…0`` as an integer (and some as
+    floats), which would silently never match; such values are refused with advice to quote.
+    """
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        return [f"{where}: {value!r} is a YAML {type(value).__name__}, not a hash string; "
+                "write the 64 hex digits in double quotes (sha256: \"...\") or null"]
+    if not SHA256.fullmatch(value):
+        return [f"{where}: {value!r} is not a sha256 (64 lowercase hex digits); "
+                "write the hash in double quotes, or null to record it on first use"]
+    return []
+
+
+def _entry(key, entry, where: str) -> tuple[ModelSpec | None, list[str]]:
+    """One entry's spec (None if unusable) and its problems."""
+    if not isinstance(entry, dict):
+        return None, [f"{where}: expected a mapping, got {type(entry).__name__}"]
+    problems = [f"{where}.{field}: missing or not a {typ.__name__} (got {entry.get(field)!r})"
+                for field, typ in _REQUIRED.items() if not isinstance(entry.get(field), typ)]
+    if problems:
+        return None, problems
+    src = entry["source"]
+    kind = src.get("kind")
+    problems = check_sha256(src.get("sha256"), f"{where}.source.sha256")
+    base = (str(key), entry["family"], entry["display"], entry["licence"], kind)
+    if kind == "pypi":
+        pk, mb = src.get("packages"), src.get("members")
+        if not (isinstance(pk, list) and isinstance(mb, list) and pk and len(mb) == len(pk)):
+            return None, problems + [f"{where}.source: 'pypi' needs equal-length lists "
+                                     f"'packages' and 'members' (got {pk!r}, {mb!r})"]
+        spec = ModelSpec(*base, tuple(pk), tuple(mb), sha256=src.get("sha256"))
+    elif kind == "local":
+        if not isinstance(src.get("path"), str) or not src["path"].strip():
+            return None, problems + [f"{where}.source.path: a local source needs a file path "
+                                     f"(got {src.get('path')!r})"]
+        spec = ModelSpec(*base, path=src["path"], sha256=src.get("sha256"))
+    else:
+        return None, problems + [f"{where}.source.kind: {kind!r} is not one of 'pypi', 'local'"]
+    return (None if problems else spec), problems
+
+
+class RegistryRead(NamedTuple):
+    """Result of :func:`read_registry`."""
+
+    specs: dict[str, ModelSpec]  # the usable entries
+    keys: tuple[str, ...]  # every key, usable or not
+    problems: list[str]  # one line each, naming file, key and value
+
+
+def read_registry(path: Path | None = None) -> RegistryRead:
+    """Every entry of the registry and every problem in it, without raising on bad entries."""
+    path = paths.registry() if path is None else Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        return RegistryRead({}, (), [f"cannot read model registry {path}: "
+                                     f"{' '.join(str(exc).split())}"])
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
+        return RegistryRead({}, (), [f"{path}: expected a top-level 'models:' mapping"])
+    specs, problems = {}, []
+    for key, entry in doc["models"].items():
+        spec, bad = _entry(key, entry, f"{path}: models.{key}")
+        problems += bad
+        if spec is not None:
+            specs[str(key)] = spec
+    return RegistryRead(specs, tuple(str(k) for k in doc["models"]), problems)
+
+
+def load_registry(path: Path | None = None) -> dict[str, ModelSpec]:
+    """
+    Read and validate the registry.
+
+    Parameters
+    ----------
+    path : Path, optional
+        Default :func:`gguf_fragility.paths.registry` (``params/models.yaml``).
+
+    Returns
+    -------
+    dict of str to ModelSpec
+
+    Raises
+    ------
+    RegistryError
+        Listing every problem of every entry, one line each, naming file, key and value.
+    """
+    read = read_registry(path)
+    if read.problems:
+        raise RegistryError(read.problems)
+    return read.specs
+
+
+def get_spec(key: str, registry: dict[str, ModelSpec] | None = None) -> ModelSpec:
+    """The registry entry for ``key``, or an error listing the known keys."""
+    registry = load_registry() if registry is None else registry
+    if key not in registry:
+        raise RegistryError(f"model key {key!r} is not in {paths.registry()}; known keys: "
+                            f"{', '.join(sorted(registry))}. Add an entry (see the comments there).")
+    return registry[key]

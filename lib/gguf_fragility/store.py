@@ -25,6 +25,7 @@ from functools import cache
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from gguf_fragility import paths
 
@@ -96,7 +97,8 @@ def code_version() -> str:
 
 def report_rebuild(path: str | Path, why: str) -> None:
     """Say on stderr, in one line, that the stored file ``path`` is not reused and why."""
-    print(f"gguf-fragility: rebuilding {path}: {why}", file=sys.stderr, flush=True)
+    # tqdm.write: on a line of its own even while a progress bar is drawn
+    tqdm.write(f"gguf-fragility: rebuilding {path}: {why}", file=sys.stderr)
 
 
 def read_json_or_none(path: Path) -> dict | None:

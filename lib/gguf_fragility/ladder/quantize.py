@@ -38,6 +38,7 @@ from gguf_fragility.ladder import models
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.profile import DEFAULT_RUNGS
 from gguf_fragility.store import (
+    hold_lock,
     report_rebuild,
     sha256_file,
     write_json_atomic,
@@ -188,9 +189,11 @@ def build_ladder(key: str, rungs: list[str] | tuple[str, ...] = DEFAULT_RUNGS, *
     """
     for rung in rungs:
         ftype(rung)
-    ref = build_reference(key)
-    rows = [build_rung(ref, key, rung, n_threads)
-            for rung in tqdm(list(rungs), desc=f"ladder {key}", unit="rung")]
+    # runs of other profiles share the model folder: one builder at a time, the others wait
+    with hold_lock(paths.model_dir(key) / "ladder.lock", f"model folder {key}", wait=True):
+        ref = build_reference(key)
+        rows = [build_rung(ref, key, rung, n_threads)
+                for rung in tqdm(list(rungs), desc=f"ladder {key}", unit="rung")]
     table = pd.DataFrame(rows)
     write_table_atomic(table, run.ladder_csv(key))
     write_json_atomic(run.ladder_dir(key) / "ladder.json", {

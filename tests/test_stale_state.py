@@ -96,11 +96,11 @@ def test_cell_with_rows_of_another_cell_is_reported_and_rebuilt(fresh, capsys, f
     rows.assign(params_hash=phash).to_parquet(target, index=False)
     capsys.readouterr()
     run = evaluate_cell(fresh, SMOL, "Q2_K", family)
+    after = pd.read_parquet(target)
+    assert run.ran, "the foreign cell was reused"
+    assert set(after.model) == {SMOL} and set(after.rung) == {"Q2_K"} and set(after.family) == {family}
     lines = _report_lines(capsys)
     assert len(lines) == 1 and str(target) in lines[0] and f"belong to {foreign}" in lines[0], lines
-    assert run.ran
-    after = pd.read_parquet(target)
-    assert set(after.model) == {SMOL} and set(after.rung) == {"Q2_K"} and set(after.family) == {family}
 
 
 def test_reference_store_is_rebuilt_when_its_parameters_change(fresh, tmp_path, capsys):
@@ -116,11 +116,10 @@ def test_reference_store_is_rebuilt_when_its_parameters_change(fresh, tmp_path, 
     assert shorter.shift_tokens == 48 and shorter.layout == fresh.layout
     capsys.readouterr()
     itself = measure_shift(shorter, SMOL, "F16")
+    assert itself["kl_mean"] == pytest.approx(0.0, abs=1e-6) and itself["same_top_rate"] == 1.0
+    assert len(load_reference(ref_path).target) == itself["n_positions"] == 2 * 47
     lines = _report_lines(capsys)
     assert len(lines) == 1 and str(ref_path) in lines[0] and "other parameters" in lines[0], lines
-    assert len(load_reference(ref_path).target) == 2 * 47
-    assert itself["n_positions"] == 2 * 47
-    assert itself["kl_mean"] == pytest.approx(0.0, abs=1e-6) and itself["same_top_rate"] == 1.0
 
 
 def test_shift_cache_follows_reference_content_not_size(fresh, capsys):
@@ -138,11 +137,11 @@ def test_shift_cache_follows_reference_content_not_size(fresh, capsys):
     assert ref_path.stat().st_size == size
     capsys.readouterr()
     second = measure_shift(fresh, SMOL, "Q2_K")
-    lines = _report_lines(capsys)
-    assert len(lines) == 1 and str(fresh.layout.shift_json(SMOL, "Q2_K")) in lines[0], lines
     # ppl_ratio = exp(mean rung NLL + mean reference target log-prob): shifted by exp(0.1)
     assert second["ppl_ratio"] == pytest.approx(first["ppl_ratio"] * np.exp(0.1), rel=1e-9)
     assert second["kl_mean"] == pytest.approx(first["kl_mean"], rel=1e-9)
+    lines = _report_lines(capsys)
+    assert len(lines) == 1 and str(fresh.layout.shift_json(SMOL, "Q2_K")) in lines[0], lines
 
 
 def test_torn_reference_store_and_shift_cache_are_reported_and_rebuilt(fresh, capsys):

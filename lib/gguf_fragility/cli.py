@@ -20,6 +20,7 @@ from gguf_fragility.report import site
 from gguf_fragility.run import pipeline
 from gguf_fragility.run.pipeline import ChapterError
 from gguf_fragility.run.sweep import regrade
+from gguf_fragility.store import LockHeld
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,20 +47,24 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "run":
-            pipeline.run(args.profile, args.stages)
-            if not args.no_site:
-                site.render(load_profile(args.profile).layout)
+            layout = load_profile(args.profile).layout
+            with pipeline.run_lock(layout):  # the site too: it reads what the run wrote
+                pipeline.run(args.profile, args.stages)
+                if not args.no_site:
+                    site.render(layout)
         elif args.cmd == "ladder":
             print(quantize.build_ladder(args.model, args.rungs,
                                         run=load_profile(args.profile).layout).to_string())
         elif args.cmd == "regrade":
-            summary = regrade(load_profile(args.profile).layout)
+            layout = load_profile(args.profile).layout
+            with pipeline.run_lock(layout):  # rewrites every cell
+                summary = regrade(layout)
             print(summary.to_string(index=False))
             print(f"{int(summary.changed.sum())} of {int(summary.n.sum())} verdicts changed")
         elif args.cmd == "fetch":
             for key in args.models:
                 print(models.obtain(key))
-    except (ProfileError, RegistryError, GGUFError, ChapterError, ValueError) as exc:
+    except (ProfileError, RegistryError, GGUFError, ChapterError, ValueError, LockHeld) as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"gguf-fragility: error: {line}", file=sys.stderr)
         return 2

@@ -36,6 +36,11 @@ class RunLayout:
         """The profile name (the root folder's name)."""
         return self.root.name
 
+    @property
+    def lock(self) -> Path:
+        """Held (``flock``) by the one run writing this folder; holds its PID and start time."""
+        return self.root / "run.lock"
+
     # chapter 1: the ladder
     def ladder_dir(self, model: str) -> Path:
         """Ladder manifest (``ladder.csv`` + ``ladder.json``) of one model."""

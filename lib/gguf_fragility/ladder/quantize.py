@@ -2,8 +2,9 @@
 
 Files live in ``.cache/models/<key>/`` (``reference.gguf``, ``<RUNG>.gguf``), each
 with a sidecar ``<file>.json`` recording its sha256 and how it was made. A rung is
-rebuilt only when its file or sidecar is missing, its hash no longer matches, or the
-reference changed. The manifest (``ladder.csv`` + ``ladder.json``) goes to
+rebuilt only when its file or sidecar is missing, its hash no longer matches (a truncated
+or modified file), or the reference changed; each rebuild of an existing file is reported
+in one line. The manifest (``ladder.csv`` + ``ladder.json``) goes to
 ``outputs/<profile>/ladder/<key>/``.
 """
 
@@ -36,7 +37,13 @@ from gguf_fragility.engine.llama import Engine
 from gguf_fragility.ladder import models
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.profile import DEFAULT_RUNGS
-from gguf_fragility.store import sha256_file, write_json_atomic, write_table_atomic
+from gguf_fragility.store import (
+    hold_lock,
+    report_rebuild,
+    sha256_file,
+    write_json_atomic,
+    write_table_atomic,
+)
 
 llama_cpp._logger.set_verbose(False)  # the quantizer logs every tensor to stderr otherwise
 
@@ -64,14 +71,34 @@ def _sidecar(path: Path) -> Path:
 
 
 def _fresh(path: Path, expect: dict) -> dict | None:
-    """The sidecar of ``path`` if the file exists, hashes as recorded and matches ``expect``."""
+    """The sidecar of ``path`` if the file exists, hashes as recorded and matches ``expect``.
+
+    A file that exists but fails (no or unreadable sidecar, made from another reference,
+    bytes that no longer hash as recorded: truncated or modified) is reported in one line.
+    """
     side = _sidecar(path)
-    if not (path.is_file() and side.is_file()):
+    if not path.is_file():
         return None
-    record = json.loads(side.read_text())
-    if any(record.get(k) != v for k, v in expect.items()):
+    if not side.is_file():
+        report_rebuild(path, f"no sidecar {side.name} records how it was made")
         return None
-    return record if sha256_file(path) == record["sha256"] else None
+    try:
+        record = json.loads(side.read_text())
+    except (OSError, ValueError):
+        record = None
+    if not (isinstance(record, dict) and isinstance(record.get("sha256"), str)):
+        report_rebuild(path, f"its sidecar {side.name} is unreadable")
+        return None
+    differ = {k: record.get(k) for k, v in expect.items() if record.get(k) != v}
+    if differ:
+        report_rebuild(path, f"made with other inputs ({', '.join(f'{k} {v}' for k, v in differ.items())})")
+        return None
+    digest = sha256_file(path)
+    if digest != record["sha256"]:
+        report_rebuild(path, f"sha256 {digest[:12]}… of its {path.stat().st_size} bytes is not the "
+                             f"{record['sha256'][:12]}… its sidecar recorded (truncated or modified)")
+        return None
+    return record
 
 
 def build_reference(key: str) -> Reference:
@@ -162,9 +189,11 @@ def build_ladder(key: str, rungs: list[str] | tuple[str, ...] = DEFAULT_RUNGS, *
     """
     for rung in rungs:
         ftype(rung)
-    ref = build_reference(key)
-    rows = [build_rung(ref, key, rung, n_threads)
-            for rung in tqdm(list(rungs), desc=f"ladder {key}", unit="rung")]
+    # runs of other profiles share the model folder: one builder at a time, the others wait
+    with hold_lock(paths.model_dir(key) / "ladder.lock", f"model folder {key}", wait=True):
+        ref = build_reference(key)
+        rows = [build_rung(ref, key, rung, n_threads)
+                for rung in tqdm(list(rungs), desc=f"ladder {key}", unit="rung")]
     table = pd.DataFrame(rows)
     write_table_atomic(table, run.ladder_csv(key))
     write_json_atomic(run.ladder_dir(key) / "ladder.json", {

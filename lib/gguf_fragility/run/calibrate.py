@@ -21,8 +21,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from gguf_fragility.probes.evaluate import VARIANTS
 from gguf_fragility.profile import Profile
-from gguf_fragility.run.shift import reference_topk, sample_tokens, save_reference
-from gguf_fragility.run.sweep import evaluate_rung, open_engine, rung_row
+from gguf_fragility.run.sweep import ensure_reference, evaluate_rung
 from gguf_fragility.store import write_json_atomic, write_table_atomic
 
 
@@ -72,7 +71,8 @@ def calibrate(profile: Profile, model: str) -> Calibration:
 
     Writes ``<model>_items.parquet``, ``<model>_report.csv`` and ``<model>.json`` to
     ``outputs/<profile>/calibration/`` and the reference's top-k log-probs on the KL text
-    sample to ``outputs/<profile>/sweep/<model>/_reference_topk.npz``.
+    sample to ``outputs/<profile>/sweep/<model>/_reference_topk.npz`` (kept while its
+    parameters are unchanged: :func:`gguf_fragility.run.sweep.ensure_reference`).
     """
     v0 = evaluate_rung(profile, model, "F16", variant=0)
     gen_ok = {f: set(g.item_id[g.correct]) for f, g in v0[v0["mode"] == "generate"].groupby("family")}
@@ -95,18 +95,8 @@ def calibrate(profile: Profile, model: str) -> Calibration:
         "variants": VARIANTS, "margin_threshold": profile.margin_threshold,
         "n_usable": len(usable_ids),
         "usable_ids_sha256": hashlib.sha256("\n".join(usable_ids).encode()).hexdigest()})
-    _reference_shift(profile, model)
+    ensure_reference(profile, model)
     return Calibration(items, report, passed, message)
-
-
-def _reference_shift(profile: Profile, model: str) -> None:
-    """Store the reference's top-k on the KL text sample once per model (skipped if present)."""
-    path = profile.layout.reference_topk(model)
-    if path.is_file():
-        return
-    with open_engine(profile, rung_row(profile, model, "F16").file) as engine:
-        windows = sample_tokens(engine, profile.shift_passages, profile.shift_tokens)
-        save_reference(reference_topk(engine, windows, profile.shift_top_k), path)
 
 
 __all__ = ["Calibration", "calibrate", "family_report", "usable_flags", "variant_agreement"]

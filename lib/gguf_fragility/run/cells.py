@@ -29,7 +29,7 @@ from gguf_fragility.probes.evaluate import ItemResult, answer_logprob, evaluate_
 from gguf_fragility.profile import NOISE_FLOOR, Profile
 from gguf_fragility.run.shift import kl_topk
 from gguf_fragility.stats.inputs import read_ladder
-from gguf_fragility.store import code_version, params_hash, write_table_atomic
+from gguf_fragility.store import code_version, params_hash, report_rebuild, write_table_atomic
 
 ANSWER_TOP_K = 32  # reference log-probs kept per item at the answer position
 
@@ -79,12 +79,41 @@ def cell_hash(profile: Profile, rung: str, rung_sha: str, pf: probes.ProbeFile,
                         "scoring_version": SCORING_VERSION})
 
 
-def is_done(path: Path, phash: str) -> bool:
-    """True when a stored cell exists and was made with the same parameters."""
+def is_done(path: Path, phash: str, owner: dict[str, object] | None = None) -> bool:
+    """True when a stored cell is readable, is ``owner``'s and was made with the same parameters.
+
+    ``owner`` maps columns to the value every row must hold (``model``, ``rung``, ``family``,
+    ``variant``). A cell that exists but fails a check is reported in one line (file and
+    reason) and the caller rebuilds it; an absent or empty cell is simply not done.
+    """
     if not path.is_file():
         return False
-    stored = pd.read_parquet(path, columns=["params_hash"])
-    return len(stored) > 0 and bool((stored.params_hash == phash).all())
+    try:  # the whole file: a torn page fails here rather than when the stats read it
+        stored = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError or ValueError subclasses
+        report_rebuild(path, f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+        return False
+    why = _stale_cell(stored, phash, owner or {})
+    if why:
+        report_rebuild(path, why)
+    return not why and len(stored) > 0
+
+
+def _stale_cell(stored: pd.DataFrame, phash: str, owner: dict[str, object]) -> str:
+    """Why a readable cell cannot be reused ('' when it can)."""
+    missing = sorted({"params_hash", "item_id", *owner} - set(stored.columns))
+    if missing:
+        return f"not a sweep cell (no column {', '.join(missing)})"
+    for col, want in owner.items():
+        other = sorted(str(v) for v in set(stored[col]) - {want})
+        if other:
+            return f"its rows belong to {col} {', '.join(other)}, not {want}"
+    if stored.item_id.duplicated().any():
+        return f"{int(stored.item_id.duplicated().sum())} duplicate item rows"
+    if len(stored) and not (stored.params_hash == phash).all():
+        return (f"made with other parameters (params_hash {stored.params_hash.iloc[0]}, "
+                f"now {phash})")
+    return ""
 
 
 def _answer_shift(lp: np.ndarray | None, ref: dict | None) -> tuple[float, float, list, list]:
@@ -169,6 +198,11 @@ class LazyEngine:
         self.close()
 
 
+def cell_owner(model: str, rung: str, family: str, variant: int = 0) -> dict[str, object]:
+    """The provenance values every row of this cell holds (checked by :func:`is_done`)."""
+    return {"model": model, "rung": rung, "family": family, "variant": variant}
+
+
 def plan_cell(profile: Profile, model: str, rung: str, family: str, *, variant: int = 0,
               keep: Collection[str] | None = None) -> tuple[probes.ProbeFile, Path, str]:
     """A cell's items (after the ``keep`` filter), file and params hash; nothing is run."""
@@ -210,7 +244,7 @@ def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, varia
     F16 cell of the same family (answer-position KL), so F16 must be swept first.
     """
     pf, path, phash = plan_cell(profile, model, rung, family, variant=variant, keep=keep)
-    if is_done(path, phash):
+    if is_done(path, phash, cell_owner(model, rung, family, variant)):
         return CellRun(path, False, float("nan"), 0)
     row = rung_row(profile, model, rung)
     if any(it["scorer"] == "code_exec" for it in pf.items):  # refuse before loading a model

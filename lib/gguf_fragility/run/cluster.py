@@ -25,7 +25,15 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from gguf_fragility.profile import Profile, local_workers
-from gguf_fragility.run.cells import CellRun, LazyEngine, evaluate_cell, is_done, plan_cell, rung_row
+from gguf_fragility.run.cells import (
+    CellRun,
+    LazyEngine,
+    cell_owner,
+    evaluate_cell,
+    is_done,
+    plan_cell,
+    rung_row,
+)
 
 _CLIENTS: dict[str, tuple] = {}  # scheduler spec -> (Client, LocalCluster or None), per process
 
@@ -117,7 +125,7 @@ def run_cells(profile: Profile, cells: Sequence[Cell]) -> list[CellRun]:
     for i, c in enumerate(cells):
         _, path, phash = plan_cell(profile, c.model, c.rung, c.family, variant=c.variant,
                                          keep=c.keep)
-        if is_done(path, phash):
+        if is_done(path, phash, cell_owner(c.model, c.rung, c.family, c.variant)):
             runs[i] = CellRun(path, False, float("nan"), 0)
         else:
             pending.append((i, path))

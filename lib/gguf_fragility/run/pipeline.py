@@ -8,11 +8,16 @@ from what earlier runs stored, so a rerun after a kill repeats no finished work.
 An error inside a chapter stops the run with :class:`ChapterError`: one line with the
 exception's type and message and the path of the executed notebook, which holds the
 traceback.
+
+One run at a time writes an outputs folder: :func:`run_lock` takes ``outputs/<profile>/run.lock``
+and a second run on the same folder refuses with the holder's PID and start time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,7 +30,7 @@ from gguf_fragility import paths
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.profile import NOISE_FLOOR, Profile, ProfileError, load_profile
 from gguf_fragility.run.sweep import gate
-from gguf_fragility.store import write_table_atomic
+from gguf_fragility.store import hold_lock, write_table_atomic
 
 
 class Stage(NamedTuple):
@@ -151,6 +156,20 @@ def _gate_refusal(run: RunLayout, job: Job) -> str:
     return ""
 
 
+@contextlib.contextmanager
+def run_lock(run: RunLayout) -> Iterator[Path]:
+    """Hold the run's lock (``run.lock``) for a ``with`` block; re-entrant in one process.
+
+    Raises
+    ------
+    gguf_fragility.store.LockHeld
+        When another live process runs on the same outputs folder (PID and start time in
+        the message). A lock left by a killed run is taken over (reported in one line).
+    """
+    with hold_lock(run.lock, f"outputs folder {run.root}") as path:
+        yield path
+
+
 def run(profile_name: str, stages: list[str] | None = None) -> pd.DataFrame:
     """Run a profile's notebooks in order; print and store the wall time of each stage.
 
@@ -158,11 +177,22 @@ def run(profile_name: str, stages: list[str] | None = None) -> pd.DataFrame:
     -------
     DataFrame
         One row per executed notebook: stage, notebook, parameters, seconds.
+
+    Raises
+    ------
+    gguf_fragility.store.LockHeld
+        Another run is writing the same outputs folder; nothing was run.
     """
     profile = load_profile(profile_name)
     jobs = plan(profile, stages)
     for job in jobs:
         check_parameters(job)
+    with run_lock(profile.layout):
+        return _run_jobs(profile, jobs)
+
+
+def _run_jobs(profile: Profile, jobs: list[Job]) -> pd.DataFrame:
+    """Execute planned jobs in order (the caller holds the run's lock)."""
     rows = []
     bar = tqdm(jobs, desc=f"autopsy {profile.name}", unit="notebook")
     for job in bar:

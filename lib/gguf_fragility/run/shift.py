@@ -108,18 +108,35 @@ def rung_shift(engine, windows: list[list[int]], ref: RefTopK) -> dict[str, floa
             "rms_dp": float(np.sqrt(np.mean(dp ** 2)))}
 
 
-def save_reference(ref: RefTopK, path: Path) -> None:
-    """Store the reference top-k atomically (``.npz``)."""
+def save_reference(ref: RefTopK, path: Path, params_hash: str) -> None:
+    """Store the reference top-k atomically (``.npz``) with the hash of what made it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **ref._asdict())
+    np.savez_compressed(tmp, params_hash=np.array(params_hash), **ref._asdict())
     tmp.replace(path)
 
 
 def load_reference(path: Path) -> RefTopK:
-    """Read what :func:`save_reference` stored."""
+    """Read what :func:`save_reference` stored (every array, so a torn file fails here)."""
+    return read_reference(path)[0]
+
+
+def read_reference(path: Path) -> tuple[RefTopK, str]:
+    """The stored top-k and its parameters' hash ('' for a file written before it was kept).
+
+    Raises
+    ------
+    OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError
+        When the file is truncated, not an ``.npz`` or lacks an array.
+    """
     with np.load(path) as z:
-        return RefTopK(*(z[f] for f in RefTopK._fields))
+        ref = RefTopK(*(z[f] for f in RefTopK._fields))
+        key = str(z["params_hash"]) if "params_hash" in z.files else ""
+    n = len(ref.target)
+    if not (len(ref.ids) == len(ref.logprobs) == len(ref.target_logprob) == n):
+        raise ValueError(f"arrays of unequal length ({len(ref.ids)}, {len(ref.logprobs)}, {n}, "
+                         f"{len(ref.target_logprob)} rows)")
+    return ref, key
 
 
 def freeze_sample(n: int = 64, seed: int = 0, min_chars: int = 2400) -> Path:

@@ -9,6 +9,7 @@ sample, and re-grading stored cells without a model.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,8 +20,23 @@ from gguf_fragility.probes.evaluate import regrade_result
 from gguf_fragility.profile import NOISE_FLOOR, Profile
 from gguf_fragility.run.cells import engine_settings, families_of, open_engine, rung_row
 from gguf_fragility.run.cluster import Cell, run_cells
-from gguf_fragility.run.shift import load_reference, rung_shift, sample_tokens
-from gguf_fragility.store import params_hash, write_json_atomic, write_table_atomic
+from gguf_fragility.run.shift import (
+    SAMPLE,
+    load_reference,
+    read_reference,
+    reference_topk,
+    rung_shift,
+    sample_tokens,
+    save_reference,
+)
+from gguf_fragility.store import (
+    params_hash,
+    read_json_or_none,
+    report_rebuild,
+    sha256_file,
+    write_json_atomic,
+    write_table_atomic,
+)
 
 
 def evaluate_rung(profile: Profile, model: str, rung: str, *, variant: int = 0,
@@ -113,18 +129,62 @@ def gate(run: RunLayout, model: str) -> None:
         raise RuntimeError(record["message"])
 
 
+def reference_params(profile: Profile, model: str) -> str:
+    """Hash of everything that makes the reference's top-k store (see :func:`ensure_reference`)."""
+    return params_hash({"model_sha256": rung_row(profile, model, "F16").sha256,
+                        "sample_sha256": sha256_file(SAMPLE) if SAMPLE.is_file() else "missing",
+                        "passages": profile.shift_passages,
+                        "tokens": profile.shift_tokens, "k": profile.shift_top_k,
+                        "engine": engine_settings(profile, "F16")})
+
+
+def ensure_reference(profile: Profile, model: str) -> Path:
+    """The reference's top-k on the text sample, (re)built unless stored with these parameters.
+
+    A stored file is reused only when it reads whole and its recorded parameters hash
+    (F16 sha256, text sample sha256, passages, tokens, k, engine settings) equals the
+    current one; otherwise the reason is reported in one line and the F16 rung is scored again.
+    """
+    path = profile.layout.reference_topk(model)
+    key = reference_params(profile, model)
+    if path.is_file():
+        try:
+            _, stored = read_reference(path)
+        except Exception as exc:  # truncated zip, bad CRC, missing array, not an npz
+            report_rebuild(path, f"unreadable ({type(exc).__name__}: {exc})")
+        else:
+            if stored == key:
+                return path
+            report_rebuild(path, f"made with other parameters (params_hash {stored or 'none'}, "
+                                 f"now {key})")
+    with open_engine(profile, rung_row(profile, model, "F16").file) as engine:
+        windows = sample_tokens(engine, profile.shift_passages, profile.shift_tokens)
+        save_reference(reference_topk(engine, windows, profile.shift_top_k), path, key)
+    return path
+
+
 def measure_shift(profile: Profile, model: str, rung: str) -> dict:
-    """KL divergence of a rung against the stored reference on the text sample (cached)."""
-    ref_path = profile.layout.reference_topk(model)
-    if not ref_path.is_file():
-        raise FileNotFoundError(f"{ref_path} is missing; run 03_calibrate for {model} first")
+    """KL divergence of a rung against the stored reference on the text sample (cached).
+
+    The cache (``_shift.json``) is reused only when it was computed from this rung file
+    (sha256), this reference store (sha256 of its bytes) and these sample and engine
+    settings; a stale reference store is rebuilt first (:func:`ensure_reference`).
+    """
+    if not profile.layout.reference_topk(model).is_file():
+        raise FileNotFoundError(f"{profile.layout.reference_topk(model)} is missing; "
+                                f"run 03_calibrate for {model} first")
+    ref_path = ensure_reference(profile, model)
     row = rung_row(profile, model, rung)
     out = profile.layout.shift_json(model, rung)
-    key = params_hash({"rung_sha": row.sha256, "ref": ref_path.stat().st_size,
+    key = params_hash({"rung_sha": row.sha256, "reference_sha256": sha256_file(ref_path),
                        "passages": profile.shift_passages, "tokens": profile.shift_tokens,
                        "k": profile.shift_top_k, "engine": engine_settings(profile, rung)})
-    if out.is_file() and json.loads(out.read_text()).get("params_hash") == key:
-        return json.loads(out.read_text())
+    stored = read_json_or_none(out)
+    if stored is not None:
+        if stored.get("params_hash") == key:
+            return stored
+        report_rebuild(out, "made from another rung file, reference store or settings "
+                            f"(params_hash {stored.get('params_hash')}, now {key})")
     with open_engine(profile, row.file, rung) as engine:
         windows = sample_tokens(engine, profile.shift_passages, profile.shift_tokens)
         result = {"model": model, "rung": rung, "bpw": float(row.bpw), "params_hash": key,

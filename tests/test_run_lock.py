@@ -1,0 +1,85 @@
+"""Two `gguf-fragility run` on one outputs folder cannot collide (issue 14, item 4).
+
+The runs are the real command line in subprocesses; only the notebook execution is replaced
+(a sitecustomize patches ``pipeline.execute``) so that the first run stays inside its run for
+as long as the test needs, and no model is loaded.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+PATCH = """\
+import os, time
+from pathlib import Path
+from gguf_fragility.run import pipeline
+
+def _execute(job):
+    Path(os.environ["GF_TEST_FLAG"]).write_text(str(os.getpid()))
+    if os.environ["GF_TEST_EXECUTE"] == "hang":
+        time.sleep(600)
+    return 0.0
+
+pipeline.execute = _execute
+"""
+
+TINY = """
+models:
+  smollm2-135m:
+    rungs: [F16]
+families: [science_mc]
+n_items: 2
+"""
+
+
+def _env(tmp_path, mode: str, flag) -> dict:
+    site = tmp_path / f"site_{mode}"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(PATCH)
+    return {**os.environ, "PYTHONPATH": str(site), "GF_TEST_EXECUTE": mode, "GF_TEST_FLAG": str(flag),
+            "GGUF_FRAGILITY_PROFILES": str(tmp_path / "profiles"),
+            "GGUF_FRAGILITY_OUTPUTS": str(tmp_path / "outputs")}
+
+
+def _cmd() -> list[str]:
+    return [sys.executable, "-m", "gguf_fragility.cli", "run", "--profile", "tiny",
+            "--stages", "probes", "--no-site"]
+
+
+def test_second_run_on_same_outputs_refuses_and_killed_run_is_taken_over(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "tiny.yaml").write_text(TINY)
+    lock = tmp_path / "outputs" / "tiny" / "run.lock"
+    flag1 = tmp_path / "first.flag"
+    first = subprocess.Popen(_cmd(), env=_env(tmp_path, "hang", flag1), start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not flag1.is_file():  # the first run is inside its run (executing a notebook)
+            assert first.poll() is None, "the first run ended early"
+            assert time.monotonic() < deadline, "the first run never reached its notebooks"
+            time.sleep(0.1)
+        flag2 = tmp_path / "second.flag"
+        second = subprocess.run(_cmd(), env=_env(tmp_path, "fast", flag2), capture_output=True,
+                                text=True, timeout=120)
+        assert second.returncode == 2, second.stderr[-2000:]
+        msg = second.stderr.strip().splitlines()[-1]
+        assert f"PID {first.pid} (started " in msg and str(lock) in msg, msg
+        assert "in use by" in msg
+        assert not flag2.exists()  # refused before running anything
+        held = json.loads(lock.read_text())
+        assert held["pid"] == first.pid and held["started"]
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # like a crash or an OOM kill: no cleanup runs
+        first.wait()
+    flag3 = tmp_path / "third.flag"
+    third = subprocess.run(_cmd(), env=_env(tmp_path, "fast", flag3), capture_output=True,
+                           text=True, timeout=120)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert flag3.is_file()  # it ran its notebook
+    takeover = [ln for ln in third.stderr.splitlines() if "taking over the lock" in ln]
+    assert len(takeover) == 1 and f"PID {first.pid}" in takeover[0], third.stderr[-2000:]
+    assert lock.read_text() == ""  # released cleanly: the next run reports no takeover

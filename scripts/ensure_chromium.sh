@@ -15,17 +15,7 @@ for exe in chromium chromium-browser; do
   fi
 done
 
-if [ "$(id -u)" -eq 0 ]; then
-  SUDO=""
-elif command -v sudo >/dev/null 2>&1; then
-  SUDO="sudo"
-else
-  echo "ensure_chromium: chromium is missing and this user cannot run apt-get (not root, no sudo);" \
-       "install Debian's 'chromium' package, or skip the slow tests (pytest -m 'not slow')" >&2
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
+bash "$(dirname "$0")/apt_install.sh" ensure_chromium \
+  "install Debian's 'chromium' package, or skip the slow tests (pytest -m 'not slow')" \
+  chromium fonts-dejavu-core
 echo "ensure_chromium: installed $(command -v chromium) ($(chromium --version 2>/dev/null || echo 'version unknown'))"

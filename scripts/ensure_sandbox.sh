@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure Debian's `bubblewrap` (bwrap) is installed: the sandbox that runs model-written
-# code for the `code` probe family (lib/gguf_fragility/codeexec.py, tests/test_sandbox.py).
+# code for the `code` probe family (lib/gguf_fragility/probes/codeexec.py, tests/test_sandbox.py).
 # Idempotent: returns at once when a working bwrap is there.
 #
 #   bash scripts/ensure_sandbox.sh          # needs root (or sudo) the first time
@@ -25,18 +25,8 @@ if works; then
 fi
 
 if ! command -v bwrap >/dev/null 2>&1; then
-  if [ "$(id -u)" -eq 0 ]; then
-    SUDO=""
-  elif command -v sudo >/dev/null 2>&1; then
-    SUDO="sudo"
-  else
-    echo "ensure_sandbox: bubblewrap is missing and this user cannot run apt-get (not root," \
-         "no sudo); install Debian's 'bubblewrap' package" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -q
-  $SUDO apt-get install -y -q --no-install-recommends bubblewrap
+  bash "$(dirname "$0")/apt_install.sh" ensure_sandbox "install Debian's 'bubblewrap' package" \
+    bubblewrap
 fi
 
 if works; then

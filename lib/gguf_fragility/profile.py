@@ -20,6 +20,7 @@ import yaml
 
 from gguf_fragility import paths
 from gguf_fragility.engine.ftypes import ftype
+from gguf_fragility.errors import ProblemsError
 from gguf_fragility.layout import RunLayout, outputs_root
 from gguf_fragility.registry import read_registry
 
@@ -30,12 +31,8 @@ DEFAULT_RUNGS = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
 NOISE_FLOOR = "F16-floor"
 
 
-class ProfileError(ValueError):
+class ProfileError(ProblemsError):
     """A params profile that is missing, malformed or mistyped; one line per problem."""
-
-    def __init__(self, problems: str | list[str]):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,13 @@ from typing import NamedTuple
 import yaml
 
 from gguf_fragility import paths
+from gguf_fragility.errors import ProblemsError
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class RegistryError(ValueError):
+class RegistryError(ProblemsError):
     """A model key or registry entry that cannot be used; one line per problem."""
-
-    def __init__(self, problems: str | list[str]):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,9 @@ def landing_markdown(run: RunLayout) -> str:
         def detect(h):
             if not (h["n_undecided"] and np.isfinite(h["mde_low"])):
                 return ""
-            return f"{h['mde_low']:.1f}-{h['mde_high']:.1f} {h['mde_unit']}"
+            low, high = f"{h['mde_low']:.1f}", f"{h['mde_high']:.1f}"
+            return f"{low} {h['mde_unit']}" if low == high else f"{low}-{high} {h['mde_unit']}"
+
 
         view = pd.DataFrame({
             "lens": head["lens"],
@@ -213,9 +215,10 @@ def landing_markdown(run: RunLayout) -> str:
                 if h["n_undecided"] and np.isfinite(h["mde_low"]):
                     unit = ("pp" if h["mde_unit"] == "pp"
                             else "standard deviations of the per-item change")
-                    s += (f" The undecided cells could have detected a loss of "
-                          f"{h['mde_low']:.1f} to {h['mde_high']:.1f} {unit} (planned, at "
-                          "their corrected level, with 80% power).")
+                    low, high = f"{h['mde_low']:.1f}", f"{h['mde_high']:.1f}"
+                    span = low if low == high else f"{low} to {high}"
+                    s += (f" The undecided cells could have detected a loss of {span} {unit} "
+                          "(planned, at their corrected level, with 80% power).")
                 if h["lens"] == "fidelity":
                     if np.isfinite(h["floor_flip_pct"]):
                         s += (f" The noise floor (the reference re-run with other batch "

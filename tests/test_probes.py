@@ -146,3 +146,17 @@ def test_load_family_prefix_and_unknown():
     assert len(pf.items) == 5 and pf.sha256 == sha256_file(pf.path)
     with pytest.raises(ValueError, match="unknown family"):
         probes.load_family("poetry")
+
+
+def test_file_that_left_its_manifest_is_refused(tmp_path):
+    """A frozen file whose items were changed (each item still valid) fails the manifest."""
+    build.build(tmp_path, ["arithmetic"], progress=False)
+    f = tmp_path / "arithmetic.jsonl"
+    assert probes.verify_manifest(tmp_path)[0].sha256_ok
+    lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
+    f.write_text("".join(lines[:-1]), encoding="utf-8")  # one item dropped, the rest intact
+    with pytest.raises(ProbeSchemaError, match="sha256/count differ from manifest.json"):
+        probes.verify_manifest(tmp_path)
+    lenient = probes.verify_manifest(tmp_path, strict=False)[0]
+    assert not lenient.sha256_ok and not lenient.count_ok
+

@@ -182,12 +182,6 @@ def landing_markdown(run: RunLayout) -> str:
                    "a loss is shown only after the corrected family of tests "
                    "([Methods](methods.qmd)), and no rung is called equivalent without an "
                    "interval inside the margin.\n\n")
-        def detect(h):
-            if not (h["n_undecided"] and np.isfinite(h["mde_low"])):
-                return ""
-            low, high = f"{h['mde_low']:.1f}", f"{h['mde_high']:.1f}"
-            return f"{low} {h['mde_unit']}" if low == high else f"{low}-{high} {h['mde_unit']}"
-
 
         view = pd.DataFrame({
             "lens": head["lens"],
@@ -198,11 +192,11 @@ def landing_markdown(run: RunLayout) -> str:
                 strict=True)],
             "decided": [f"{int(a)} / {int(b)}" for a, b in zip(
                 head["n_decided"], head["n_cells"], strict=True)],
-            "undecided": head["n_undecided"], "untestable": head["n_untestable"],
-            "could detect": [detect(h) for _, h in head.iterrows()]})
+            "undecided": head["n_undecided"], "untestable": head["n_untestable"]})
         for model in sorted(head["model"].unique()):
             out.append(f"**{model}** (families died / measurable; cells decided / measurable; "
-                       "the loss the undecided cells could have detected):\n\n")
+                       "what the undecided cells could have detected is under *What died "
+                       "where*):\n\n")
             out.append(_md_table(view[(head["model"] == model).to_numpy()]) + "\n")
         out.append("\n## What died where\n")
         for model, g in head.groupby("model", sort=True):

@@ -7,15 +7,15 @@ import yaml
 
 from gguf_fragility.engine.gguf import GGUFError, open_gguf
 from gguf_fragility.ladder import models, quantize
-from gguf_fragility.ladder.models import RegistryError
 from gguf_fragility.profile import ProfileError, load_profile
+from gguf_fragility.registry import RegistryError, get_spec, load_registry
 
 
 def _registry(tmp_path, source: dict):
     path = tmp_path / "models.yaml"
     path.write_text(yaml.safe_dump({"models": {"mine": {
         "family": "X", "display": "X", "licence": "MIT", "source": source}}}))
-    return models.load_registry(path)
+    return load_registry(path)
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def isolated_cache(tmp_path, monkeypatch):
 
 def test_unknown_model_key_lists_known_keys():
     with pytest.raises(RegistryError, match=r"'nope'.*smollm2-135m"):
-        models.get_spec("nope")
+        get_spec("nope")
 
 
 def test_missing_local_gguf(tmp_path, isolated_cache):
@@ -105,7 +105,7 @@ def test_registry_entry_missing_field(tmp_path):
     path = tmp_path / "models.yaml"
     path.write_text("models:\n  m:\n    family: X\n    source: {kind: local, path: a.gguf}\n")
     with pytest.raises(RegistryError, match=r"models.m.display: missing"):
-        models.load_registry(path)
+        load_registry(path)
 
 
 def test_quantize_failure_is_reported(tmp_path, smol_ladder):

@@ -92,7 +92,7 @@ def test_cell_with_rows_of_another_cell_is_reported_and_rebuilt(fresh, capsys, f
     else:  # another model's rows (relabelled: the tests have one model)
         rows = pd.read_parquet(target).assign(model="qwen2.5-coder-1.5b")
     family = target.stem
-    _, _, phash = plan_cell(fresh, SMOL, "Q2_K", family)
+    phash = plan_cell(fresh, SMOL, "Q2_K", family).params_hash
     rows.assign(params_hash=phash).to_parquet(target, index=False)
     capsys.readouterr()
     run = evaluate_cell(fresh, SMOL, "Q2_K", family)

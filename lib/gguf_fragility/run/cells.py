@@ -203,16 +203,25 @@ def cell_owner(model: str, rung: str, family: str, variant: int = 0) -> dict[str
     return {"model": model, "rung": rung, "family": family, "variant": variant}
 
 
+class CellPlan(NamedTuple):
+    """Result of :func:`plan_cell`."""
+
+    items: probes.ProbeFile  # the family's items after the ``keep`` filter
+    path: Path  # the cell's parquet file
+    params_hash: str  # everything that can change its rows
+    row: pd.Series  # the rung's ladder-manifest row (file, sha256, bpw ...)
+
+
 def plan_cell(profile: Profile, model: str, rung: str, family: str, *, variant: int = 0,
-              keep: Collection[str] | None = None) -> tuple[probes.ProbeFile, Path, str]:
-    """A cell's items (after the ``keep`` filter), file and params hash; nothing is run."""
+              keep: Collection[str] | None = None) -> CellPlan:
+    """A cell's items, file, params hash and rung row; nothing is run."""
     row = rung_row(profile, model, rung)
     pf = probes.load_family(family, n=profile.items_for(model, family))
     if keep is not None:
         keep = set(keep)
         pf = pf._replace(items=[it for it in pf.items if it["item_id"] in keep])
-    return pf, profile.layout.cell(model, rung, family, variant), cell_hash(
-        profile, rung, row.sha256, pf, variant)
+    return CellPlan(pf, profile.layout.cell(model, rung, family, variant),
+                    cell_hash(profile, rung, row.sha256, pf, variant), row)
 
 
 def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, variant: int = 0,
@@ -243,10 +252,9 @@ def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, varia
     :mod:`gguf_fragility.run.cluster` sends to Dask workers. A non-reference rung reads the
     F16 cell of the same family (answer-position KL), so F16 must be swept first.
     """
-    pf, path, phash = plan_cell(profile, model, rung, family, variant=variant, keep=keep)
+    pf, path, phash, row = plan_cell(profile, model, rung, family, variant=variant, keep=keep)
     if is_done(path, phash, cell_owner(model, rung, family, variant)):
         return CellRun(path, False, float("nan"), 0)
-    row = rung_row(profile, model, rung)
     if any(it["scorer"] == "code_exec" for it in pf.items):  # refuse before loading a model
         codeexec.require_isolation(allow_unisolated=profile.allow_unisolated_code)
     lazy = engine or LazyEngine(profile, row.file, rung)

@@ -123,8 +123,8 @@ def run_cells(profile: Profile, cells: Sequence[Cell]) -> list[CellRun]:
     runs: list[CellRun | None] = [None] * len(cells)
     pending = []
     for i, c in enumerate(cells):
-        _, path, phash = plan_cell(profile, c.model, c.rung, c.family, variant=c.variant,
-                                         keep=c.keep)
+        _, path, phash, _ = plan_cell(profile, c.model, c.rung, c.family, variant=c.variant,
+                                      keep=c.keep)
         if is_done(path, phash, cell_owner(c.model, c.rung, c.family, c.variant)):
             runs[i] = CellRun(path, False, float("nan"), 0)
         else:

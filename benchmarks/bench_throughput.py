@@ -40,7 +40,8 @@ from typing import NamedTuple
 import numpy as np
 
 from gguf_fragility import probes
-from gguf_fragility.engine.llama import Engine, log_softmax, peak_rss_bytes, system_info
+from gguf_fragility.engine.greedy import log_softmax
+from gguf_fragility.engine.llama import Engine, peak_rss_bytes, system_info
 from gguf_fragility.ladder.quantize import build_ladder
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes.evaluate import build_request, evaluate_item

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gguf_fragility import probes
+from gguf_fragility.engine.greedy import Greedy
 from gguf_fragility.engine.llama import ChoiceScores
 from gguf_fragility.engine.llama import Generation as Gen
 from gguf_fragility.engine.llama import LogLik as LL
@@ -49,13 +50,15 @@ class FakeEngine:
                                      (), 1, c == (self.prefer or [None])[0])
                                   for c in continuations), LL_ROW)
 
-    def generate(self, prompt, *, max_tokens, stop=(), grammar=None):
+    def generate(self, prompt, *, max_tokens, stop=(), draft=None):
         if self.fail:
             raise ValueError("prompt exceeds n_ctx")
         self.calls.append(("gen", prompt, max_tokens, tuple(stop)))
         text = next((v for k, v in self.replies.items() if k in prompt), "no idea")
+        reply = Greedy(text, (1, 2), "stop", -1.5, GEN_ROW, 0, -1, np.nan,
+                       -2.5 if draft else np.nan, 0.1, 0.1, 2)
         return Gen(text, len(prompt.split()), len(text.split()), 0.1, 100.0, 50.0, "stop",
-                   GEN_ROW)
+                   GEN_ROW, reply)
 
 
 def mmlu_item():
@@ -116,6 +119,10 @@ def test_generate_item_uses_template_budget_and_variant():
     assert r1.variant == 1 and SYSTEM_V1 in eng.calls[-1][1]
     bad = evaluate_item(FakeEngine(replies={"17": "It is 392"}), item).result
     assert not bad.correct and bad.score == 0.0
+    # the margin lens's number: the reply's own log-prob, or the draft's when one is verified
+    own = evaluate_item(eng, item)
+    assert own.reply_logprob == -1.5 and own.result.gen_tokens == (1, 2)
+    assert evaluate_item(eng, item, draft=[1, 2]).reply_logprob == -2.5
 
 
 def test_engine_error_is_recorded_not_raised():

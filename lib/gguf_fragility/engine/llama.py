@@ -31,13 +31,16 @@ import llama_cpp
 import numpy as np
 
 from gguf_fragility.engine.gguf import open_gguf
+from gguf_fragility.engine.greedy import Greedy, greedy, log_softmax
 
 # Version of the log-likelihood computation: part of every sweep cell's params hash, so a
 # change that moves log-probs (even by float rounding) re-runs stored cells.
 # 2: one batch per item, the choices as sequences on the shared context, whose last
 #    logits row scores every first token (was: context[:-1], then one decode per choice)
 # 3: cells gain ref_answer_logprob (the reference's reply teacher-forced under the rung)
-SCORING_VERSION = 3
+# 4: generation is engine.greedy's (own greedy loop; a rung verifies the reference's reply
+#    tokens in one batch); ref_answer_logprob covers the reply's terminating token
+SCORING_VERSION = 4
 
 
 class LogLik(NamedTuple):
@@ -67,6 +70,7 @@ class Generation(NamedTuple):
     gen_tps: float
     finish_reason: str  # "stop" or "length"
     answer_logprobs: np.ndarray  # (n_vocab,) next-token log-probs after the prompt
+    reply: Greedy  # tokens, their log-probability, and how much of a draft was verified
 
 
 def peak_rss_bytes() -> int:
@@ -86,13 +90,6 @@ def topk_rows(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     lp = np.take_along_axis(rows, ids, axis=1)
     order = np.argsort(-lp, axis=1, kind="stable")
     return np.take_along_axis(ids, order, axis=1), np.take_along_axis(lp, order, axis=1)
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float64."""
-    x = np.asarray(logits, dtype=np.float64)
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
 class Engine:
@@ -188,27 +185,31 @@ class Engine:
                       seqs: Sequence[Sequence[int]], want: Sequence[int]) -> np.ndarray:
         """One llama_decode per ``n_batch`` tokens; token i at ``pos[i]`` in sequences ``seqs[i]``.
 
-        Returns the logits rows at ``want`` (indexes into ``tokens``); only those rows are
-        computed (no logits_all).
+        Returns the logits rows at ``want`` (indexes into ``tokens``, increasing); only those
+        rows are computed (no logits_all), and each chunk's rows are copied in one block
+        (llama.cpp stores them contiguously, in batch order).
         """
         want_set = set(want)
-        rows: dict[int, np.ndarray] = {}
+        if list(want) != sorted(want_set):
+            raise ValueError("want must be increasing indexes without repeats")
+        blocks: list[np.ndarray] = []
         batch = self.llm._batch.batch
         for start in range(0, len(tokens), self.n_batch):
             chunk = range(start, min(start + self.n_batch, len(tokens)))
             batch.n_tokens = len(chunk)
+            n_out = 0
             for i, j in enumerate(chunk):
                 batch.token[i], batch.pos[i] = tokens[j], pos[j]
                 batch.n_seq_id[i] = len(seqs[j])
                 for k, seq in enumerate(seqs[j]):
                     batch.seq_id[i][k] = seq
                 batch.logits[i] = j in want_set
+                n_out += j in want_set
             self.llm._ctx.decode(self.llm._batch)
-            for i, j in enumerate(chunk):
-                if j in want_set:
-                    ptr = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, i)
-                    rows[j] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
-        return np.stack([rows[i] for i in want]) if want else np.empty((0, self.n_vocab))
+            if n_out:
+                ptr = llama_cpp.llama_get_logits(self.llm._ctx.ctx)
+                blocks.append(np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy())
+        return np.concatenate(blocks) if blocks else np.empty((0, self.n_vocab), np.float32)
 
     def _decode(self, tokens: Sequence[int], n_past: int, want: Sequence[int]) -> np.ndarray:
         """Evaluate ``tokens`` on sequence 0 at positions n_past.. and return logits at ``want``."""
@@ -317,36 +318,46 @@ class Engine:
 
     # ---------------------------------------------------------------- generation
     def generate(self, prompt: str, *, max_tokens: int, stop: Sequence[str] = (),
-                 grammar: str | None = None) -> Generation:
-        """Greedy completion of ``prompt`` (already rendered) with optional GBNF ``grammar``.
+                 draft: Sequence[int] | None = None) -> Generation:
+        """Greedy reply to ``prompt`` (already rendered), verifying ``draft`` first if given.
 
-        The prompt is evaluated here (timed, and its next-token distribution returned as
-        ``answer_logprobs``); llama-cpp-python's completion then reuses that KV cache.
+        ``draft`` is a reply's token ids (a reference's ``Generation.tokens``): its prefix
+        that this model would produce greedily is accepted in one batch, and decoding goes
+        on one token at a time from the first disagreement
+        (:func:`gguf_fragility.engine.greedy.greedy`, which defines the reply).
         """
         tokens = self.tokenize(prompt)
         if len(tokens) + max_tokens > self.n_ctx:
             raise ValueError(f"prompt ({len(tokens)} tokens) + max_tokens ({max_tokens}) exceed "
                              f"n_ctx={self.n_ctx}; raise n_ctx in the profile or shorten the item")
         self._reset()
-        t0 = time.perf_counter()
-        answer_logprobs = log_softmax(self._decode(tokens, 0, [len(tokens) - 1])[0])
-        prefill_s = time.perf_counter() - t0
-        ctx = self.llm._ctx.ctx
-        llama_cpp.llama_perf_context_reset(ctx)
-        res = self.llm.create_completion(
-            prompt, max_tokens=max_tokens, temperature=0.0, top_k=1, stop=list(stop) or None,
-            grammar=llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) if grammar else None,
-            seed=self.seed)
-        perf = llama_cpp.llama_perf_context(ctx)
-        choice = res["choices"][0]
-        gen_s = perf.t_eval_ms / 1e3
-        first = gen_s / perf.n_eval if perf.n_eval else 0.0
+        g = greedy(self, tokens, max_tokens=max_tokens, stop=stop, draft=draft)
+        first = g.generate_s / g.n_decoded if g.n_decoded else 0.0
         return Generation(
-            text=choice["text"], n_prompt_tokens=len(tokens),
-            n_gen_tokens=res["usage"]["completion_tokens"], ttft_s=prefill_s + first,
-            prompt_tps=len(tokens) / prefill_s,
-            gen_tps=perf.n_eval / gen_s if gen_s > 0 else float("nan"),
-            finish_reason=choice["finish_reason"] or "stop", answer_logprobs=answer_logprobs)
+            text=g.text, n_prompt_tokens=len(tokens),
+            n_gen_tokens=len(g.tokens) - (bool(g.tokens) and self.is_eog(g.tokens[-1])),
+            ttft_s=g.prefill_s + first, prompt_tps=len(tokens) / g.prefill_s,
+            gen_tps=g.n_decoded / g.generate_s if g.generate_s > 0 else float("nan"),
+            finish_reason=g.finish_reason, answer_logprobs=g.answer_logprobs, reply=g)
+
+    # the greedy.Backend protocol
+    def feed(self, tokens: Sequence[int], n_past: int, n_rows: int) -> np.ndarray:
+        """Decode ``tokens`` on sequence 0 from position ``n_past``; logits of the last
+        ``n_rows`` of them (the cache keeps them)."""
+        return self._decode(list(tokens), n_past, list(range(len(tokens) - n_rows, len(tokens))))
+
+    def truncate(self, n: int) -> None:
+        """Drop every cached position >= ``n`` of sequence 0."""
+        self.llm._ctx.kv_cache_seq_rm(0, n, -1)
+        self.llm.n_tokens = n
+
+    def is_eog(self, token: int) -> bool:
+        """True for an end-of-generation token of this model (EOS, end of turn)."""
+        return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
+
+    def text_of(self, tokens: Sequence[int]) -> str:
+        """Reply text of ``tokens`` (special tokens not spelled out, as llama.cpp's server)."""
+        return self.llm.detokenize(list(tokens), special=False).decode(errors="replace")
 
     def close(self) -> None:
         """Free the model and context now rather than at garbage collection."""
@@ -365,4 +376,4 @@ def _field(reader, name: str, default):
 
 
 __all__ = ["SCORING_VERSION", "ChoiceScores", "Engine", "Generation", "LogLik",
-           "log_softmax", "peak_rss_bytes", "system_info", "topk_rows"]
+           "peak_rss_bytes", "system_info", "topk_rows"]

@@ -83,6 +83,10 @@ class ItemResult(NamedTuple):
     item_hash: str
     detail: str  # scorer detail as JSON
     error: str  # "" unless the request failed (then score 0)
+    gen_tokens: tuple[int, ...]  # the reply's token ids, terminating token included (generate)
+    n_verified: int  # reply tokens accepted from the reference's draft in one batch
+    diverged_at: int  # first draft position where this model's argmax differed; -1: none
+    divergence_gap: float  # logit gap there (this model's argmax - the draft's token)
 
 
 def _labels(variant: int) -> tuple[str, str]:
@@ -154,6 +158,8 @@ class Evaluated(NamedTuple):
 
     result: ItemResult
     answer_logprobs: np.ndarray | None  # next-token log-probs at the answer; None on error
+    reply_logprob: float  # generate: teacher-forced log-prob of the draft if one was given,
+    #                       else of this model's own reply; NaN for loglik items and errors
 
 
 class _Choices(NamedTuple):
@@ -179,8 +185,18 @@ def _loglik(engine, req: Request) -> _Choices:
     return _Choices(lps, greedy, len(engine.tokenize(req.contexts[0])), answer)
 
 
-def evaluate_item(engine, item: dict, variant: int = 0) -> Evaluated:
-    """Build, run and score one item; failures are recorded in ``error``, never raised."""
+NO_REPLY = dict(gen_tokens=(), n_verified=0, diverged_at=-1, divergence_gap=NAN)
+
+
+def evaluate_item(engine, item: dict, variant: int = 0,
+                  draft: Sequence[int] | None = None) -> Evaluated:
+    """Build, run and score one item; failures are recorded in ``error``, never raised.
+
+    ``draft`` (generative items) is the reference's reply tokens: the engine verifies it in
+    one batch and generates only from the first token where this model disagrees
+    (:func:`gguf_fragility.engine.greedy.greedy`); the reply is the model's greedy reply
+    either way.
+    """
     t0 = time.perf_counter()
     req = build_request(engine, item, variant)
     base = dict(item_id=item["item_id"], family=item["family"], variant=variant, mode=req.mode,
@@ -197,39 +213,26 @@ def evaluate_item(engine, item: dict, variant: int = 0) -> Evaluated:
                 gold_logprob=sc.detail["gold_logprob"], margin=sc.detail["margin"],
                 n_prompt_tokens=ch.n_prompt_tokens, n_gen_tokens=0, ttft_s=NAN, prompt_tps=NAN,
                 gen_tps=NAN, finish_reason="", seconds=time.perf_counter() - t0,
-                detail=_json(sc.detail), error=""), ch.answer_logprobs)
-        gen = engine.generate(req.prompt, max_tokens=req.max_tokens, stop=req.stop)
+                detail=_json(sc.detail), error="", **NO_REPLY), ch.answer_logprobs, NAN)
+        gen = engine.generate(req.prompt, max_tokens=req.max_tokens, stop=req.stop, draft=draft)
         sc = SCORERS[req.scorer].func(gen.text, item)
+        g = gen.reply
         return Evaluated(ItemResult(
             **base, raw_output=gen.text, extracted=sc.extracted, score=sc.score,
             correct=sc.correct, acc_norm=NAN, gold_logprob=NAN, margin=NAN,
             n_prompt_tokens=gen.n_prompt_tokens, n_gen_tokens=gen.n_gen_tokens,
             ttft_s=gen.ttft_s, prompt_tps=gen.prompt_tps, gen_tps=gen.gen_tps,
             finish_reason=gen.finish_reason, seconds=time.perf_counter() - t0,
-            detail=_json(sc.detail), error=""), gen.answer_logprobs)
+            detail=_json(sc.detail), error="", gen_tokens=g.tokens, n_verified=g.n_verified,
+            diverged_at=g.diverged_at, divergence_gap=g.divergence_gap),
+            gen.answer_logprobs, g.logprob if draft is None else g.draft_logprob)
     except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than n_ctx
         return Evaluated(ItemResult(
             **base, raw_output="", extracted="", score=0.0, correct=False, acc_norm=NAN,
             gold_logprob=NAN, margin=NAN, n_prompt_tokens=0, n_gen_tokens=0, ttft_s=NAN,
             prompt_tps=NAN, gen_tps=NAN, finish_reason="error",
             seconds=time.perf_counter() - t0, detail="{}",
-            error=f"{type(exc).__name__}: {exc}"), None)
-
-
-def answer_logprob(engine, item: dict, text: str, variant: int = 0) -> float:
-    """Teacher-forced log-probability (nats) of ``text`` as the reply to a generative item.
-
-    The margin lens scores the reference's own greedy reply under every rung this way (one
-    batch of prompt + reply). NaN for log-likelihood items, an empty reply, or a prompt plus
-    reply that does not fit the context.
-    """
-    req = build_request(engine, item, variant)
-    if req.mode != "generate" or not text:
-        return NAN
-    try:
-        return engine.loglikelihood(req.prompt, [text]).choices[0].logprob
-    except ValueError:
-        return NAN
+            error=f"{type(exc).__name__}: {exc}", **NO_REPLY), None, NAN)
 
 
 def evaluate_items(engine, items: Iterable[dict], variant: int = 0,
@@ -302,6 +305,6 @@ def _json(detail: dict) -> str:
     return json.dumps(clean, sort_keys=True)
 
 
-__all__ = ["SYSTEM_V1", "VARIANTS", "Evaluated", "answer_logprob", "ItemResult", "Request",
+__all__ = ["SYSTEM_V1", "VARIANTS", "Evaluated", "ItemResult", "Request",
            "build_request", "evaluate_item", "evaluate_items", "mc_requests", "regrade_result",
            "results_frame", "user_message"]

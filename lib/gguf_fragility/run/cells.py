@@ -25,7 +25,7 @@ from gguf_fragility import probes
 from gguf_fragility.engine.llama import SCORING_VERSION, Engine, peak_rss_bytes, system_info, topk_rows
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes import codeexec
-from gguf_fragility.probes.evaluate import ItemResult, answer_logprob, evaluate_item
+from gguf_fragility.probes.evaluate import ItemResult, evaluate_item
 from gguf_fragility.profile import NOISE_FLOOR, Profile
 from gguf_fragility.run.shift import kl_topk
 from gguf_fragility.stats.inputs import read_ladder
@@ -129,18 +129,21 @@ def _answer_shift(lp: np.ndarray | None, ref: dict | None) -> tuple[float, float
 
 def run_cell(engine: Engine | None, pf: probes.ProbeFile, *, variant: int, provenance: dict,
              reference: dict[str, dict] | None) -> pd.DataFrame:
-    """Evaluate one family's items on a loaded rung; one row per item with provenance."""
+    """Evaluate one family's items on a loaded rung; one row per item with provenance.
+
+    With a ``reference`` (every rung but F16), a generative item verifies the reference's
+    reply tokens as its draft, and ``ref_answer_logprob`` is that reply teacher-forced under
+    this rung (the margin lens); at the reference it is the log-probability of its own reply.
+    """
     rows = []
     for item in tqdm(pf.items, desc=f"{provenance['rung']} {pf.family}", unit="item", leave=False):
-        res, answer_lp = evaluate_item(engine, item, variant)
         ref = None if reference is None else reference.get(item["item_id"])
+        draft = (ref or {}).get("tokens") or None
+        res, answer_lp, reply_lp = evaluate_item(engine, item, variant, draft=draft)
+        ref_lp = reply_lp if reference is None or draft else np.nan  # no reference reply
         kl, same, ids, lps = _answer_shift(answer_lp, ref)
         if reference is not None and ref is None:
             kl, same = np.nan, np.nan
-        # the margin lens of a generative item: the reference's own answer, teacher-forced
-        ref_text = res.raw_output if reference is None else (ref or {}).get("text", "")
-        ref_lp = (answer_logprob(engine, item, ref_text, variant)
-                  if res.mode == "generate" and not res.error else np.nan)
         rows.append({**res._asdict(), "answer_kl": kl, "answer_same_top": same,
                      "answer_top_ids": ids, "answer_top_lp": lps, "ref_answer_logprob": ref_lp})
     df = pd.DataFrame(rows, columns=[*ItemResult._fields, "answer_kl", "answer_same_top",
@@ -152,13 +155,14 @@ def run_cell(engine: Engine | None, pf: probes.ProbeFile, *, variant: int, prove
 
 
 def _reference_answers(run: RunLayout, model: str, family: str) -> dict[str, dict] | None:
+    """Per item of the stored F16 cell: its answer-position top-k and reply tokens."""
     path = run.cell(model, "F16", family)
     if not path.is_file():
         return None
-    ref = pd.read_parquet(path, columns=["item_id", "answer_top_ids", "answer_top_lp", "mode",
-                                         "raw_output"])
+    ref = pd.read_parquet(path, columns=["item_id", "answer_top_ids", "answer_top_lp",
+                                         "gen_tokens"])
     return {r.item_id: {"ids": list(r.answer_top_ids), "lp": list(r.answer_top_lp),
-                        "text": r.raw_output if r.mode == "generate" else ""}
+                        "tokens": [int(t) for t in r.gen_tokens]}
             for r in ref.itertuples() if len(r.answer_top_ids)}
 
 

@@ -280,3 +280,19 @@ def test_a_rung_identical_to_the_reference_is_shown_equivalent_on_margin():
     m = cell(t, "margin", "b", "Q8_0")
     assert (m.effect, m.ci_low, m.ci_high) == (0.0, 0.0, 0.0)
     assert m.decision == lenses.EQUIVALENT and not m.reject
+
+
+def test_calibration_usable_flags():
+    """Margin above the threshold for choice items; a one-continuation item (no margin)
+    counts when correct; generative items must also be right under prompt variant 1."""
+    from gguf_fragility.run.calibrate import usable_flags
+
+    v0 = pd.DataFrame({"model": "m", "family": ["mc", "mc", "lambada", "lambada", "gen", "gen"],
+                       "item_id": list("abcdef"), "item_hash": "h",
+                       "mode": ["loglik"] * 4 + ["generate"] * 2,
+                       "correct": [True, True, True, False, True, True],
+                       "margin": [2.0, 0.1, np.nan, np.nan, np.nan, np.nan]})
+    v1 = pd.DataFrame({"item_id": ["e", "f"], "correct": [True, False]})
+    flags = usable_flags(v0, v1, threshold=0.5).set_index("item_id").usable
+    assert flags.to_dict() == {"a": True, "b": False, "c": True, "d": False, "e": True,
+                               "f": False}

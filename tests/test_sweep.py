@@ -67,12 +67,19 @@ def test_sweep_rows_and_provenance(mini):
 
 
 def test_reference_against_itself_has_zero_kl(mini):
+    from gguf_fragility.run.cells import open_engine, rung_row
+    from gguf_fragility.run.shift import load_reference, rung_shift, sample_tokens
     from gguf_fragility.run.sweep import measure_shift
 
     profile, _ = mini
-    ref = measure_shift(profile, "smollm2-135m", "F16")
-    assert ref["kl_mean"] == pytest.approx(0.0, abs=1e-6)
-    assert ref["same_top_rate"] == 1.0 and ref["ppl_ratio"] == pytest.approx(1.0, abs=1e-6)
+    ref = measure_shift(profile, "smollm2-135m", "F16")  # from the store, no second run
+    with open_engine(profile, rung_row(profile, "smollm2-135m", "F16").file) as eng:
+        again = rung_shift(eng, sample_tokens(eng, profile.shift_passages, profile.shift_tokens),
+                           load_reference(profile.layout.reference_topk("smollm2-135m")))
+    assert again["kl_mean"] == pytest.approx(0.0, abs=1e-6)  # a real second run agrees
+    assert again["same_top_rate"] == 1.0 and again["ppl_ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert ref["kl_mean"] == 0.0 and ref["n_positions"] == again["n_positions"]
+    assert ref["ppl"] == pytest.approx(again["ppl"], rel=1e-6)
     q2 = measure_shift(profile, "smollm2-135m", "Q2_K")
     assert q2["kl_mean"] > 0.01 and q2["same_top_rate"] < 1.0
     f16 = load_items(profile.layout).query("rung == 'F16'")

@@ -3,7 +3,8 @@
 A rung can only *lose* an item the reference answers correctly and robustly:
 
 * log-likelihood items: correct, with a gold margin (log p(gold) − best other) above
-  ``margin_threshold`` nats;
+  ``margin_threshold`` nats; a one-continuation item (LAMBADA's last word) has no other
+  choice and so no margin: correct (its continuation is the greedy one) is enough;
 * generative items: correct under greedy decoding with the default prompt **and** with one
   harmless variation (variant 1 of :mod:`gguf_fragility.probes.evaluate`: a different system message).
 
@@ -41,7 +42,8 @@ def usable_flags(v0: pd.DataFrame, v1: pd.DataFrame, threshold: float) -> pd.Dat
     v1_ok = dict(zip(v1.item_id, v1.correct, strict=True)) if len(v1) else {}
     out["correct_v1"] = out.item_id.map(v1_ok).astype("boolean")
     loglik = out["mode"] == "loglik"
-    out["usable"] = (out.correct_v0 & loglik & (out.margin > threshold)) | (
+    robust = (out.margin > threshold) | out.margin.isna()  # NaN: one continuation, no margin
+    out["usable"] = (out.correct_v0 & loglik & robust) | (
         out.correct_v0 & ~loglik & out.correct_v1.fillna(False).astype(bool))
     out["usable"] = out.usable.astype(bool)
     return out

@@ -108,6 +108,20 @@ def rung_shift(engine, windows: list[list[int]], ref: RefTopK) -> dict[str, floa
             "rms_dp": float(np.sqrt(np.mean(dp ** 2)))}
 
 
+def reference_shift(ref: RefTopK) -> dict[str, float]:
+    """:func:`rung_shift` of the reference against itself, from its store (no model run).
+
+    Zero KL and RMS change, same top token everywhere, perplexity ratio 1; the perplexity
+    is the reference's own on the sample. ``tests/test_sweep.py`` checks it against a real
+    second run of the reference.
+    """
+    nll = -np.asarray(ref.target_logprob, dtype=np.float64)
+    return {"n_positions": int(nll.size), "kl_mean": 0.0, "kl_median": 0.0, "kl_p90": 0.0,
+            "kl_p95": 0.0, "kl_p99": 0.0, "kl_p999": 0.0, "kl_max": 0.0,
+            "same_top_rate": 1.0, "ppl": float(np.exp(nll.mean())), "ppl_ratio": 1.0,
+            "rms_dp": 0.0}
+
+
 def save_reference(ref: RefTopK, path: Path, params_hash: str) -> None:
     """Store the reference top-k atomically (``.npz``) with the hash of what made it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from gguf_fragility.run.shift import (
     SAMPLE,
     load_reference,
     read_reference,
+    reference_shift,
     reference_topk,
     rung_shift,
     sample_tokens,
@@ -168,7 +169,9 @@ def measure_shift(profile: Profile, model: str, rung: str) -> dict:
 
     The cache (``_shift.json``) is reused only when it was computed from this rung file
     (sha256), this reference store (sha256 of its bytes) and these sample and engine
-    settings; a stale reference store is rebuilt first (:func:`ensure_reference`).
+    settings; a stale reference store is rebuilt first (:func:`ensure_reference`). The
+    reference's own row comes from its store (:func:`~gguf_fragility.run.shift.reference_shift`:
+    a second identical run would cost a full pass of the largest file for KL = 0).
     """
     if not profile.layout.reference_topk(model).is_file():
         raise FileNotFoundError(f"{profile.layout.reference_topk(model)} is missing; "
@@ -185,10 +188,13 @@ def measure_shift(profile: Profile, model: str, rung: str) -> dict:
             return stored
         report_rebuild(out, "made from another rung file, reference store or settings "
                             f"(params_hash {stored.get('params_hash')}, now {key})")
-    with open_engine(profile, row.file, rung) as engine:
-        windows = sample_tokens(engine, profile.shift_passages, profile.shift_tokens)
-        result = {"model": model, "rung": rung, "bpw": float(row.bpw), "params_hash": key,
-                  **rung_shift(engine, windows, load_reference(ref_path))}
+    result = {"model": model, "rung": rung, "bpw": float(row.bpw), "params_hash": key}
+    if rung == "F16":
+        result.update(reference_shift(load_reference(ref_path)))
+    else:
+        with open_engine(profile, row.file, rung) as engine:
+            windows = sample_tokens(engine, profile.shift_passages, profile.shift_tokens)
+            result.update(rung_shift(engine, windows, load_reference(ref_path)))
     write_json_atomic(out, result)
     return result
 

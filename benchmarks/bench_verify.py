@@ -7,10 +7,13 @@ Run::
         --rungs F16 Q8_0 Q4_K_M Q2_K --items 8 --threads 2
 
 For one model it loads the F16 reference, generates every item's reply (the drafts), then
-for each rung runs, on the same items and in one process, (a) plain greedy generation and
-(b) the verified path (:func:`gguf_fragility.engine.greedy.greedy` with the reference's
-tokens as the draft), both through :func:`gguf_fragility.probes.evaluate.evaluate_item`.
-Per family and rung it prints items/s of each path and their ratio, the share of items
+for each rung runs, on the same items and in one process, (a) plain greedy generation,
+(b) plain generation followed by the reference's reply teacher-forced in one batch (what
+the sweep did before verification: the margin lens needs that log-probability), and (c) the
+verified path (:func:`gguf_fragility.engine.greedy.greedy` with the reference's tokens as
+the draft, which yields the teacher-forced log-probability from the same batch), all through
+:func:`gguf_fragility.probes.evaluate.evaluate_item`.
+Per family and rung it prints items/s of each path and the ratios, the share of items
 fully verified (no token generated one at a time), the mean tokens generated one at a time
 per item, and how many replies (tokens) and extracted answers agree between the two paths;
 where replies differ it prints the rung's logit gap between the two tokens at the first
@@ -55,6 +58,17 @@ def timed_items(engine: Engine, items: list[dict], drafts: dict | None) -> tuple
     return time.perf_counter() - t0, out
 
 
+def teacher_forced_s(engine: Engine, items: list[dict], drafts: dict) -> float:
+    """Seconds to score each reference reply teacher-forced (prompt + reply, one batch)."""
+    t0 = time.perf_counter()
+    for it in items:
+        toks = engine.tokenize(build_request(engine, it).prompt)
+        draft = list(drafts[it["item_id"]])
+        if draft:
+            engine.logprob_rows(toks + draft[:-1], range(len(toks) - 1, len(toks) + len(draft) - 1))
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m", help="key in params/models.yaml")
@@ -80,6 +94,7 @@ def main() -> None:
         with Engine(ladder.loc[rung, "file"], **kw) as eng:
             for f in args.families:
                 t_plain, plain = timed_items(eng, items[f], None)
+                t_tf = t_plain + teacher_forced_s(eng, items[f], drafts)
                 t_ver, ver = timed_items(eng, items[f], drafts)
                 differ = [(it, p, v) for it, p, v in zip(items[f], plain, ver, strict=True)
                           if p.gen_tokens != v.gen_tokens]
@@ -87,8 +102,9 @@ def main() -> None:
                 n = len(items[f])
                 rows.append({
                     "rung": rung, "family": f, "items": n,
-                    "plain_items_per_s": n / t_plain, "verified_items_per_s": n / t_ver,
-                    "speedup": t_plain / t_ver,
+                    "plain_items_per_s": n / t_plain, "plain_tf_items_per_s": n / t_tf,
+                    "verified_items_per_s": n / t_ver, "speedup": t_plain / t_ver,
+                    "speedup_vs_plain_tf": t_tf / t_ver,
                     "fully_verified": sum(v.diverged_at < 0 for v in ver) / n,
                     "tokens_generated_per_item": float(np.mean(
                         [len(v.gen_tokens) - v.n_verified for v in ver])),
@@ -103,9 +119,13 @@ def main() -> None:
     print(f"\n{args.model}, {args.items} items per family, {args.threads} threads, "
           f"llama-cpp-python {system_info()['llama_cpp_python']}")
     print(df.drop(columns=["gaps_where_differ"]).round(3).to_string(index=False))
-    total = df.assign(tp=df["items"] / df.plain_items_per_s, tv=df["items"] / df.verified_items_per_s)
-    print("\nall families:", (total.groupby("rung", sort=False)[["tp", "tv"]].sum()
-                              .assign(speedup=lambda d: d.tp / d.tv).round(2).to_string()))
+    total = df.assign(plain_s=df["items"] / df.plain_items_per_s,
+                      plain_tf_s=df["items"] / df.plain_tf_items_per_s,
+                      verified_s=df["items"] / df.verified_items_per_s)
+    print("\nall families (seconds):\n" + total.groupby("rung", sort=False)[
+        ["plain_s", "plain_tf_s", "verified_s"]].sum().assign(
+        speedup=lambda d: d.plain_s / d.verified_s,
+        speedup_vs_plain_tf=lambda d: d.plain_tf_s / d.verified_s).round(2).to_string())
     if args.json:
         df.to_json(args.json, orient="records", indent=1)
 

@@ -49,7 +49,7 @@ def test_calibration_report(mini):
 
 
 def test_sweep_rows_and_provenance(mini):
-    from gguf_fragility.run.sweep import sweep_rung
+    from gguf_fragility.run.sweep import rung_summary, sweep_rung
 
     profile, _ = mini
     rows = sweep_rung(profile, "smollm2-135m", "Q2_K")
@@ -61,6 +61,15 @@ def test_sweep_rows_and_provenance(mini):
     for col in ["probe_file_sha256", "scorer", "code_version", "llama_system_info", "params_hash",
                 "item_hash", "raw_output"]:
         assert rows[col].astype(str).str.len().gt(0).all(), col
+    # generative rows verified the reference's reply: what they record adds up
+    gen = rows[rows["mode"] == "generate"]
+    assert (gen.n_verified <= gen.gen_tokens.map(len)).all()
+    assert ((gen.diverged_at < 0) | (gen.diverged_at == gen.n_verified)).all()
+    assert gen.ref_answer_logprob.notna().all() and (gen.ref_answer_logprob < 0).all()
+    summary = rung_summary(rows)
+    assert summary.loc[["science_mc", "knowledge_mc"], "replies_verified"].isna().all()
+    assert summary.loc["arithmetic", "replies_verified"] == int(
+        ((gen.family == "arithmetic") & (gen.diverged_at < 0)).sum())
     everything = load_items(profile.layout)
     assert len(everything) == 2 * len(FAMILIES) * N_ITEMS
     assert set(everything.rung) == {"F16", "Q2_K"}

@@ -200,11 +200,19 @@ def measure_shift(profile: Profile, model: str, rung: str) -> dict:
 
 
 def rung_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per family of one rung: items, accuracy (all and usable), answer KL, errors."""
+    """Per family of one rung: items, accuracy (all and usable), answer KL, errors, and for
+    generative families how many replies were the reference's reply verified whole
+    (``replies_verified``) and the mean tokens generated one at a time per item."""
+    gen = rows["mode"] == "generate"
+    rows = rows.assign(
+        _verified=(gen & (rows.diverged_at < 0) & (rows.n_verified > 0)).where(gen),
+        _generated=(rows.gen_tokens.map(len) - rows.n_verified).where(gen))
     return rows.groupby("family").agg(
         n=("correct", "size"), accuracy=("correct", "mean"), n_usable=("usable", "sum"),
         usable_accuracy=("correct", lambda s: s[rows.loc[s.index, "usable"]].mean()),
         answer_kl=("answer_kl", "mean"), answer_same_top=("answer_same_top", "mean"),
+        replies_verified=("_verified", lambda s: s.sum(min_count=1)),
+        tokens_generated=("_generated", "mean"),
         errors=("error", lambda s: int((s != "").sum()))).round(3)
 
 

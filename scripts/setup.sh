@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create or update .venv with every pinned dependency, llama-cpp-python built with
-# explicit CMAKE_ARGS, and this project in editable mode. A ready machine returns in seconds.
+# explicit CMAKE_ARGS, llama.cpp's command-line tools built from the same source and flags
+# (scripts/build_llama_tools.sh), and this project in editable mode. A ready machine returns
+# in seconds.
 #
 #   bash scripts/setup.sh                       # CPU build (portable, -DGGML_NATIVE=OFF)
 #   GGUF_FRAGILITY_CMAKE_ARGS="-DGGML_CUDA=on" bash scripts/setup.sh   # NVIDIA GPU build
@@ -12,9 +14,9 @@ CMAKE_ARGS="${GGUF_FRAGILITY_CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
 
-want="$(cat requirements.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $CMAKE_ARGS"
+want="$(cat requirements.txt pyproject.toml scripts/setup.sh scripts/build_llama_tools.sh | sha256sum | cut -c1-16) $CMAKE_ARGS"
 stamp=.venv/.setup-stamp
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/llama-perplexity ]; then
   echo "setup: .venv is up to date"
   exit 0
 fi
@@ -35,7 +37,8 @@ if ! ls "$wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
 fi
 .venv/bin/python -m pip install -q --no-deps --force-reinstall "$wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
 .venv/bin/python -m pip install -q --no-deps -e .
-printf '{"llama_cpp_python": "%s", "cmake_args": "%s"}\n' "$LLAMA_VERSION" "$CMAKE_ARGS" > .venv/llama_build.json
+# llama-imatrix, llama-perplexity, llama-quantize into .venv/bin; writes .venv/llama_build.json
+bash scripts/build_llama_tools.sh "$LLAMA_VERSION" "$CMAKE_ARGS"
 .venv/bin/python -m ipykernel install --sys-prefix --name gguf-fragility --display-name "gguf-fragility (.venv)" >/dev/null
 echo "$want" > "$stamp"
 echo "setup: .venv ready (llama-cpp-python $LLAMA_VERSION, CMAKE_ARGS='$CMAKE_ARGS')"

@@ -104,20 +104,26 @@ def test_cell_with_rows_of_another_cell_is_reported_and_rebuilt(fresh, capsys, f
 
 
 def test_reference_store_is_rebuilt_when_its_parameters_change(fresh, tmp_path, capsys):
-    """Shorter text windows: the old code kept the 64-token reference and compared the rung's
+    """Shorter chunks: the old code kept the 64-token reference and compared the rung's
     48-token windows with the wrong positions (the reference against itself gave KL > 0)."""
-    from gguf_fragility.run.shift import load_reference
+    from gguf_fragility.run.shift import read_reference
     from gguf_fragility.run.sweep import measure_shift
 
-    ref_path = fresh.layout.reference_topk(SMOL)
-    assert len(load_reference(ref_path).target) == 2 * 63  # passages x (tokens - 1)
+    ref_path = fresh.layout.reference_logprobs(SMOL)
+    before = read_reference(ref_path).chunks.tokens
+    # llama-perplexity scores positions n_ctx/2 .. n_ctx-2 of each chunk: 31 of 64
+    assert before.shape[1] == 64 and len(read_reference(ref_path).target_logprob) == len(before) * 31
     shorter = _profile(tmp_path / "profiles2", fresh.outputs,
                        YAML.replace("shift_tokens: 64", "shift_tokens: 48"))
     assert shorter.shift_tokens == 48 and shorter.layout == fresh.layout
     capsys.readouterr()
     itself = measure_shift(shorter, SMOL, "F16")
     assert itself["kl_mean"] == pytest.approx(0.0, abs=1e-6) and itself["same_top_rate"] == 1.0
-    assert len(load_reference(ref_path).target) == itself["n_positions"] == 2 * 47
+    after = read_reference(ref_path)
+    assert after.chunks.tokens.shape[1] == 48
+    assert len(after.target_logprob) == itself["n_positions"] == len(after.chunks.tokens) * 23
+    n = min(before.size, after.chunks.tokens.size)  # both cut the same token stream
+    np.testing.assert_array_equal(before.ravel()[:n], after.chunks.tokens.ravel()[:n])
     lines = _report_lines(capsys)
     assert len(lines) == 1 and str(ref_path) in lines[0] and "other parameters" in lines[0], lines
 
@@ -127,7 +133,7 @@ def test_shift_cache_follows_reference_content_not_size(fresh, capsys):
     file's size) returned the shift computed against the old content."""
     from gguf_fragility.run.sweep import measure_shift
 
-    ref_path = fresh.layout.reference_topk(SMOL)
+    ref_path = fresh.layout.reference_logprobs(SMOL)
     with np.load(ref_path) as z:
         arrays = {k: z[k] for k in z.files}
     np.savez(ref_path, **arrays)  # uncompressed: the size depends only on the shapes
@@ -145,11 +151,11 @@ def test_shift_cache_follows_reference_content_not_size(fresh, capsys):
 
 
 def test_torn_reference_store_and_shift_cache_are_reported_and_rebuilt(fresh, capsys):
-    from gguf_fragility.run.shift import load_reference
     from gguf_fragility.run.sweep import measure_shift
 
-    ref_path = fresh.layout.reference_topk(SMOL)
-    good = load_reference(ref_path)
+    ref_path = fresh.layout.reference_logprobs(SMOL)
+    with np.load(ref_path) as z:
+        good = z["codes"]
     truth = measure_shift(fresh, SMOL, "Q2_K")
     _truncate(ref_path)
     shift_json = fresh.layout.shift_json(SMOL, "Q2_K")
@@ -160,7 +166,8 @@ def test_torn_reference_store_and_shift_cache_are_reported_and_rebuilt(fresh, ca
     assert len(lines) == 2, lines
     assert str(ref_path) in lines[0] and "unreadable" in lines[0]
     assert str(shift_json) in lines[1] and "unreadable" in lines[1]
-    np.testing.assert_array_equal(load_reference(ref_path).ids, good.ids)
+    with np.load(ref_path) as z:
+        np.testing.assert_array_equal(z["codes"], good)
     assert again["kl_mean"] == pytest.approx(truth["kl_mean"], rel=1e-9)
 
 

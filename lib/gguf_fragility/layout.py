@@ -96,9 +96,10 @@ class RunLayout:
         """KL divergence of one rung on the text sample."""
         return self.sweep_dir / model / rung / "_shift.json"
 
-    def reference_topk(self, model: str) -> Path:
-        """The reference's top-k log-probs on the text sample."""
-        return self.sweep_dir / model / "_reference_topk.npz"
+    def reference_logprobs(self, model: str) -> Path:
+        """The reference's full log-prob rows on the text sample (llama-perplexity's uint16
+        encoding, :func:`gguf_fragility.run.shift.write_reference`)."""
+        return self.sweep_dir / model / "_reference_logprobs.npz"
 
     def rung_jsons(self, name: str) -> list[Path]:
         """Every rung's ``name`` file (``_cost.json`` or ``_shift.json``), sorted."""

@@ -73,9 +73,8 @@ class Profile:
     sanity_prompt: str = "Two plus two equals"  # 01_ladder: raw-text prompt every rung completes
     sanity_max_tokens: int = 8  # 01_ladder: tokens of that completion
     demo_items: int = 5  # 02_probes: items per family answered by the reference in the demo
-    shift_passages: int = 8  # Wikipedia passages for the KL-divergence text sample
-    shift_tokens: int = 256  # tokens per passage
-    shift_top_k: int = 32  # reference log-probs stored per position
+    shift_passages: int = 8  # Wikipedia passages joined into the KL-divergence text sample
+    shift_tokens: int = 256  # tokens per chunk (llama-perplexity's -c); its second half is scored
     n_boot: int = 10_000  # bootstrap resamples (paired differences, ranks, transfer)
     correction: str = "holm"  # "holm": fixed sequence per family, Holm across families (graph)
     mcnemar: str = "exact"  # "exact" | "midp"
@@ -211,7 +210,7 @@ _RANGES = {
     "min_usable": (0, None, "a count"), "min_families": (0, None, "a count"),
     "margin_threshold": (0, None, "nats"), "sanity_max_tokens": (1, None, "tokens"),
     "demo_items": (0, None, "items per family"), "shift_passages": (1, None, "passages"),
-    "shift_tokens": (1, None, "tokens"), "shift_top_k": (1, None, "log-probs per position"),
+    "shift_tokens": (4, None, "tokens"),
     "n_boot": (1, None, "resamples"), "alpha": (1e-9, 0.5, "a test level"),
     "equivalence_margin": (1e-9, 1, "a share"), "design_discordance": (1e-9, 1, "a share"),
     "target_mde": (1e-9, 1, "a share"), "transfer_min_usable": (0, None, "a count"),

@@ -41,6 +41,9 @@ from gguf_fragility.engine.greedy import Greedy, greedy, log_softmax
 # 4: generation is engine.greedy's (own greedy loop; a rung verifies the reference's reply
 #    tokens in one batch); ref_answer_logprob covers the reply's terminating token
 SCORING_VERSION = 4
+# Flash attention: off in every Engine (llama-cpp-python's default). It moves log-probs by
+# 0.1-1.8 % of a rung's KL on CPU, so llama.cpp's own tools are compared with ``-fa off``.
+FLASH_ATTN = "off"
 
 
 class LogLik(NamedTuple):
@@ -126,7 +129,7 @@ class Engine:
         self.llm = llama_cpp.Llama(
             model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, seed=seed,
             n_gpu_layers=n_gpu_layers, n_batch=n_batch, n_ubatch=n_batch, logits_all=False,
-            verbose=False)
+            flash_attn=FLASH_ATTN == "on", verbose=False)
         self._use_sequences(n_seq_max)
         self.load_s = time.perf_counter() - t0
         self.n_ctx, self.n_batch, self.seed, self.n_seq_max = n_ctx, n_batch, seed, n_seq_max
@@ -153,9 +156,10 @@ class Engine:
             {"role": "user", "content": user}]
         return self._formatter(messages=messages).prompt
 
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens of ``text`` with this model's BOS rule; special tokens are parsed."""
-        return self.llm.tokenize(text.encode(), add_bos=self.add_bos, special=True)
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        """Tokens of ``text`` with this model's BOS rule; special tokens are parsed unless
+        ``special`` is False (plain text, as llama-perplexity reads its file)."""
+        return self.llm.tokenize(text.encode(), add_bos=self.add_bos, special=special)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         """Text of ``tokens`` (special tokens spelled out)."""
@@ -375,5 +379,5 @@ def _field(reader, name: str, default):
     return default if field is None else field.contents()
 
 
-__all__ = ["SCORING_VERSION", "ChoiceScores", "Engine", "Generation", "LogLik",
+__all__ = ["FLASH_ATTN", "SCORING_VERSION", "ChoiceScores", "Engine", "Generation", "LogLik",
            "peak_rss_bytes", "system_info", "topk_rows"]

@@ -72,8 +72,8 @@ def calibrate(profile: Profile, model: str) -> Calibration:
     """Run the reference on the battery (two prompt variants), decide usable items, gate.
 
     Writes ``<model>_items.parquet``, ``<model>_report.csv`` and ``<model>.json`` to
-    ``outputs/<profile>/calibration/`` and the reference's top-k log-probs on the KL text
-    sample to ``outputs/<profile>/sweep/<model>/_reference_topk.npz`` (kept while its
+    ``outputs/<profile>/calibration/`` and the reference's full log-prob rows on the KL text
+    sample to ``outputs/<profile>/sweep/<model>/_reference_logprobs.npz`` (kept while its
     parameters are unchanged: :func:`gguf_fragility.run.sweep.ensure_reference`).
     """
     v0 = evaluate_rung(profile, model, "F16", variant=0)

@@ -15,20 +15,20 @@ import numpy as np
 import pandas as pd
 
 from gguf_fragility import probes
+from gguf_fragility.engine.llama import FLASH_ATTN
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes.evaluate import regrade_result
 from gguf_fragility.profile import NOISE_FLOOR, Profile
 from gguf_fragility.run.cells import engine_settings, families_of, open_engine, rung_row
 from gguf_fragility.run.cluster import Cell, run_cells
 from gguf_fragility.run.shift import (
+    POSITIONS,
     SAMPLE,
-    load_reference,
     read_reference,
     reference_shift,
-    reference_topk,
     rung_shift,
-    sample_tokens,
-    save_reference,
+    sample_chunks,
+    write_reference,
 )
 from gguf_fragility.store import (
     params_hash,
@@ -131,26 +131,29 @@ def gate(run: RunLayout, model: str) -> None:
 
 
 def reference_params(profile: Profile, model: str) -> str:
-    """Hash of everything that makes the reference's top-k store (see :func:`ensure_reference`)."""
+    """Hash of everything that makes the reference's store (see :func:`ensure_reference`)."""
     return params_hash({"model_sha256": rung_row(profile, model, "F16").sha256,
                         "sample_sha256": sha256_file(SAMPLE) if SAMPLE.is_file() else "missing",
-                        "passages": profile.shift_passages,
-                        "tokens": profile.shift_tokens, "k": profile.shift_top_k,
-                        "engine": engine_settings(profile, "F16")})
+                        "passages": profile.shift_passages, "tokens": profile.shift_tokens,
+                        "positions": POSITIONS, "rows": "uint16 (llama-perplexity)",
+                        "flash_attn": FLASH_ATTN, "engine": engine_settings(profile, "F16")})
 
 
 def ensure_reference(profile: Profile, model: str) -> Path:
-    """The reference's top-k on the text sample, (re)built unless stored with these parameters.
+    """The reference's full log-prob rows on the text sample, (re)built unless stored with
+    these parameters.
 
-    A stored file is reused only when it reads whole and its recorded parameters hash
-    (F16 sha256, text sample sha256, passages, tokens, k, engine settings) equals the
-    current one; otherwise the reason is reported in one line and the F16 rung is scored again.
+    A stored file is reused only when it reads whole (every byte of its rows, CRC checked)
+    and its recorded parameters hash (F16 sha256, text sample sha256, passages, tokens,
+    positions, flash attention, engine settings) equals the current one; otherwise the
+    reason is reported in one line and the F16 rung is scored again
+    (:func:`~gguf_fragility.run.shift.write_reference`, streamed chunk by chunk).
     """
-    path = profile.layout.reference_topk(model)
+    path = profile.layout.reference_logprobs(model)
     key = reference_params(profile, model)
     if path.is_file():
         try:
-            _, stored = read_reference(path)
+            stored = read_reference(path).params_hash
         except Exception as exc:  # truncated zip, bad CRC, missing array, not an npz
             report_rebuild(path, f"unreadable ({type(exc).__name__}: {exc})")
         else:
@@ -159,8 +162,8 @@ def ensure_reference(profile: Profile, model: str) -> Path:
             report_rebuild(path, f"made with other parameters (params_hash {stored or 'none'}, "
                                  f"now {key})")
     with open_engine(profile, rung_row(profile, model, "F16").file) as engine:
-        windows = sample_tokens(engine, profile.shift_passages, profile.shift_tokens)
-        save_reference(reference_topk(engine, windows, profile.shift_top_k), path, key)
+        chunks = sample_chunks(engine, profile.shift_passages, profile.shift_tokens)
+        write_reference(engine, chunks, path, key)
     return path
 
 
@@ -171,17 +174,20 @@ def measure_shift(profile: Profile, model: str, rung: str) -> dict:
     (sha256), this reference store (sha256 of its bytes) and these sample and engine
     settings; a stale reference store is rebuilt first (:func:`ensure_reference`). The
     reference's own row comes from its store (:func:`~gguf_fragility.run.shift.reference_shift`:
-    a second identical run would cost a full pass of the largest file for KL = 0).
+    a second identical run would cost a full pass of the largest file for KL = 0). The row
+    records the positions scored and the flash-attention setting
+    (:class:`~gguf_fragility.run.shift.ShiftStats`).
     """
-    if not profile.layout.reference_topk(model).is_file():
-        raise FileNotFoundError(f"{profile.layout.reference_topk(model)} is missing; "
+    if not profile.layout.reference_logprobs(model).is_file():
+        raise FileNotFoundError(f"{profile.layout.reference_logprobs(model)} is missing; "
                                 f"run 03_calibrate for {model} first")
     ref_path = ensure_reference(profile, model)
     row = rung_row(profile, model, rung)
     out = profile.layout.shift_json(model, rung)
     key = params_hash({"rung_sha": row.sha256, "reference_sha256": sha256_file(ref_path),
                        "passages": profile.shift_passages, "tokens": profile.shift_tokens,
-                       "k": profile.shift_top_k, "engine": engine_settings(profile, rung)})
+                       "positions": POSITIONS, "flash_attn": FLASH_ATTN,
+                       "engine": engine_settings(profile, rung)})
     stored = read_json_or_none(out)
     if stored is not None:
         if stored.get("params_hash") == key:
@@ -189,12 +195,12 @@ def measure_shift(profile: Profile, model: str, rung: str) -> dict:
         report_rebuild(out, "made from another rung file, reference store or settings "
                             f"(params_hash {stored.get('params_hash')}, now {key})")
     result = {"model": model, "rung": rung, "bpw": float(row.bpw), "params_hash": key}
+    store = read_reference(ref_path, verify=False)  # read whole just above
     if rung == "F16":
-        result.update(reference_shift(load_reference(ref_path)))
+        result.update(reference_shift(store)._asdict())
     else:
         with open_engine(profile, row.file, rung) as engine:
-            windows = sample_tokens(engine, profile.shift_passages, profile.shift_tokens)
-            result.update(rung_shift(engine, windows, load_reference(ref_path)))
+            result.update(rung_shift(engine, store)._asdict())
     write_json_atomic(out, result)
     return result
 

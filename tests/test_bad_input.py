@@ -62,13 +62,13 @@ def test_unknown_rung_in_profile(tmp_path):
 
 
 @pytest.mark.parametrize("rung, message", [
-    ("Q2_K+kv_q5_9", r"rungs: rung 'Q2_K\+kv_q5_9': unknown KV-cache type 'q5_9'; use one of "
+    ("Q2_K+kv_q5_9", r"rung 'Q2_K\+kv_q5_9': unknown KV-cache type 'q5_9'; use one of "
                      r"f16, q8_0, q4_0"),
-    ("Q2_K+kv_Q8_0", r"unknown KV-cache type 'Q8_0'; use one of f16, q8_0, q4_0, spelled as "
-                     r"llama.cpp's --cache-type-k"),
+    ("Q2_K+kv_Q8_0", r"rung 'Q2_K\+kv_Q8_0': unknown KV-cache type 'Q8_0'; use one of f16, "
+                     r"q8_0, q4_0, spelled as llama.cpp's --cache-type-k"),
     ("Q2_K+q8_0", r"rung 'Q2_K\+q8_0': malformed KV-cache suffix; write <rung>\+kv_<type>"),
-    ("Q2_K+kv_q8_0+kv_q4_0", r"malformed KV-cache suffix; write <rung>\+kv_<type> with one "
-                             r"suffix .*e.g. 'Q4_K_M\+kv_q8_0'"),
+    ("Q2_K+kv_q8_0+kv_q4_0", r"rung 'Q2_K\+kv_q8_0\+kv_q4_0': malformed KV-cache suffix; "
+                             r"write <rung>\+kv_<type> with one suffix .*e.g. 'Q4_K_M\+kv_q8_0'"),
     ("Q4_K_Z+kv_q8_0", r"rung 'Q4_K_Z\+kv_q8_0': its weights: unknown rung/quant type 'Q4_K_Z'"),
     ("Q8_0+kv_q8_0", r"KV-cache rung 'Q8_0\+kv_q8_0' loads the file of rung 'Q8_0', which is not "
                      r"in this model's rungs \['F16', 'Q2_K', 'Q8_0\+kv_q8_0'\]; add 'Q8_0' to "

@@ -61,6 +61,36 @@ def test_unknown_rung_in_profile(tmp_path):
         load_profile(prof)
 
 
+@pytest.mark.parametrize("rung, message", [
+    ("Q2_K+kv_q5_9", r"rung 'Q2_K\+kv_q5_9': unknown KV-cache type 'q5_9'; use one of "
+                     r"f16, q8_0, q4_0"),
+    ("Q2_K+kv_Q8_0", r"rung 'Q2_K\+kv_Q8_0': unknown KV-cache type 'Q8_0'; use one of f16, "
+                     r"q8_0, q4_0, spelled as llama.cpp's --cache-type-k"),
+    ("Q2_K+q8_0", r"rung 'Q2_K\+q8_0': malformed KV-cache suffix; write <rung>\+kv_<type>"),
+    ("Q2_K+kv_q8_0+kv_q4_0", r"rung 'Q2_K\+kv_q8_0\+kv_q4_0': malformed KV-cache suffix; "
+                             r"write <rung>\+kv_<type> with one suffix .*e.g. 'Q4_K_M\+kv_q8_0'"),
+    ("Q4_K_Z+kv_q8_0", r"rung 'Q4_K_Z\+kv_q8_0': its weights: unknown rung/quant type 'Q4_K_Z'"),
+    ("Q8_0+kv_q8_0", r"KV-cache rung 'Q8_0\+kv_q8_0' loads the file of rung 'Q8_0', which is not "
+                     r"in this model's rungs \['F16', 'Q2_K', 'Q8_0\+kv_q8_0'\]; add 'Q8_0' to "
+                     r"the list"),
+])
+def test_bad_kv_cache_rung_in_profile(tmp_path, rung, message):
+    """An unknown cache type, a malformed suffix, or a KV rung whose weights' rung is not in
+    the model's ladder: each refused at load, naming the value and the fix."""
+    prof = tmp_path / "p.yaml"
+    prof.write_text(f"models:\n  smollm2-135m:\n    rungs: [F16, Q2_K, {rung}]\n")
+    with pytest.raises(ProfileError, match=r"p.yaml: models.smollm2-135m.rungs: " + message):
+        load_profile(prof)
+
+
+def test_kv_cache_rungs_load_and_reuse_their_weights_rung(tmp_path):
+    prof = tmp_path / "p.yaml"
+    prof.write_text("models:\n  smollm2-135m:\n"
+                    "    rungs: [F16, Q2_K, Q2_K+kv_f16, Q2_K+kv_q4_0, F16+kv_q8_0]\n")
+    run = load_profile(prof).models["smollm2-135m"]
+    assert run.ladder_rungs == ("F16", "Q2_K")  # the files 01_ladder builds
+
+
 @pytest.mark.llama
 def test_sha256_mismatch_on_later_run(tmp_path, isolated_cache, smol_source):
     mine = tmp_path / "mine.gguf"

@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a params profile's notebooks with papermill")
     r.add_argument("--profile", default="default", help="params/<profile>.yaml (default: default)")
     r.add_argument("--stages", nargs="*", help="only these stages (ladder probes calibrate sweep "
-                                               "stats transfer)")
+                                               "stats transfer axes)")
     r.add_argument("--no-site", action="store_true", help="do not render the report site")
     lad = sub.add_parser("ladder", help="build one model's ladder outside the notebooks")
     lad.add_argument("model")

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from gguf_fragility import paths
-from gguf_fragility.engine.ftypes import ftype
+from gguf_fragility.engine.kvcache import parse_rung
 from gguf_fragility.errors import ProblemsError
 from gguf_fragility.layout import RunLayout, outputs_root
 from gguf_fragility.registry import read_registry
@@ -54,6 +54,13 @@ class ModelRun:
     n_items: int | None = None  # per family; None = the profile's n_items
     families: tuple[str, ...] = ()  # empty = the profile's families
     noise_floor: bool | None = None  # None = the profile's noise_floor
+
+    @property
+    def ladder_rungs(self) -> tuple[str, ...]:
+        """The rungs that are files of the ladder: every rung but the KV-cache rungs
+        (``<rung>+kv_<type>``, which load their weights' rung; see
+        :mod:`gguf_fragility.engine.kvcache`)."""
+        return tuple(r for r in self.rungs if parse_rung(r).kv_cache is None)
 
 
 @dataclass(frozen=True)
@@ -271,9 +278,14 @@ def _semantic(profile: Profile, path: Path) -> list[str]:
                                 f"of {key!r} in {paths.registry()}")
         for rung in run.rungs:
             try:
-                ftype(rung)
+                spec = parse_rung(rung)
             except ValueError as exc:
                 problems.append(f"{where}.rungs: {exc}")
+                continue
+            if spec.kv_cache is not None and spec.weights not in run.rungs:
+                problems.append(f"{where}.rungs: KV-cache rung {rung!r} loads the file of rung "
+                                f"{spec.weights!r}, which is not in this model's rungs "
+                                f"{list(run.rungs)}; add {spec.weights!r} to the list")
         if "F16" not in run.rungs:
             problems.append(f"{where}.rungs: {list(run.rungs)} must include the reference 'F16'")
         problems += _range(run.n_items, 1, None, "items per family", f"{where}.n_items")

@@ -105,9 +105,42 @@ def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LAD
     return Results(cat(frames)[[*ITEM_COLUMNS, "usable"]], cat(ladders), cat(costs), cat(shifts))
 
 
-def write_synthetic(run: RunLayout, **kwargs) -> Results:
-    """Write :func:`synthetic_results` where :func:`load_results` reads (one parquet per cell)."""
+KV_FLIP = {"f16": 0.0, "q8_0": 0.02, "q4_0": 0.15}  # synthetic share of answers a cache flips
+
+
+def with_kv_rungs(r: Results, weights: str = "Q4_K_M", *, seed: int = 0) -> Results:
+    """
+    Add the KV-cache rungs ``<weights>+kv_f16``, ``+kv_q8_0`` and ``+kv_q4_0`` to synthetic
+    results: copies of the ``weights`` rung's rows whose answers flip (right to wrong) on a
+    share :data:`KV_FLIP` of items and whose log-probabilities drop by that share in nats
+    (0.01 nats of jitter each), with cost rows carrying ``kv_cache`` and
+    ``kv_cache_bytes``. Not data.
+    """
+    rng = np.random.default_rng(seed)
+    base = r.items[r.items.rung == weights]
+    frames, costs = [r.items], [r.costs]
+    for cache, share in KV_FLIP.items():
+        rung = f"{weights}+kv_{cache}"
+        flip = rng.random(len(base)) < share
+        jit = 0.01 * rng.normal(size=len(base)) - share
+        frames.append(base.assign(
+            rung=rung, correct=base.correct & ~flip,
+            extracted=np.where(flip & base.correct, "kv-flip", base.extracted),
+            margin=base.margin + jit, gold_logprob=base.gold_logprob + jit,
+            ref_answer_logprob=base.ref_answer_logprob + jit))
+        cost = r.costs[r.costs.rung == weights].assign(rung=rung, kv_cache=cache)
+        costs.append(cost.assign(kv_cache_bytes=(2**20 * {"f16": 48, "q8_0": 25.5,
+                                                           "q4_0": 13.5}[cache])))
+    cat = lambda xs: pd.concat(xs, ignore_index=True)  # noqa: E731
+    return r._replace(items=cat(frames), costs=cat(costs))
+
+
+def write_synthetic(run: RunLayout, *, kv_weights: str | None = None, **kwargs) -> Results:
+    """Write :func:`synthetic_results` where :func:`load_results` reads (one parquet per cell);
+    with ``kv_weights``, KV-cache rungs of that rung too (:func:`with_kv_rungs`)."""
     r = synthetic_results(**kwargs)
+    if kv_weights is not None:
+        r = with_kv_rungs(r, kv_weights, seed=kwargs.get("seed", 0))
     for (model, rung, family), cell in r.items.groupby(["model", "rung", "family"]):
         write_table_atomic(cell.drop(columns="usable").assign(provenance="synthetic"),
                            run.cell(model, rung, family))

@@ -127,6 +127,53 @@ def tensor_census(reader: GGUFReader, nominal: str | None = None) -> Census:
                   n_fb, fb_params)
 
 
+_MISSING = object()  # no default: a missing metadata field is an error
+
+
+class KvShape(NamedTuple):
+    """What sizes a model's KV cache: see :func:`kv_shape`."""
+
+    heads_kv: tuple[int, ...]  # KV heads of each layer (n_layer entries)
+    key_length: int  # elements per K head
+    value_length: int  # elements per V head
+
+
+def kv_shape(reader: GGUFReader) -> KvShape:
+    """Layers, KV heads and head sizes from a GGUF's ``<arch>.*`` metadata.
+
+    ``attention.head_count_kv`` may be one number or one per layer (absent: as many as
+    ``attention.head_count``, no grouped-query attention); ``attention.key_length`` and
+    ``value_length`` default to ``embedding_length / head_count``, as in llama.cpp's loader.
+
+    Raises
+    ------
+    GGUFError
+        If the architecture, block count, head count or embedding length is missing.
+    """
+    arch = _meta(reader, "general.architecture")
+
+    def get(key: str, default=_MISSING):
+        return _meta(reader, f"{arch}.{key}", default)
+
+    n_layer, n_head = int(get("block_count")), get("attention.head_count")
+    heads = get("attention.head_count_kv", n_head)
+    heads = [int(h) for h in heads] if isinstance(heads, list) else [int(heads)] * n_layer
+    n_head = max(n_head) if isinstance(n_head, list) else int(n_head)
+    head = int(get("embedding_length")) // n_head
+    return KvShape(tuple(heads), int(get("attention.key_length", head)),
+                   int(get("attention.value_length", head)))
+
+
+def _meta(reader: GGUFReader, name: str, default=_MISSING):
+    """The value of metadata field ``name``, or ``default`` (missing and no default: error)."""
+    field = reader.fields.get(name)
+    if field is not None:
+        return field.contents()
+    if default is _MISSING:
+        raise GGUFError(f"GGUF metadata {name!r} is missing; cannot size the KV cache")
+    return default
+
+
 def _copy_metadata(reader: GGUFReader, writer: GGUFWriter, overrides: dict[str, int]) -> None:
     for name, field in reader.fields.items():
         if name.startswith("GGUF.") or name in ("general.architecture", "general.alignment"):

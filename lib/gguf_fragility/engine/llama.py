@@ -32,6 +32,7 @@ import numpy as np
 
 from gguf_fragility.engine.gguf import open_gguf
 from gguf_fragility.engine.greedy import Greedy, greedy, log_softmax
+from gguf_fragility.engine.kvcache import KV_DEFAULT, KV_TYPES
 
 # Version of the log-likelihood computation: part of every sweep cell's params hash, so a
 # change that moves log-probs (even by float rounding) re-runs stored cells.
@@ -41,8 +42,9 @@ from gguf_fragility.engine.greedy import Greedy, greedy, log_softmax
 # 4: generation is engine.greedy's (own greedy loop; a rung verifies the reference's reply
 #    tokens in one batch); ref_answer_logprob covers the reply's terminating token
 SCORING_VERSION = 4
-# Flash attention: off in every Engine (llama-cpp-python's default). It moves log-probs by
-# 0.1-1.8 % of a rung's KL on CPU, so llama.cpp's own tools are compared with ``-fa off``.
+# Flash attention: off in every Engine but a KV-cache rung's (llama.cpp needs it for a
+# quantized V cache). It moves log-probs by 0.1-1.8 % of a rung's KL on CPU, so llama.cpp's
+# own tools are compared with ``-fa off``.
 FLASH_ATTN = "off"
 
 
@@ -114,11 +116,27 @@ class Engine:
     n_seq_max : int, default 8
         Sequences in the (unified) KV cache: the choices of one log-likelihood call are
         decoded together, one sequence each, on top of their shared context.
+    kv_cache : {"f16", "q8_0", "q4_0"}, default "f16"
+        Type of the K and V cache (llama.cpp's ``--cache-type-k``/``-v``); a quantized V
+        cache needs ``flash_attn``.
+    flash_attn : bool, default False
+        llama.cpp's flash attention (``LLAMA_FLASH_ATTN_TYPE_ENABLED``, else disabled).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``kv_cache``, or a quantized cache without ``flash_attn``.
     """
 
     def __init__(self, path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None,
                  seed: int = 0, n_gpu_layers: int = 0, n_batch: int = 512,
-                 n_seq_max: int = 8) -> None:
+                 n_seq_max: int = 8, kv_cache: str = KV_DEFAULT,
+                 flash_attn: bool = False) -> None:
+        if kv_cache not in KV_TYPES:
+            raise ValueError(f"unknown KV-cache type {kv_cache!r}; use one of "
+                             f"{', '.join(KV_TYPES)}")
+        if kv_cache != KV_DEFAULT and not flash_attn:  # llama.cpp refuses the context
+            raise ValueError(f"a {kv_cache} KV cache needs flash_attn=True")
         self.path = Path(path)
         reader = open_gguf(self.path)
         self.add_bos = bool(_field(reader, "tokenizer.ggml.add_bos_token", False))
@@ -129,10 +147,12 @@ class Engine:
         self.llm = llama_cpp.Llama(
             model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, seed=seed,
             n_gpu_layers=n_gpu_layers, n_batch=n_batch, n_ubatch=n_batch, logits_all=False,
-            flash_attn=FLASH_ATTN == "on", verbose=False)
-        self._use_sequences(n_seq_max)
+            type_k=KV_TYPES[kv_cache], type_v=KV_TYPES[kv_cache], flash_attn=flash_attn,
+            verbose=False)
+        self._use_sequences(n_seq_max)  # keeps type_k, type_v and flash_attn_type
         self.load_s = time.perf_counter() - t0
         self.n_ctx, self.n_batch, self.seed, self.n_seq_max = n_ctx, n_batch, seed, n_seq_max
+        self.kv_cache, self.flash_attn = kv_cache, flash_attn
         self.n_vocab = self.llm.n_vocab()
         # next-token log-probs at the answer position of the latest call (after the context
         # of `loglikelihood`, after the prompt of `generate`); used for answer-position KL

@@ -22,6 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from gguf_fragility import probes
+from gguf_fragility.engine.kvcache import parse_rung
 from gguf_fragility.engine.llama import SCORING_VERSION, Engine, peak_rss_bytes, system_info, topk_rows
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes import codeexec
@@ -40,28 +41,40 @@ def families_of(profile: Profile, model: str) -> list[str]:
 
 
 def rung_row(profile: Profile, model: str, rung: str) -> pd.Series:
-    """The ladder-manifest row of one rung (file, sha256, bpw ...); the noise floor's is F16's."""
+    """The ladder-manifest row of one rung (file, sha256, bpw ...) plus its ``kv_cache`` type.
+
+    The noise floor's row is F16's; a KV-cache rung's (``Q4_K_M+kv_q8_0``) is its weights'
+    rung's, with ``kv_cache`` its cache type (f16 for every plain rung). The row's name is
+    the ladder rung whose file is loaded.
+    """
     ladder = read_ladder(profile.layout, [model]).set_index("rung")
-    source = "F16" if rung == NOISE_FLOOR else rung
-    if source not in ladder.index:
+    spec = parse_rung("F16" if rung == NOISE_FLOOR else rung)
+    if spec.weights not in ladder.index:
         raise ValueError(f"rung {rung!r} is not in the {model} ladder of profile {profile.name!r} "
                          f"({', '.join(ladder.index)}); run notebook 01_ladder first")
-    return ladder.loc[source]
+    return pd.concat([ladder.loc[spec.weights], pd.Series({"kv_cache": spec.cache})]).rename(
+        spec.weights)
 
 
 def engine_settings(profile: Profile, rung: str) -> dict:
     """How a rung is loaded: the profile's engine settings, the same for every rung, except
-    the noise floor, which re-runs the reference with other batch shapes.
+    the noise floor, which re-runs the reference with other batch shapes, and the KV-cache
+    rungs, which set the cache type and flash attention.
 
     The floor decodes in chunks of an eighth of ``n_batch`` (at least 16 tokens) and scores
     each log-likelihood choice in its own batch (``n_seq_max`` 1): llama.cpp then runs
     other matrix shapes, so floating-point rounding differs while the weights do not.
+    A KV-cache rung (``X+kv_<type>``, controls included) adds ``kv_cache`` and
+    ``flash_attn=True``; plain rungs leave both at the engine's defaults (f16, off) and out
+    of the settings, so the params hashes of cells stored before the KV axis still hold.
     """
     e = profile.engine
     out = {"n_ctx": e.n_ctx, "n_threads": e.n_threads, "seed": e.seed,
            "n_gpu_layers": e.n_gpu_layers, "n_batch": e.n_batch, "n_seq_max": 8}
     if rung == NOISE_FLOOR:
         out.update(n_batch=max(16, e.n_batch // 8), n_seq_max=1)
+    elif (spec := parse_rung(rung)).kv_cache is not None:
+        out.update(kv_cache=spec.kv_cache, flash_attn=spec.flash_attn)
     return out
 
 
@@ -280,8 +293,10 @@ def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, varia
 
 def _provenance(profile: Profile, model: str, rung: str, row: pd.Series) -> dict:
     """Columns stamped on every row of a cell (llama.cpp facts of the process that ran it)."""
+    spec = parse_rung("F16" if rung == NOISE_FLOOR else rung)
     return {"model": model, "rung": rung, "quant_type": row.name, "model_sha256": row.sha256,
-            "bpw": float(row.bpw), "code_version": code_version(), "profile": profile.name,
+            "bpw": float(row.bpw), "kv_cache_type_k": spec.cache, "kv_cache_type_v": spec.cache,
+            "flash_attn": spec.flash_attn, "code_version": code_version(), "profile": profile.name,
             **{f"llama_{k}": v for k, v in system_info().items()}}
 
 

@@ -1,9 +1,10 @@
 """The whole autopsy as papermill executions of the chapter notebooks.
 
 ``gguf-fragility run --profile default`` runs 01 per model, 02 for the profile's first
-model, 03 per model, 04 per model × rung, 05 and 06 once, each with injected parameters, and
-saves the executed notebooks under ``outputs/<profile>/notebooks/``. Every notebook resumes
-from what earlier runs stored, so a rerun after a kill repeats no finished work.
+model, 03 per model, 04 per model × rung (KV-cache rungs included), 05, 06 and 07 once, each
+with injected parameters, and saves the executed notebooks under
+``outputs/<profile>/notebooks/``. Every notebook resumes from what earlier runs stored, so a
+rerun after a kill repeats no finished work.
 
 An error inside a chapter stops the run with :class:`ChapterError`: one line with the
 exception's type and message and the path of the executed notebook, which holds the
@@ -52,6 +53,7 @@ STAGES = (
     Stage("sweep", "04_sweep", "rung"),
     Stage("stats", "05_stats", "once"),
     Stage("transfer", "06_transfer", "once"),
+    Stage("axes", "07_axes", "once"),
 )
 
 

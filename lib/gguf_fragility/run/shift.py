@@ -342,7 +342,7 @@ class ShiftStats(NamedTuple):
     ppl_ratio: float  # exp(mean NLL(rung) - mean NLL(reference))
     rms_dp: float  # RMS of p(rung) - p(reference) of the actual next token
     positions: str  # which positions are scored
-    flash_attn: str  # the engine's flash-attention setting ("off")
+    flash_attn: str  # the engine's flash-attention setting: "off" ("on" for a KV-cache rung)
 
 
 def rung_shift(engine, store: RefStore) -> ShiftStats:
@@ -389,7 +389,8 @@ def rung_shift(engine, store: RefStore) -> ShiftStats:
         kl_p90=float(q[1]), kl_p95=float(q[2]), kl_p99=float(q[3]), kl_p999=float(q[4]),
         kl_max=float(kl.max()), same_top_rate=float(same.mean()), ppl=float(np.exp(nll.mean())),
         ppl_ratio=float(np.exp(nll.mean() + store.target_logprob.mean())),
-        rms_dp=float(np.sqrt(np.mean(dp ** 2))), positions=POSITIONS, flash_attn=FLASH_ATTN)
+        rms_dp=float(np.sqrt(np.mean(dp ** 2))), positions=POSITIONS,
+        flash_attn="on" if engine.flash_attn else "off")
 
 
 def reference_shift(store: RefStore) -> ShiftStats:

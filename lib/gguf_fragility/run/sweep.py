@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from gguf_fragility import probes
+from gguf_fragility.engine.gguf import kv_shape, open_gguf
+from gguf_fragility.engine.kvcache import kv_cache_bytes
 from gguf_fragility.engine.llama import FLASH_ATTN
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes.evaluate import regrade_result
@@ -79,12 +81,15 @@ def evaluate_rung(profile: Profile, model: str, rung: str, *, variant: int = 0,
 
 def _write_cost(profile: Profile, model: str, rung: str, row: pd.Series, load_s: float,
                 peak_rss: int, rows: pd.DataFrame) -> None:
-    """Cost figures of a rung measured where its cells really ran.
+    """Cost figures of a rung measured where its cells really ran, and its KV-cache size.
 
     Under a Dask scheduler the figures come from workers that may share the machine's
     cores, so tokens/s are lower than a serial run's; ``scheduler`` records which it was.
+    ``kv_cache_bytes`` is computed, not measured: the K and V cache of ``engine.n_ctx``
+    cells in the rung's cache type (:func:`~gguf_fragility.engine.kvcache.kv_cache_bytes`).
     """
     gen = rows[rows["mode"] == "generate"]
+    n_ctx = profile.engine.n_ctx
     q = gen.ttft_s.quantile([0.25, 0.5, 0.75]) if len(gen) else pd.Series([np.nan] * 3)
     write_json_atomic(profile.layout.cost_json(model, rung), {
         "model": model, "rung": rung, "file_size_bytes": int(row.file_size_bytes),
@@ -92,6 +97,8 @@ def _write_cost(profile: Profile, model: str, rung: str, row: pd.Series, load_s:
         "prompt_tps": float(gen.prompt_tps.median()), "gen_tps": float(gen.gen_tps.median()),
         "ttft_s_median": float(q.iloc[1]), "ttft_s_q25": float(q.iloc[0]),
         "ttft_s_q75": float(q.iloc[2]), "n_generations": len(gen),
+        "kv_cache": row.kv_cache, "n_ctx": n_ctx,
+        "kv_cache_bytes": kv_cache_bytes(kv_shape(open_gguf(row.file)), n_ctx, row.kv_cache),
         "scheduler": profile.scheduler or "in-process"})
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 from gguf_fragility.stats.grid import LENSES, UNTESTABLE
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED, paired_diff_ci
 
-COST_COLUMNS = ("peak_rss_bytes", "prompt_tps", "gen_tps", "ttft_s_median")
+COST_COLUMNS = ("peak_rss_bytes", "prompt_tps", "gen_tps", "ttft_s_median", "kv_cache_bytes")
 SHIFT_COLUMNS = ("kl_mean", "kl_median", "kl_p99", "same_top_rate", "ppl_ratio")
 GIB = 2**30
 

@@ -39,6 +39,7 @@ class FakeEngine:
 
     def __init__(self, vocab: int = 300, add_bos: bool = False, shift: float = 0.0) -> None:
         self.n_vocab, self.add_bos, self.bos_token_id, self.shift = vocab, add_bos, 1, shift
+        self.flash_attn = False  # as the Engine records it
         self.calls: list[tuple[list[int], list[int]]] = []
 
     def tokenize(self, text: str, *, special: bool = True) -> list[int]:

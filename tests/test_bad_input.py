@@ -66,9 +66,10 @@ def test_unknown_rung_in_profile(tmp_path):
                      r"f16, q8_0, q4_0"),
     ("Q2_K+kv_Q8_0", r"rung 'Q2_K\+kv_Q8_0': unknown KV-cache type 'Q8_0'; use one of f16, "
                      r"q8_0, q4_0, spelled as llama.cpp's --cache-type-k"),
-    ("Q2_K+q8_0", r"rung 'Q2_K\+q8_0': malformed KV-cache suffix; write <rung>\+kv_<type>"),
+    ("Q2_K+q8_0", r"rung 'Q2_K\+q8_0': unknown modifier '\+q8_0'; modifiers are "
+                  r"\+imatrix_<text>, \+<group>=<TYPE> and a final \+kv_<cache>"),
     ("Q2_K+kv_q8_0+kv_q4_0", r"rung 'Q2_K\+kv_q8_0\+kv_q4_0': malformed KV-cache suffix; "
-                             r"write <rung>\+kv_<type> with one suffix .*e.g. 'Q4_K_M\+kv_q8_0'"),
+                             r"write one \+kv_<type> at the end.*e.g. 'Q4_K_M\+kv_q8_0'"),
     ("Q4_K_Z+kv_q8_0", r"rung 'Q4_K_Z\+kv_q8_0': its weights: unknown rung/quant type 'Q4_K_Z'"),
     ("Q8_0+kv_q8_0", r"KV-cache rung 'Q8_0\+kv_q8_0' loads the file of rung 'Q8_0', which is not "
                      r"in this model's rungs \['F16', 'Q2_K', 'Q8_0\+kv_q8_0'\]; add 'Q8_0' to "
@@ -80,6 +81,38 @@ def test_bad_kv_cache_rung_in_profile(tmp_path, rung, message):
     prof = tmp_path / "p.yaml"
     prof.write_text(f"models:\n  smollm2-135m:\n    rungs: [F16, Q2_K, {rung}]\n")
     with pytest.raises(ProfileError, match=r"p.yaml: models.smollm2-135m.rungs: " + message):
+        load_profile(prof)
+
+
+@pytest.mark.parametrize("rung, message", [
+    ("IQ2_XS", r"rung 'IQ2_XS': IQ2_XS needs an importance matrix; add its calibration text: "
+               r"'IQ2_XS\+imatrix_wiki' or 'IQ2_XS\+imatrix_code'"),
+    ("IQ4_XS+kv_q8_0", r"rung 'IQ4_XS\+kv_q8_0': its weights: rung 'IQ4_XS': IQ4_XS needs an "
+                       r"importance matrix"),
+    ("Q8_0+ffn_down=IQ2_XXS", r"IQ2_XXS needs an importance matrix; add its calibration text: "
+                              r"'Q8_0\+imatrix_wiki'"),
+    ("Q2_K+imatrix_web", r"unknown imatrix text 'web'; use one of wiki, code "
+                         r"\(data/calibration/<text>.txt\)"),
+    ("Q2_K+ffn_down=Q4_K+imatrix_wiki", r"write \+imatrix_<text> right after the ftype"),
+    ("Q8_0+ffn_dwn=Q2_K", r"unknown tensor group 'ffn_dwn'; use a kind \(token_embd, output, "
+                          r"attn_q.*\), a third of the blocks \(first_third, middle_third, "
+                          r"last_third\) or <kind>.<third>"),
+    ("Q8_0+ffn_down=Q9_K", r"unknown tensor type 'Q9_K' for group 'ffn_down'; use a ggml type "
+                           r"name: F16, BF16, Q8_0"),
+    ("Q8_0+ffn_down=Q2_K+ffn_down=Q3_K", r"group 'ffn_down' is set twice; keep one"),
+    ("Q8_0+output.last_third=Q2_K", r"output is not in a block, so it has no third; write "
+                                    r"'output'"),
+    ("F16+ffn_down=Q2_K", r"F16 is not quantized, so it takes no imatrix and llama-quantize "
+                          r"applies no tensor overrides to it; use Q8_0 as the intact base "
+                          r"\(e.g. 'Q8_0\+ffn_down=Q2_K'\)"),
+])
+def test_bad_imatrix_or_lesion_rung_in_profile(tmp_path, rung, message):
+    """An IQ type without an imatrix text, an unknown text, group or tensor type, modifiers
+    out of order or repeated, overrides on a float base: each refused at load, naming the
+    value and the fix."""
+    prof = tmp_path / "p.yaml"
+    prof.write_text(f"models:\n  smollm2-135m:\n    rungs: [F16, {rung}]\n")
+    with pytest.raises(ProfileError, match=r"p.yaml: models.smollm2-135m.rungs: .*" + message):
         load_profile(prof)
 
 

@@ -9,13 +9,8 @@ import pytest
 from tiny_profile import tiny_profile_yaml
 
 from gguf_fragility.engine.gguf import KvShape
-from gguf_fragility.engine.kvcache import (
-    KV_TYPES,
-    RungSpec,
-    bytes_per_element,
-    kv_cache_bytes,
-    parse_rung,
-)
+from gguf_fragility.engine.kvcache import bytes_per_element, kv_cache_bytes
+from gguf_fragility.engine.rungs import KV_TYPES, RungSpec, parse_rung
 from gguf_fragility.profile import load_profile
 
 SMOL = "smollm2-135m"

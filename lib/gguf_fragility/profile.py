@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from gguf_fragility import paths
-from gguf_fragility.engine.kvcache import parse_rung
+from gguf_fragility.engine.rungs import parse_rung
 from gguf_fragility.errors import ProblemsError
 from gguf_fragility.layout import RunLayout, outputs_root
 from gguf_fragility.registry import read_registry

@@ -101,6 +101,42 @@ def report_rebuild(path: str | Path, why: str) -> None:
     tqdm.write(f"gguf-fragility: rebuilding {path}: {why}", file=sys.stderr)
 
 
+def sidecar(path: Path) -> Path:
+    """The JSON record beside a built file: ``<file>.json``."""
+    return path.with_name(path.name + ".json")
+
+
+def fresh_record(path: Path, expect: dict) -> dict | None:
+    """The sidecar of ``path`` if the file exists, hashes as recorded and matches ``expect``.
+
+    A file that exists but fails (no or unreadable sidecar, made from another reference,
+    bytes that no longer hash as recorded: truncated or modified) is reported in one line.
+    """
+    side = sidecar(path)
+    if not path.is_file():
+        return None
+    if not side.is_file():
+        report_rebuild(path, f"no sidecar {side.name} records how it was made")
+        return None
+    try:
+        record = json.loads(side.read_text())
+    except (OSError, ValueError):
+        record = None
+    if not (isinstance(record, dict) and isinstance(record.get("sha256"), str)):
+        report_rebuild(path, f"its sidecar {side.name} is unreadable")
+        return None
+    differ = {k: record.get(k) for k, v in expect.items() if record.get(k) != v}
+    if differ:
+        report_rebuild(path, f"made with other inputs ({', '.join(f'{k} {v}' for k, v in differ.items())})")
+        return None
+    digest = sha256_file(path)
+    if digest != record["sha256"]:
+        report_rebuild(path, f"sha256 {digest[:12]}… of its {path.stat().st_size} bytes is not the "
+                             f"{record['sha256'][:12]}… its sidecar recorded (truncated or modified)")
+        return None
+    return record
+
+
 def read_json_or_none(path: Path) -> dict | None:
     """A stored JSON object, or None when absent or unreadable (the latter reported)."""
     if not path.is_file():

@@ -1,4 +1,4 @@
-"""The KV-cache axis: rung names like ``Q4_K_M+kv_q8_0`` and the bytes a KV cache takes.
+"""The KV-cache axis: the bytes a KV cache takes.
 
 A *KV-cache rung* ``<rung>+kv_<type>`` is the weights of ``<rung>`` (its ladder file, no new
 file) run with llama.cpp's K and V cache stored in ``<type>`` (``-ctk``/``-ctv`` of
@@ -7,95 +7,21 @@ llama.cpp's tools) and flash attention on, which llama.cpp needs for a quantized
 that ``X+kv_q4_0`` against ``X+kv_f16`` changes only the cache type. A plain rung keeps an
 f16 cache with flash attention off (the engine's default).
 
-No llama.cpp import here: profiles are checked, and costs computed, where it is absent. A
-test checks :data:`KV_TYPES` against llama-cpp-python's ``GGML_TYPE_*`` constants.
+Rung names are read by :func:`gguf_fragility.engine.rungs.parse_rung`, which also holds
+:data:`~gguf_fragility.engine.rungs.KV_TYPES` (a test checks it against llama-cpp-python's
+``GGML_TYPE_*`` constants). No llama.cpp import here: costs are computed where it is absent.
 
 Usage::
 
-    parse_rung("Q4_K_M+kv_q8_0")   # RungSpec(weights='Q4_K_M', kv_cache='q8_0')
     kv_cache_bytes(kv_shape(open_gguf(path)), n_ctx=2048, kv_cache="q8_0")
 """
 
 from __future__ import annotations
 
-import re
-from typing import NamedTuple
-
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from gguf_fragility.engine.ftypes import ftype
 from gguf_fragility.engine.gguf import KvShape
-
-# cache types a KV rung may name -> ggml type id (``enum ggml_type`` in ggml.h), spelled as
-# llama.cpp's ``--cache-type-k`` spells them
-KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "q4_0": 2}
-KV_DEFAULT = "f16"  # llama.cpp's default cache type (plain rungs)
-KV_SUFFIX = "+kv_"
-_KV_RUNG = re.compile(r"(?P<weights>[^+]+)\+kv_(?P<cache>[^+]*)")
-_EXAMPLE = "e.g. 'Q4_K_M+kv_q8_0'"
-
-
-class RungSpec(NamedTuple):
-    """Result of :func:`parse_rung`: what a rung name asks for."""
-
-    weights: str  # the ladder rung whose file is loaded (llama.cpp ftype name)
-    kv_cache: str | None  # cache type of a KV rung (key of KV_TYPES); None for a plain rung
-
-    @property
-    def cache(self) -> str:
-        """The cache type the rung runs with (f16 for a plain rung)."""
-        return self.kv_cache or KV_DEFAULT
-
-    @property
-    def flash_attn(self) -> bool:
-        """Flash attention: on for every KV rung (controls included), off for a plain rung."""
-        return self.kv_cache is not None
-
-
-def parse_rung(rung: str) -> RungSpec:
-    """
-    Split a rung name into its weights' rung and its KV-cache type.
-
-    Parameters
-    ----------
-    rung : str
-        A llama.cpp ftype name (``Q4_K_M``) or a KV-cache rung ``<ftype>+kv_<type>`` with
-        ``<type>`` in {"f16", "q8_0", "q4_0"}.
-
-    Returns
-    -------
-    RungSpec
-        ``weights`` and ``kv_cache`` (None for a plain rung).
-
-    Raises
-    ------
-    ValueError
-        For an unknown ftype, an unknown cache type or a malformed suffix; the message
-        names the value and the spelling to use.
-    """
-    if "+" not in rung:
-        ftype(rung)
-        return RungSpec(rung, None)
-    m = _KV_RUNG.fullmatch(rung)
-    types = ", ".join(KV_TYPES)
-    if m is None:
-        raise ValueError(f"rung {rung!r}: malformed KV-cache suffix; write "
-                         f"<rung>{KV_SUFFIX}<type> with one suffix and <type> one of {types} "
-                         f"({_EXAMPLE})")
-    weights, cache = m.group("weights"), m.group("cache")
-    if cache not in KV_TYPES:
-        raise ValueError(f"rung {rung!r}: unknown KV-cache type {cache!r}; use one of {types}, "
-                         f"spelled as llama.cpp's --cache-type-k ({_EXAMPLE})")
-    try:
-        ftype(weights)
-    except ValueError as exc:
-        raise ValueError(f"rung {rung!r}: its weights: {exc}") from None
-    return RungSpec(weights, cache)
-
-
-def is_kv_rung(rung: str) -> bool:
-    """True for a KV-cache rung name (``<rung>+kv_<type>``), without validating it."""
-    return KV_SUFFIX in rung
+from gguf_fragility.engine.rungs import KV_DEFAULT, KV_TYPES
 
 
 def bytes_per_element(kv_cache: str) -> float:

@@ -32,7 +32,7 @@ import numpy as np
 
 from gguf_fragility.engine.gguf import open_gguf
 from gguf_fragility.engine.greedy import Greedy, greedy, log_softmax
-from gguf_fragility.engine.kvcache import KV_DEFAULT, KV_TYPES
+from gguf_fragility.engine.rungs import KV_DEFAULT, KV_TYPES
 
 # Version of the log-likelihood computation: part of every sweep cell's params hash, so a
 # change that moves log-probs (even by float rounding) re-runs stored cells.

@@ -1,4 +1,5 @@
-"""The quant ladder: an F16 reference and its rungs, quantized in-process by llama.cpp.
+"""The quant ladder: an F16 reference and its rungs, quantized by llama.cpp (in-process, or by
+llama-quantize for a rung with an importance matrix or tensor-type overrides).
 
 Files live in ``.cache/models/<key>/`` (``reference.gguf``, ``<RUNG>.gguf``), each
 with a sidecar ``<file>.json`` recording its sha256 and how it was made. A rung is
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -29,18 +31,23 @@ from gguf_fragility.engine.gguf import (
     GGMLQuantizationType,
     file_type_name,
     is_full_precision,
+    kv_shape,
     open_gguf,
     tensor_census,
     write_f16_reference,
 )
 from gguf_fragility.engine.llama import Engine
+from gguf_fragility.engine.rungs import WeightsSpec, parse_weights, tensor_type_patterns
+from gguf_fragility.engine.tools import tool_path
 from gguf_fragility.ladder import models
+from gguf_fragility.ladder.imatrix import build_imatrix
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.profile import DEFAULT_RUNGS
 from gguf_fragility.store import (
+    fresh_record,
     hold_lock,
-    report_rebuild,
     sha256_file,
+    sidecar,
     write_json_atomic,
     write_table_atomic,
 )
@@ -66,41 +73,6 @@ def nominal_type(rung: str) -> str:
     return rung
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def _fresh(path: Path, expect: dict) -> dict | None:
-    """The sidecar of ``path`` if the file exists, hashes as recorded and matches ``expect``.
-
-    A file that exists but fails (no or unreadable sidecar, made from another reference,
-    bytes that no longer hash as recorded: truncated or modified) is reported in one line.
-    """
-    side = _sidecar(path)
-    if not path.is_file():
-        return None
-    if not side.is_file():
-        report_rebuild(path, f"no sidecar {side.name} records how it was made")
-        return None
-    try:
-        record = json.loads(side.read_text())
-    except (OSError, ValueError):
-        record = None
-    if not (isinstance(record, dict) and isinstance(record.get("sha256"), str)):
-        report_rebuild(path, f"its sidecar {side.name} is unreadable")
-        return None
-    differ = {k: record.get(k) for k, v in expect.items() if record.get(k) != v}
-    if differ:
-        report_rebuild(path, f"made with other inputs ({', '.join(f'{k} {v}' for k, v in differ.items())})")
-        return None
-    digest = sha256_file(path)
-    if digest != record["sha256"]:
-        report_rebuild(path, f"sha256 {digest[:12]}… of its {path.stat().st_size} bytes is not the "
-                             f"{record['sha256'][:12]}… its sidecar recorded (truncated or modified)")
-        return None
-    return record
-
-
 def build_reference(key: str) -> Reference:
     """The model's F16 reference: the source itself if full precision, else dequantized."""
     src = models.obtain(key)
@@ -110,11 +82,11 @@ def build_reference(key: str) -> Reference:
         return Reference(src, src_sha, f"original {file_type_name(reader)}", src_sha)
     kind = f"dequantized from {file_type_name(reader)}"
     dst = paths.model_dir(key) / "reference.gguf"
-    record = _fresh(dst, {"source_sha256": src_sha})
+    record = fresh_record(dst, {"source_sha256": src_sha})
     if record is None:
         write_f16_reference(src, dst)
         record = {"sha256": sha256_file(dst), "source_sha256": src_sha, "kind": kind}
-        write_json_atomic(_sidecar(dst), record)
+        write_json_atomic(sidecar(dst), record)
     return Reference(dst, record["sha256"], record["kind"], src_sha)
 
 
@@ -133,29 +105,73 @@ def quantize(src: Path, dst: Path, rung: str, n_threads: int | None = None) -> f
     seconds = time.perf_counter() - t0
     if rc != 0:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"llama_model_quantize failed for {rung} ({src} -> {dst}, code {rc}); "
-                           "IQ1/IQ2 types need an importance matrix, which this ladder does not use")
+        raise RuntimeError(f"llama_model_quantize failed for {rung} ({src} -> {dst}, code {rc})")
+    os.replace(tmp, dst)
+    return seconds
+
+
+def quantize_with_tool(src: Path, dst: Path, spec: WeightsSpec, *, imatrix: Path | None,
+                       tensor_types: list[str], n_threads: int | None = None) -> float:
+    """Quantize ``src`` into ``dst`` with ``llama-quantize``; returns seconds taken.
+
+    ``llama-quantize [--imatrix F] [--tensor-type P=T]... src dst.tmp FTYPE nthreads``: the
+    command-line tool, because llama-cpp-python's quantize parameters cannot carry an
+    importance matrix or tensor-type overrides. Renamed into place when complete.
+    """
+    tmp = dst.with_name(dst.name + ".tmp")
+    cmd = [str(tool_path("llama-quantize"))]
+    if imatrix is not None:
+        cmd += ["--imatrix", str(imatrix)]
+    for value in tensor_types:
+        cmd += ["--tensor-type", value]
+    cmd += [str(src), str(tmp), spec.ftype, str(n_threads or os.cpu_count() or 1)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n"
+                           f"{(proc.stdout + proc.stderr)[-2000:]}")
     os.replace(tmp, dst)
     return seconds
 
 
 def build_rung(ref: Reference, key: str, rung: str, n_threads: int | None = None) -> dict:
-    """Build (or reuse) one rung and return its manifest row."""
-    ftype(rung)  # validate the name before any work
+    """Build (or reuse) one rung and return its manifest row.
+
+    A plain ftype is quantized in-process; a rung with an importance matrix or tensor-type
+    overrides (:mod:`gguf_fragility.engine.rungs`) by ``llama-quantize``, its matrix
+    computed first (:func:`gguf_fragility.ladder.imatrix.build_imatrix`). The sidecar
+    records the matrix's sha256 and the ``--tensor-type`` values, so a change of either
+    rebuilds the rung.
+    """
+    spec = parse_weights(rung)  # validate the name before any work
+    im, tensor_types = None, []
     if rung == "F16":
         path, record = ref.path, {"sha256": ref.sha256, "quantize_s": 0.0, "reused": True}
     else:
         path = paths.model_dir(key) / f"{rung}.gguf"
         expect = {"reference_sha256": ref.sha256, "rung": rung}
-        record = _fresh(path, expect)
+        if spec.imatrix is not None:
+            im = build_imatrix(ref.path, ref.sha256, key, spec.imatrix, n_threads=n_threads)
+            expect["imatrix_sha256"] = im.sha256
+        if spec.overrides:
+            n_blocks = len(kv_shape(open_gguf(ref.path)).heads_kv)
+            tensor_types = tensor_type_patterns(spec.overrides, n_blocks)
+            expect["tensor_types"] = tensor_types
+        record = fresh_record(path, expect)
         if record is None:
-            seconds = quantize(ref.path, path, rung, n_threads)
+            if spec.in_process:
+                seconds = quantize(ref.path, path, rung, n_threads)
+            else:
+                seconds = quantize_with_tool(ref.path, path, spec, imatrix=im and im.path,
+                                             tensor_types=tensor_types, n_threads=n_threads)
             record = {**expect, "sha256": sha256_file(path), "quantize_s": seconds}
-            write_json_atomic(_sidecar(path), record)
+            write_json_atomic(sidecar(path), record)
             record = {**record, "reused": False}
         else:
             record = {**record, "reused": True}
-    census = tensor_census(open_gguf(path), nominal_type(rung) if rung != "F16" else None)
+    census = tensor_census(open_gguf(path), nominal_type(spec.ftype) if rung != "F16" else None)
     return {
         "model": key, "rung": rung, "is_reference": rung == "F16", "file": str(path),
         "sha256": record["sha256"], "file_size_bytes": path.stat().st_size,
@@ -165,6 +181,9 @@ def build_rung(ref: Reference, key: str, rung: str, n_threads: int | None = None
         "tensors_by_type": json.dumps(census.tensors_by_type, sort_keys=True),
         "quantize_s": record["quantize_s"], "reused": record["reused"],
         "reference_kind": ref.kind,
+        "imatrix_text": im.text if im else "", "imatrix_text_sha256": im.text_sha256 if im else "",
+        "imatrix_sha256": im.sha256 if im else "", "imatrix_s": im.seconds if im else 0.0,
+        "tensor_overrides": ",".join(f"{g}={t}" for g, t in spec.overrides),
     }
 
 
@@ -177,7 +196,8 @@ def build_ladder(key: str, rungs: list[str] | tuple[str, ...] = DEFAULT_RUNGS, *
     key : str
         Model key in ``params/models.yaml``.
     rungs : list of str
-        llama.cpp ftype names (``F16``, ``Q8_0``, ``Q4_K_M``, ``IQ4_XS`` ...). F16 is the reference.
+        Ladder rung names (``F16``, ``Q8_0``, ``Q4_K_M``, ``IQ3_XXS+imatrix_wiki``,
+        ``Q8_0+ffn_down=Q2_K`` ...; :mod:`gguf_fragility.engine.rungs`). F16 is the reference.
     run : RunLayout
         Where the manifest goes (``run.ladder_dir(key)``).
 
@@ -185,10 +205,11 @@ def build_ladder(key: str, rungs: list[str] | tuple[str, ...] = DEFAULT_RUNGS, *
     -------
     DataFrame
         One row per rung: file, sha256, size, real bits per weight, tensor-type census,
-        fallback count, quantize time, reference kind.
+        fallback count, quantize time, reference kind, the importance matrix (calibration
+        text, its sha256 and the matrix's; empty for none) and the tensor-type overrides.
     """
     for rung in rungs:
-        ftype(rung)
+        parse_weights(rung)
     # runs of other profiles share the model folder: one builder at a time, the others wait
     with hold_lock(paths.model_dir(key) / "ladder.lock", f"model folder {key}", wait=True):
         ref = build_reference(key)

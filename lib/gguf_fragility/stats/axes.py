@@ -19,7 +19,8 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from gguf_fragility.engine.kvcache import KV_DEFAULT, bytes_per_element, is_kv_rung, parse_rung
+from gguf_fragility.engine.kvcache import bytes_per_element
+from gguf_fragility.engine.rungs import KV_DEFAULT, is_kv_rung, parse_rung
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats.grid import DEFAULT_SETTINGS, Settings, lens_grid
 from gguf_fragility.stats.inputs import Results

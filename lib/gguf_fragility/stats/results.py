@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from gguf_fragility.engine.kvcache import is_kv_rung
+from gguf_fragility.engine.rungs import is_kv_rung
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats import multiplicity
 from gguf_fragility.stats.deathorder import death_order

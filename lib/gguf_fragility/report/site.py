@@ -103,7 +103,8 @@ def stage(run: RunLayout) -> Path:
         elif f.is_file():
             shutil.copy2(f, out / f.name)
     for nb in sorted(run.executed_dir.glob("*.ipynb")):
-        _chapter(nb, out / "chapters" / nb.name)
+        # rung names carry '+' and '=' (Q2_K+imatrix_wiki, Q8_0+ffn_down=Q2_K): keep URLs plain
+        _chapter(nb, out / "chapters" / re.sub(r"[^A-Za-z0-9_.-]", "-", nb.name))
     if run.figures_dir.exists():
         shutil.copytree(run.figures_dir, out / "figures")
     return out

@@ -1,4 +1,5 @@
-"""Chapter 7's KV-cache axis on fabricated sweeps: comparators, the table, the notebook."""
+"""Chapter 7's axes (KV cache, importance matrix) on fabricated sweeps: comparators, the
+table, gains and losses, the notebook."""
 
 import pandas as pd
 import pytest
@@ -7,28 +8,37 @@ from gguf_fragility import paths
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.stats import axes, results
 from gguf_fragility.stats.grid import Settings
-from gguf_fragility.testing import synthetic_results, with_kv_rungs, write_synthetic
+from gguf_fragility.testing import IMATRIX_MEND, synthetic_results, with_axis_rungs, write_synthetic
 
 SETTINGS = Settings(n_boot=300)
 
 
-def test_kv_pairs_prefer_the_control_and_fall_back_to_the_plain_rung():
-    present = pd.DataFrame({"model": ["a"] * 6 + ["b"] * 3, "rung": [
+def test_axis_pairs_name_each_rungs_comparators():
+    present = pd.DataFrame({"model": ["a"] * 6 + ["b"] * 3 + ["c"] * 5, "rung": [
         "F16", "Q4_K_M", "Q4_K_M+kv_f16", "Q4_K_M+kv_q8_0", "Q4_K_M+kv_q4_0", "F16-floor",
-        "F16", "Q2_K", "Q2_K+kv_q4_0"]})
-    pairs = axes.kv_pairs(present).set_index(["model", "rung"])
-    assert list(pairs.index) == [("a", "Q4_K_M+kv_q4_0"), ("a", "Q4_K_M+kv_q8_0"),
-                                 ("b", "Q2_K+kv_q4_0")]  # the control itself is no KV rung
-    assert pairs.loc[("a", "Q4_K_M+kv_q8_0"), "comparator"] == "Q4_K_M+kv_f16"
-    assert pairs.loc[("a", "Q4_K_M+kv_q8_0"), "comparator_kind"] == axes.CONTROL
-    assert pairs.loc[("b", "Q2_K+kv_q4_0"), "comparator"] == "Q2_K"
-    assert pairs.loc[("b", "Q2_K+kv_q4_0"), "comparator_kind"] == axes.PLAIN
+        "F16", "Q2_K", "Q2_K+kv_q4_0",
+        "F16", "Q2_K", "Q2_K+imatrix_wiki", "Q2_K+imatrix_code", "IQ3_XXS+imatrix_code"]})
+    pairs = axes.axis_pairs(present).set_index(["model", "axis", "rung"])
+    assert list(pairs.index) == [
+        ("a", "kv_cache", "Q4_K_M+kv_q4_0"), ("a", "kv_cache", "Q4_K_M+kv_q8_0"),
+        ("b", "kv_cache", "Q2_K+kv_q4_0"),  # the control itself is no KV rung
+        # the code matrix against plain Q2_K and against the wiki matrix; the IQ rung has
+        # no plain or wiki twin, so it has no comparator here (chapter 5 has it)
+        ("c", "imatrix", "Q2_K+imatrix_code"), ("c", "imatrix_text", "Q2_K+imatrix_code"),
+        ("c", "imatrix", "Q2_K+imatrix_wiki")]
+    cmp = pairs["comparator"]
+    assert cmp[("a", "kv_cache", "Q4_K_M+kv_q8_0")] == "Q4_K_M+kv_f16"
+    assert pairs.loc[("a", "kv_cache", "Q4_K_M+kv_q8_0"), "comparator_kind"] == axes.CONTROL
+    assert cmp[("b", "kv_cache", "Q2_K+kv_q4_0")] == "Q2_K"
+    assert pairs.loc[("b", "kv_cache", "Q2_K+kv_q4_0"), "comparator_kind"] == axes.PLAIN
+    assert cmp[("c", "imatrix", "Q2_K+imatrix_code")] == "Q2_K"
+    assert cmp[("c", "imatrix_text", "Q2_K+imatrix_code")] == "Q2_K+imatrix_wiki"
 
 
 def test_kv_axis_shows_the_fabricated_q4_0_damage_and_not_q8_0s():
-    r = with_kv_rungs(synthetic_results(n_models=1, n_families=4, n_items=120,
-                                        rungs=("F16", "Q8_0", "Q4_K_M", "Q2_K"), seed=1))
-    table = axes.kv_axis(r.items, settings=SETTINGS)
+    r = with_axis_rungs(synthetic_results(n_models=1, n_families=4, n_items=120,
+                                          rungs=("F16", "Q8_0", "Q4_K_M", "Q2_K"), seed=1))
+    table = axes.axis_comparisons(r.items, r.ladder, settings=SETTINGS)
     assert list(table.columns) == axes.COLUMNS
     assert set(table.comparator) == {"Q4_K_M+kv_f16"}
     margin = table[table.lens == "margin"].set_index(["rung", "family"])
@@ -39,21 +49,61 @@ def test_kv_axis_shows_the_fabricated_q4_0_damage_and_not_q8_0s():
     assert (margin.loc["Q4_K_M+kv_q4_0", "ci_high"] < 0).all()
     corr = table[table.lens == "correctness"]
     assert (corr.effect <= 0).all()  # the fabricated cache only loses answers
-    assert set(table.cache_bits) == {8.5, 4.5}
-    text = axes.kv_findings(table)
-    assert "Q4_K_M+kv_q4_0** against Q4_K_M+kv_f16" in text and "margin: loss shown" in text
+    assert set(table.bits) == {8.5, 4.5} and set(table.axis) == {"kv_cache"}
+    assert not (table.decision == axes.GAIN).any()  # the cache only harms
+    text = axes.axis_findings(table)
+    assert "Q4_K_M+kv_q4_0** against Q4_K_M+kv_f16 (kv_cache" in text
+    assert "margin: loss shown" in text
 
 
-def test_kv_axis_without_kv_rungs_is_empty():
+def test_imatrix_axes_show_the_fabricated_gains_where_they_are():
+    """wiki mends 15% of every family's answers and raises log-probs by 0.15 nats; code only
+    the generative families: gains shown there, and code against wiki loses the others."""
+    r = with_axis_rungs(synthetic_results(n_models=1, n_families=6, n_items=150,
+                                          rungs=("F16", "Q4_K_M", "Q2_K"), seed=3),
+                        "Q2_K", {"+imatrix_wiki": IMATRIX_MEND}, seed=3)
+    r = with_axis_rungs(r, "Q2_K", {"+imatrix_code": IMATRIX_MEND}, seed=4, only="_gen")
+    table = axes.axis_comparisons(r.items, r.ladder, settings=SETTINGS)
+    margin = table[table.lens == "margin"].set_index(["axis", "rung", "family"])["decision"]
+    margin = margin.sort_index()
+    gen = [f for f in set(table.family) if f.endswith("_gen")]
+    other = sorted(set(table.family) - set(gen))
+    assert (margin["imatrix", "Q2_K+imatrix_wiki"] == axes.GAIN).all()
+    assert (margin["imatrix", "Q2_K+imatrix_code"][gen] == axes.GAIN).all()
+    assert not (margin["imatrix", "Q2_K+imatrix_code"][other] == axes.GAIN).any()
+    # code against wiki: a loss on the families only wiki mends, nothing on the others
+    assert (margin["imatrix_text", "Q2_K+imatrix_code"][other] == "loss shown").all()
+    assert not (margin["imatrix_text", "Q2_K+imatrix_code"][gen] == "loss shown").any()
+    bits = table.set_index("rung")["bits"]
+    assert (bits == 3.0).all()  # the files' bpw: ties, ordered by name
+    text = axes.axis_findings(table)
+    assert "**synth-0 Q2_K+imatrix_wiki** against Q2_K (imatrix; " in text
+    assert "margin: gain shown on" in text
+
+
+def test_gains_keep_their_level_when_nothing_changes():
+    """An imatrix twin that equals its comparator but for 0.01-nat jitter: over 40 fabricated
+    sweeps the share with any gain or loss shown stays near alpha (type-I error)."""
+    hits = 0
+    for seed in range(40):
+        r = synthetic_results(n_models=1, n_families=3, n_items=40, rungs=("F16", "Q2_K"),
+                              seed=seed, noise_floor=False)
+        r = with_axis_rungs(r, "Q2_K", {"+imatrix_wiki": 0.0}, seed=seed)
+        t = axes.axis_comparisons(r.items, r.ladder, settings=Settings(n_boot=200, seed=seed))
+        hits += bool(t.decision.isin(["loss shown", axes.GAIN]).any())
+    assert hits / 40 <= 0.125  # 0.05 family-wise, with room for 40 runs' binomial noise
+
+
+def test_axes_without_axis_rungs_are_empty():
     r = synthetic_results(n_models=1, n_families=3, n_items=30, rungs=("F16", "Q2_K"))
-    table = axes.kv_axis(r.items, settings=SETTINGS)
+    table = axes.axis_comparisons(r.items, r.ladder, settings=SETTINGS)
     assert table.empty and list(table.columns) == axes.COLUMNS
-    assert "no KV-cache rung" in axes.kv_findings(table)
+    assert "no rung with a comparator" in axes.axis_findings(table)
 
 
 def test_decision_matrix_carries_kv_cache_bytes():
-    r = with_kv_rungs(synthetic_results(n_models=1, n_families=3, n_items=40,
-                                        rungs=("F16", "Q4_K_M", "Q2_K")))
+    r = with_axis_rungs(synthetic_results(n_models=1, n_families=3, n_items=40,
+                                          rungs=("F16", "Q4_K_M", "Q2_K")))
     costs = r.costs.assign(kv_cache_bytes=r.costs.get("kv_cache_bytes").fillna(48 * 2**20))
     t = results.stats_tables(r.items, r.ladder, costs, r.shift, settings=SETTINGS)
     assert set(t.decision.rung) == {"F16", "Q4_K_M", "Q2_K"}  # KV rungs are not ladder rungs
@@ -61,14 +111,15 @@ def test_decision_matrix_carries_kv_cache_bytes():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kv_weights", ["Q4_K_M", None])
+@pytest.mark.parametrize("weights", ["Q4_K_M", None])
 def test_notebook_07_on_synthetic_sweep_without_llama_cpp(tmp_path, monkeypatch, no_llama_env,
-                                                          kv_weights):
+                                                          weights):
     """Notebook 07 reads only ``profile``, runs where llama.cpp is absent, and says so when
-    a profile has no KV rung."""
+    a profile has no axis rung."""
     papermill = pytest.importorskip("papermill")
     write_synthetic(RunLayout.of("smoke", tmp_path), n_models=1, n_families=4, n_items=60,
-                    rungs=("F16", "Q8_0", "Q4_K_M", "Q2_K"), seed=2, kv_weights=kv_weights)
+                    rungs=("F16", "Q8_0", "Q4_K_M", "Q2_K"), seed=2, kv_weights=weights,
+                    imatrix_weights=weights and "Q2_K")
     monkeypatch.setenv("GGUF_FRAGILITY_OUTPUTS", str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", no_llama_env["PYTHONPATH"])
     out = tmp_path / "07_axes.ipynb"
@@ -76,11 +127,15 @@ def test_notebook_07_on_synthetic_sweep_without_llama_cpp(tmp_path, monkeypatch,
                                parameters={"profile": "smoke"}, kernel_name="python3",
                                cwd=str(paths.REPO), progress_bar=False)
     tables = tmp_path / "smoke" / "tables"
-    kv = pd.read_csv(tables / "kv_axis.csv")
+    table = pd.read_csv(tables / "axis_comparisons.csv")
     costs = pd.read_csv(tables / "kv_costs.csv")
-    assert len(costs) == 4 + 3 * (kv_weights is not None)
-    if kv_weights is None:
-        assert kv.empty and "no KV-cache rung" in out.read_text()
+    assert len(costs) == 4 + 5 * (weights is not None)
+    if weights is None:
+        assert table.empty and "no rung with a comparator" in out.read_text()
     else:
-        assert set(kv.rung) == {"Q4_K_M+kv_q8_0", "Q4_K_M+kv_q4_0"}
-        assert (tmp_path / "smoke" / "figures" / "kv_axis.svg").is_file()
+        assert set(zip(table.axis, table.rung, strict=True)) == {
+            ("kv_cache", "Q4_K_M+kv_q8_0"), ("kv_cache", "Q4_K_M+kv_q4_0"),
+            ("imatrix", "Q2_K+imatrix_wiki"), ("imatrix", "Q2_K+imatrix_code"),
+            ("imatrix_text", "Q2_K+imatrix_code")}
+        assert (tmp_path / "smoke" / "figures" / "axes.svg").is_file()
+        assert "gain shown" in out.read_text()

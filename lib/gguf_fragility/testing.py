@@ -105,42 +105,64 @@ def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LAD
     return Results(cat(frames)[[*ITEM_COLUMNS, "usable"]], cat(ladders), cat(costs), cat(shifts))
 
 
-KV_FLIP = {"f16": 0.0, "q8_0": 0.02, "q4_0": 0.15}  # synthetic share of answers a cache flips
+KV_FLIP = {"+kv_f16": 0.0, "+kv_q8_0": 0.02, "+kv_q4_0": 0.15}  # share of answers a cache flips
+IMATRIX_MEND = -0.15  # share of items an imatrix mends (negative: a gain; see with_axis_rungs)
 
 
-def with_kv_rungs(r: Results, weights: str = "Q4_K_M", *, seed: int = 0) -> Results:
+def with_axis_rungs(r: Results, weights: str = "Q4_K_M", effects: dict[str, float] = KV_FLIP,
+                    *, seed: int = 0, only: str | None = None) -> Results:
     """
-    Add the KV-cache rungs ``<weights>+kv_f16``, ``+kv_q8_0`` and ``+kv_q4_0`` to synthetic
-    results: copies of the ``weights`` rung's rows whose answers flip (right to wrong) on a
-    share :data:`KV_FLIP` of items and whose log-probabilities drop by that share in nats
-    (0.01 nats of jitter each), with cost rows carrying ``kv_cache`` and
-    ``kv_cache_bytes``. Not data.
+    Add rungs ``<weights><suffix>`` to synthetic results: copies of the ``weights`` rung's
+    rows, one per ``suffix: share`` of ``effects``.
+
+    A positive share flips that share of items right to wrong and lowers every
+    log-probability by ``share`` nats; a negative share mends (wrong to right, the gold
+    answer) and raises them by ``-share``; 0.01 nats of jitter each. ``only``: a substring
+    of the families changed (the others copied with jitter only). KV rungs (``+kv_<type>``)
+    get cost rows with ``kv_cache`` and ``kv_cache_bytes``; other rungs a ladder row with
+    the weights' bpw. Not data.
     """
     rng = np.random.default_rng(seed)
     base = r.items[r.items.rung == weights]
-    frames, costs = [r.items], [r.costs]
-    for cache, share in KV_FLIP.items():
-        rung = f"{weights}+kv_{cache}"
-        flip = rng.random(len(base)) < share
-        jit = 0.01 * rng.normal(size=len(base)) - share
+    frames, costs, ladders = [r.items], [r.costs], [r.ladder]
+    gold = np.where(base["mode"] == "generate", "ans-" + base["item_id"] + "0", "A")
+    for suffix, share in effects.items():
+        rung = weights + suffix
+        on = base["family"].str.contains(only) if only else np.ones(len(base), bool)
+        hit = (rng.random(len(base)) < abs(share)) & on
+        jit = 0.01 * rng.normal(size=len(base)) - share * on
+        correct = base.correct & ~hit if share >= 0 else base.correct | hit
+        extracted = (np.where(hit & base.correct, "axis-flip", base.extracted) if share >= 0
+                     else np.where(hit, gold, base.extracted))
         frames.append(base.assign(
-            rung=rung, correct=base.correct & ~flip,
-            extracted=np.where(flip & base.correct, "kv-flip", base.extracted),
-            margin=base.margin + jit, gold_logprob=base.gold_logprob + jit,
-            ref_answer_logprob=base.ref_answer_logprob + jit))
-        cost = r.costs[r.costs.rung == weights].assign(rung=rung, kv_cache=cache)
-        costs.append(cost.assign(kv_cache_bytes=(2**20 * {"f16": 48, "q8_0": 25.5,
-                                                           "q4_0": 13.5}[cache])))
+            rung=rung, correct=correct, extracted=extracted, margin=base.margin + jit,
+            gold_logprob=base.gold_logprob + jit, ref_answer_logprob=base.ref_answer_logprob + jit))
+        cost = r.costs[r.costs.rung == weights].assign(rung=rung)
+        if suffix.startswith("+kv_"):
+            cache = suffix.removeprefix("+kv_")
+            costs.append(cost.assign(kv_cache=cache, kv_cache_bytes=(
+                2**20 * {"f16": 48, "q8_0": 25.5, "q4_0": 13.5}[cache])))
+        else:
+            costs.append(cost)
+            ladders.append(r.ladder[r.ladder.rung == weights].assign(rung=rung))
     cat = lambda xs: pd.concat(xs, ignore_index=True)  # noqa: E731
-    return r._replace(items=cat(frames), costs=cat(costs))
+    return r._replace(items=cat(frames), costs=cat(costs), ladder=cat(ladders))
 
 
-def write_synthetic(run: RunLayout, *, kv_weights: str | None = None, **kwargs) -> Results:
+def write_synthetic(run: RunLayout, *, kv_weights: str | None = None,
+                    imatrix_weights: str | None = None, **kwargs) -> Results:
     """Write :func:`synthetic_results` where :func:`load_results` reads (one parquet per cell);
-    with ``kv_weights``, KV-cache rungs of that rung too (:func:`with_kv_rungs`)."""
+    with ``kv_weights``, KV-cache rungs of that rung too, with ``imatrix_weights`` imatrix
+    rungs of that rung (:func:`with_axis_rungs`): ``+imatrix_wiki`` mends every family,
+    ``+imatrix_code`` the generative families only."""
     r = synthetic_results(**kwargs)
+    seed = kwargs.get("seed", 0)
     if kv_weights is not None:
-        r = with_kv_rungs(r, kv_weights, seed=kwargs.get("seed", 0))
+        r = with_axis_rungs(r, kv_weights, seed=seed)
+    if imatrix_weights is not None:
+        r = with_axis_rungs(r, imatrix_weights, {"+imatrix_wiki": IMATRIX_MEND}, seed=seed)
+        r = with_axis_rungs(r, imatrix_weights, {"+imatrix_code": IMATRIX_MEND}, seed=seed + 1,
+                            only="_gen")
     for (model, rung, family), cell in r.items.groupby(["model", "rung", "family"]):
         write_table_atomic(cell.drop(columns="usable").assign(provenance="synthetic"),
                            run.cell(model, rung, family))

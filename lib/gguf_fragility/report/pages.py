@@ -22,7 +22,7 @@ import yaml
 
 from gguf_fragility import paths, store
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.stats import transfer
+from gguf_fragility.stats import axes, transfer
 from gguf_fragility.stats.grid import LENSES
 from gguf_fragility.stats.inputs import read_ladder
 from gguf_fragility.stats.lenses import EQUIVALENT
@@ -230,6 +230,12 @@ def landing_markdown(run: RunLayout) -> str:
         out.append(transfer.conclusion(rank, dec, a, b) + "\n")
     else:
         out.append("Transfer needs two models with sweep results; this profile has fewer.\n")
+    beside = read_table(run, "axis_comparisons")
+    if beside is not None and len(beside):
+        out.append("\n## Beside the ladder: KV cache and importance matrix\n\n"
+                   "Each rung below differs from its comparator in one setting (chapter 7): a "
+                   "*gain shown* is the comparator's loss against it, tested the other way.\n\n"
+                   + axes.axis_findings(beside) + "\n")
     charts = [run.figures_dir / f"{n}.svg" for n in CHART_PREFERENCE]
     charts = [c for c in charts if c.exists()] or _fragility_chart(run) or sorted(
         run.figures_dir.glob("*.svg"))

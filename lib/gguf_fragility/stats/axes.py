@@ -1,16 +1,26 @@
-"""Axes beside the weight ladder: what a quantized KV cache costs on top of a rung.
+"""Axes beside the weight ladder: a quantized KV cache, and an importance matrix.
 
-A KV-cache rung ``X+kv_<type>`` (:mod:`gguf_fragility.engine.kvcache`) is swept like any
-rung, on the same items and against the same F16 reference's answers and replies. Here it
-is compared, per family, with its comparator on the three existing lenses
-(:func:`gguf_fragility.stats.grid.lens_grid`, no new statistics): the control
-``X+kv_f16`` when the profile lists it (same weights, same flash-attention setting: only the
-cache type differs), else the plain rung ``X`` (f16 cache with flash attention off, so the
-cache type and the attention kernel change together). Usage::
+Rungs of these axes (:mod:`gguf_fragility.engine.rungs`) are swept like any rung, on the
+same items and against the same F16 reference's answers and replies. Here each is
+compared, per family, with a *comparator* that differs from it in one setting, on the
+three existing lenses (:func:`gguf_fragility.stats.grid.lens_grid` with the comparator in
+the reference's place; no new statistics):
+
+- ``kv_cache``: ``X+kv_<type>`` against the control ``X+kv_f16`` when the profile lists it
+  (same weights, same flash-attention setting: only the cache type differs), else the
+  plain rung ``X`` (f16 cache with flash attention off: the cache type and the attention
+  kernel change together);
+- ``imatrix``: ``W+imatrix_<text>`` against ``W`` (same ftype and overrides, no importance
+  matrix);
+- ``imatrix_text``: ``W+imatrix_<text>`` against ``W+imatrix_wiki`` (same ftype, another
+  calibration text): does the calibration domain move damage, e.g. toward or away from
+  the ``code`` family?
+
+Usage::
 
     from gguf_fragility.stats import axes, inputs
     r = inputs.load_results(profile.layout)
-    t = axes.analyse_kv(profile, r)   # kv_axis(r.items, ...) and kv_costs, written to tables/
+    t = axes.analyse_axes(profile, r)   # axis_comparisons and kv_costs, written to tables/
 """
 
 from __future__ import annotations
@@ -20,7 +30,14 @@ from typing import NamedTuple
 import pandas as pd
 
 from gguf_fragility.engine.kvcache import bytes_per_element
-from gguf_fragility.engine.rungs import KV_DEFAULT, is_kv_rung, parse_rung
+from gguf_fragility.engine.rungs import (
+    IMATRIX_PREFIX,
+    IMATRIX_TEXTS,
+    KV_DEFAULT,
+    is_kv_rung,
+    parse_rung,
+    parse_weights,
+)
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats.grid import DEFAULT_SETTINGS, Settings, lens_grid
 from gguf_fragility.stats.inputs import Results
@@ -31,15 +48,20 @@ from gguf_fragility.store import write_tables
 CONTROL = "the control: same flash attention, only the cache type differs"
 PLAIN = ("the plain rung: f16 cache with flash attention off, so the cache type and the "
          "attention kernel differ together")
-COLUMNS = ["model", "weights", "rung", "kv_cache", "cache_bits", "comparator",
-           "comparator_kind", "lens", "family", "measurable", "n", "effect", "ci_low",
-           "ci_high", "unit", "p_value", "p_method", "testable", "reject", "decision",
-           "equivalence_margin", "planned_mde", "mde_unit", "level"]
+NO_IMATRIX = "the same type without an importance matrix"
+OTHER_TEXT = f"the same type with the {IMATRIX_TEXTS[0]} importance matrix: only the text differs"
+AXES = ("kv_cache", "imatrix", "imatrix_text")
+GAIN = "gain shown"  # the comparator's loss against the axis rung (see axis_comparisons)
+PAIR_COLUMNS = ["model", "axis", "rung", "comparator", "comparator_kind"]
+COLUMNS = ["model", "axis", "rung", "comparator", "comparator_kind", "bits", "lens", "family",
+           "measurable", "n", "effect", "ci_low", "ci_high", "unit", "p_value", "p_method",
+           "testable", "reject", "decision", "equivalence_margin", "planned_mde", "mde_unit",
+           "level"]
 
 
-def kv_pairs(rungs_by_model: pd.DataFrame) -> pd.DataFrame:
+def axis_pairs(rungs_by_model: pd.DataFrame) -> pd.DataFrame:
     """
-    Each quantized-cache KV rung with its comparator.
+    Each axis rung with the comparator it is tested against.
 
     Parameters
     ----------
@@ -49,76 +71,119 @@ def kv_pairs(rungs_by_model: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        ``model, weights, rung, kv_cache, comparator, comparator_kind``: one row per rung
-        ``X+kv_<type>`` with ``<type>`` not f16 whose comparator is present; the comparator
-        is ``X+kv_f16`` when present (:data:`CONTROL`), else ``X`` (:data:`PLAIN`). A KV
-        rung with neither is left out.
+        :data:`PAIR_COLUMNS`, one row per rung × axis whose comparator is present:
+        ``kv_cache`` for ``X+kv_<type>`` (type not f16) against ``X+kv_f16``
+        (:data:`CONTROL`) or else ``X`` (:data:`PLAIN`); ``imatrix`` for an imatrix rung
+        against the same name without ``+imatrix_<text>`` (:data:`NO_IMATRIX`);
+        ``imatrix_text`` for an imatrix rung whose text is not ``wiki`` against the same
+        name with ``+imatrix_wiki`` (:data:`OTHER_TEXT`). A rung may be on two axes
+        (``Q2_K+imatrix_code``: against ``Q2_K`` and ``Q2_K+imatrix_wiki``).
     """
     rows = []
     for model, g in rungs_by_model.groupby("model", sort=True):
         present = set(g["rung"].astype(str))
         for rung in sorted(present):
-            if not is_kv_rung(rung) or (spec := parse_rung(rung)).kv_cache == KV_DEFAULT:
+            try:
+                spec = parse_rung(rung)
+            except ValueError:  # the noise floor and other pseudo-rungs
                 continue
-            control = f"{spec.weights}+kv_{KV_DEFAULT}"
-            if control in present:
-                comparator, kind = control, CONTROL
-            elif spec.weights in present:
-                comparator, kind = spec.weights, PLAIN
-            else:
+            if is_kv_rung(rung):
+                if spec.kv_cache == KV_DEFAULT:
+                    continue
+                control = f"{spec.weights}+kv_{KV_DEFAULT}"
+                for comparator, kind in ((control, CONTROL), (spec.weights, PLAIN)):
+                    if comparator in present:
+                        rows.append([model, "kv_cache", rung, comparator, kind])
+                        break
                 continue
-            rows.append({"model": model, "weights": spec.weights, "rung": rung,
-                         "kv_cache": spec.kv_cache, "comparator": comparator,
-                         "comparator_kind": kind})
-    return pd.DataFrame(rows, columns=["model", "weights", "rung", "kv_cache", "comparator",
-                                       "comparator_kind"])
+            text = parse_weights(rung).imatrix
+            if text is None:
+                continue
+            plain = rung.replace(f"+{IMATRIX_PREFIX}{text}", "")
+            if plain in present:
+                rows.append([model, "imatrix", rung, plain, NO_IMATRIX])
+            other = rung.replace(f"+{IMATRIX_PREFIX}{text}", f"+{IMATRIX_PREFIX}{IMATRIX_TEXTS[0]}")
+            if text != IMATRIX_TEXTS[0] and other in present:
+                rows.append([model, "imatrix_text", rung, other, OTHER_TEXT])
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
-def kv_axis(items: pd.DataFrame, *, settings: Settings = DEFAULT_SETTINGS) -> pd.DataFrame:
+def axis_comparisons(items: pd.DataFrame, ladder: pd.DataFrame, *,
+                     settings: Settings = DEFAULT_SETTINGS) -> pd.DataFrame:
     """
-    Per family, what a quantized KV cache changes against its comparator, on three lenses.
+    Per family, what each axis rung changes against its comparator, on three lenses.
 
     Parameters
     ----------
     items : pandas.DataFrame
-        The sweep's item rows (:func:`gguf_fragility.stats.inputs.load_items`), KV-cache
-        rungs included; the noise floor's rows are ignored.
+        The sweep's item rows (:func:`gguf_fragility.stats.inputs.load_items`), axis rungs
+        included; the noise floor's rows are ignored.
+    ladder : pandas.DataFrame
+        The ladder manifests (``model, rung, bpw``): the bits of an imatrix rung.
     settings : Settings
         Level, McNemar variant, margins, bootstrap (:func:`~gguf_fragility.stats.results.settings_of`).
 
     Returns
     -------
     pandas.DataFrame
-        :data:`COLUMNS`: one row per model × weights rung × KV rung × lens × family, with
-        ``effect`` the KV rung minus its comparator (correctness: accuracy; fidelity: share
-        of answers that differ from the comparator's; margin: mean change in nats of the
-        answer's log-probability; generative items: the F16 reference's reply teacher-forced
-        under both), its interval, p-value and decision, exactly as chapter 5 computes them
-        against the reference. ``cache_bits`` is the cache's bits per element. Empty when no
-        KV rung has a comparator.
+        :data:`COLUMNS`: one row per model × axis × rung × lens × family, with ``effect``
+        the rung minus its comparator (correctness: accuracy; fidelity: share of answers
+        that differ from the comparator's; margin: mean change in nats of the answer's
+        log-probability; generative items: the F16 reference's reply teacher-forced under
+        both), its interval, p-value and decision, exactly as chapter 5 computes them
+        against the reference. ``bits`` orders each fixed sequence: the cache's bits per
+        element (``kv_cache``) or the file's real bits per weight (imatrix axes). Empty
+        when no axis rung has a comparator.
 
     Notes
     -----
-    Each model × weights rung is one family of tests (one :func:`lens_grid` call with the
-    comparator as the reference): the fixed sequence runs from the lowest-precision cache
-    up, Holm passes across families, per lens. There is no noise floor for the comparator:
-    fidelity flips are tested against zero, so with a plain-rung comparator a kernel change
-    alone (flash attention) can show up as flips. Only items both rungs answered count.
+    Each model × axis × comparator is one family of tests (one :func:`lens_grid` call with
+    the comparator as the reference): the fixed sequence runs from the fewest bits up (ties
+    by name), Holm passes across families, per lens. :func:`lens_grid` tests the loss side
+    only; an axis may also help (an importance matrix is meant to), so each rung is tested
+    the other way too, with the rung as the reference: the comparator's *loss shown* there
+    is the rung's :data:`GAIN` here (correctness and margin; flips have no direction), at
+    level alpha divided by the rungs sharing the comparator (Bonferroni). Both directions
+    use two-sided p-values, so the two together keep a two-sided test's level. There is no noise floor for the
+    comparator: fidelity flips are tested against zero, so a kernel change alone (flash
+    attention, against a plain-rung comparator) or the rounding of another imatrix can
+    show up as flips. Only items both rungs answered count.
     """
-    pairs = kv_pairs(items[["model", "rung"]].drop_duplicates())
+    pairs = axis_pairs(items[["model", "rung"]].drop_duplicates())
+    bpw = {(m, r): float(b) for m, r, b in zip(ladder["model"].astype(str),
+                                                ladder["rung"].astype(str), ladder["bpw"],
+                                                strict=True)}
     frames = []
-    for (model, weights, comparator, kind), g in pairs.groupby(
-            ["model", "weights", "comparator", "comparator_kind"], sort=True):
+    for (model, axis, comparator, kind), g in pairs.groupby(
+            ["model", "axis", "comparator", "comparator_kind"], sort=True):
         rungs = [comparator, *g["rung"]]
         sub = items[(items["model"] == model) & items["rung"].isin(rungs)]
-        bits = {(model, r): 8 * bytes_per_element(parse_rung(r).cache) for r in rungs}
+        bits = {(model, r): (8 * bytes_per_element(parse_rung(r).cache) if axis == "kv_cache"
+                             else bpw[(model, r)]) for r in rungs}
         cmp = lens_grid(sub, {model: comparator}, bits, settings=settings).comparisons
-        cmp = cmp.merge(g[["rung", "kv_cache"]], on="rung")
-        frames.append(cmp.assign(weights=weights, comparator=comparator, comparator_kind=kind,
-                                 cache_bits=cmp["bpw"]))
+        cmp = _mark_gains(cmp, sub, model, comparator, bits, settings)
+        frames.append(cmp.assign(axis=axis, comparator=comparator, comparator_kind=kind,
+                                 bits=cmp["bpw"]))
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
     return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+def _mark_gains(cmp: pd.DataFrame, sub: pd.DataFrame, model: str, comparator: str,
+                bits: dict, settings: Settings) -> pd.DataFrame:
+    """``cmp`` with ``decision`` set to :data:`GAIN` where the comparator shows a loss
+    against the rung (the rung as reference; see :func:`axis_comparisons`)."""
+    rungs = sorted(set(cmp["rung"]))
+    level = settings._replace(alpha=settings.alpha / len(rungs))
+    out = cmp.copy()
+    for rung in rungs:
+        pair = sub[sub["rung"].isin([rung, comparator])]
+        swap = lens_grid(pair, {model: rung}, bits, settings=level).comparisons
+        won = swap[(swap["decision"] == LOSS) & (swap["lens"] != "fidelity")]
+        hit = out["rung"].eq(rung) & out.set_index(["lens", "family"]).index.isin(
+            list(zip(won["lens"], won["family"], strict=True)))
+        out.loc[hit, "decision"] = GAIN
+    return out
 
 
 def kv_costs(costs: pd.DataFrame | None) -> pd.DataFrame:
@@ -135,47 +200,53 @@ def kv_costs(costs: pd.DataFrame | None) -> pd.DataFrame:
     return out.sort_values(["model", "rung"], ignore_index=True)
 
 
-class KvTables(NamedTuple):
+class AxesTables(NamedTuple):
     """Chapter 7's tables; field name = CSV name in ``tables/``."""
 
-    kv_axis: pd.DataFrame  # model × weights × KV rung × lens × family (see kv_axis)
+    axis_comparisons: pd.DataFrame  # model × axis × rung × lens × family (see axis_comparisons)
     kv_costs: pd.DataFrame  # model × rung: cache type, its bytes at n_ctx, measured cost
 
 
-def analyse_kv(profile: Profile, r: Results) -> KvTables:
-    """The KV-cache axis of a run with the profile's settings, written to ``tables/``."""
-    tables = KvTables(kv_axis(r.items, settings=settings_of(profile)), kv_costs(r.costs))
+def analyse_axes(profile: Profile, r: Results) -> AxesTables:
+    """The axes of a run with the profile's settings, written to ``tables/``."""
+    tables = AxesTables(axis_comparisons(r.items, r.ladder, settings=settings_of(profile)),
+                        kv_costs(r.costs))
     write_tables(tables, profile.layout.tables_dir)
     return tables
 
 
-def kv_findings(table: pd.DataFrame) -> str:
+def axis_findings(table: pd.DataFrame) -> str:
     """
-    Generated sentences: per model × KV rung, which families show a loss or equivalence on
-    each lens against the comparator, and which comparator that was.
+    Generated sentences: per model × axis × rung, which families show a loss or
+    equivalence on each lens against the comparator, and which comparator that was.
 
-    Every number is a cell of ``kv_axis.csv`` (effects and intervals printed with a plain
-    hyphen as the minus sign, which the claim check parses).
+    Every number is a cell of ``axis_comparisons.csv`` (effects and intervals printed with
+    a plain hyphen as the minus sign, which the claim check parses).
     """
     if table.empty:
-        return ("This profile lists no KV-cache rung with a comparator (`X+kv_q8_0` with `X` "
-                "or `X+kv_f16`): there is nothing to compare on this axis.")
+        return ("This profile lists no rung with a comparator on these axes (`X+kv_q4_0` with "
+                "`X+kv_f16` or `X`; `Q2_K+imatrix_wiki` with `Q2_K`): there is nothing to "
+                "compare.")
     out = []
-    keys = ["model", "weights", "rung", "comparator", "comparator_kind"]
-    for (model, _, rung, comparator, kind), g in table[table["measurable"]].groupby(
-            keys, sort=True):
+    keys = ["model", "axis", "rung", "comparator", "comparator_kind"]
+    axis_pos = {a: i for i, a in enumerate(AXES)}
+    groups = sorted(table[table["measurable"]].groupby(keys, sort=True),
+                    key=lambda kv: (kv[0][0], axis_pos[kv[0][1]], kv[0][2]))
+    for (model, axis, rung, comparator, kind), g in groups:
         parts = []
         for lens, h in g.groupby("lens", sort=False):
             loss = h[h["decision"] == LOSS]
+            gain = h[h["decision"] == GAIN]
             eq = h[h["decision"] == EQUIVALENT]
             said = [f"loss shown on {_cells(loss)}" if len(loss) else "",
+                    f"gain shown on {_cells(gain)}" if len(gain) else "",
                     f"equivalent within ±{h['equivalence_margin'].iloc[0]:g} "
                     f"({h['unit'].iloc[0]}) on "
                     f"{', '.join(eq['family'])}" if len(eq) else ""]
             said = "; ".join(s for s in said if s) or f"no family decided of {len(h)}"
             parts.append(f"{lens}: {said}")
-        out.append(f"**{model} {rung}** against {comparator} ({kind}): " + ". ".join(parts)
-                   + ".")
+        out.append(f"**{model} {rung}** against {comparator} ({axis}; {kind}): "
+                   + ". ".join(parts) + ".")
     return "\n\n".join(out) or "No measurable family: calibration left none to compare."
 
 

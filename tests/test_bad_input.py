@@ -173,6 +173,7 @@ def test_registry_entry_missing_field(tmp_path):
 
 def test_quantize_failure_is_reported(tmp_path, smol_ladder):
     ref = quantize.build_reference("smollm2-135m")
-    with pytest.raises(RuntimeError, match="IQ2_XXS.*importance matrix"):
+    # (profiles refuse IQ2_XXS without +imatrix_<text>; the in-process quantizer fails on it)
+    with pytest.raises(RuntimeError, match=r"llama_model_quantize failed for IQ2_XXS \(.*code"):
         quantize.quantize(ref.path, tmp_path / "x.gguf", "IQ2_XXS", n_threads=2)
     assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.tmp").exists()

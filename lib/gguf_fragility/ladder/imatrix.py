@@ -59,8 +59,8 @@ class Imatrix(NamedTuple):
     text_sha256: str
     chunks: int
     chunk_tokens: int
-    seconds: float  # llama-imatrix's wall time (0.0 when reused)
-    reused: bool
+    seconds: float  # llama-imatrix's wall time when the matrix was computed
+    reused: bool  # True when a cached matrix was used
 
 
 class Overlap(NamedTuple):
@@ -195,7 +195,7 @@ def build_imatrix(reference: Path, reference_sha256: str, key: str, text: str, *
               "text_sha256": sha256_file(src), "chunks": chunks, "chunk_tokens": CHUNK_TOKENS}
     dst = paths.model_dir(key) / f"imatrix-{text}.gguf"
     record = fresh_record(dst, expect)
-    seconds = 0.0
+    reused = record is not None
     if record is None:
         tmp = dst.with_name(f"imatrix-{text}.tmp.gguf")
         cmd = [str(tool_path("llama-imatrix")), "-m", str(reference), "-f", str(src), "-o",
@@ -218,7 +218,7 @@ def build_imatrix(reference: Path, reference_sha256: str, key: str, text: str, *
         record = {**expect, "sha256": sha256_file(dst), "imatrix_s": seconds}
         write_json_atomic(sidecar(dst), record)
     return Imatrix(dst, record["sha256"], text, expect["text_sha256"], chunks, CHUNK_TOKENS,
-                   seconds, seconds == 0.0)
+                   record["imatrix_s"], reused)
 
 
 # ------------------------------------------------------------------ freezing the texts

@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from gguf_fragility import paths, store
+from gguf_fragility.ladder import imatrix
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.stats import axes, transfer
 from gguf_fragility.stats.grid import LENSES
@@ -61,6 +62,9 @@ def settings_table(run: RunLayout) -> pd.DataFrame:
     alpha = float(conf.get("alpha", 0.05))
     rows.append(("confidence_level_pct", 100 * (1 - alpha), "1 - alpha"))
     rows.append(("min_transfer_families", float(transfer.MIN_FAMILIES), "transfer.MIN_FAMILIES"))
+    rows += [("imatrix_chunks", float(imatrix.CHUNKS), "ladder.imatrix.CHUNKS"),
+             ("imatrix_chunk_tokens", float(imatrix.CHUNK_TOKENS), "ladder.imatrix.CHUNK_TOKENS"),
+             ("calibration_overlap_words", float(imatrix.NGRAM), "ladder.imatrix.NGRAM")]
     try:  # block widths of the ggml types (K-quants 256, legacy 32): the fallback's cause
         from gguf.constants import GGML_QUANT_SIZES
 

@@ -30,8 +30,9 @@ def test_prose_skips_code_tables_svg_and_chrome():
     <p>Rho is 0.42 <code>n=991</code></p><pre>printed 123.456</pre>
     <table><tr><td>6543.21</td></tr></table><svg><text>88.88</text></svg>
     <div class="cell-output cell-output-stdout"><p>5555</p></div>
-    <ul><li>item 7<li>item 8</ul></main><footer>2026</footer></body></html>"""
-    assert [c.number for c in claims.numbers(claims.prose(page))] == ["0.42", "7", "8"]
+    <ul><li>item 7<li>item 8</ul><div><table><tr><td>1</td></tr></table>
+    <p>120 rows × 14 columns</p></div><p>3 rows of 9</p></main><footer>2026</footer></body></html>"""
+    assert [c.number for c in claims.numbers(claims.prose(page))] == ["0.42", "7", "8", "3", "9"]
 
 
 def test_traced_tolerance_and_percent():

@@ -9,7 +9,8 @@ Seed 000's hand-kept ``CLAIM_CHECK.csv``, made automatic. Definitions:
 * **Prose**: the text of ``<main>`` outside ``pre, code, kbd, samp, table, svg, math,
   script, style`` and ``.cell-code`` / stream outputs. Markdown cells of the executed
   notebooks, generated sentences and ``text/markdown`` outputs are prose; code, printed
-  output, data tables and chart internals are not (they come from the data directly).
+  output, data tables (with the ``N rows × M columns`` line pandas writes under a long one)
+  and chart internals are not (they come from the data directly).
 * **Number**: a run of digits, optionally signed, with thousands commas and a decimal part,
   that is not glued to a letter, digit, ``_`` or ``.`` on either side. So ``Q4_K_M``,
   ``SmolLM2``, ``135M``, ``sha256`` and dotted versions such as ``3.11.2`` are names, not
@@ -39,6 +40,7 @@ import pandas as pd
 
 from gguf_fragility.layout import RunLayout
 
+PANDAS_SHAPE = re.compile(r"\b\d+ rows × \d+ columns\b")
 SKIP_TAGS = {"pre", "code", "kbd", "samp", "table", "svg", "math", "script", "style", "nav",
              "head", "button"}
 SKIP_CLASSES = {"cell-code", "cell-output-stdout", "cell-output-stderr", "sourceCode",
@@ -107,7 +109,8 @@ def prose(html_text: str) -> str:
     """The prose of one rendered page (see the module docstring)."""
     p = _Prose(require_main=re.search(r"<main\b", html_text) is not None)
     p.feed(html_text)  # a fragment, or a page without <main>, is read whole
-    return "".join(p.chunks)
+    # pandas writes the shape of a long table under it ("120 rows × 14 columns"): data
+    return PANDAS_SHAPE.sub(" ", "".join(p.chunks))
 
 
 def numbers(text: str, page: str = "") -> list[Claim]:

@@ -74,6 +74,9 @@ def test_imatrix_axes_show_the_fabricated_gains_where_they_are():
     # code against wiki: a loss on the families only wiki mends, nothing on the others
     assert (margin["imatrix_text", "Q2_K+imatrix_code"][other] == "loss shown").all()
     assert not (margin["imatrix_text", "Q2_K+imatrix_code"][gen] == "loss shown").any()
+    fid = table[table.lens == "fidelity"]
+    assert "loss shown" not in set(fid.decision)  # plain Q2_K is no standard: changes only
+    assert (fid[fid.axis == "imatrix"].decision == axes.CHANGE).any()
     bits = table.set_index("rung")["bits"]
     assert (bits == 3.0).all()  # the files' bpw: ties, ordered by name
     text = axes.axis_findings(table)

@@ -52,6 +52,7 @@ NO_IMATRIX = "the same type without an importance matrix"
 OTHER_TEXT = f"the same type with the {IMATRIX_TEXTS[0]} importance matrix: only the text differs"
 AXES = ("kv_cache", "imatrix", "imatrix_text")
 GAIN = "gain shown"  # the comparator's loss against the axis rung (see axis_comparisons)
+CHANGE = "change shown"  # fidelity against a comparator that is no closer to the reference
 PAIR_COLUMNS = ["model", "axis", "rung", "comparator", "comparator_kind"]
 COLUMNS = ["model", "axis", "rung", "comparator", "comparator_kind", "bits", "lens", "family",
            "measurable", "n", "effect", "ci_low", "ci_high", "unit", "p_value", "p_method",
@@ -144,7 +145,9 @@ def axis_comparisons(items: pd.DataFrame, ladder: pd.DataFrame, *,
     the other way too, with the rung as the reference: the comparator's *loss shown* there
     is the rung's :data:`GAIN` here (correctness and margin; flips have no direction), at
     level alpha divided by the rungs sharing the comparator (Bonferroni). Both directions
-    use two-sided p-values, so the two together keep a two-sided test's level. There is no noise floor for the
+    use two-sided p-values, so the two together keep a two-sided test's level. On the
+    imatrix axes the comparator is no closer to the reference than the rung, so answers
+    that differ from it are a :data:`CHANGE`, not a loss (fidelity lens). There is no noise floor for the
     comparator: fidelity flips are tested against zero, so a kernel change alone (flash
     attention, against a plain-rung comparator) or the rounding of another imatrix can
     show up as flips. Only items both rungs answered count.
@@ -162,6 +165,8 @@ def axis_comparisons(items: pd.DataFrame, ladder: pd.DataFrame, *,
                              else bpw[(model, r)]) for r in rungs}
         cmp = lens_grid(sub, {model: comparator}, bits, settings=settings).comparisons
         cmp = _mark_gains(cmp, sub, model, comparator, bits, settings)
+        if axis != "kv_cache":  # plain Q2_K is no standard for the imatrix: flips are changes
+            cmp.loc[(cmp["lens"] == "fidelity") & (cmp["decision"] == LOSS), "decision"] = CHANGE
         frames.append(cmp.assign(axis=axis, comparator=comparator, comparator_kind=kind,
                                  bits=cmp["bpw"]))
     if not frames:
@@ -237,9 +242,12 @@ def axis_findings(table: pd.DataFrame) -> str:
         for lens, h in g.groupby("lens", sort=False):
             loss = h[h["decision"] == LOSS]
             gain = h[h["decision"] == GAIN]
+            changed = h[h["decision"] == CHANGE]
             eq = h[h["decision"] == EQUIVALENT]
             said = [f"loss shown on {_cells(loss)}" if len(loss) else "",
                     f"gain shown on {_cells(gain)}" if len(gain) else "",
+                    f"answers differ from the comparator's on {_cells(changed)}"
+                    if len(changed) else "",
                     f"equivalent within ±{h['equivalence_margin'].iloc[0]:g} "
                     f"({h['unit'].iloc[0]}) on "
                     f"{', '.join(eq['family'])}" if len(eq) else ""]

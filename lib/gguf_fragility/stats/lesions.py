@@ -118,8 +118,10 @@ def damage_share(lesion_delta, full_delta, *, n_resamples: int = 10_000, alpha: 
     :func:`lesion_map`'s shares). Shares of different groups need not add up to one: lesions
     interact, and the full rung's mix gives each group its own type (Q2_K keeps ``attn_v`` at
     Q4_K and ``ffn_down`` at Q3_K on Qwen2.5), while a lesion puts the group at the lesion
-    type. Coverage, simulated in ``tests/test_lesions.py`` (normal changes, true share 0.4,
-    400 data sets each): 95% intervals covered 0.93-0.97 of the time at 12 and 40 items.
+    type. Coverage of the 95% interval, simulated (normal changes, true share 0.4, 1,500 data
+    sets, 999 resamples; ``tests/test_lesions.py`` repeats it with 400): 91.5% at 12 items,
+    93.7% at 40. BCa undercovers a little at small samples [1]_; at the profile's 12 items
+    read a 95% interval as about a 90% one.
 
     References
     ----------
@@ -515,9 +517,11 @@ def lesion_sentence(shares: pd.DataFrame, model: str) -> str:
     top = fam.sort_values(["lesion_effect", "group"]).iloc[0]
     kinds = fam[fam["depth"] == ""].sort_values(["lesion_effect", "group"])
     depths = fam[fam["kind"] == ""].sort_values(["lesion_effect", "group"])
+    full = _ci(worst["full_effect"], worst["full_ci_low"], worst["full_ci_high"])
+    alone = _ci(top["lesion_effect"], top["lesion_ci_low"], top["lesion_ci_high"])
     out = (f"**{model}**: at {worst['full_rung']}, {worst['family']}'s margin changes by "
-           f"{_ci(worst['full_effect'], worst['full_ci_low'], worst['full_ci_high'])}; the `{top['group']}` lesion alone (`{top['rung']}`) costs "
-           f"{_ci(top['lesion_effect'], top['lesion_ci_low'], top['lesion_ci_high'])}, a share of {top['share']:.2f} "
+           f"{full}; the `{top['group']}` lesion alone (`{top['rung']}`) costs {alone}, "
+           f"a share of {top['share']:.2f} "
            f"({top['share_ci_low']:.2f} to {top['share_ci_high']:.2f}) of that loss "
            f"({top['lesion_decision']})")
     if len(kinds) and kinds.iloc[0]["group"] != top["group"]:

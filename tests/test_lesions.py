@@ -293,8 +293,8 @@ def test_lesion_of_a_group_the_model_lacks_is_refused(tmp_path, smol_ladder):
     from gguf_fragility.ladder.quantize import build_ladder
 
     with pytest.raises(ValueError, match=r"rung 'Q8_0\+output=Q2_K' of model 'smollm2-135m': "
-                                         r"group 'output' names no tensor .*remove "
-                                         r"'Q8_0\+output=Q2_K' from the profile's rungs"):
+                                         r"group 'output' names no tensor .*leave "
+                                         r"'Q8_0\+output=Q2_K' out of the profile's rungs"):
         build_ladder("smollm2-135m", ["F16", "Q8_0+output=Q2_K"],
                      run=RunLayout.of("lesion-test", tmp_path))
 

@@ -169,7 +169,7 @@ def build_rung(ref: Reference, key: str, rung: str, n_threads: int | None = None
                 raise ValueError(f"rung {rung!r} of model {key!r}: group {absent[0]!r} names no "
                                  f"tensor of its reference {ref.path.name} (e.g. a model that "
                                  "ties its output matrix to token_embd stores no "
-                                 f"output.weight); remove {rung!r} from the profile's rungs")
+                                 f"output.weight); leave {rung!r} out of the profile's rungs")
             tensor_types = tensor_type_patterns(spec.overrides, n_blocks)
             expect["tensor_types"] = tensor_types
         record = fresh_record(path, expect)

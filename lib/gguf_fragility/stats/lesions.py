@@ -431,6 +431,10 @@ def recipe_table(r: Results, maps: LesionMap, *, settings: Settings = DEFAULT_SE
     return pd.DataFrame(rows)
 
 
+COMP_COLUMNS = ["model", "rung", "role", "family", "protected", "lens", "n", "effect",
+                "ci_low", "ci_high", "unit", "decision", "bpw", "file_size_bytes", "quality"]
+
+
 def recipe_comparison(comparisons: pd.DataFrame, decision: pd.DataFrame,
                       recipes: pd.DataFrame, near: str = "Q3_K_M") -> pd.DataFrame:
     """
@@ -442,7 +446,6 @@ def recipe_comparison(comparisons: pd.DataFrame, decision: pd.DataFrame,
     matrix, and ``protected`` = the family the recipe protects. Rungs chapter 5 did not
     evaluate (a recipe not yet in the profile) are absent.
     """
-    cols = COMP_COLUMNS
     rows = []
     for rec in recipes.itertuples():
         roles = {rec.low: "low rung", rec.recipe: "recipe", near: "standard rung near it"}
@@ -453,14 +456,10 @@ def recipe_comparison(comparisons: pd.DataFrame, decision: pd.DataFrame,
         c = c.merge(d, on="rung", how="left")
         rows.append(c.assign(role=c["rung"].map(roles), protected=c["family"] == rec.family))
     if not rows:
-        return pd.DataFrame(columns=cols)
-    return pd.concat(rows, ignore_index=True)[cols].sort_values(
+        return pd.DataFrame(columns=COMP_COLUMNS)
+    return pd.concat(rows, ignore_index=True)[COMP_COLUMNS].sort_values(
         ["model", "lens", "family", "bpw"], ascending=[True, False, True, True],
         ignore_index=True)
-
-
-COMP_COLUMNS = ["model", "rung", "role", "family", "protected", "lens", "n", "effect",
-                "ci_low", "ci_high", "unit", "decision", "bpw", "file_size_bytes", "quality"]
 
 
 class LesionTables(NamedTuple):
@@ -492,9 +491,12 @@ def analyse_lesions(profile: Profile, r: Results) -> LesionTables:
 # ----------------------------------------------------------------- sentences
 
 
+_UNIT_WORDS = {"flip rate (fraction)": "excess flip rate", "accuracy (fraction)": "accuracy"}
+
+
 def _ci(e, lo, hi, unit="nats") -> str:
     """``-0.123 (-0.200 to -0.050 nats)`` as the findings print an effect."""
-    return f"{e:.3f} ({lo:.3f} to {hi:.3f} {unit})"
+    return f"{e:.3f} ({lo:.3f} to {hi:.3f} {_UNIT_WORDS.get(unit, unit)})"
 
 
 def lesion_sentence(shares: pd.DataFrame, model: str) -> str:

@@ -16,7 +16,7 @@ from gguf_fragility.engine.rungs import (
     types_by_kind,
 )
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.stats import lesions, results
+from gguf_fragility.stats import lesions, recipes, results
 from gguf_fragility.stats.grid import Settings
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
 from gguf_fragility.testing import synthetic_results, with_lesion_rungs, write_synthetic
@@ -151,29 +151,29 @@ def lesions_in(r):
 
 def test_protective_recipe_keeps_the_damaging_kinds_and_skips_what_the_mix_keeps(fabricated):
     m = lesions.lesion_map(fabricated.items, fabricated.ladder, settings=SETTINGS)
-    first = lesions.first_to_die(fabricated.items, fabricated.ladder, settings=SETTINGS)
+    first = recipes.first_to_die(fabricated.items, fabricated.ladder, settings=SETTINGS)
     fam = first.family.iloc[0]
-    rec = lesions.protective_recipe(m.lesion_shares, fam, model="synth-0")
+    rec = recipes.protective_recipe(m.lesion_shares, fam, model="synth-0")
     assert rec.rung == "Q2_K+ffn_down=Q4_K" and rec.groups == ("ffn_down",)  # attn_k: no loss
     with pytest.raises(ValueError, match="every damaging kind \\(ffn_down\\) is already at Q4_K"):
-        lesions.protective_recipe(m.lesion_shares, fam, model="synth-0",
+        recipes.protective_recipe(m.lesion_shares, fam, model="synth-0",
                                   low_types={"ffn_down": {"Q4_K": 30}})
-    assert lesions.protective_recipe(m.lesion_shares, fam, model="synth-0", high_type="Q5_K",
+    assert recipes.protective_recipe(m.lesion_shares, fam, model="synth-0", high_type="Q5_K",
                                      low_types={"ffn_down": {"Q4_K": 30}}).rung == \
         "Q2_K+ffn_down=Q5_K"
     with pytest.raises(ValueError, match="k=0"):
-        lesions.protective_recipe(m.lesion_shares, fam, model="synth-0", k=0)
+        recipes.protective_recipe(m.lesion_shares, fam, model="synth-0", k=0)
     with pytest.raises(ValueError, match="no kind lesion of model 'synth-0' lowers the margin "
                                          "of family 'nope'"):
-        lesions.protective_recipe(m.lesion_shares, "nope", model="synth-0")
+        recipes.protective_recipe(m.lesion_shares, "nope", model="synth-0")
 
 
 def test_first_to_die_is_the_highest_bpw_death_and_ignores_lesions_and_recipes(fabricated):
     r = fabricated
-    first = lesions.first_to_die(r.items, r.ladder, settings=SETTINGS)
+    first = recipes.first_to_die(r.items, r.ladder, settings=SETTINGS)
     # the same grid without any lesion rung gives the same answer
     plain = r.items[~r.items.rung.map(lambda x: lesion_of(x) is not None)]
-    again = lesions.first_to_die(plain, r.ladder, settings=SETTINGS)
+    again = recipes.first_to_die(plain, r.ladder, settings=SETTINGS)
     pd.testing.assert_frame_equal(first, again)
     cmp = results.stats_tables(plain, r.ladder, settings=SETTINGS).death_order
     top = cmp.sort_values("death_bpw_margin", ascending=False)
@@ -199,7 +199,7 @@ def test_recipe_comparison_copies_chapter_5s_cells(fabricated):
     t = results.stats_tables(*with_recipe(fabricated), settings=SETTINGS)
     rec = pd.DataFrame({"model": ["synth-0"], "family": ["fam01"], "low": ["Q2_K"],
                         "recipe": ["Q2_K+ffn_down=Q4_K"]})
-    comp = lesions.recipe_comparison(t.comparisons, t.decision, rec)
+    comp = recipes.recipe_comparison(t.comparisons, t.decision, rec)
     assert set(comp.role) == {"low rung", "recipe", "standard rung near it"}
     got = comp.query("lens == 'margin' and rung == 'Q2_K' and family == 'fam01'").iloc[0]
     want = t.comparisons.query("lens == 'margin' and rung == 'Q2_K' and family == 'fam01'").iloc[0]
@@ -306,3 +306,26 @@ def test_tensor_patterns_of_the_smollm2_test_rungs():
     regex, typ = p.rsplit("=", 1)
     hits = [n for n in SMOL_NAMES if re.search(regex, n)]
     assert typ == "q4_0" and len(hits) == 10 * 9 and all(int(n.split(".")[1]) >= 20 for n in hits)
+
+
+@pytest.mark.parametrize("decision, verdict", [
+    (EQUIVALENT, "keeps arithmetic within the margin (equivalence shown)"),
+    (LOSS, "does not keep arithmetic alive: its loss is still shown"),
+    ("undecided", "loss is not shown, nor is equivalence: undecided, which is not safe"),
+])
+def test_recipe_verdict_reads_the_decision_never_a_missing_p(decision, verdict):
+    rec = pd.DataFrame({"model": ["m"], "family": ["arithmetic"], "recipe": ["Q2_K+ffn_down=Q4_K"]})
+    rows = [("Q2_K", "low rung", "arithmetic", True, LOSS, 3.36),
+            ("Q2_K+ffn_down=Q4_K", "recipe", "arithmetic", True, decision, 3.9),
+            ("Q3_K_M", "standard rung near it", "arithmetic", True, LOSS, 4.13),
+            ("Q2_K", "low rung", "reading", False, LOSS, 3.36),
+            ("Q2_K+ffn_down=Q4_K", "recipe", "reading", False, "undecided", 3.9),
+            ("Q3_K_M", "standard rung near it", "reading", False, "undecided", 4.13)]
+    comp = pd.DataFrame(rows, columns=["rung", "role", "family", "protected", "decision", "bpw"]
+                        ).assign(model="m", lens="margin", effect=-0.5, ci_low=-0.9,
+                                 ci_high=-0.1, unit="nats")
+    text = recipes.recipe_findings(comp, rec)
+    assert verdict in text
+    assert "at 3.90 bpw, against Q2_K at 3.36 bpw and Q3_K_M at 4.13 bpw" in text
+    assert "Q2_K: loss shown on 1 of 1 other families (reading)" in text
+    assert "Q3_K_M: loss shown on 0 of 1 other families." in text

@@ -329,3 +329,15 @@ def test_recipe_verdict_reads_the_decision_never_a_missing_p(decision, verdict):
     assert "at 3.90 bpw, against Q2_K at 3.36 bpw and Q3_K_M at 4.13 bpw" in text
     assert "Q2_K: loss shown on 1 of 1 other families (reading)" in text
     assert "Q3_K_M: loss shown on 0 of 1 other families." in text
+
+
+def test_a_profile_without_lesions_gets_empty_tables_and_says_so():
+    r = synthetic_results(n_models=1, n_families=3, n_items=30, rungs=("F16", "Q8_0", "Q2_K"))
+    m = lesions.lesion_map(r.items, r.ladder, settings=SETTINGS)
+    assert m.lesion_map.empty and m.lesion_shares.empty
+    assert list(m.lesion_shares.columns) == lesions.SHARE_COLUMNS
+    rec = recipes.recipe_table(r, m, settings=SETTINGS)
+    assert rec.empty
+    t = recipes.LesionTables(m.lesion_map, m.lesion_shares, rec,
+                             pd.DataFrame(columns=recipes.COMP_COLUMNS))
+    assert "no lesion rung" in recipes.chapter_findings(t)

@@ -41,10 +41,10 @@ def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_
                         "04_sweep__smollm2-135m__F16-floor.ipynb",  # the noise floor
                         "04_sweep__smollm2-135m__F16.ipynb",
                         "04_sweep__smollm2-135m__Q2_K.ipynb", "05_stats.ipynb", "06_transfer.ipynb",
-                        "07_axes.ipynb"]
+                        "07_axes.ipynb", "08_lesions.ipynb"]
     timings = pd.read_csv(run / "timings.csv")
     assert list(timings.stage.unique()) == ["ladder", "probes", "calibrate", "sweep", "stats",
-                                            "transfer", "axes"]
+                                            "transfer", "axes", "lesions"]
     assert "wall time per stage" in done.stdout
     rows = pd.concat(pd.read_parquet(p) for p in (run / "sweep").rglob("*.parquet"))
     assert len(rows) == 3 * 3 * 4  # (F16, floor, Q2_K) x families x items

@@ -69,7 +69,8 @@ def test_user_model_only_profile_runs_every_chapter_and_renders_the_site(user_se
     assert executed == ["01_ladder__my-smol.ipynb", "02_probes.ipynb",
                         "03_calibrate__my-smol.ipynb", "04_sweep__my-smol__F16-floor.ipynb",
                         "04_sweep__my-smol__F16.ipynb", "04_sweep__my-smol__Q2_K.ipynb",
-                        "05_stats.ipynb", "06_transfer.ipynb", "07_axes.ipynb"]
+                        "05_stats.ipynb", "06_transfer.ipynb", "07_axes.ipynb",
+                        "08_lesions.ipynb"]
     assert "my-smol" in (run / "notebooks" / "02_probes.ipynb").read_text()
     assert (run / "ladder" / "my-smol" / "ladder.csv").is_file()
     assert (run / "site" / "index.html").is_file()

@@ -149,12 +149,46 @@ def with_axis_rungs(r: Results, weights: str = "Q4_K_M", effects: dict[str, floa
     return r._replace(items=cat(frames), costs=cat(costs), ladder=cat(ladders))
 
 
+# synthetic lesions: rung -> (share of the Q2_K rung's per-item change it reproduces, bpw)
+LESIONS = {"Q8_0+ffn_down=Q2_K": (0.8, 7.0), "Q8_0+attn_k=Q2_K": (0.0, 8.3),
+           "Q8_0+last_third=Q2_K": (0.5, 6.5)}
+
+
+def with_lesion_rungs(r: Results, lesions: dict | None = None, *, seed: int = 0) -> Results:
+    """
+    Add lesion rungs to synthetic results that have ``Q8_0`` and ``Q2_K``: each lesion's
+    log-probabilities are Q8_0's plus ``share`` times Q2_K's change from Q8_0 on the same
+    item (0.01 nats of jitter), and it loses an answer Q2_K lost with probability ``share``.
+    ``lesions``: rung -> (share, bpw), default :data:`LESIONS`. Not data.
+    """
+    rng = np.random.default_rng(seed)
+    key = ["model", "family", "item_id"]
+    base = r.items[r.items.rung == "Q8_0"].sort_values(key, ignore_index=True)
+    low = r.items[r.items.rung == "Q2_K"].sort_values(key, ignore_index=True)
+    frames, ladders = [r.items], [r.ladder]
+    for rung, (share, bpw) in (lesions or LESIONS).items():
+        cols = {}
+        for c in ("margin", "gold_logprob", "ref_answer_logprob"):
+            cols[c] = base[c] + share * (low[c] - base[c]) + 0.01 * rng.normal(size=len(base))
+        lost = base.correct & ~low.correct & (rng.random(len(base)) < share)
+        frames.append(base.assign(rung=rung, correct=base.correct & ~lost,
+                                  extracted=np.where(lost, low.extracted, base.extracted),
+                                  **cols))
+        lad = r.ladder[r.ladder.rung == "Q8_0"]
+        ladders.append(lad.assign(rung=rung, bpw=bpw,
+                                  file_size_bytes=(lad.file_size_bytes * bpw / 8.5).astype(int)))
+    cat = lambda xs: pd.concat(xs, ignore_index=True)  # noqa: E731
+    return r._replace(items=cat(frames), ladder=cat(ladders))
+
+
 def write_synthetic(run: RunLayout, *, kv_weights: str | None = None,
-                    imatrix_weights: str | None = None, **kwargs) -> Results:
+                    imatrix_weights: str | None = None, lesions: bool = False,
+                    **kwargs) -> Results:
     """Write :func:`synthetic_results` where :func:`load_results` reads (one parquet per cell);
     with ``kv_weights``, KV-cache rungs of that rung too, with ``imatrix_weights`` imatrix
     rungs of that rung (:func:`with_axis_rungs`): ``+imatrix_wiki`` mends every family,
-    ``+imatrix_code`` the generative families only."""
+    ``+imatrix_code`` the generative families only; with ``lesions``, the lesion rungs of
+    :func:`with_lesion_rungs`."""
     r = synthetic_results(**kwargs)
     seed = kwargs.get("seed", 0)
     if kv_weights is not None:
@@ -163,6 +197,8 @@ def write_synthetic(run: RunLayout, *, kv_weights: str | None = None,
         r = with_axis_rungs(r, imatrix_weights, {"+imatrix_wiki": IMATRIX_MEND}, seed=seed)
         r = with_axis_rungs(r, imatrix_weights, {"+imatrix_code": IMATRIX_MEND}, seed=seed + 1,
                             only="_gen")
+    if lesions:
+        r = with_lesion_rungs(r, seed=seed)
     for (model, rung, family), cell in r.items.groupby(["model", "rung", "family"]):
         write_table_atomic(cell.drop(columns="usable").assign(provenance="synthetic"),
                            run.cell(model, rung, family))

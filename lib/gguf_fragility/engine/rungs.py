@@ -52,6 +52,9 @@ OVERRIDE_TYPES = ("F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q5_0", "Q5_1", "Q4_K",
 # IQ type (they are made for one)
 _NEEDS_IMATRIX = re.compile(r"IQ.*|Q2_K_S")
 _FLOAT_FTYPES = ("F32", "F16", "BF16")
+# the "intact" base of a lesion rung: llama-quantize applies overrides to quantized mixes only,
+# so a lesion is Q8_0 everywhere but one group (chapter 8 shows Q8_0 against F16)
+INTACT_BASE = "Q8_0"
 _EXAMPLES = "e.g. 'Q4_K_M+kv_q8_0', 'IQ3_XXS+imatrix_wiki', 'Q8_0+ffn_down=Q2_K'"
 
 
@@ -216,6 +219,55 @@ def is_kv_rung(rung: str) -> bool:
     return f"+{KV_PREFIX}" in rung
 
 
+def lesion_of(rung: str) -> tuple[str, str] | None:
+    """
+    The (group, type) of a lesion rung, or None for any other rung.
+
+    A lesion rung is :data:`INTACT_BASE` with exactly one tensor-type override and nothing
+    else (``Q8_0+ffn_down=Q2_K`` -> ``("ffn_down", "Q2_K")``): every tensor intact but one
+    group. A recipe (``Q2_K+ffn_down=Q4_K``), a KV rung, an imatrix rung, the noise floor
+    and names that do not parse are not lesions.
+    """
+    try:
+        spec = parse_rung(rung)
+        w = parse_weights(spec.weights)
+    except ValueError:
+        return None
+    if spec.kv_cache is None and w.ftype == INTACT_BASE and w.imatrix is None \
+            and len(w.overrides) == 1:
+        return w.overrides[0]
+    return None
+
+
+def recipe_rung(base: str, groups, typ: str) -> str:
+    """
+    The rung name of a recipe: ``base`` with each group set to ``typ``.
+
+    ``recipe_rung("Q2_K", ["ffn_down", "attn_v"], "Q4_K")`` ->
+    ``"Q2_K+ffn_down=Q4_K+attn_v=Q4_K"``; the name is checked by :func:`parse_weights`
+    (unknown group or type: ValueError naming it).
+    """
+    name = "+".join([base, *(f"{g}={typ}" for g in groups)])
+    parse_weights(name)
+    return name
+
+
+def absent_groups(overrides: tuple[tuple[str, str], ...], tensor_names,
+                  n_blocks: int) -> list[str]:
+    """The override groups that name no tensor of a model (e.g. ``output`` where the model
+    ties its output matrix to ``token_embd`` and stores no ``output.weight``)."""
+    present = {group_of_tensor(n, n_blocks) for n in tensor_names}
+    kinds = {k for k, _ in present}
+    out = []
+    for group, _ in overrides:
+        kind, depth = split_group(group)
+        hit = ((kind, depth) in present if kind and depth and kind not in ("token_embd", "output")
+               else kind in kinds if kind else any(d == depth for _, d in present))
+        if not hit:
+            out.append(group)
+    return out
+
+
 def tensor_type_patterns(overrides: tuple[tuple[str, str], ...], n_blocks: int) -> list[str]:
     """
     llama-quantize ``--tensor-type`` arguments (``<regex>=<type>``) for a rung's overrides.
@@ -271,3 +323,15 @@ def group_of_tensor(name: str, n_blocks: int) -> tuple[str | None, str | None]:
         return None, None
     depth = next(d for d, r in _thirds(n_blocks).items() if int(parts[1]) in r)
     return (parts[2] if parts[2] in KINDS else None), depth
+
+
+def types_by_kind(tensors, n_blocks: int) -> dict[str, dict[str, int]]:
+    """Tensors per ggml type of each kind (:data:`KINDS`), from ``(name, type name)`` pairs:
+    ``{"ffn_down": {"Q3_K": 28}, ...}``; kinds a model lacks are left out."""
+    out: dict[str, dict[str, int]] = {}
+    for name, typ in tensors:
+        kind, _ = group_of_tensor(name, n_blocks)
+        if kind is not None:
+            out.setdefault(kind, {}).setdefault(typ, 0)
+            out[kind][typ] += 1
+    return out

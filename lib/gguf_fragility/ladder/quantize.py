@@ -37,7 +37,13 @@ from gguf_fragility.engine.gguf import (
     write_f16_reference,
 )
 from gguf_fragility.engine.llama import Engine
-from gguf_fragility.engine.rungs import WeightsSpec, parse_weights, tensor_type_patterns
+from gguf_fragility.engine.rungs import (
+    WeightsSpec,
+    absent_groups,
+    parse_weights,
+    tensor_type_patterns,
+    types_by_kind,
+)
 from gguf_fragility.engine.tools import tool_path
 from gguf_fragility.ladder import models
 from gguf_fragility.ladder.imatrix import build_imatrix
@@ -156,7 +162,14 @@ def build_rung(ref: Reference, key: str, rung: str, n_threads: int | None = None
             im = build_imatrix(ref.path, ref.sha256, key, spec.imatrix, n_threads=n_threads)
             expect["imatrix_sha256"] = im.sha256
         if spec.overrides:
-            n_blocks = len(kv_shape(open_gguf(ref.path)).heads_kv)
+            reader = open_gguf(ref.path)
+            n_blocks = len(kv_shape(reader).heads_kv)
+            absent = absent_groups(spec.overrides, (t.name for t in reader.tensors), n_blocks)
+            if absent:  # llama-quantize would silently build a copy of the base
+                raise ValueError(f"rung {rung!r} of model {key!r}: group {absent[0]!r} names no "
+                                 f"tensor of its reference {ref.path.name} (e.g. a model that "
+                                 "ties its output matrix to token_embd stores no "
+                                 f"output.weight); leave {rung!r} out of the profile's rungs")
             tensor_types = tensor_type_patterns(spec.overrides, n_blocks)
             expect["tensor_types"] = tensor_types
         record = fresh_record(path, expect)
@@ -171,7 +184,10 @@ def build_rung(ref: Reference, key: str, rung: str, n_threads: int | None = None
             record = {**record, "reused": False}
         else:
             record = {**record, "reused": True}
-    census = tensor_census(open_gguf(path), nominal_type(spec.ftype) if rung != "F16" else None)
+    reader = open_gguf(path)
+    census = tensor_census(reader, nominal_type(spec.ftype) if rung != "F16" else None)
+    kinds = types_by_kind(((t.name, t.tensor_type.name) for t in reader.tensors),
+                          len(kv_shape(reader).heads_kv))
     return {
         "model": key, "rung": rung, "is_reference": rung == "F16", "file": str(path),
         "sha256": record["sha256"], "file_size_bytes": path.stat().st_size,
@@ -184,6 +200,7 @@ def build_rung(ref: Reference, key: str, rung: str, n_threads: int | None = None
         "imatrix_text": im.text if im else "", "imatrix_text_sha256": im.text_sha256 if im else "",
         "imatrix_sha256": im.sha256 if im else "", "imatrix_s": im.seconds if im else 0.0,
         "tensor_overrides": ",".join(f"{g}={t}" for g, t in spec.overrides),
+        "types_by_kind": json.dumps(kinds, sort_keys=True),
     }
 
 

@@ -23,7 +23,7 @@ import yaml
 from gguf_fragility import paths, store
 from gguf_fragility.ladder import imatrix
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.stats import axes, transfer
+from gguf_fragility.stats import axes, lesions, transfer
 from gguf_fragility.stats.grid import LENSES
 from gguf_fragility.stats.inputs import read_ladder
 from gguf_fragility.stats.lenses import EQUIVALENT
@@ -227,6 +227,7 @@ def landing_markdown(run: RunLayout) -> str:
                               "floor of zero.")
                 out.append(s + "\n")
         out.append(_rung_sentences(run))
+        out.append(_lesion_sentences(run))
     rank, dec = read_table(run, "transfer_rank"), read_table(run, "transfer_decisions")
     out.append("\n## Does the death order transfer?\n\n")
     if rank is not None and len(rank):
@@ -266,6 +267,20 @@ def _rung_sentences(run: RunLayout) -> str:
             out.append(f"- **{model}**: no rung below the reference is shown equivalent on every "
                        "family; the worst-family figures in the decision matrix are minima over "
                        "noisy families, with selection-adjusted intervals.\n")
+    return "".join(out)
+
+
+def _lesion_sentences(run: RunLayout) -> str:
+    """Per model with lesion rungs: which group reproduces the full rung's loss (chapter 8)."""
+    shares = read_table(run, "lesion_shares")
+    if shares is None or shares.empty:
+        return ""
+    shares = shares.assign(kind=shares["kind"].fillna(""), depth=shares["depth"].fillna(""))
+    out = ["\n## Why it dies: lesions\n\nEach lesion rung keeps the model at Q8_0 except one "
+           "tensor group; its share is the part of the full low rung's margin loss that the "
+           "group alone reproduces (the lesions chapter has the whole map).\n\n"]
+    for model in sorted(shares["model"].unique()):
+        out.append(f"- {lesions.lesion_sentence(shares, model)}\n")
     return "".join(out)
 
 

@@ -1,8 +1,8 @@
 """The whole autopsy as papermill executions of the chapter notebooks.
 
 ``gguf-fragility run --profile default`` runs 01 per model, 02 for the profile's first
-model, 03 per model, 04 per model × rung (KV-cache rungs included), 05, 06 and 07 once, each
-with injected parameters, and saves the executed notebooks under
+model, 03 per model, 04 per model × rung (KV-cache and lesion rungs included), 05, 06, 07
+and 08 once, each with injected parameters, and saves the executed notebooks under
 ``outputs/<profile>/notebooks/``. Every notebook resumes from what earlier runs stored, so a
 rerun after a kill repeats no finished work.
 
@@ -54,6 +54,7 @@ STAGES = (
     Stage("stats", "05_stats", "once"),
     Stage("transfer", "06_transfer", "once"),
     Stage("axes", "07_axes", "once"),
+    Stage("lesions", "08_lesions", "once"),
 )
 
 

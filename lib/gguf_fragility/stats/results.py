@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from gguf_fragility.engine.rungs import is_kv_rung
+from gguf_fragility.engine.rungs import is_kv_rung, lesion_of
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats import multiplicity
 from gguf_fragility.stats.deathorder import death_order
@@ -76,7 +76,9 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
     items, ladder, costs, shift : pandas.DataFrame
         As returned by :func:`load_results`; ``costs``/``shift`` may be None. Rows of
         KV-cache rungs (``Q4_K_M+kv_q8_0``) are left out: they are not rungs of the weight
-        ladder, and chapter 7 compares them (:func:`gguf_fragility.stats.axes.kv_axis`).
+        ladder, and chapter 7 compares them (:func:`gguf_fragility.stats.axes.kv_axis`); so
+        are lesion rungs (``Q8_0+ffn_down=Q2_K``), which chapter 8 maps
+        (:func:`gguf_fragility.stats.lesions.lesion_map`). Recipes stay: they are rungs.
     settings : Settings
         Level, McNemar variant, margins, design discordance, bootstrap (see
         :func:`settings_of`).
@@ -95,7 +97,9 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
     gguf_fragility.stats.decision.decision_matrix, gguf_fragility.stats.decision.recommend
     """
     refs = reference_rungs(ladder)
-    items = items[~items["rung"].astype(str).map(is_kv_rung)]
+    aside = lambda r: is_kv_rung(r) or lesion_of(r) is not None  # noqa: E731
+    items = items[~items["rung"].astype(str).map(aside)]
+    ladder = ladder[~ladder["rung"].astype(str).map(aside)]
     lad = ladder.drop_duplicates(["model", "rung"])
     bpw = dict(zip(zip(lad["model"].astype(str), lad["rung"].astype(str), strict=True),
                    lad["bpw"].astype(float), strict=True))

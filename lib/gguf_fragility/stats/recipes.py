@@ -111,7 +111,7 @@ class Recipe(NamedTuple):
 
 def protective_recipe(shares: pd.DataFrame, family: str, *, model: str, k: int = RECIPE_K,
                       high_type: str = RECIPE_TYPE, low: str = "Q2_K",
-                      low_types: dict | None = None) -> Recipe:
+                      low_types: dict | None = None, material: float = 0.1) -> Recipe:
     """
     The recipe rung that keeps one family's ``k`` most damaging tensor kinds at a higher type.
 
@@ -144,8 +144,11 @@ def protective_recipe(shares: pd.DataFrame, family: str, *, model: str, k: int =
     -----
     Only kind lesions are ranked (a recipe by kind is a partition of the tensors; depth
     groups overlap them), by their mean margin change on ``family`` (most negative first),
-    and only those whose margin loss is shown in the lesion map; when none is, the single
-    most damaging kind is kept and ``basis`` says so.
+    and only those whose margin loss is shown in the lesion map, or whose interval lies
+    below zero with a mean loss beyond ``material`` nats (the margin lens's equivalence
+    margin: the lesion map's fixed sequence leaves small groups untested, so a clear
+    interval counts too); when none is, the single most damaging kind is kept and ``basis``
+    says so.
     """
     if k < 1:
         raise ValueError(f"k={k}: a recipe keeps at least one group (k >= 1)")
@@ -156,9 +159,11 @@ def protective_recipe(shares: pd.DataFrame, family: str, *, model: str, k: int =
         raise ValueError(f"no kind lesion of model {model!r} lowers the margin of family "
                          f"{family!r}: there is nothing to protect; sweep the kind lesions "
                          f"(e.g. 'Q8_0+ffn_down=Q2_K') first")
-    shown = s[s["lesion_decision"] == LOSS]
-    pool, basis = ((shown, "lesions with a margin loss shown") if len(shown) else
-                   (s.iloc[:1], "no kind lesion shows a margin loss: the most damaging one"))
+    shown = s[(s["lesion_decision"] == LOSS)
+              | ((s["lesion_ci_high"] < 0) & (s["lesion_effect"] < -material))]
+    pool, basis = ((shown, "lesions with a margin loss shown, or an interval below zero and "
+                    f"a mean loss beyond {material:g} nats") if len(shown) else
+                   (s.iloc[:1], "no kind lesion shows a clear margin loss: the most damaging one"))
     keep, skipped = [], []
     for g in pool["group"]:
         held = (low_types or {}).get(g, {})
@@ -193,7 +198,8 @@ def recipe_table(r: Results, maps: LesionMap, *, settings: Settings = DEFAULT_SE
                      if "types_by_kind" in lad and len(lad)
                      and isinstance(lad["types_by_kind"].iloc[0], str) else None)
         rec = protective_recipe(maps.lesion_shares, f.family, model=f.model, low=f.low,
-                                low_types=low_types)
+                                low_types=low_types,
+                                material=settings.margin_equivalence_nats)
         listed = (rungs_by_model or {}).get(f.model, ())
         rows.append({"model": f.model, "family": f.family, "basis": f.basis,
                      "death_rung": f.death_rung, "low": f.low, "low_effect": f.low_effect,

@@ -163,13 +163,14 @@ def test_kv_rung_is_paired_in_the_axis_table_and_kept_out_of_the_ladder_grid(kv_
     profile, _ = kv_run
     r = inputs.load_results(profile.layout)
     settings = results.settings_of(profile)._replace(n_boot=200)
-    table = axes.kv_axis(r.items, settings=settings)
+    table = axes.axis_comparisons(r.items, r.ladder, settings=settings)
+    assert set(table.axis) == {"kv_cache"}
     assert set(table.rung) == {"Q2_K+kv_q4_0"} and set(table.comparator) == {"Q2_K+kv_f16"}
     assert (table.comparator_kind == axes.CONTROL).all()
     assert set(table.lens) == {"correctness", "fidelity", "margin"}
     assert set(table.family) == set(FAMILIES)
     assert (table.query("lens == 'correctness'").n == N_ITEMS).all()  # every item paired
-    assert (table.cache_bits == 4.5).all()
+    assert (table.bits == 4.5).all()
     assert table.decision.notna().all() and table.effect.notna().all()
     # chapter 5's ladder grid compares weight rungs only
     grid = results.stats_tables(r.items, r.ladder, r.costs, r.shift, settings=settings)

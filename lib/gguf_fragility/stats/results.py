@@ -76,7 +76,7 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
     items, ladder, costs, shift : pandas.DataFrame
         As returned by :func:`load_results`; ``costs``/``shift`` may be None. Rows of
         KV-cache rungs (``Q4_K_M+kv_q8_0``) are left out: they are not rungs of the weight
-        ladder, and chapter 7 compares them (:func:`gguf_fragility.stats.axes.kv_axis`); so
+        ladder, and chapter 7 compares them (:func:`gguf_fragility.stats.axes.axis_comparisons`); so
         are lesion rungs (``Q8_0+ffn_down=Q2_K``), which chapter 8 maps
         (:func:`gguf_fragility.stats.lesions.lesion_map`). Recipes stay: they are rungs.
     settings : Settings

@@ -19,6 +19,7 @@ from gguf_fragility.layout import RunLayout
 from gguf_fragility.stats import lesions, recipes, results
 from gguf_fragility.stats.grid import Settings
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
+from gguf_fragility.store import write_table_atomic, write_tables
 from gguf_fragility.testing import synthetic_results, with_lesion_rungs, write_synthetic
 
 SETTINGS = Settings(n_boot=400)
@@ -331,7 +332,7 @@ def test_recipe_verdict_reads_the_decision_never_a_missing_p(decision, verdict):
     assert "Q3_K_M: loss shown on 0 of 1 other families." in text
 
 
-def test_a_profile_without_lesions_gets_empty_tables_and_says_so():
+def test_a_profile_without_lesions_gets_empty_tables_and_says_so(tmp_path):
     r = synthetic_results(n_models=1, n_families=3, n_items=30, rungs=("F16", "Q8_0", "Q2_K"))
     m = lesions.lesion_map(r.items, r.ladder, settings=SETTINGS)
     assert m.lesion_map.empty and m.lesion_shares.empty
@@ -341,3 +342,12 @@ def test_a_profile_without_lesions_gets_empty_tables_and_says_so():
     t = recipes.LesionTables(m.lesion_map, m.lesion_shares, rec,
                              pd.DataFrame(columns=recipes.COMP_COLUMNS))
     assert "no lesion rung" in recipes.chapter_findings(t)
+    for f in write_tables(t, tmp_path):  # the claim check and the site read them back
+        back = pd.read_csv(f)
+        assert back.empty and len(back.columns) > 0, f.name
+
+
+def test_a_table_without_columns_is_refused_before_it_is_written(tmp_path):
+    with pytest.raises(ValueError, match="no columns"):
+        write_table_atomic(pd.DataFrame(), tmp_path / "t.csv")
+    assert not (tmp_path / "t.csv").exists()

@@ -48,6 +48,9 @@ def write_json_atomic(path: Path, obj: object) -> None:
 def write_table_atomic(df: pd.DataFrame, path: Path) -> None:
     """Write a DataFrame as CSV or Parquet (by suffix), atomically."""
     path = Path(path)
+    if len(df.columns) == 0:
+        raise ValueError(f"refusing to write {path.name}: the table has no columns, so it could "
+                         "not be read back; give the empty table its columns")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".parquet":

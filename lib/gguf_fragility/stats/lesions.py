@@ -39,6 +39,8 @@ SHARE_COLUMNS = ["model", "family", "rung", "group", "kind", "depth", "lesion_ty
                  "lesion_ci_high", "full_effect", "full_ci_low", "full_ci_high", "share",
                  "share_ci_low", "share_ci_high", "share_method", "lesion_decision",
                  "full_decision", "full_loss_shown"]
+MAP_KEYS = ["model", "lens", "family", "rung", "role", "group", "kind", "depth", "lesion_type",
+            "bpw", "reference", "measurable", "n", "effect", "ci_low", "ci_high", "decision"]
 
 
 class Share(NamedTuple):
@@ -166,7 +168,8 @@ def lesion_map(items: pd.DataFrame, ladder: pd.DataFrame, *,
         ``depth`` and ``lesion_type``. ``lesion_shares``: :data:`SHARE_COLUMNS`, one row per
         model × measurable family × lesion whose full rung was swept: the margin-lens mean
         changes (nats) of the lesion and of the full rung on the items both scored, the
-        share (:func:`damage_share`) and both decisions. Empty tables without lesion rungs.
+        share (:func:`damage_share`) and both decisions. Without lesion rungs both tables are
+        empty, with :data:`MAP_KEYS` and :data:`SHARE_COLUMNS` as their columns.
 
     Notes
     -----
@@ -199,7 +202,7 @@ def lesion_map(items: pd.DataFrame, ladder: pd.DataFrame, *,
         maps.append(cmp)
         shares.append(_shares(rows, ref, lesions, set(full), cmp, settings))
     if not maps:
-        return LesionMap(pd.DataFrame(), pd.DataFrame(columns=SHARE_COLUMNS))
+        return LesionMap(pd.DataFrame(columns=MAP_KEYS), pd.DataFrame(columns=SHARE_COLUMNS))
     return LesionMap(pd.concat(maps, ignore_index=True),
                      pd.concat(shares, ignore_index=True)[SHARE_COLUMNS])
 

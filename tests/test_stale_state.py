@@ -194,3 +194,30 @@ def test_truncated_rung_gguf_is_reported_and_rebuilt(smol_ladder, tmp_path, monk
     row = table.set_index("rung").loc["Q2_K"]
     assert not row.reused and row.sha256 == files.loc["Q2_K", "sha256"]
     assert rung.stat().st_size == row.file_size_bytes
+
+
+def test_a_built_file_is_hashed_again_only_when_its_stamp_moves(tmp_path, monkeypatch, capsys):
+    from gguf_fragility import store
+
+    f = tmp_path / "rung.gguf"
+    f.write_bytes(b"GGUF" + bytes(range(200)))
+    made = store.write_sidecar(f, {"source_sha256": "abc"})
+    hashed = []
+    real = store.sha256_file
+    monkeypatch.setattr(store, "sha256_file", lambda p: hashed.append(p) or real(p))
+    # untouched: the stamp matches, the bytes are not read again
+    assert store.fresh_record(f, {"source_sha256": "abc"})["sha256"] == made["sha256"]
+    assert hashed == []
+    # the same bytes with a new mtime (a copy, a touch): hashed once, kept, stamp renewed
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    assert store.fresh_record(f, {"source_sha256": "abc"}) is not None and len(hashed) == 1
+    assert store.fresh_record(f, {"source_sha256": "abc"}) is not None and len(hashed) == 1
+    # one byte changed in place, same size: the mtime moves, the hash catches it
+    capsys.readouterr()
+    with open(f, "r+b") as fh:
+        fh.seek(10)
+        fh.write(b"\xff")
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 2 * 10**9))
+    assert store.fresh_record(f, {"source_sha256": "abc"}) is None
+    lines = _report_lines(capsys)
+    assert len(lines) == 1 and "truncated or modified" in lines[0], lines

@@ -109,11 +109,27 @@ def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def stamp(path: Path) -> dict:
+    """Size and modification time (ns) of a file: what make and DVC compare before hashing."""
+    st = Path(path).stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def write_sidecar(path: Path, record: dict) -> dict:
+    """Record how ``path`` was made beside it, with its sha256 and :func:`stamp`; returns it."""
+    record = {**record, "sha256": sha256_file(path), "stamp": stamp(path)}
+    write_json_atomic(sidecar(path), record)
+    return record
+
+
 def fresh_record(path: Path, expect: dict) -> dict | None:
     """The sidecar of ``path`` if the file exists, hashes as recorded and matches ``expect``.
 
     A file that exists but fails (no or unreadable sidecar, made from another reference,
     bytes that no longer hash as recorded: truncated or modified) is reported in one line.
+    The bytes are hashed only when the file's size or modification time differs from the
+    stamp the sidecar recorded (as make and DVC decide staleness); a file that still hashes
+    as recorded gets its new stamp.
     """
     side = sidecar(path)
     if not path.is_file():
@@ -132,11 +148,15 @@ def fresh_record(path: Path, expect: dict) -> dict | None:
     if differ:
         report_rebuild(path, f"made with other inputs ({', '.join(f'{k} {v}' for k, v in differ.items())})")
         return None
+    if record.get("stamp") == stamp(path):
+        return record
     digest = sha256_file(path)
     if digest != record["sha256"]:
         report_rebuild(path, f"sha256 {digest[:12]}… of its {path.stat().st_size} bytes is not the "
                              f"{record['sha256'][:12]}… its sidecar recorded (truncated or modified)")
         return None
+    record["stamp"] = stamp(path)
+    write_json_atomic(side, record)
     return record
 
 

@@ -36,7 +36,7 @@ from typing import NamedTuple
 from gguf_fragility import paths, probes
 from gguf_fragility.engine.tools import tool_path
 from gguf_fragility.probes.sources import wikipedia_passages
-from gguf_fragility.store import fresh_record, sha256_file, sidecar, write_json_atomic
+from gguf_fragility.store import fresh_record, sha256_file, write_sidecar
 
 CALIBRATION = paths.DATA / "calibration"
 NGRAM = 13  # words per shared sequence that counts as overlap (GPT-3's contamination test)
@@ -215,8 +215,7 @@ def build_imatrix(reference: Path, reference_sha256: str, key: str, text: str, *
                              f"{CHUNK_TOKENS} tokens for this model's tokenizer, {chunks} asked; "
                              "lengthen the text or lower the chunks")
         tmp.replace(dst)
-        record = {**expect, "sha256": sha256_file(dst), "imatrix_s": seconds}
-        write_json_atomic(sidecar(dst), record)
+        record = write_sidecar(dst, {**expect, "imatrix_s": seconds})
     return Imatrix(dst, record["sha256"], text, expect["text_sha256"], chunks, CHUNK_TOKENS,
                    record["imatrix_s"], reused)
 

@@ -52,9 +52,8 @@ from gguf_fragility.profile import DEFAULT_RUNGS
 from gguf_fragility.store import (
     fresh_record,
     hold_lock,
-    sha256_file,
-    sidecar,
     write_json_atomic,
+    write_sidecar,
     write_table_atomic,
 )
 
@@ -91,8 +90,7 @@ def build_reference(key: str) -> Reference:
     record = fresh_record(dst, {"source_sha256": src_sha})
     if record is None:
         write_f16_reference(src, dst)
-        record = {"sha256": sha256_file(dst), "source_sha256": src_sha, "kind": kind}
-        write_json_atomic(sidecar(dst), record)
+        record = write_sidecar(dst, {"source_sha256": src_sha, "kind": kind})
     return Reference(dst, record["sha256"], record["kind"], src_sha)
 
 
@@ -179,9 +177,7 @@ def build_rung(ref: Reference, key: str, rung: str, n_threads: int | None = None
             else:
                 seconds = quantize_with_tool(ref.path, path, spec, imatrix=im and im.path,
                                              tensor_types=tensor_types, n_threads=n_threads)
-            record = {**expect, "sha256": sha256_file(path), "quantize_s": seconds}
-            write_json_atomic(sidecar(path), record)
-            record = {**record, "reused": False}
+            record = {**write_sidecar(path, {**expect, "quantize_s": seconds}), "reused": False}
         else:
             record = {**record, "reused": True}
     reader = open_gguf(path)

@@ -309,12 +309,9 @@ def test_tensor_patterns_of_the_smollm2_test_rungs():
     assert typ == "q4_0" and len(hits) == 10 * 9 and all(int(n.split(".")[1]) >= 20 for n in hits)
 
 
-@pytest.mark.parametrize("decision, verdict", [
-    (EQUIVALENT, "keeps arithmetic within the margin (equivalence shown)"),
-    (LOSS, "does not keep arithmetic alive: its loss is still shown"),
-    ("undecided", "loss is not shown, nor is equivalence: undecided, which is not safe"),
-])
-def test_recipe_verdict_reads_the_decision_never_a_missing_p(decision, verdict):
+def recipe_frames(decision: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A recipe row and its chapter-5 cells: the recipe at ``decision`` on the family it
+    protects (arithmetic), Q2_K and Q3_K_M beside it, and one other family (reading)."""
     rec = pd.DataFrame({"model": ["m"], "family": ["arithmetic"], "recipe": ["Q2_K+ffn_down=Q4_K"]})
     rows = [("Q2_K", "low rung", "arithmetic", True, LOSS, 3.36),
             ("Q2_K+ffn_down=Q4_K", "recipe", "arithmetic", True, decision, 3.9),
@@ -325,11 +322,37 @@ def test_recipe_verdict_reads_the_decision_never_a_missing_p(decision, verdict):
     comp = pd.DataFrame(rows, columns=["rung", "role", "family", "protected", "decision", "bpw"]
                         ).assign(model="m", lens="margin", effect=-0.5, ci_low=-0.9,
                                  ci_high=-0.1, unit="nats")
+    return comp, rec
+
+
+@pytest.mark.parametrize("decision, verdict", [
+    (EQUIVALENT, "keeps arithmetic within the margin (equivalence shown)"),
+    (LOSS, "does not keep arithmetic alive: its loss is still shown"),
+    ("undecided", "loss is not shown, nor is equivalence: undecided, which is not safe"),
+])
+def test_recipe_verdict_reads_the_decision_never_a_missing_p(decision, verdict):
+    comp, rec = recipe_frames(decision)
     text = recipes.recipe_findings(comp, rec)
     assert verdict in text
     assert "at 3.90 bpw, against Q2_K at 3.36 bpw and Q3_K_M at 4.13 bpw" in text
     assert "Q2_K: loss shown on 1 of 1 other families (reading)" in text
     assert "Q3_K_M: loss shown on 0 of 1 other families." in text
+
+
+def test_the_landing_page_states_the_recipe_verdict_once_it_is_swept(tmp_path, fabricated):
+    from gguf_fragility.report.pages import _lesion_sentences  # the landing page's section
+
+    run = RunLayout.of("smoke", tmp_path)
+    maps = lesions.lesion_map(fabricated.items, fabricated.ladder, settings=SETTINGS)
+    write_table_atomic(maps.lesion_shares.assign(model="m"), run.tables_dir / "lesion_shares.csv")
+    comp, rec = recipe_frames("undecided")
+    write_table_atomic(rec, run.tables_dir / "lesion_recipe.csv")
+    write_table_atomic(comp.iloc[:0], run.tables_dir / "recipe_comparison.csv")
+    assert "protective recipe" not in _lesion_sentences(run)  # listed, not swept yet
+    write_table_atomic(comp, run.tables_dir / "recipe_comparison.csv")
+    landing = _lesion_sentences(run)
+    assert "**m**: recipe `Q2_K+ffn_down=Q4_K` at 3.90 bpw" in landing
+    assert "undecided, which is not safe" in landing
 
 
 def test_a_profile_without_lesions_gets_empty_tables_and_says_so(tmp_path):

@@ -23,7 +23,7 @@ import yaml
 from gguf_fragility import paths, store
 from gguf_fragility.ladder import imatrix
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.stats import axes, lesions, transfer
+from gguf_fragility.stats import axes, lesions, recipes, transfer
 from gguf_fragility.stats.grid import LENSES
 from gguf_fragility.stats.inputs import read_ladder
 from gguf_fragility.stats.lenses import EQUIVALENT
@@ -271,7 +271,8 @@ def _rung_sentences(run: RunLayout) -> str:
 
 
 def _lesion_sentences(run: RunLayout) -> str:
-    """Per model with lesion rungs: which group reproduces the full rung's loss (chapter 8)."""
+    """Per model with lesion rungs: which group reproduces the full rung's loss, then the
+    protective recipe's verdict where it was swept (chapter 8)."""
     shares = read_table(run, "lesion_shares")
     if shares is None or shares.empty:
         return ""
@@ -281,6 +282,10 @@ def _lesion_sentences(run: RunLayout) -> str:
            "group alone reproduces (the lesions chapter has the whole map).\n\n"]
     for model in sorted(shares["model"].unique()):
         out.append(f"- {lesions.lesion_sentence(shares, model)}\n")
+    comp, rec = read_table(run, "recipe_comparison"), read_table(run, "lesion_recipe")
+    if comp is not None and rec is not None and (verdict := recipes.recipe_findings(comp, rec)):
+        out.append("\nThe protective recipe, judged by the statistics chapter like every rung:"
+                   "\n\n" + verdict + "\n")
     return "".join(out)
 
 

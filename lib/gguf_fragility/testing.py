@@ -22,6 +22,11 @@ LADDER_BPW = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q4_K_M": 
               "Q3_K_M": 3.91, "Q2_K": 3.0}  # typical real bpw, for synthetic ladders only
 
 
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The frames one under the other, with a fresh index."""
+    return pd.concat(frames, ignore_index=True)
+
+
 def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LADDER_BPW),
                       seed=0, noise_floor=True) -> Results:
     """
@@ -101,8 +106,8 @@ def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LAD
                                     "kl_median": 1 / bpw**2, "kl_p99": 20 / bpw**2,
                                     "same_top_rate": 1 - 1 / bpw**1.5,
                                     "ppl_ratio": 1 + 1 / bpw**2}))
-    cat = lambda xs: pd.concat(xs, ignore_index=True)  # noqa: E731
-    return Results(cat(frames)[[*ITEM_COLUMNS, "usable"]], cat(ladders), cat(costs), cat(shifts))
+    return Results(_concat(frames)[[*ITEM_COLUMNS, "usable"]], _concat(ladders), _concat(costs),
+                   _concat(shifts))
 
 
 KV_FLIP = {"+kv_f16": 0.0, "+kv_q8_0": 0.02, "+kv_q4_0": 0.15}  # share of answers a cache flips
@@ -145,8 +150,7 @@ def with_axis_rungs(r: Results, weights: str = "Q4_K_M", effects: dict[str, floa
         else:
             costs.append(cost)
             ladders.append(r.ladder[r.ladder.rung == weights].assign(rung=rung))
-    cat = lambda xs: pd.concat(xs, ignore_index=True)  # noqa: E731
-    return r._replace(items=cat(frames), costs=cat(costs), ladder=cat(ladders))
+    return r._replace(items=_concat(frames), costs=_concat(costs), ladder=_concat(ladders))
 
 
 # synthetic lesions: rung -> (share of the Q2_K rung's per-item change it reproduces, bpw)
@@ -177,8 +181,7 @@ def with_lesion_rungs(r: Results, lesions: dict | None = None, *, seed: int = 0)
         lad = r.ladder[r.ladder.rung == "Q8_0"]
         ladders.append(lad.assign(rung=rung, bpw=bpw,
                                   file_size_bytes=(lad.file_size_bytes * bpw / 8.5).astype(int)))
-    cat = lambda xs: pd.concat(xs, ignore_index=True)  # noqa: E731
-    return r._replace(items=cat(frames), ladder=cat(ladders))
+    return r._replace(items=_concat(frames), ladder=_concat(ladders))
 
 
 def write_synthetic(run: RunLayout, *, kv_weights: str | None = None,

@@ -255,17 +255,12 @@ def recipe_rung(base: str, groups, typ: str) -> str:
 def absent_groups(overrides: tuple[tuple[str, str], ...], tensor_names,
                   n_blocks: int) -> list[str]:
     """The override groups that name no tensor of a model (e.g. ``output`` where the model
-    ties its output matrix to ``token_embd`` and stores no ``output.weight``)."""
-    present = {group_of_tensor(n, n_blocks) for n in tensor_names}
-    kinds = {k for k, _ in present}
-    out = []
-    for group, _ in overrides:
-        kind, depth = split_group(group)
-        hit = ((kind, depth) in present if kind and depth and kind not in ("token_embd", "output")
-               else kind in kinds if kind else any(d == depth for _, d in present))
-        if not hit:
-            out.append(group)
-    return out
+    ties its output matrix to ``token_embd`` and stores no ``output.weight``), judged by the
+    very patterns llama-quantize gets (:func:`tensor_type_patterns`)."""
+    names = [n.lower() for n in tensor_names]
+    patterns = [p.rsplit("=", 1)[0] for p in tensor_type_patterns(overrides, n_blocks)]
+    return [group for (group, _), pat in zip(overrides, patterns, strict=True)
+            if not any(re.search(pat, n) for n in names)]
 
 
 def tensor_type_patterns(overrides: tuple[tuple[str, str], ...], n_blocks: int) -> list[str]:

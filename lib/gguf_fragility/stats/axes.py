@@ -42,7 +42,7 @@ from gguf_fragility.profile import Profile
 from gguf_fragility.stats.grid import DEFAULT_SETTINGS, Settings, lens_grid
 from gguf_fragility.stats.inputs import Results
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
-from gguf_fragility.stats.results import settings_of
+from gguf_fragility.stats.results import bpw_of, settings_of
 from gguf_fragility.store import write_tables
 
 CONTROL = "the control: same flash attention, only the cache type differs"
@@ -153,9 +153,7 @@ def axis_comparisons(items: pd.DataFrame, ladder: pd.DataFrame, *,
     show up as flips. Only items both rungs answered count.
     """
     pairs = axis_pairs(items[["model", "rung"]].drop_duplicates())
-    bpw = {(m, r): float(b) for m, r, b in zip(ladder["model"].astype(str),
-                                                ladder["rung"].astype(str), ladder["bpw"],
-                                                strict=True)}
+    bpw = bpw_of(ladder)
     frames = []
     for (model, axis, comparator, kind), g in pairs.groupby(
             ["model", "axis", "comparator", "comparator_kind"], sort=True):

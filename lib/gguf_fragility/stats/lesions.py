@@ -31,7 +31,7 @@ from gguf_fragility.stats.grid import (
     validate_items,
 )
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
-from gguf_fragility.stats.results import reference_rungs
+from gguf_fragility.stats.results import bpw_of, reference_rungs
 
 LESION_ROLE, BASE_ROLE, FULL_ROLE = "lesion", "intact base", "full rung"
 SHARE_COLUMNS = ["model", "family", "rung", "group", "kind", "depth", "lesion_type",
@@ -134,13 +134,6 @@ class LesionMap(NamedTuple):
 
     lesion_map: pd.DataFrame  # model × lens × family × rung (lesions, base, full rung)
     lesion_shares: pd.DataFrame  # model × family × lesion: share of the full rung's damage
-
-
-def bpw_of(ladder: pd.DataFrame) -> dict[tuple[str, str], float]:
-    """Real bits per weight of each (model, rung) of the ladder."""
-    lad = ladder.drop_duplicates(["model", "rung"])
-    return dict(zip(zip(lad["model"].astype(str), lad["rung"].astype(str), strict=True),
-                    lad["bpw"].astype(float), strict=True))
 
 
 def lesion_map(items: pd.DataFrame, ladder: pd.DataFrame, *,

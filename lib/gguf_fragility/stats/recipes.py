@@ -30,8 +30,8 @@ from gguf_fragility.stats.deathorder import death_rungs
 from gguf_fragility.stats.grid import DEFAULT_SETTINGS, Settings, lens_grid
 from gguf_fragility.stats.inputs import Results
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
-from gguf_fragility.stats.lesions import LesionMap, bpw_of, ci_text, lesion_findings, lesion_map
-from gguf_fragility.stats.results import reference_rungs, settings_of
+from gguf_fragility.stats.lesions import LesionMap, ci_text, lesion_findings, lesion_map
+from gguf_fragility.stats.results import bpw_of, reference_rungs, settings_of
 from gguf_fragility.store import write_tables
 
 RECIPE_K = 2  # groups a recipe keeps at the higher type

@@ -51,6 +51,13 @@ def reference_rungs(ladder: pd.DataFrame) -> dict[str, str]:
     return dict(zip(refs["model"].astype(str), refs["rung"].astype(str), strict=True))
 
 
+def bpw_of(ladder: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """Real bits per weight of each (model, rung) of the ladder."""
+    lad = ladder.drop_duplicates(["model", "rung"])
+    return dict(zip(zip(lad["model"].astype(str), lad["rung"].astype(str), strict=True),
+                    lad["bpw"].astype(float), strict=True))
+
+
 def settings_of(profile: Profile) -> Settings:
     """The grid's :class:`~gguf_fragility.stats.grid.Settings` from a profile."""
     if profile.correction != "holm":
@@ -100,9 +107,7 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
     aside = lambda r: is_kv_rung(r) or lesion_of(r) is not None  # noqa: E731
     items = items[~items["rung"].astype(str).map(aside)]
     ladder = ladder[~ladder["rung"].astype(str).map(aside)]
-    lad = ladder.drop_duplicates(["model", "rung"])
-    bpw = dict(zip(zip(lad["model"].astype(str), lad["rung"].astype(str), strict=True),
-                   lad["bpw"].astype(float), strict=True))
+    bpw = bpw_of(ladder)
     grid = lens_grid(items, refs, bpw, settings=settings)
     cmp = grid.comparisons
     order = death_order(items, cmp, refs, seed=settings.seed, n_boot=settings.n_boot,

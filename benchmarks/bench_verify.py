@@ -1,24 +1,31 @@
-"""Generative families at log-likelihood speed: plain greedy generation vs verifying the
-reference's reply (issue 13).
+"""Generative families at log-likelihood speed: plain greedy generation vs grouped and
+verified generation (issue 13).
 
 Run::
 
     .venv/bin/python benchmarks/bench_verify.py --model smollm2-135m \\
         --rungs F16 Q8_0 Q4_K_M Q2_K --items 8 --threads 2
 
-For one model it loads the F16 reference, generates every item's reply (the drafts), then
-for each rung runs, on the same items and in one process, (a) plain greedy generation,
-(b) plain generation followed by the reference's reply teacher-forced in one batch (what
-the sweep did before verification: the margin lens needs that log-probability), and (c) the
-verified path (:func:`gguf_fragility.engine.greedy.greedy` with the reference's tokens as
-the draft, which yields the teacher-forced log-probability from the same batch), all through
-:func:`gguf_fragility.probes.evaluate.evaluate_item`.
+For one model it loads the F16 reference and generates every item's reply the way the sweep
+does (the drafts), then for each rung runs, on the same items and in one process:
+
+(a) plain greedy generation, one item at a time, one token per decode step
+    (:func:`gguf_fragility.probes.evaluate.evaluate_item`);
+(a') plain generation followed by the reference's reply teacher-forced in one batch (what
+    the margin lens would cost without verification);
+(b) grouped generation, several items decoded together, one KV-cache sequence each
+    (:func:`~gguf_fragility.probes.evaluate.evaluate_batch` without drafts: the
+    reference's own path);
+(c) the sweep's path: grouped, each item verifying the reference's reply first
+    (:func:`~gguf_fragility.probes.evaluate.evaluate_batch` with drafts), which also yields
+    the reply's teacher-forced log-probability.
+
 Per family and rung it prints items/s of each path and the ratios, the share of items
 fully verified (no token generated one at a time), the mean tokens generated one at a time
-per item, and how many replies (tokens) and extracted answers agree between the two paths;
-where replies differ it prints the rung's logit gap between the two tokens at the first
-difference (expected: near-ties only). Timings are comparable only within one run on an
-otherwise idle machine.
+per item, and how many replies (tokens) and extracted answers of the sweep's path agree with
+plain generation; where replies differ it prints the rung's logit gap between the two tokens
+at the first difference. Timings are comparable only within one run on an otherwise idle
+machine.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from gguf_fragility import probes
 from gguf_fragility.engine.llama import Engine, system_info
 from gguf_fragility.ladder.quantize import build_ladder
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.probes.evaluate import build_request, evaluate_item
+from gguf_fragility.probes.evaluate import build_request, evaluate_batch, evaluate_item
 
 GENERATIVE = [f for f, spec in probes.families.SPECS.items() if spec.gen is not None]
 
@@ -50,23 +57,28 @@ def first_gap(engine: Engine, item: dict, a: tuple[int, ...], b: tuple[int, ...]
     return float(abs(row[a[j]] - row[b[j]]))
 
 
-def timed_items(engine: Engine, items: list[dict], drafts: dict | None) -> tuple[float, list]:
-    """Seconds and results of evaluating ``items`` (with drafts when given)."""
+def timed(run, *args, **kwargs) -> tuple[float, list]:
+    """Seconds and item results of ``run(*args, **kwargs)`` (a list of ``Evaluated``)."""
     t0 = time.perf_counter()
-    out = [evaluate_item(engine, it, draft=None if drafts is None else drafts[it["item_id"]]).result
-           for it in items]
+    out = [e.result for e in run(*args, **kwargs)]
     return time.perf_counter() - t0, out
 
 
-def teacher_forced_s(engine: Engine, items: list[dict], drafts: dict) -> float:
-    """Seconds to score each reference reply teacher-forced (prompt + reply, one batch)."""
+def teacher_forced_s(engine: Engine, items: list[dict], drafts: list) -> float:
+    """Seconds to score each reference reply teacher-forced (prompt + reply, one batch): what
+    the margin lens costs on top of plain generation."""
     t0 = time.perf_counter()
-    for it in items:
+    for it, draft in zip(items, drafts, strict=True):
         toks = engine.tokenize(build_request(engine, it).prompt)
-        draft = list(drafts[it["item_id"]])
         if draft:
-            engine.logprob_rows(toks + draft[:-1], range(len(toks) - 1, len(toks) + len(draft) - 1))
+            engine.logprob_rows(toks + list(draft[:-1]),
+                                range(len(toks) - 1, len(toks) + len(draft) - 1))
     return time.perf_counter() - t0
+
+
+def plain_items(engine: Engine, items: list[dict]) -> list:
+    """Each item on its own: one sequence, one token per decode step."""
+    return [evaluate_item(engine, it) for it in items]
 
 
 def main() -> None:
@@ -87,15 +99,17 @@ def main() -> None:
     items = {f: probes.load_family(f, n=args.items).items for f in args.families}
     kw = dict(n_ctx=args.n_ctx, n_threads=args.threads, seed=0, n_gpu_layers=args.n_gpu_layers)
     with Engine(ladder.loc["F16", "file"], **kw) as ref:
-        drafts = {it["item_id"]: evaluate_item(ref, it).result.gen_tokens
-                  for f in args.families for it in items[f]}
+        drafts = {f: [e.result.gen_tokens for e in evaluate_batch(ref, items[f], progress=False)]
+                  for f in args.families}
     rows = []
     for rung in args.rungs:
         with Engine(ladder.loc[rung, "file"], **kw) as eng:
             for f in args.families:
-                t_plain, plain = timed_items(eng, items[f], None)
-                t_tf = t_plain + teacher_forced_s(eng, items[f], drafts)
-                t_ver, ver = timed_items(eng, items[f], drafts)
+                t_plain, plain = timed(plain_items, eng, items[f])
+                t_tf = t_plain + teacher_forced_s(eng, items[f], drafts[f])
+                t_group, _ = timed(evaluate_batch, eng, items[f], progress=False)
+                t_ver, ver = timed(evaluate_batch, eng, items[f], drafts=drafts[f],
+                                   progress=False)
                 differ = [(it, p, v) for it, p, v in zip(items[f], plain, ver, strict=True)
                           if p.gen_tokens != v.gen_tokens]
                 gaps = [first_gap(eng, it, p.gen_tokens, v.gen_tokens) for it, p, v in differ]
@@ -103,8 +117,9 @@ def main() -> None:
                 rows.append({
                     "rung": rung, "family": f, "items": n,
                     "plain_items_per_s": n / t_plain, "plain_tf_items_per_s": n / t_tf,
+                    "grouped_items_per_s": n / t_group,
                     "verified_items_per_s": n / t_ver, "speedup": t_plain / t_ver,
-                    "speedup_vs_plain_tf": t_tf / t_ver,
+                    "speedup_vs_plain_tf": t_tf / t_ver, "grouped_speedup": t_plain / t_group,
                     "fully_verified": sum(v.diverged_at < 0 for v in ver) / n,
                     "tokens_generated_per_item": float(np.mean(
                         [len(v.gen_tokens) - v.n_verified for v in ver])),
@@ -121,11 +136,13 @@ def main() -> None:
     print(df.drop(columns=["gaps_where_differ"]).round(3).to_string(index=False))
     total = df.assign(plain_s=df["items"] / df.plain_items_per_s,
                       plain_tf_s=df["items"] / df.plain_tf_items_per_s,
+                      grouped_s=df["items"] / df.grouped_items_per_s,
                       verified_s=df["items"] / df.verified_items_per_s)
     print("\nall families (seconds):\n" + total.groupby("rung", sort=False)[
-        ["plain_s", "plain_tf_s", "verified_s"]].sum().assign(
+        ["plain_s", "plain_tf_s", "grouped_s", "verified_s"]].sum().assign(
         speedup=lambda d: d.plain_s / d.verified_s,
-        speedup_vs_plain_tf=lambda d: d.plain_tf_s / d.verified_s).round(2).to_string())
+        speedup_vs_plain_tf=lambda d: d.plain_tf_s / d.verified_s,
+        grouped_speedup=lambda d: d.plain_s / d.grouped_s).round(2).to_string())
     if args.json:
         df.to_json(args.json, orient="records", indent=1)
 

@@ -18,6 +18,7 @@ from gguf_fragility.probes.evaluate import (
     SYSTEM_V1,
     ItemResult,
     build_request,
+    evaluate_batch,
     evaluate_item,
     evaluate_items,
     mc_requests,
@@ -50,13 +51,23 @@ class FakeEngine:
                                      (), 1, c == (self.prefer or [None])[0])
                                   for c in continuations), LL_ROW)
 
-    def generate(self, prompt, *, max_tokens, stop=(), draft=None):
+    def prompt_tokens(self, prompt, max_tokens):
         if self.fail:
             raise ValueError("prompt exceeds n_ctx")
+        return prompt.split()
+
+    def groups(self, lengths, max_tokens):
+        return [list(range(i, min(i + 2, len(lengths)))) for i in range(0, len(lengths), 2)]
+
+    def generate_group(self, prompts, *, max_tokens, stop=(), drafts=None):
+        return [self.generate(p, max_tokens=max_tokens, stop=stop, draft=d)
+                for p, d in zip(prompts, drafts or [None] * len(prompts), strict=True)]
+
+    def generate(self, prompt, *, max_tokens, stop=(), draft=None):
         self.calls.append(("gen", prompt, max_tokens, tuple(stop)))
         text = next((v for k, v in self.replies.items() if k in prompt), "no idea")
         reply = Greedy(text, (1, 2), "stop", -1.5, GEN_ROW, 0, -1, np.nan,
-                       -2.5 if draft else np.nan, 0.1, 0.1, 2)
+                       -2.5 if draft else np.nan, 0.1, 0.1, 2, 1)
         return Gen(text, len(prompt.split()), len(text.split()), 0.1, 100.0, 50.0, "stop",
                    GEN_ROW, reply)
 
@@ -131,6 +142,48 @@ def test_engine_error_is_recorded_not_raised():
     r = failed.result
     assert failed.answer_logprobs is None
     assert not r.correct and r.error.startswith("ValueError") and r.finish_reason == "error"
+
+
+def _sums(n: int) -> list[dict]:
+    return [make_item("arithmetic", "generated", "s", f"sum-{i}", kind="generate",
+                      question=f"What is {i} + {i}?", gold=[str(2 * i)], scorer="numeric")
+            for i in range(1, n + 1)]
+
+
+class Picky(FakeEngine):
+    """Refuses ``too_long`` prompts (as over n_ctx) and fails any group holding ``breaks``."""
+
+    def __init__(self, too_long="", breaks="", **kw):
+        super().__init__(**kw)
+        self.too_long, self.breaks, self.group_calls = too_long, breaks, []
+
+    def prompt_tokens(self, prompt, max_tokens):
+        if self.too_long and self.too_long in prompt:
+            raise ValueError("prompt (900 tokens) + max_tokens (24) exceed n_ctx=512")
+        return super().prompt_tokens(prompt, max_tokens)
+
+    def generate_group(self, prompts, *, max_tokens, stop=(), drafts=None):
+        self.group_calls.append(len(prompts))
+        if self.breaks and any(self.breaks in p for p in prompts):
+            raise RuntimeError("llama_decode returned 1")
+        return super().generate_group(prompts, max_tokens=max_tokens, stop=stop, drafts=drafts)
+
+
+def test_a_batch_keeps_order_groups_replies_and_records_failures_per_item():
+    gen = _sums(5)
+    items = [gen[0], mmlu_item(), *gen[1:]]
+    replies = {f"{i} + {i}": str(2 * i) for i in range(1, 6)}
+    eng = Picky(too_long="3 + 3", prefer=[" B"], replies=replies)
+    out = evaluate_batch(eng, items, drafts=[[1], None, None, None, [2], None], progress=False)
+    assert [e.result.item_id for e in out] == [it["item_id"] for it in items]
+    assert [e.result.correct for e in out] == [True, True, True, False, True, True]
+    assert "exceed n_ctx" in out[3].result.error and out[3].answer_logprobs is None
+    assert eng.group_calls == [2, 2]  # the four that fit, two per group, in order
+    # the margin lens's number: the draft's log-prob where one was verified, else the reply's
+    assert [out[i].reply_logprob for i in (0, 2, 4, 5)] == [-2.5, -1.5, -2.5, -1.5]
+    broken = evaluate_batch(Picky(breaks="4 + 4", replies=replies), gen, progress=False)
+    assert [bool(e.result.error) for e in broken] == [False, False, True, True, False]
+    assert broken[2].result.error == "RuntimeError: llama_decode returned 1"
 
 
 def test_regrade_reproduces_and_checks_hash():

@@ -44,6 +44,7 @@ class EngineParams:
     n_gpu_layers: int = 0  # -1 = offload everything (CUDA build)
     n_batch: int = 512  # tokens per llama_decode
     seed: int = 0
+    group_cells: int = 512  # KV cells that replies decoded together may reserve (engine.greedy)
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ _RANGES = {
 }
 _ENGINE_RANGES = {"n_ctx": (16, None, "tokens"), "n_threads": (1, None, "threads"),
                   "n_gpu_layers": (-1, None, "layers (-1 = all)"), "n_batch": (1, None, "tokens"),
-                  "seed": (0, None, "a seed")}
+                  "seed": (0, None, "a seed"), "group_cells": (1, None, "KV-cache cells")}
 
 
 def _range(value, low, high, what: str, where: str) -> list[str]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,7 +31,7 @@ import llama_cpp
 import numpy as np
 
 from gguf_fragility.engine.gguf import open_gguf
-from gguf_fragility.engine.greedy import Greedy, greedy, log_softmax
+from gguf_fragility.engine.greedy import Greedy, greedy, log_softmax, plan_groups
 from gguf_fragility.engine.rungs import KV_DEFAULT, KV_TYPES
 
 # Version of the log-likelihood computation: part of every sweep cell's params hash, so a
@@ -41,7 +41,9 @@ from gguf_fragility.engine.rungs import KV_DEFAULT, KV_TYPES
 # 3: cells gain ref_answer_logprob (the reference's reply teacher-forced under the rung)
 # 4: generation is engine.greedy's (own greedy loop; a rung verifies the reference's reply
 #    tokens in one batch); ref_answer_logprob covers the reply's terminating token
-SCORING_VERSION = 4
+# 5: generative items are decoded in groups of up to n_seq_max replies, one sequence each,
+#    the prompts' common prefix shared; prompt and draft in one pass
+SCORING_VERSION = 5
 # Flash attention: off in every Engine but a KV-cache rung's (llama.cpp needs it for a
 # quantized V cache). It moves log-probs by 0.1-1.8 % of a rung's KL on CPU, so llama.cpp's
 # own tools are compared with ``-fa off``.
@@ -70,9 +72,9 @@ class Generation(NamedTuple):
     text: str
     n_prompt_tokens: int  # prompt tokens, including any reused from the KV cache
     n_gen_tokens: int
-    ttft_s: float  # prompt evaluation + first token
-    prompt_tps: float  # prompt tokens/s (prompt evaluated from an empty KV cache)
-    gen_tps: float
+    ttft_s: float  # prompt evaluation + first token (this reply's shares)
+    prompt_tps: float  # prompt tokens over this reply's share of the prompt batch's seconds
+    gen_tps: float  # tokens decoded one at a time over this reply's share of those steps
     finish_reason: str  # "stop" or "length"
     answer_logprobs: np.ndarray  # (n_vocab,) next-token log-probs after the prompt
     reply: Greedy  # tokens, their log-probability, and how much of a draft was verified
@@ -115,12 +117,16 @@ class Engine:
         Tokens per llama_decode call.
     n_seq_max : int, default 8
         Sequences in the (unified) KV cache: the choices of one log-likelihood call are
-        decoded together, one sequence each, on top of their shared context.
+        decoded together, one sequence each, on top of their shared context, and so are the
+        replies of one :meth:`generate_group`.
     kv_cache : {"f16", "q8_0", "q4_0"}, default "f16"
         Type of the K and V cache (llama.cpp's ``--cache-type-k``/``-v``); a quantized V
         cache needs ``flash_attn``.
     flash_attn : bool, default False
         llama.cpp's flash attention (``LLAMA_FLASH_ATTN_TYPE_ENABLED``, else disabled).
+    group_cells : int, default 512
+        KV cells (prompt plus ``max_tokens`` each) that replies decoded together may reserve
+        (:meth:`groups`); a reply that needs more is decoded alone.
 
     Raises
     ------
@@ -131,7 +137,7 @@ class Engine:
     def __init__(self, path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None,
                  seed: int = 0, n_gpu_layers: int = 0, n_batch: int = 512,
                  n_seq_max: int = 8, kv_cache: str = KV_DEFAULT,
-                 flash_attn: bool = False) -> None:
+                 flash_attn: bool = False, group_cells: int = 512) -> None:
         if kv_cache not in KV_TYPES:
             raise ValueError(f"unknown KV-cache type {kv_cache!r}; use one of "
                              f"{', '.join(KV_TYPES)}")
@@ -152,7 +158,7 @@ class Engine:
         self._use_sequences(n_seq_max)  # keeps type_k, type_v and flash_attn_type
         self.load_s = time.perf_counter() - t0
         self.n_ctx, self.n_batch, self.seed, self.n_seq_max = n_ctx, n_batch, seed, n_seq_max
-        self.kv_cache, self.flash_attn = kv_cache, flash_attn
+        self.kv_cache, self.flash_attn, self.group_cells = kv_cache, flash_attn, group_cells
         self.n_vocab = self.llm.n_vocab()
         # next-token log-probs at the answer position of the latest call (after the context
         # of `loglikelihood`, after the prompt of `generate`); used for answer-position KL
@@ -205,34 +211,42 @@ class Engine:
         self.llm._ctx.kv_cache_clear()
         self.llm.n_tokens = 0
 
-    def _decode_batch(self, tokens: Sequence[int], pos: Sequence[int],
-                      seqs: Sequence[Sequence[int]], want: Sequence[int]) -> np.ndarray:
+    def decode(self, tokens: Sequence[int], pos: Sequence[int],
+               seqs: Sequence[Sequence[int]], want: Sequence[int]
+               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One llama_decode per ``n_batch`` tokens; token i at ``pos[i]`` in sequences ``seqs[i]``.
 
-        Returns the logits rows at ``want`` (indexes into ``tokens``, increasing); only those
-        rows are computed (no logits_all), and each chunk's rows are copied in one block
-        (llama.cpp stores them contiguously, in batch order).
+        Yields, per chunk that computes any, ``(indexes, rows)``: the ``want`` indexes (into
+        ``tokens``, increasing) decoded in that chunk and their logits rows. Only those rows
+        are computed (no logits_all), and each chunk's rows are copied in one block (llama.cpp
+        stores them contiguously, in batch order).
         """
         want_set = set(want)
         if list(want) != sorted(want_set):
             raise ValueError("want must be increasing indexes without repeats")
-        blocks: list[np.ndarray] = []
         batch = self.llm._batch.batch
         for start in range(0, len(tokens), self.n_batch):
             chunk = range(start, min(start + self.n_batch, len(tokens)))
             batch.n_tokens = len(chunk)
-            n_out = 0
+            out = []
             for i, j in enumerate(chunk):
                 batch.token[i], batch.pos[i] = tokens[j], pos[j]
                 batch.n_seq_id[i] = len(seqs[j])
                 for k, seq in enumerate(seqs[j]):
                     batch.seq_id[i][k] = seq
                 batch.logits[i] = j in want_set
-                n_out += j in want_set
+                if j in want_set:
+                    out.append(j)
             self.llm._ctx.decode(self.llm._batch)
-            if n_out:
+            if out:
                 ptr = llama_cpp.llama_get_logits(self.llm._ctx.ctx)
-                blocks.append(np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy())
+                yield np.asarray(out), np.ctypeslib.as_array(
+                    ptr, shape=(len(out), self.n_vocab)).copy()
+
+    def _decode_batch(self, tokens: Sequence[int], pos: Sequence[int],
+                      seqs: Sequence[Sequence[int]], want: Sequence[int]) -> np.ndarray:
+        """The logits rows at ``want`` of :meth:`decode`, in one array."""
+        blocks = [rows for _, rows in self.decode(tokens, pos, seqs, want)]
         return np.concatenate(blocks) if blocks else np.empty((0, self.n_vocab), np.float32)
 
     def _decode(self, tokens: Sequence[int], n_past: int, want: Sequence[int]) -> np.ndarray:
@@ -341,39 +355,63 @@ class Engine:
         return log_softmax(self._decode(list(tokens), 0, list(positions)))
 
     # ---------------------------------------------------------------- generation
-    def generate(self, prompt: str, *, max_tokens: int, stop: Sequence[str] = (),
-                 draft: Sequence[int] | None = None) -> Generation:
-        """Greedy reply to ``prompt`` (already rendered), verifying ``draft`` first if given.
-
-        ``draft`` is a reply's token ids (a reference's ``Generation.tokens``): its prefix
-        that this model would produce greedily is accepted in one batch, and decoding goes
-        on one token at a time from the first disagreement
-        (:func:`gguf_fragility.engine.greedy.greedy`, which defines the reply).
-        """
+    def prompt_tokens(self, prompt: str, max_tokens: int) -> list[int]:
+        """Tokens of a rendered prompt, checked to leave room for ``max_tokens`` in ``n_ctx``."""
         tokens = self.tokenize(prompt)
         if len(tokens) + max_tokens > self.n_ctx:
             raise ValueError(f"prompt ({len(tokens)} tokens) + max_tokens ({max_tokens}) exceed "
                              f"n_ctx={self.n_ctx}; raise n_ctx in the profile or shorten the item")
+        return tokens
+
+    def groups(self, lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+        """Prompts (by token count, in order) that :meth:`generate_group` decodes together."""
+        return plan_groups(lengths, max_tokens, n_ctx=self.n_ctx, n_seq_max=self.n_seq_max,
+                           group_cells=self.group_cells)
+
+    def generate(self, prompt: str, *, max_tokens: int, stop: Sequence[str] = (),
+                 draft: Sequence[int] | None = None) -> Generation:
+        """Greedy reply to one ``prompt`` (already rendered): :meth:`generate_group` of one."""
+        return self.generate_group([prompt], max_tokens=max_tokens, stop=stop,
+                                   drafts=[draft])[0]
+
+    def generate_group(self, prompts: Sequence[str], *, max_tokens: int,
+                       stop: Sequence[str] = (),
+                       drafts: Sequence[Sequence[int] | None] | None = None) -> list[Generation]:
+        """Greedy replies to ``prompts`` (already rendered), decoded together, one sequence each.
+
+        ``drafts`` are replies' token ids (a reference's ``Generation.reply.tokens``): the
+        prefix of each that this model would produce greedily is accepted from the first
+        batch, and decoding goes on one token per reply per step from the first disagreement
+        (:func:`gguf_fragility.engine.greedy.greedy`, which defines the replies). Timings are
+        each reply's share of the batches it was decoded in.
+
+        Raises
+        ------
+        ValueError
+            If a prompt plus ``max_tokens`` exceeds ``n_ctx``, or the prompts do not fit one
+            group (split them with :meth:`groups`).
+        """
+        tokens = [self.prompt_tokens(p, max_tokens) for p in prompts]
+        if len(self.groups([len(t) for t in tokens], max_tokens)) > 1:
+            raise ValueError(f"{len(prompts)} prompts do not fit one group of n_seq_max="
+                             f"{self.n_seq_max} sequences in n_ctx={self.n_ctx}; split them "
+                             f"with Engine.groups")
         self._reset()
-        g = greedy(self, tokens, max_tokens=max_tokens, stop=stop, draft=draft)
-        first = g.generate_s / g.n_decoded if g.n_decoded else 0.0
-        return Generation(
-            text=g.text, n_prompt_tokens=len(tokens),
+        replies = greedy(self, tokens, max_tokens=max_tokens, stop=stop, drafts=drafts)
+        self._reset()
+        return [Generation(
+            text=g.text, n_prompt_tokens=len(t),
             n_gen_tokens=len(g.tokens) - (bool(g.tokens) and self.is_eog(g.tokens[-1])),
-            ttft_s=g.prefill_s + first, prompt_tps=len(tokens) / g.prefill_s,
+            ttft_s=g.prefill_s + (g.generate_s / g.n_decoded if g.n_decoded else 0.0),
+            prompt_tps=len(t) / g.prefill_s,
             gen_tps=g.n_decoded / g.generate_s if g.generate_s > 0 else float("nan"),
             finish_reason=g.finish_reason, answer_logprobs=g.answer_logprobs, reply=g)
+            for t, g in zip(tokens, replies, strict=True)]
 
-    # the greedy.Backend protocol
-    def feed(self, tokens: Sequence[int], n_past: int, n_rows: int) -> np.ndarray:
-        """Decode ``tokens`` on sequence 0 from position ``n_past``; logits of the last
-        ``n_rows`` of them (the cache keeps them)."""
-        return self._decode(list(tokens), n_past, list(range(len(tokens) - n_rows, len(tokens))))
-
-    def truncate(self, n: int) -> None:
-        """Drop every cached position >= ``n`` of sequence 0."""
-        self.llm._ctx.kv_cache_seq_rm(0, n, -1)
-        self.llm.n_tokens = n
+    # the greedy.Backend protocol (with decode above)
+    def drop(self, seq: int, n: int) -> None:
+        """Drop every cached position >= ``n`` of sequence ``seq``."""
+        self.llm._ctx.kv_cache_seq_rm(seq, n, -1)
 
     def is_eog(self, token: int) -> bool:
         """True for an end-of-generation token of this model (EOS, end of turn)."""

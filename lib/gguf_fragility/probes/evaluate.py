@@ -154,7 +154,7 @@ def build_request(engine, item: dict, variant: int = 0) -> Request:
 
 
 class Evaluated(NamedTuple):
-    """Result of :func:`evaluate_item`."""
+    """Result of :func:`evaluate_batch` for one item."""
 
     result: ItemResult
     answer_logprobs: np.ndarray | None  # next-token log-probs at the answer; None on error
@@ -190,61 +190,127 @@ NO_REPLY = dict(gen_tokens=(), n_verified=0, diverged_at=-1, divergence_gap=NAN)
 
 def evaluate_item(engine, item: dict, variant: int = 0,
                   draft: Sequence[int] | None = None) -> Evaluated:
-    """Build, run and score one item; failures are recorded in ``error``, never raised.
+    """Build, run and score one item: :func:`evaluate_batch` of one (a reply decoded alone)."""
+    return evaluate_batch(engine, [item], variant, [draft], progress=False)[0]
 
-    ``draft`` (generative items) is the reference's reply tokens: the engine verifies it in
-    one batch and generates only from the first token where this model disagrees
-    (:func:`gguf_fragility.engine.greedy.greedy`); the reply is the model's greedy reply
-    either way.
+
+def evaluate_batch(engine, items: Sequence[dict], variant: int = 0,
+                   drafts: Sequence[Sequence[int] | None] | None = None, *,
+                   progress: bool = True, desc: str = "probes") -> list[Evaluated]:
+    """Build, run and score ``items``, one :class:`Evaluated` each, in order; failures are
+    recorded in ``error``, never raised.
+
+    Log-likelihood items run one at a time. Generative items with the same decoding budget
+    are decoded in groups (:meth:`Engine.groups`: consecutive items, as many as the KV cache
+    holds), one sequence each (:func:`gguf_fragility.engine.greedy.greedy`). ``drafts``
+    (aligned with ``items``) are the reference's reply tokens: the engine verifies each in
+    the group's first batch and generates only from the first token where this model
+    disagrees; the reply is the model's greedy reply either way. A generative item's
+    ``seconds`` is its group's wall time over the group's size.
     """
-    t0 = time.perf_counter()
-    req = build_request(engine, item, variant)
-    base = dict(item_id=item["item_id"], family=item["family"], variant=variant, mode=req.mode,
+    from tqdm.auto import tqdm
+    drafts = list(drafts) if drafts is not None else [None] * len(items)
+    reqs = [build_request(engine, it, variant) for it in items]
+    out: list[Evaluated | None] = [None] * len(items)
+    budgets: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+    with tqdm(total=len(items), desc=desc, disable=not progress, leave=False) as bar:
+        for i, (item, req) in enumerate(zip(items, reqs, strict=True)):
+            if req.mode == "loglik":
+                out[i] = _loglik_item(engine, item, variant, req)
+                bar.update(1)
+            else:
+                budgets.setdefault((req.max_tokens, req.stop), []).append(i)
+        for (max_tokens, stop), idx in budgets.items():
+            fits, lengths = [], []
+            for i in idx:
+                try:
+                    lengths.append(len(engine.prompt_tokens(reqs[i].prompt, max_tokens)))
+                    fits.append(i)
+                except ValueError as exc:  # longer than n_ctx
+                    out[i] = _failed(items[i], variant, reqs[i], exc, 0.0)
+                    bar.update(1)
+            for group in engine.groups(lengths, max_tokens):
+                members = [fits[g] for g in group]
+                t0 = time.perf_counter()
+                try:
+                    gens = engine.generate_group([reqs[i].prompt for i in members],
+                                                 max_tokens=max_tokens, stop=stop,
+                                                 drafts=[drafts[i] for i in members])
+                except (ValueError, RuntimeError) as exc:
+                    gens = [exc] * len(members)
+                seconds = (time.perf_counter() - t0) / len(members)
+                for i, gen in zip(members, gens, strict=True):
+                    out[i] = (_failed(items[i], variant, reqs[i], gen, seconds)
+                              if isinstance(gen, Exception) else
+                              _generated(items[i], variant, reqs[i], gen, seconds,
+                                         drafts[i] is not None and len(drafts[i]) > 0))
+                bar.update(len(members))
+    return out
+
+
+def _base(item: dict, variant: int, req: Request) -> dict:
+    """The identifying fields of an item's result row."""
+    return dict(item_id=item["item_id"], family=item["family"], variant=variant, mode=req.mode,
                 scorer=scorer_tag(req.scorer), item_hash=item["hash"])
+
+
+def _loglik_item(engine, item: dict, variant: int, req: Request) -> Evaluated:
+    """Score one log-likelihood item (its choices through :meth:`Engine.loglikelihood`)."""
+    t0 = time.perf_counter()
     try:
-        if req.mode == "loglik":
-            ch = _loglik(engine, req)
-            sc = SCORERS[req.scorer].func(ch.logprobs, ch.greedy, item, req.continuations)
-            raw = json.dumps({"logprobs": ch.logprobs, "is_greedy": ch.greedy,
-                              "continuations": list(req.continuations)})
-            return Evaluated(ItemResult(
-                **base, raw_output=raw, extracted=sc.extracted, score=sc.score,
-                correct=sc.correct, acc_norm=sc.detail["acc_norm"],
-                gold_logprob=sc.detail["gold_logprob"], margin=sc.detail["margin"],
-                n_prompt_tokens=ch.n_prompt_tokens, n_gen_tokens=0, ttft_s=NAN, prompt_tps=NAN,
-                gen_tps=NAN, finish_reason="", seconds=time.perf_counter() - t0,
-                detail=_json(sc.detail), error="", **NO_REPLY), ch.answer_logprobs, NAN)
-        gen = engine.generate(req.prompt, max_tokens=req.max_tokens, stop=req.stop, draft=draft)
-        sc = SCORERS[req.scorer].func(gen.text, item)
-        g = gen.reply
-        return Evaluated(ItemResult(
-            **base, raw_output=gen.text, extracted=sc.extracted, score=sc.score,
-            correct=sc.correct, acc_norm=NAN, gold_logprob=NAN, margin=NAN,
-            n_prompt_tokens=gen.n_prompt_tokens, n_gen_tokens=gen.n_gen_tokens,
-            ttft_s=gen.ttft_s, prompt_tps=gen.prompt_tps, gen_tps=gen.gen_tps,
-            finish_reason=gen.finish_reason, seconds=time.perf_counter() - t0,
-            detail=_json(sc.detail), error="", gen_tokens=g.tokens, n_verified=g.n_verified,
-            diverged_at=g.diverged_at, divergence_gap=g.divergence_gap),
-            gen.answer_logprobs, g.logprob if draft is None else g.draft_logprob)
+        ch = _loglik(engine, req)
+        sc = SCORERS[req.scorer].func(ch.logprobs, ch.greedy, item, req.continuations)
     except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than n_ctx
-        return Evaluated(ItemResult(
-            **base, raw_output="", extracted="", score=0.0, correct=False, acc_norm=NAN,
-            gold_logprob=NAN, margin=NAN, n_prompt_tokens=0, n_gen_tokens=0, ttft_s=NAN,
-            prompt_tps=NAN, gen_tps=NAN, finish_reason="error",
-            seconds=time.perf_counter() - t0, detail="{}",
-            error=f"{type(exc).__name__}: {exc}", **NO_REPLY), None, NAN)
+        return _failed(item, variant, req, exc, time.perf_counter() - t0)
+    raw = json.dumps({"logprobs": ch.logprobs, "is_greedy": ch.greedy,
+                      "continuations": list(req.continuations)})
+    return Evaluated(ItemResult(
+        **_base(item, variant, req), raw_output=raw, extracted=sc.extracted, score=sc.score,
+        correct=sc.correct, acc_norm=sc.detail["acc_norm"],
+        gold_logprob=sc.detail["gold_logprob"], margin=sc.detail["margin"],
+        n_prompt_tokens=ch.n_prompt_tokens, n_gen_tokens=0, ttft_s=NAN, prompt_tps=NAN,
+        gen_tps=NAN, finish_reason="", seconds=time.perf_counter() - t0,
+        detail=_json(sc.detail), error="", **NO_REPLY), ch.answer_logprobs, NAN)
+
+
+def _generated(item: dict, variant: int, req: Request, gen, seconds: float,
+               drafted: bool) -> Evaluated:
+    """Score one generated reply (``gen``: an :class:`Engine` ``Generation``)."""
+    try:
+        sc = SCORERS[req.scorer].func(gen.text, item)
+    except (ValueError, RuntimeError) as exc:
+        return _failed(item, variant, req, exc, seconds)
+    g = gen.reply
+    return Evaluated(ItemResult(
+        **_base(item, variant, req), raw_output=gen.text, extracted=sc.extracted,
+        score=sc.score, correct=sc.correct, acc_norm=NAN, gold_logprob=NAN, margin=NAN,
+        n_prompt_tokens=gen.n_prompt_tokens, n_gen_tokens=gen.n_gen_tokens,
+        ttft_s=gen.ttft_s, prompt_tps=gen.prompt_tps, gen_tps=gen.gen_tps,
+        finish_reason=gen.finish_reason, seconds=seconds, detail=_json(sc.detail), error="",
+        gen_tokens=g.tokens, n_verified=g.n_verified, diverged_at=g.diverged_at,
+        divergence_gap=g.divergence_gap),
+        gen.answer_logprobs, g.draft_logprob if drafted else g.logprob)
+
+
+def _failed(item: dict, variant: int, req: Request, exc: Exception, seconds: float) -> Evaluated:
+    """The row of an item whose request failed (score 0, the error named)."""
+    return Evaluated(ItemResult(
+        **_base(item, variant, req), raw_output="", extracted="", score=0.0, correct=False,
+        acc_norm=NAN, gold_logprob=NAN, margin=NAN, n_prompt_tokens=0, n_gen_tokens=0,
+        ttft_s=NAN, prompt_tps=NAN, gen_tps=NAN, finish_reason="error", seconds=seconds,
+        detail="{}", error=f"{type(exc).__name__}: {exc}", **NO_REPLY), None, NAN)
 
 
 def evaluate_items(engine, items: Iterable[dict], variant: int = 0,
                    *, progress: bool = True, desc: str = "probes") -> list[ItemResult]:
     """
-    Evaluate items in order, one :class:`ItemResult` each.
+    Evaluate items in order, one :class:`ItemResult` each (:func:`evaluate_batch`'s rows).
 
     Parameters
     ----------
     engine : Engine
-        Loaded model (needs ``render``, ``is_chat``, ``loglikelihood``, ``generate``,
-        ``tokenize``).
+        Loaded model (needs ``render``, ``is_chat``, ``loglikelihood``, ``tokenize``,
+        ``prompt_tokens``, ``groups``, ``generate_group``).
     items : iterable of dict
         Validated probe items.
     variant : {0, 1}, default 0
@@ -257,10 +323,8 @@ def evaluate_items(engine, items: Iterable[dict], variant: int = 0,
     -------
     list of ItemResult
     """
-    from tqdm.auto import tqdm
-    items = list(items)
-    bar = tqdm(items, desc=desc, disable=not progress, leave=False)
-    return [evaluate_item(engine, it, variant).result for it in bar]
+    return [e.result for e in evaluate_batch(engine, list(items), variant, progress=progress,
+                                             desc=desc)]
 
 
 def results_frame(results: Sequence[ItemResult]):
@@ -306,5 +370,5 @@ def _json(detail: dict) -> str:
 
 
 __all__ = ["SYSTEM_V1", "VARIANTS", "Evaluated", "ItemResult", "Request",
-           "build_request", "evaluate_item", "evaluate_items", "mc_requests", "regrade_result",
-           "results_frame", "user_message"]
+           "build_request", "evaluate_batch", "evaluate_item", "evaluate_items", "mc_requests",
+           "regrade_result", "results_frame", "user_message"]

@@ -19,14 +19,13 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from gguf_fragility import probes
 from gguf_fragility.engine.llama import SCORING_VERSION, Engine, peak_rss_bytes, system_info, topk_rows
 from gguf_fragility.engine.rungs import parse_rung
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes import codeexec
-from gguf_fragility.probes.evaluate import ItemResult, evaluate_item
+from gguf_fragility.probes.evaluate import ItemResult, evaluate_batch
 from gguf_fragility.profile import NOISE_FLOOR, Profile
 from gguf_fragility.run.shift import kl_topk
 from gguf_fragility.stats.inputs import read_ladder
@@ -62,7 +61,7 @@ def engine_settings(profile: Profile, rung: str) -> dict:
     rungs, which set the cache type and flash attention.
 
     The floor decodes in chunks of an eighth of ``n_batch`` (at least 16 tokens) and scores
-    each log-likelihood choice in its own batch (``n_seq_max`` 1): llama.cpp then runs
+    each log-likelihood choice and each reply in its own batch (``n_seq_max`` 1): llama.cpp then runs
     other matrix shapes, so floating-point rounding differs while the weights do not.
     A KV-cache rung (``X+kv_<type>``, controls included) adds ``kv_cache`` and
     ``flash_attn=True``; plain rungs leave both at the engine's defaults (f16, off) and out
@@ -70,7 +69,8 @@ def engine_settings(profile: Profile, rung: str) -> dict:
     """
     e = profile.engine
     out = {"n_ctx": e.n_ctx, "n_threads": e.n_threads, "seed": e.seed,
-           "n_gpu_layers": e.n_gpu_layers, "n_batch": e.n_batch, "n_seq_max": 8}
+           "n_gpu_layers": e.n_gpu_layers, "n_batch": e.n_batch, "n_seq_max": 8,
+           "group_cells": e.group_cells}
     if rung == NOISE_FLOOR:
         out.update(n_batch=max(16, e.n_batch // 8), n_seq_max=1)
     elif (spec := parse_rung(rung)).kv_cache is not None:
@@ -148,11 +148,12 @@ def run_cell(engine: Engine | None, pf: probes.ProbeFile, *, variant: int, prove
     reply tokens as its draft, and ``ref_answer_logprob`` is that reply teacher-forced under
     this rung (the margin lens); at the reference it is the log-probability of its own reply.
     """
+    refs = [None if reference is None else reference.get(item["item_id"]) for item in pf.items]
+    drafts = [(ref or {}).get("tokens") or None for ref in refs]
+    done = evaluate_batch(engine, pf.items, variant, drafts,
+                          desc=f"{provenance['rung']} {pf.family}")
     rows = []
-    for item in tqdm(pf.items, desc=f"{provenance['rung']} {pf.family}", unit="item", leave=False):
-        ref = None if reference is None else reference.get(item["item_id"])
-        draft = (ref or {}).get("tokens") or None
-        res, answer_lp, reply_lp = evaluate_item(engine, item, variant, draft=draft)
+    for ref, draft, (res, answer_lp, reply_lp) in zip(refs, drafts, done, strict=True):
         ref_lp = reply_lp if reference is None or draft else np.nan  # no reference reply
         kl, same, ids, lps = _answer_shift(answer_lp, ref)
         if reference is not None and ref is None:

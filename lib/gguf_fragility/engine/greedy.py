@@ -12,8 +12,9 @@ reference's reply as its own greedy reply, and no token is generated one at a ti
 Several prompts are decoded together, one KV-cache sequence each, as llama.cpp's
 ``llama-parallel`` serves several clients: the prompts' common prefix is decoded once and
 shared by every sequence, and each step of one-token decoding carries one token of every
-unfinished reply. On two CPU cores a step over 8 sequences costs about 3.6 one-sequence
-steps (README, *Verified generation*).
+unfinished reply. On two CPU cores and short contexts a step over 8 sequences costs about
+3.6 one-sequence steps; over long replies the cells a group holds eat the gain (README,
+*Verified and grouped generation*), hence :func:`plan_groups`' cell budget.
 
 The algorithm needs only a :class:`Backend`: decode tokens at positions on sequences and
 return chosen logits rows chunk by chunk, drop a sequence's cache beyond a position, tell
@@ -116,7 +117,7 @@ def plan_groups(lengths: Sequence[int], max_tokens: int, *, n_ctx: int, n_seq_ma
     Every token of a step attends over every cell a group holds (llama.cpp's unified cache
     masks the other sequences' cells, but computes them), so a group's cells cost each of its
     tokens; on two cores groups of long replies are slower than one reply at a time
-    (README, *Verified generation*), while short answers gain.
+    (README, *Verified and grouped generation*), while short answers gain.
 
     Raises
     ------

@@ -87,6 +87,10 @@ def _write_cost(profile: Profile, model: str, rung: str, row: pd.Series, load_s:
     cores, so tokens/s are lower than a serial run's; ``scheduler`` records which it was.
     ``kv_cache_bytes`` is computed, not measured: the K and V cache of ``engine.n_ctx``
     cells in the rung's cache type (:func:`~gguf_fragility.engine.kvcache.kv_cache_bytes`).
+    Tokens/s and time to first token are medians over the generative items of each item's
+    share of the batches it was decoded in (replies decoded together share a batch's
+    seconds), so they are throughputs of the sweep's grouped generation, alike for every rung
+    because the groups are.
     """
     gen = rows[rows["mode"] == "generate"]
     n_ctx = profile.engine.n_ctx

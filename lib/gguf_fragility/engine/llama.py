@@ -41,8 +41,9 @@ from gguf_fragility.engine.rungs import KV_DEFAULT, KV_TYPES
 # 3: cells gain ref_answer_logprob (the reference's reply teacher-forced under the rung)
 # 4: generation is engine.greedy's (own greedy loop; a rung verifies the reference's reply
 #    tokens in one batch); ref_answer_logprob covers the reply's terminating token
-# 5: generative items are decoded in groups of up to n_seq_max replies, one sequence each,
-#    the prompts' common prefix shared; prompt and draft in one pass
+# 5: generative items are decoded in groups (up to n_seq_max replies within group_cells KV
+#    cells), one sequence each, the prompts' common prefix shared; prompt and draft in one
+#    pass
 SCORING_VERSION = 5
 # Flash attention: off in every Engine but a KV-cache rung's (llama.cpp needs it for a
 # quantized V cache). It moves log-probs by 0.1-1.8 % of a rung's KL on CPU, so llama.cpp's

@@ -47,16 +47,6 @@ from gguf_fragility.probes.evaluate import build_request, evaluate_batch, evalua
 GENERATIVE = [f for f, spec in probes.families.SPECS.items() if spec.gen is not None]
 
 
-def first_gap(engine: Engine, item: dict, a: tuple[int, ...], b: tuple[int, ...]) -> float:
-    """|logit difference| under ``engine`` between two replies' tokens where they first part."""
-    toks = engine.tokenize(build_request(engine, item).prompt)
-    j = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-    if j >= min(len(a), len(b)):
-        return float("nan")  # one reply is a prefix of the other
-    row = engine.logprob_rows(toks + list(a[:j]), [len(toks) + j - 1])[0]
-    return float(abs(row[a[j]] - row[b[j]]))
-
-
 def timed(run, *args, **kwargs) -> tuple[float, list]:
     """Seconds and item results of ``run(*args, **kwargs)`` (a list of ``Evaluated``)."""
     t0 = time.perf_counter()
@@ -112,7 +102,8 @@ def main() -> None:
                                    progress=False)
                 differ = [(it, p, v) for it, p, v in zip(items[f], plain, ver, strict=True)
                           if p.gen_tokens != v.gen_tokens]
-                gaps = [first_gap(eng, it, p.gen_tokens, v.gen_tokens) for it, p, v in differ]
+                gaps = [eng.parting_gap(eng.tokenize(build_request(eng, it).prompt), p.gen_tokens,
+                                        v.gen_tokens) for it, p, v in differ]
                 n = len(items[f])
                 rows.append({
                     "rung": rung, "family": f, "items": n,

@@ -54,13 +54,13 @@ class FakeEngine:
     def prompt_tokens(self, prompt, max_tokens):
         if self.fail:
             raise ValueError("prompt exceeds n_ctx")
-        return prompt.split()
+        return list(prompt)  # one token per character: generate_group gets the text back
 
     def groups(self, lengths, max_tokens):
         return [list(range(i, min(i + 2, len(lengths)))) for i in range(0, len(lengths), 2)]
 
     def generate_group(self, prompts, *, max_tokens, stop=(), drafts=None):
-        return [self.generate(p, max_tokens=max_tokens, stop=stop, draft=d)
+        return [self.generate("".join(p), max_tokens=max_tokens, stop=stop, draft=d)
                 for p, d in zip(prompts, drafts or [None] * len(prompts), strict=True)]
 
     def generate(self, prompt, *, max_tokens, stop=(), draft=None):
@@ -164,7 +164,7 @@ class Picky(FakeEngine):
 
     def generate_group(self, prompts, *, max_tokens, stop=(), drafts=None):
         self.group_calls.append(len(prompts))
-        if self.breaks and any(self.breaks in p for p in prompts):
+        if self.breaks and any(self.breaks in "".join(p) for p in prompts):
             raise RuntimeError("llama_decode returned 1")
         return super().generate_group(prompts, max_tokens=max_tokens, stop=stop, drafts=drafts)
 

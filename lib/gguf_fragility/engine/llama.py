@@ -371,14 +371,21 @@ class Engine:
 
     def generate(self, prompt: str, *, max_tokens: int, stop: Sequence[str] = (),
                  draft: Sequence[int] | None = None) -> Generation:
-        """Greedy reply to one ``prompt`` (already rendered): :meth:`generate_group` of one."""
-        return self.generate_group([prompt], max_tokens=max_tokens, stop=stop,
-                                   drafts=[draft])[0]
+        """Greedy reply to one ``prompt`` (already rendered): :meth:`generate_group` of one.
 
-    def generate_group(self, prompts: Sequence[str], *, max_tokens: int,
+        Raises
+        ------
+        ValueError
+            If the prompt plus ``max_tokens`` exceeds ``n_ctx``.
+        """
+        return self.generate_group([self.prompt_tokens(prompt, max_tokens)],
+                                   max_tokens=max_tokens, stop=stop, drafts=[draft])[0]
+
+    def generate_group(self, prompts: Sequence[Sequence[int]], *, max_tokens: int,
                        stop: Sequence[str] = (),
                        drafts: Sequence[Sequence[int] | None] | None = None) -> list[Generation]:
-        """Greedy replies to ``prompts`` (already rendered), decoded together, one sequence each.
+        """Greedy replies to ``prompts`` (the tokens of rendered prompts, as
+        :meth:`prompt_tokens` gives them), decoded together, one sequence each.
 
         ``drafts`` are replies' token ids (a reference's ``Generation.reply.tokens``): the
         prefix of each that this model would produce greedily is accepted from the first
@@ -389,17 +396,15 @@ class Engine:
         Raises
         ------
         ValueError
-            If a prompt plus ``max_tokens`` exceeds ``n_ctx``, or the prompts do not fit one
-            group (split them with :meth:`groups`).
+            If the prompts do not fit one group (split them with :meth:`groups`); a prompt
+            plus ``max_tokens`` over ``n_ctx`` is one such case.
         """
-        tokens = [self.prompt_tokens(p, max_tokens) for p in prompts]
-        if len(self.groups([len(t) for t in tokens], max_tokens)) > 1:
+        if len(self.groups([len(t) for t in prompts], max_tokens)) > 1:
             raise ValueError(f"{len(prompts)} prompts do not fit one group of n_seq_max="
                              f"{self.n_seq_max} sequences in n_ctx={self.n_ctx}; split them "
                              f"with Engine.groups")
         self._reset()
-        replies = greedy(self, tokens, max_tokens=max_tokens, stop=stop, drafts=drafts)
-        self._reset()
+        replies = greedy(self, prompts, max_tokens=max_tokens, stop=stop, drafts=drafts)
         return [Generation(
             text=g.text, n_prompt_tokens=len(t),
             n_gen_tokens=len(g.tokens) - (bool(g.tokens) and self.is_eog(g.tokens[-1])),
@@ -407,7 +412,20 @@ class Engine:
             prompt_tps=len(t) / g.prefill_s,
             gen_tps=g.n_decoded / g.generate_s if g.generate_s > 0 else float("nan"),
             finish_reason=g.finish_reason, answer_logprobs=g.answer_logprobs, reply=g)
-            for t, g in zip(tokens, replies, strict=True)]
+            for t, g in zip(prompts, replies, strict=True)]
+
+    def parting_gap(self, prompt: Sequence[int], a: Sequence[int], b: Sequence[int]) -> float:
+        """|logit difference| under this model between two replies' tokens where they first
+        part (both following ``prompt``); NaN when one reply is a prefix of the other.
+
+        How near a call the parting was: two float paths of one model (batched and one-token
+        decoding) part only where its two candidates are close.
+        """
+        j = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+        if j is None:
+            return float("nan")
+        row = self.logprob_rows(list(prompt) + list(a[:j]), [len(prompt) + j - 1])[0]
+        return float(abs(row[a[j]] - row[b[j]]))
 
     # the greedy.Backend protocol (with decode above)
     def drop(self, seq: int, n: int) -> None:

@@ -221,19 +221,19 @@ def evaluate_batch(engine, items: Sequence[dict], variant: int = 0,
             else:
                 budgets.setdefault((req.max_tokens, req.stop), []).append(i)
         for (max_tokens, stop), idx in budgets.items():
-            fits, lengths = [], []
+            fits, tokens = [], []
             for i in idx:
                 try:
-                    lengths.append(len(engine.prompt_tokens(reqs[i].prompt, max_tokens)))
+                    tokens.append(engine.prompt_tokens(reqs[i].prompt, max_tokens))
                     fits.append(i)
                 except ValueError as exc:  # longer than n_ctx
                     out[i] = _failed(items[i], variant, reqs[i], exc, 0.0)
                     bar.update(1)
-            for group in engine.groups(lengths, max_tokens):
+            for group in engine.groups([len(t) for t in tokens], max_tokens):
                 members = [fits[g] for g in group]
                 t0 = time.perf_counter()
                 try:
-                    gens = engine.generate_group([reqs[i].prompt for i in members],
+                    gens = engine.generate_group([tokens[g] for g in group],
                                                  max_tokens=max_tokens, stop=stop,
                                                  drafts=[drafts[i] for i in members])
                 except (ValueError, RuntimeError) as exc:

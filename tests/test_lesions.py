@@ -245,8 +245,8 @@ def test_notebook_08_on_synthetic_sweep_without_llama_cpp(tmp_path, monkeypatch,
     assert rec.recipe.iloc[0].startswith("Q2_K+ffn_down=Q4_K") and not rec.in_profile.iloc[0]
     assert (tmp_path / "smoke" / "figures" / "lesion_map.svg").is_file()
     assert "not in this profile yet" in (tmp_path / "08_lesions.ipynb").read_text()
-    from gguf_fragility.report.pages import landing_markdown
-    landing = landing_markdown(run)
+    from gguf_fragility.report.landing import details_markdown
+    landing = details_markdown(run)
     assert "## Why it dies: lesions" in landing and "**synth-0**: at Q2_K" in landing
 
 
@@ -340,7 +340,7 @@ def test_recipe_verdict_reads_the_decision_never_a_missing_p(decision, verdict):
 
 
 def test_the_landing_page_states_the_recipe_verdict_once_it_is_swept(tmp_path, fabricated):
-    from gguf_fragility.report.pages import _lesion_sentences  # the landing page's section
+    from gguf_fragility.report.landing import _lesion_sentences  # the landing page's section
 
     run = RunLayout.of("smoke", tmp_path)
     maps = lesions.lesion_map(fabricated.items, fabricated.ladder, settings=SETTINGS)

@@ -101,3 +101,17 @@ def test_conclusion_numbers_trace_to_the_tables(synth):
     values = np.unique(np.r_[v, 100 * v, abs(v), 100 * abs(v)])
     found = claims.numbers(text)
     assert len(found) >= 6 and claims.traced(found, values).all()
+
+
+def test_conclusion_says_nothing_was_shown_once_instead_of_zeros():
+    rank = pd.DataFrame([{"model_a": "a", "model_b": "b", "n_families": 3, "can_show": False}])
+    dec = pd.DataFrame([{"model_a": "a", "model_b": "b", "lens": "correctness", "match": m,
+                         "rung_a": "all", "equivalent_a": 0, "equivalent_both": 0,
+                         "loss_a": 0, "loss_both": 0} for m in ("name", "bpw")])
+    text = transfer.conclusion(rank, dec, "a", "b")
+    assert "of 0" not in text and " 0 were" not in text and " 0 also" not in text, text
+    assert text.count("nothing was shown") == 1, text
+    dec.loc[0, ["equivalent_a", "equivalent_both"]] = [3, 2]
+    text = transfer.conclusion(rank, dec, "a", "b")
+    assert "of 3 correctness cells shown equivalent on a, 2 were also shown equivalent on b" in text
+    assert "of 0" not in text and "with a loss shown" not in text, text

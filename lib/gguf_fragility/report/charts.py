@@ -25,3 +25,63 @@ def save(chart: alt.TopLevelMixin, name: str, run: RunLayout) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     chart.save(out)
     return out
+
+
+WIDTH, ROW_HEIGHT = 300, 44  # px of the effects chart's plot, per family row
+
+
+def effects_chart(df, *, margin_pp: float, verdicts) -> alt.FacetChart:
+    """
+    One model's change per family (rows) and rung (placed by real bits per weight).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        ``family, rung, bpw, change, low, high`` (points) and ``verdict`` (a label of
+        ``verdicts``).
+    margin_pp : float
+        Equivalence margin, drawn as a band around zero.
+    verdicts : sequence of (label, colour, shape)
+        The legend, in order (:data:`gguf_fragility.report.landing.VERDICTS`).
+
+    Returns
+    -------
+    altair.FacetChart
+        Its legend below the plot, so that it never runs past a narrow column.
+    """
+    use_svg()
+    rungs = df.drop_duplicates("rung").sort_values("bpw")
+    names = " : ".join(f"datum.value == {b!r} ? ['{r}', '{b:.2f}']"
+                       for r, b in zip(rungs["rung"], rungs["bpw"], strict=True))
+    lo, hi = float(rungs["bpw"].min()), float(rungs["bpw"].max())
+    pad = max(0.4, 0.08 * (hi - lo))
+    x = alt.X("bpw:Q", title="rung and real bits per weight",
+              scale=alt.Scale(domain=[lo - pad, hi + pad], nice=False, zero=False),
+              axis=alt.Axis(values=rungs["bpw"].tolist(), labelExpr=f"{names} : ''",
+                            grid=False, labelFontSize=10))
+    labels = [v[0] for v in verdicts]
+    colour = alt.Color("verdict:N", title=None, scale=alt.Scale(
+        domain=labels, range=[v[1] for v in verdicts]),
+        legend=alt.Legend(orient="bottom", direction="horizontal", labelLimit=0))
+    shape = alt.Shape("verdict:N", title=None, scale=alt.Scale(
+        domain=labels, range=[v[2] for v in verdicts]))
+    y = alt.Y("change:Q", title=None, axis=alt.Axis(tickCount=3, grid=False, labelFontSize=9, orient="left"))
+    base = alt.Chart(df)
+    band = base.transform_aggregate(n="count()", groupby=["family"]).mark_rect(
+        color="#2e7d32", opacity=0.1).encode(y=alt.datum(-margin_pp), y2=alt.datum(margin_pp))
+    zero = base.transform_aggregate(n="count()", groupby=["family"]).mark_rule(
+        color="#555", strokeWidth=0.7).encode(y=alt.datum(0))
+    bars = base.mark_rule(strokeWidth=2).encode(x=x, y=alt.Y("low:Q", title=None), y2="high:Q",
+                                                color=colour)
+    dots = base.mark_point(filled=True, size=55, opacity=1).encode(
+        x=x, y=y, color=colour, shape=shape,
+        tooltip=["family", "rung", alt.Tooltip("change:Q", format=".1f"), "verdict"])
+    name = base.transform_aggregate(n="count()", groupby=["family"]).mark_text(
+        align="right", baseline="bottom", fontSize=11, fontWeight="bold", color="#333").encode(
+        text="family:N", x=alt.value(WIDTH - 3), y=alt.value(ROW_HEIGHT - 2))
+    return (alt.layer(band, zero, bars, dots, name).properties(width=WIDTH, height=ROW_HEIGHT)
+            .facet(row=alt.Row("family:N", title=None, header=alt.Header(labels=False)),
+                   spacing=4)
+            .properties(title=alt.Title("accuracy change against the reference (points)",
+                                        fontSize=11, fontWeight="normal", anchor="start"))
+            .configure_view(stroke="#ddd"))

@@ -9,7 +9,7 @@ the CSVs), the executed notebooks (``chapters/``) and the figures into
 ``outputs/<profile>/site/`` with Quarto when it is installed and with smalldocs (the same
 ``_quarto.yml``, pure Python, no network) otherwise, then checks that no page loads
 anything from outside the site and runs the claim check (:mod:`gguf_fragility.report.claims`).
-The generated prose comes from :mod:`gguf_fragility.report.pages`.
+The generated prose comes from :mod:`gguf_fragility.report.pages` and :mod:`~gguf_fragility.report.landing`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import yaml
 from gguf_fragility import paths, store
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.report import claims
-from gguf_fragility.report.pages import GENERATED, headline_table, settings_table
+from gguf_fragility.report.landing import GENERATED
+from gguf_fragility.report.pages import headline_table, settings_table
 
 REPORT = paths.REPO / "report"
 CONFIG = paths.REPO / "_quarto.yml"
@@ -53,7 +54,9 @@ class Rendered(NamedTuple):
 
 
 def _chapter(src: Path, dst: Path) -> None:
-    """Copy an executed notebook, turning its first ``# heading`` into a title with its variant."""
+    """Copy an executed notebook, turning its first ``# heading`` into a title with its variant
+    and giving every code cell ``_quarto.yml``'s code folding as its own ``#|`` options (the
+    smalldocs fallback folds a notebook's cell only when the cell asks; Quarto reads both)."""
     nb = json.loads(src.read_text())
     variant = src.stem.split("__", 1)[1].replace("__", " · ") if "__" in src.stem else ""
     title = src.stem
@@ -64,9 +67,21 @@ def _chapter(src: Path, dst: Path) -> None:
             if m:
                 title = m.group(1).strip()
                 cell["source"] = text[m.end():]
+def _fold_options() -> str:
+    """``#|`` lines asking for ``_quarto.yml``'s ``code-fold`` and ``code-summary`` (html)."""
+    html = (yaml.safe_load(CONFIG.read_text()).get("format") or {}).get("html") or {}
+    keys = [k for k in ("code-fold", "code-summary") if k in html]
+    return "".join(f"#| {k}: {json.dumps(html[k])}\n" for k in keys)
+
+
             break
     title = f"{title}: {variant}" if variant else title
     front = {"cell_type": "raw", "metadata": {}, "source": "---\n" + yaml.safe_dump(
+    fold = _fold_options()
+    for cell in nb.get("cells", []) if fold else ():
+        if cell.get("cell_type") == "code":
+            text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            cell["source"] = fold + text
         {"title": title}, allow_unicode=True) + "---\n"}
     nb["cells"] = [front, *nb.get("cells", [])]
     dst.write_text(json.dumps(nb))

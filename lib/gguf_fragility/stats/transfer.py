@@ -381,13 +381,23 @@ def conclusion(rank: pd.DataFrame, decisions: pd.DataFrame, a: str, b: str) -> s
                 f"between {a} and {b} is {_fmt(r['kendall_tau_b'])} ({r['p_method']} p = "
                 f"{_fmt(r['kendall_p'], 3)}; Spearman's rho {_fmt(r['spearman_rho'])}, p = "
                 f"{_fmt(r['spearman_p'], 3)}); correctness death rungs agree by name for "
-                f"{int(r['n_death_agree_correctness'])} of {n} families.")
+                f"{_count(r['n_death_agree_correctness'])} of {n} families.")
     s = decisions[(decisions["model_a"] == a) & (decisions["model_b"] == b)
                   & (decisions["rung_a"] == "all") & (decisions["lens"] == "correctness")]
-    for _, p in s.iterrows():
+    for _, p in s[(s["equivalent_a"] > 0) | (s["loss_a"] > 0)].iterrows():
         how = "rung name" if p["match"] == "name" else "real bits per weight"
-        text += (f" Matched by {how}, of {int(p['equivalent_a'])} correctness cells shown "
-                 f"equivalent on {a}, {int(p['equivalent_both'])} were also shown equivalent "
-                 f"on {b}; of {int(p['loss_a'])} with a loss shown on {a}, "
-                 f"{int(p['loss_both'])} also showed one on {b}.")
+        parts = [f"of {int(p[f'{k}_a'])} {what} on {a}, {_count(p[f'{k}_both'])} {also} on {b}"
+                 for k, what, also in (
+                     ("equivalent", "correctness cells shown equivalent", "were also shown "
+                      "equivalent"), ("loss", "with a loss shown", "also showed one"))
+                 if p[f"{k}_a"] > 0]
+        text += f" Matched by {how}, " + "; ".join(parts) + "."
+    if len(s) and not ((s["equivalent_a"] > 0) | (s["loss_a"] > 0)).any():
+        text += (f" On correctness, nothing was shown on {a} (no loss, no equivalence) to carry "
+                 f"over to {b}.")
     return text
+
+
+def _count(k) -> str:
+    """A count as the sentences write it: "none" for zero, so no sentence is about zeros."""
+    return str(int(k)) if k else "none"

@@ -5,6 +5,8 @@
 #
 #   bash scripts/ensure_sandbox.sh          # needs root (or sudo) the first time
 #
+# It also says how the total memory of a program is capped here: its own memory cgroup where
+# one is writable (root, or a delegated cgroup v2), else per-process limits.
 # Without bwrap the code family falls back to util-linux `unshare` (weaker: the host
 # filesystem stays visible) or is refused unless the profile sets allow_unisolated_code.
 set -euo pipefail
@@ -19,8 +21,16 @@ works() {  # bwrap exists and can create the namespaces the sandbox uses
       --symlink usr/lib64 /lib64 --proc /proc --dev /dev /usr/bin/true >/dev/null 2>&1
 }
 
+memory_cap() {  # which total memory cap the sandbox gets here (lib/gguf_fragility/probes/memcap.py)
+  local cap
+  cap=$("${PYTHON:-python3}" "$(dirname "$0")/../lib/gguf_fragility/probes/memcap.py" 2>&1) ||
+    cap="not checked (${cap##*$'\n'})"
+  echo "ensure_sandbox: memory cap: $cap"
+}
+
 if works; then
   echo "ensure_sandbox: $(command -v bwrap) ($(bwrap --version)) works"
+  memory_cap
   exit 0
 fi
 
@@ -31,6 +41,7 @@ fi
 
 if works; then
   echo "ensure_sandbox: installed $(command -v bwrap) ($(bwrap --version))"
+  memory_cap
 else
   echo "ensure_sandbox: bwrap is installed but cannot create user namespaces here" \
        "(containers often forbid them: allow unprivileged user namespaces, or run the" \

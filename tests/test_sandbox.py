@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gguf_fragility.probes import codeexec
+from gguf_fragility.probes import codeexec, memcap
 from gguf_fragility.probes.codeexec import Isolation, SandboxUnavailable, run_python
 from gguf_fragility.probes.scorers import SCORERS
 
@@ -226,6 +226,96 @@ def test_memory_past_the_limit_fails():
     assert "MemoryError" in res.stderr and "allocated" not in res.stdout
 
 
+FORKING_ALLOCATOR = """\
+import subprocess, sys
+hog = "import time; b = b'x' * ({mib} << 20); print('held', flush=True); time.sleep({hold})"
+kids = [subprocess.Popen([sys.executable, "-c", hog, {marker!r}]) for _ in range({n})]
+print([k.wait() for k in kids], flush=True)
+def add(a, b):
+    return a + b
+assert add(2, 3) == 5  # a correct solution: only its memory use makes it fail
+"""
+
+
+def held_bytes(marker: str, stop: threading.Event, peaks: list[int]) -> None:
+    """Sample the summed resident memory of the host processes holding ``marker``."""
+    while not stop.is_set():
+        total = 0
+        for pid in marked_pids(marker, wait_s=0):
+            try:
+                rss = (Path("/proc") / str(pid) / "statm").read_text().split()[1]
+            except (OSError, IndexError):
+                continue
+            total += int(rss) * os.sysconf("SC_PAGE_SIZE")
+        peaks.append(total)
+        time.sleep(0.05)
+
+
+HOGS, HOG_MIB = 4, 700  # 2800 MiB asked for in four processes, each under the per-process limit
+
+
+def hog_run(hold_s: float, timeout_s: float) -> tuple[codeexec.ExecResult, int, str]:
+    """The forking allocator's result, the most it held at once (seen from the host), its marker."""
+    marker = f"gf-hog-{uuid.uuid4().hex}"
+    stop, peaks = threading.Event(), []
+    sampler = threading.Thread(target=held_bytes, args=(marker, stop, peaks))
+    sampler.start()
+    try:
+        res = run_python(FORKING_ALLOCATOR.format(mib=HOG_MIB, hold=hold_s, marker=marker,
+                                                  n=HOGS), timeout_s=timeout_s)
+    finally:
+        stop.set()
+        sampler.join()
+    return res, max(peaks), marker
+
+
+def test_forking_allocator_is_capped_in_total():
+    cap = memcap.find_memory_cap()
+    if cap.kind == "rlimit":  # the fallback bounds the product instead
+        per = memcap.process_memory_bytes(cap, codeexec.MEMORY_BYTES, codeexec.MAX_PROCS)
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        assert per * codeexec.MAX_PROCS <= ram // 4, cap
+        pytest.skip(f"no writable memory cgroup here: {cap.reason}")
+    assert HOGS * HOG_MIB << 20 > memcap.TOTAL_MEMORY_BYTES > HOG_MIB << 20
+    assert HOG_MIB << 20 < codeexec.MEMORY_BYTES
+    slack = HOGS * (16 << 20)  # each interpreter's shared libraries count in every RSS
+    res, held, marker = hog_run(hold_s=0.3, timeout_s=15)
+    assert held <= memcap.TOTAL_MEMORY_BYTES + slack, (held >> 20, res)
+    assert res.peak_bytes is not None and res.peak_bytes <= memcap.TOTAL_MEMORY_BYTES
+    assert "-9" in res.stdout, res.stdout  # the program saw children killed, and went on
+    assert not res.passed and res.status == "failed", res  # though its tests then passed
+    assert "memory cap" in res.reason, res.reason
+    assert marked_pids(marker) == []
+    # children that hold their memory past the timeout: capped too, and none outlives it
+    res, held, marker = hog_run(hold_s=60, timeout_s=2)
+    assert held <= memcap.TOTAL_MEMORY_BYTES + slack, (held >> 20, res)
+    assert res.status == "timeout" and "memory cap" in res.reason, res
+    assert marked_pids(marker) == []
+    mine = list(Path(cap.parent).glob(f"run-{os.getpid()}-*"))
+    assert mine == [], mine  # its cgroups are removed
+
+
+def test_memory_cap_falls_back_when_no_cgroup_is_writable(monkeypatch):
+    monkeypatch.setattr(memcap, "_hierarchies", lambda: [("v1", "/proc/self")])
+    memcap.find_memory_cap.cache_clear()
+    try:
+        cap = memcap.find_memory_cap()
+    finally:
+        memcap.find_memory_cap.cache_clear()
+    assert cap.kind == "rlimit" and cap.reason.startswith("/proc/self: "), cap
+
+
+def test_without_a_cgroup_the_product_is_bounded(monkeypatch):
+    monkeypatch.setattr(memcap, "find_memory_cap",
+                        lambda: memcap.MemoryCap("rlimit", "", "simulated: no cgroup"))
+    per = memcap.process_memory_bytes(memcap.find_memory_cap(), codeexec.MEMORY_BYTES,
+                                      codeexec.MAX_PROCS)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < per <= codeexec.MEMORY_BYTES and per * codeexec.MAX_PROCS <= ram // 4
+    res = run_python(f"x = bytearray({per + (64 << 20)})\nprint('allocated')\n")
+    assert not res.passed and "MemoryError" in res.reason and res.peak_bytes is None, res
+
+
 def test_loop_past_the_time_limit_times_out():
     t0 = time.monotonic()
     res = run_python("while True: pass\n", timeout_s=1.5)
@@ -242,13 +332,16 @@ print("parent exits")
 """
 
 
-def test_no_child_survives_the_program():
+def test_no_child_survives_the_program(monkeypatch):
     marker = f"gf-survivor-{uuid.uuid4().hex}"
     t0 = time.monotonic()
     res = run_python(SURVIVOR.format(marker=marker))
     assert res.passed and time.monotonic() - t0 < 10, res
     assert marked_pids(marker) == []
-    # control: unisolated, the detached child does outlive its parent (so the check can see it)
+    # control: unisolated and without a cgroup (whose removal kills leftovers too), the
+    # detached child does outlive its parent (so the check can see it)
+    monkeypatch.setattr(memcap, "find_memory_cap",
+                        lambda: memcap.MemoryCap("rlimit", "", "simulated: no cgroup"))
     control_marker = f"gf-survivor-{uuid.uuid4().hex}"
     assert unisolated(SURVIVOR.format(marker=control_marker)).passed
     left = marked_pids(control_marker, wait_s=0)

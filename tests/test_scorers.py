@@ -213,10 +213,46 @@ def test_code_exec_humaneval(raw, ok):
     assert s.correct is ok
 
 
+WRONG_ADD = "def add(a, b):\n    return a - b\n"  # the appended tests would fail it
+EARLY_EXITS = {  # model code that ends its process before the tests, with status 0
+    "sys.exit(0)": "import sys\nsys.exit(0)\n",
+    "os._exit(0)": "import os\nos._exit(0)\n",
+    "process-group kill": ("import os, signal\n"
+                           "signal.signal(signal.SIGTERM, lambda *a: os._exit(0))\n"
+                           "os.killpg(0, signal.SIGTERM)\nimport time\ntime.sleep(5)\n"),
+    "process-group SIGKILL": "import os, signal\nos.killpg(0, signal.SIGKILL)\n",
+    "exec /bin/true": "import os\nos.execv('/bin/true', ['true'])\n",
+    "fake token line": ("print('gguf-fragility tests done ' + '0' * 32)\n"
+                        "import sys\nsys.exit(0)\n"),
+    "token hunt": ("import os, sys\nprint(sys.stdin.read())\nprint(' '.join(sys.argv))\n"
+                   "print(*os.environ.values())\nprint(open('/proc/self/cmdline').read())\n"
+                   "os._exit(0)\n"),
+}
+
+
+@pytest.mark.parametrize("tail", EARLY_EXITS.values(), ids=EARLY_EXITS.keys())
+def test_code_exec_needs_the_tests_to_run(tail):
+    item = gen_item([], "code_exec", **HE_PARAMS)
+    s = SCORERS["code_exec"].func(f"```python\n{WRONG_ADD}{tail}```", item)
+    assert not s.correct and s.score == 0.0, s.detail
+    assert s.detail["status"] == "failed" and s.detail["reason"], s.detail
+
+
+def test_code_exec_correct_code_passes_with_the_token_hidden():
+    raw = "```python\ndef add(a, b):\n    return a + b\nprint('no newline', end='')\n```"
+    s = SCORERS["code_exec"].func(raw, gen_item([], "code_exec", **HE_PARAMS))
+    assert s.correct and s.detail["reason"] == "", s.detail
+    res = codeexec.run_python("import sys\nprint('a')\nprint('b', end='')\n")
+    assert res.passed and res.stdout == "a\nb" and res.reason == ""  # token line removed
+    early = codeexec.run_python("import sys\nprint('a')\nsys.exit(0)\n")
+    assert not early.passed and "before its tests finished" in early.reason
+    assert early.stdout == "a\n"  # nothing of the token reached the output
+
+
 def test_code_exec_times_out_on_infinite_loop():
     t0 = time.perf_counter()
     res = codeexec.run_python("while True: pass\n", timeout_s=1.5)
-    assert res.status == "timeout" and not res.passed
+    assert res.status == "timeout" and not res.passed and "within 1.5 s" in res.reason
     assert time.perf_counter() - t0 < 10
 
 

@@ -9,7 +9,21 @@ capabilities, no new privileges, a fresh session (no terminal injection) and dea
 its parent. Every process it starts dies when the program exits (the PID namespace's init
 is ``bwrap``'s reaper). Resource limits (address space, file size, CPU seconds, processes)
 are set before the program's first line and cannot be raised again without
-``CAP_SYS_RESOURCE``, which the sandbox does not have.
+``CAP_SYS_RESOURCE``, which the sandbox does not have. All of a program's processes
+together are held to one memory cap by a cgroup where one is writable, else by per-process
+limits whose product stays within a quarter of the RAM (:mod:`.memcap`).
+
+A pass is proven, not inferred from the exit status. The program arrives on the
+interpreter's stdin (``python -I -S -``), which is read to its end before the first line
+runs: no file holds it and stdin is empty when the model's code runs. :func:`run_python`
+appends an epilogue that, after the tests, prints a random token made for this run
+(:mod:`secrets`, 128 bits) as the last line and ends the process. A run passes only when it
+exits with status 0 *and* its stdout ends with that line. The token is not in the
+environment, argv, a file or stdin, so model code that ends the process early
+(``sys.exit(0)``, ``os._exit(0)``, a signal to its own process group whose handler exits 0,
+``exec`` of ``/bin/true``) or prints a token-like line of its own cannot produce it; only
+code that digs the constant out of the interpreter's own code objects could, which is a
+deliberate forgery rather than an accident, and one the other walls still contain.
 
 Without ``bwrap``, util-linux ``unshare`` is the fallback: new user, PID, network, IPC,
 UTS and mount namespaces, but the host filesystem stays visible and, for the caller's own
@@ -29,6 +43,7 @@ import contextvars
 import functools
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -37,7 +52,9 @@ import tempfile
 from collections.abc import Iterator
 from typing import NamedTuple
 
-MEMORY_BYTES = 2 << 30  # address space per process
+from gguf_fragility.probes import memcap
+
+MEMORY_BYTES = 2 << 30  # address space per process (less without a cgroup: memcap)
 FILE_BYTES = 1 << 24  # largest file a program may write
 MAX_PROCS = 8  # tasks (processes and threads) of the sandbox's uid, bwrap's reaper included
 TMPFS_BYTES = 64 << 20  # the private working folder (RAM-backed)
@@ -52,6 +69,12 @@ def _no_net(*a, **k):
     raise OSError("network disabled in the probe sandbox")
 _s.socket = _no_net; _s.create_connection = _no_net; _s.getaddrinfo = _no_net
 del _r, _s, _no_net
+'''
+EPILOGUE = '''
+import os as _gf_os, sys as _gf_sys
+_gf_sys.stdout.flush(); _gf_sys.stderr.flush()
+_gf_os.write(1, b"\\n{token}\\n")
+_gf_os._exit(0)
 '''
 # The preamble's socket stubs are a courtesy (a clear error message), not the wall: the
 # namespaces are. RLIMIT_NPROC counts every process of a real user, so the sandbox runs as
@@ -102,7 +125,7 @@ def base_python() -> str:
     return exe if os.path.isfile(exe) else os.path.realpath(sys.executable)
 
 
-def _bwrap_argv(bwrap: str, prog_fd: int, cwd: str) -> list[str]:
+def _bwrap_argv(bwrap: str, cwd: str) -> list[str]:
     """bwrap's command line up to (not including) the interpreter.
 
     As root, bwrap builds the namespaces with root's rights (no user namespace) and
@@ -134,8 +157,7 @@ def _bwrap_argv(bwrap: str, prog_fd: int, cwd: str) -> list[str]:
             argv += ["--perms", "0755", "--dir", "/" + "/".join(parts[:i + 1])]
         argv += ["--ro-bind", prefix, prefix]
     argv += ["--proc", "/proc", "--dev", "/dev",
-             "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", cwd,
-             "--perms", "0644", "--file", str(prog_fd), f"{cwd}/prog.py", "--chdir", cwd]
+             "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", cwd, "--chdir", cwd]
     if as_root:
         argv += ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                  "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
@@ -148,11 +170,11 @@ def _unshare_argv(unshare: str) -> list[str]:
             "--ipc", "--uts", "--mount", "--fork", "--kill-child", "--mount-proc"]
 
 
-def _probe(argv: list[str], pass_fds=()) -> str:
-    """Run a trivial program under ``argv``; "" when it works, else the error."""
+def _probe(argv: list[str]) -> str:
+    """Run a trivial program (on stdin) under ``argv``; "" when it works, else the error."""
     try:
-        p = subprocess.run(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=20)
+        p = subprocess.run(argv, input="print('ok')\n", capture_output=True, text=True,
+                           timeout=20)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{type(exc).__name__}: {exc}"
     return "" if p.returncode == 0 and p.stdout.strip() == "ok" else (
@@ -181,12 +203,7 @@ def find_isolation(bwrap: str = "bwrap", unshare: str = "unshare") -> Isolation:
     if tool is None:
         reasons.append(f"{bwrap!r} not found")
     else:
-        with tempfile.TemporaryFile() as fh:
-            fh.write(b"print('ok')\n")
-            fh.flush()
-            fh.seek(0)
-            err = _probe([*_bwrap_argv(tool, fh.fileno(), "/sandbox"), base_python(), "-I",
-                          "-S", "/sandbox/prog.py"], pass_fds=(fh.fileno(),))
+        err = _probe([*_bwrap_argv(tool, "/sandbox"), base_python(), "-I", "-S", "-"])
         if not err:
             return Isolation("bwrap", tool, "")
         reasons.append(f"{tool} fails: {err}")
@@ -194,7 +211,7 @@ def find_isolation(bwrap: str = "bwrap", unshare: str = "unshare") -> Isolation:
     if tool is None:
         reasons.append(f"{unshare!r} not found")
     else:
-        err = _probe([*_unshare_argv(tool), base_python(), "-I", "-S", "-c", "print('ok')"])
+        err = _probe([*_unshare_argv(tool), base_python(), "-I", "-S", "-"])
         if not err:
             return Isolation("unshare", tool, "; ".join(reasons))
         reasons.append(f"{tool} fails: {err}")
@@ -218,11 +235,13 @@ def require_isolation(isolation: Isolation | None = None,
 class ExecResult(NamedTuple):
     """Result of :func:`run_python`."""
 
-    passed: bool
+    passed: bool  # exit status 0 and this run's token as the last line of stdout
     status: str  # "passed", "failed", "timeout"
     returncode: int | None
-    stdout: str
+    stdout: str  # without the token line
     stderr: str
+    reason: str  # why it did not pass, in one line ("" when it passed)
+    peak_bytes: int | None  # most memory its processes held at once (None: no cgroup here)
 
 
 def extract_code(text: str) -> str:
@@ -268,12 +287,13 @@ def build_program(code: str, params: dict) -> str:
 def run_python(program: str, *, timeout_s: float = 10.0, allow_unisolated: bool | None = None,
                isolation: Isolation | None = None) -> ExecResult:
     """
-    Run ``program`` with the base interpreter (``python -I -S``) in the sandbox.
+    Run ``program`` with the base interpreter (``python -I -S -``) in the sandbox.
 
     Parameters
     ----------
     program : str
-        Source code; passes when it exits with status 0.
+        Source code; passes when it runs to its end: exit status 0 and the run's token,
+        printed by the appended :data:`EPILOGUE`, as the last line of stdout.
     timeout_s : float, default 10.0
         Wall-clock limit in seconds; on expiry the sandbox and everything in it is killed.
     allow_unisolated : bool, optional
@@ -285,7 +305,8 @@ def run_python(program: str, *, timeout_s: float = 10.0, allow_unisolated: bool 
     Returns
     -------
     ExecResult
-        Pass flag, status, return code and captured output (truncated to 10 kB each).
+        Pass flag, status, return code, captured output (truncated to 10 kB each; the
+        token line removed), the reason for a failure and the peak memory.
 
     Raises
     ------
@@ -294,44 +315,74 @@ def run_python(program: str, *, timeout_s: float = 10.0, allow_unisolated: bool 
 
     Notes
     -----
-    Limits: wall clock ``timeout_s``; CPU seconds ``timeout_s + 1``; address space
-    :data:`MEMORY_BYTES` per process; files :data:`FILE_BYTES`; tasks :data:`MAX_PROCS`
-    (per sandbox under ``bwrap``; the working tmpfs holds :data:`TMPFS_BYTES`). The memory
-    limit is per process, so the worst case is about ``MAX_PROCS * MEMORY_BYTES``: there is
-    no cgroup here to cap the sum. Output is read as UTF-8 with replacement.
+    Limits: wall clock ``timeout_s``; CPU seconds ``timeout_s + 1``; files
+    :data:`FILE_BYTES`; tasks :data:`MAX_PROCS` (per sandbox under ``bwrap``; the working
+    tmpfs holds :data:`TMPFS_BYTES`); memory :data:`memcap.TOTAL_MEMORY_BYTES` for all its
+    processes together (a cgroup) with :data:`MEMORY_BYTES` of address space each, or,
+    where no cgroup is writable, :func:`memcap.process_memory_bytes` each. A run during
+    which the kernel killed a process at the memory cap fails, whatever its output.
+    Output is read as UTF-8 with replacement.
     """
     iso = require_isolation(isolation, allow_unisolated)
-    preamble = PREAMBLE.format(mem=MEMORY_BYTES, fsize=FILE_BYTES, nproc=MAX_PROCS,
+    cap = memcap.find_memory_cap()
+    mem = memcap.process_memory_bytes(cap, MEMORY_BYTES, MAX_PROCS)
+    preamble = PREAMBLE.format(mem=mem, fsize=FILE_BYTES, nproc=MAX_PROCS,
                                cpu=int(timeout_s) + 1)
-    with tempfile.TemporaryDirectory(prefix="gf-code-") as tmp:
-        path = os.path.join(tmp, "prog.py")
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(preamble + program)
-        with open(path, "rb") as prog:
-            py = [base_python(), "-I", "-S"]
-            if iso.kind == "bwrap":
-                cwd, fds = "/sandbox", (prog.fileno(),)
-                argv = [*_bwrap_argv(iso.tool, prog.fileno(), cwd), *py, f"{cwd}/prog.py"]
-            else:  # unshare, or none (opted in): the host's temporary folder
-                cwd, fds = tmp, ()
-                argv = [*(_unshare_argv(iso.tool) if iso.kind == "unshare" else []), *py, path]
-            env = {"PATH": "/usr/bin:/bin", "HOME": cwd, "LANG": "C.UTF-8"}
-            proc = subprocess.Popen(argv, cwd=tmp, env=env, pass_fds=fds,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True, text=True,
-                                    errors="replace")
-            try:
-                out, err = proc.communicate(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                # bwrap/unshare die with their parent's group; their PID namespace goes too
-                os.killpg(proc.pid, signal.SIGKILL)
-                out, err = proc.communicate()
-                return ExecResult(False, "timeout", None, out[-10000:], err[-10000:])
-        ok = proc.returncode == 0
-        return ExecResult(ok, "passed" if ok else "failed", proc.returncode, out[-10000:],
-                          err[-10000:])
+    token = f"gguf-fragility tests done {secrets.token_hex(16)}"
+    source = preamble + program + "\n" + EPILOGUE.format(token=token)
+    py = [base_python(), "-I", "-S", "-"]
+    with tempfile.TemporaryDirectory(prefix="gf-code-") as tmp, memcap.run_cgroup(cap) as cg:
+        if iso.kind == "bwrap":
+            cwd = "/sandbox"
+            argv = [*_bwrap_argv(iso.tool, cwd), *py]
+        else:  # unshare, or none (opted in): the host's temporary folder
+            cwd = tmp
+            argv = [*(_unshare_argv(iso.tool) if iso.kind == "unshare" else []), *py]
+        env = {"PATH": "/usr/bin:/bin", "HOME": cwd, "LANG": "C.UTF-8"}
+        proc = subprocess.Popen(memcap.launcher(cg, argv), cwd=tmp, env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True, text=True,
+                                encoding="utf-8", errors="replace")
+        try:
+            out, err = proc.communicate(source, timeout=timeout_s)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            # bwrap/unshare die with their parent's group; their PID namespace goes too
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            timed_out = True
+        use = memcap.usage(cg)
+    done = f"\n{token}\n"
+    proven = not timed_out and proc.returncode == 0 and out.endswith(done)
+    if proven:
+        out = out[:-len(done)]
+    reason = _why_not(proc.returncode, timed_out, proven, use, err, timeout_s)
+    status = "timeout" if timed_out else "failed" if reason else "passed"
+    return ExecResult(not reason, status, None if timed_out else proc.returncode,
+                      out[-10000:], err[-10000:], reason, use.peak_bytes)
 
 
-__all__ = ["ENABLE_HINT", "ExecResult", "Isolation", "PREAMBLE", "SandboxUnavailable",
+def _why_not(rc: int, timed_out: bool, proven: bool, use: memcap.Usage, err: str,
+             timeout_s: float) -> str:
+    """One line: why a run did not pass ("" when it did)."""
+    if use.oom_kills:
+        return (f"its processes together reached the {memcap.TOTAL_MEMORY_BYTES >> 20} MiB "
+                f"memory cap; the kernel killed {use.oom_kills} of them")
+    if timed_out:
+        return f"no result within {timeout_s:g} s; the sandbox was killed"
+    if proven:
+        return ""
+    if rc == 0:
+        return ("exited with status 0 before its tests finished (no completion token as the "
+                "last line of output)")
+    if rc < 0:
+        return f"killed by signal {-rc}"
+    last = next((line.strip() for line in reversed(err.splitlines()) if line.strip()), "")
+    if not last and 128 < rc <= 128 + 64:  # bwrap reports a killed child as 128 + signal
+        return f"exit status {rc} (killed by signal {rc - 128})"
+    return f"exit status {rc}" + (f": {last[:200]}" if last else "")
+
+
+__all__ = ["ENABLE_HINT", "EPILOGUE", "ExecResult", "Isolation", "PREAMBLE", "SandboxUnavailable",
            "base_python", "build_program", "extract_code", "find_isolation",
            "require_isolation", "run_python", "unisolated_allowed"]

@@ -260,13 +260,17 @@ def score_ifeval(raw: str, item: dict) -> Score:
 
 
 def score_code_exec(raw: str, item: dict) -> Score:
-    """Greedy pass@1: run the extracted program with the item's tests in a sandbox."""
+    """Greedy pass@1: run the extracted program with the item's tests in a sandbox.
+
+    Version 2: a pass needs the run's completion token after the tests (exit status 0 alone
+    was counted before), and a program over the sandbox's total memory cap fails.
+    """
     from gguf_fragility.probes.codeexec import build_program, extract_code, run_python
     code = extract_code(raw)
     program = build_program(code, item["params"])
     res = run_python(program, timeout_s=float(item["params"].get("timeout_s", 10)))
     return Score(code[:2000], float(res.passed), res.passed,
-                 {"status": res.status, "stderr_tail": res.stderr[-300:]})
+                 {"status": res.status, "reason": res.reason, "stderr_tail": res.stderr[-300:]})
 
 
 SCORERS: dict[str, Scorer] = {s.name: s for s in (
@@ -278,7 +282,7 @@ SCORERS: dict[str, Scorer] = {s.name: s for s in (
     Scorer("contains", "1", "generate", score_contains, score_contains.__doc__),
     Scorer("json_fields", "2", "generate", score_json_fields, score_json_fields.__doc__),
     Scorer("ifeval", "1", "generate", score_ifeval, score_ifeval.__doc__),
-    Scorer("code_exec", "1", "generate", score_code_exec, score_code_exec.__doc__),
+    Scorer("code_exec", "2", "generate", score_code_exec, score_code_exec.__doc__),
 )}
 
 

@@ -155,8 +155,113 @@ def test_file_that_left_its_manifest_is_refused(tmp_path):
     assert probes.verify_manifest(tmp_path)[0].sha256_ok
     lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
     f.write_text("".join(lines[:-1]), encoding="utf-8")  # one item dropped, the rest intact
-    with pytest.raises(ProbeSchemaError, match="sha256/count differ from manifest.json"):
+    with pytest.raises(ProbeSchemaError, match="holds 299 items, manifest.json records 300"):
         probes.verify_manifest(tmp_path)
     lenient = probes.verify_manifest(tmp_path, strict=False)[0]
-    assert not lenient.sha256_ok and not lenient.count_ok
+    assert not lenient.sha256_ok and not lenient.count_ok and lenient.n_errors == 0
+
+
+@pytest.fixture
+def tampered(tmp_path):
+    """A built arithmetic file and a way to tamper with it (each item left valid)."""
+    build.build(tmp_path, ["arithmetic"], progress=False)
+    return tmp_path, tmp_path / "arithmetic.jsonl"
+
+
+def test_load_family_refuses_a_file_that_lost_an_item(tampered):
+    """The loader of calibrate, sweep and regrade (old code: 299 items used silently)."""
+    root, f = tampered
+    assert len(probes.load_family("arithmetic", root).items) == 300
+    lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
+    f.write_text("".join(lines[:-1]), encoding="utf-8")
+    with pytest.raises(ProbeSchemaError) as err:
+        probes.load_family("arithmetic", root, n=5)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(str(f)), msg
+    assert "holds 299 items, manifest.json records 300" in msg and "make probes" in msg
+
+
+def test_load_family_refuses_an_item_edited_with_its_hash_recomputed(tampered):
+    """Each item still validates (its hash matches its content); only the manifest's file
+    sha256 tells (old code: the edited gold answer was used silently)."""
+    root, f = tampered
+    items = read_jsonl(f)
+    items[3] = probes.with_hash({**items[3], "gold": ["12345"]})
+    validate_item(items[3])
+    probes.write_jsonl(f, items)
+    with pytest.raises(ProbeSchemaError, match=r"arithmetic.jsonl: its sha256 \w+… is not the "
+                                               r"\w+… manifest.json records .*make probes"):
+        probes.load_family("arithmetic", root)
+    with pytest.raises(ProbeSchemaError, match="manifest.json records"):
+        probes.load_items(["arithmetic"], 2, root)
+
+
+def test_load_family_refuses_a_family_missing_from_the_manifest(tampered):
+    root, _ = tampered
+    man = json.loads((root / "manifest.json").read_text())
+    del man["families"]["arithmetic"]
+    (root / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ProbeSchemaError, match="has no entry for family 'arithmetic'"):
+        probes.load_family("arithmetic", root)
+    (root / "manifest.json").unlink()
+    with pytest.raises(ProbeSchemaError, match="manifest.json is missing or unreadable"):
+        probes.load_family("arithmetic", root)
+
+
+# ---------------------------------------------------------------- chapter 2's stored tables
+CH2_FAMILIES = ["arithmetic", "science_mc"]
+
+
+@pytest.mark.llama
+def test_chapter_tables_are_reused_while_fresh_and_rebuilt_when_not(smol_ladder, tmp_path,
+                                                                    monkeypatch, capsys):
+    """Chapter 2 ran in full on every run (old code: no stored tables at all)."""
+    import shutil
+
+    import pandas as pd
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from gguf_fragility.engine.llama import Engine
+    from gguf_fragility.probes.report import chapter_tables
+
+    f16 = smol_ladder.set_index("rung").loc["F16", "file"]
+    loads = []
+
+    def load():
+        loads.append(1)
+        return Engine(f16, n_ctx=1024, n_threads=2, seed=0)
+
+    folder = tmp_path / "probes" / "smollm2-135m"
+    inputs = {"model_sha256": smol_ladder.set_index("rung").loc["F16", "sha256"]}
+    first = chapter_tables(folder, CH2_FAMILIES, 1, inputs, load)
+    assert first.computed == ("examples", "lengths", "demo") and len(loads) == 1
+    assert list(first.demo.family) == CH2_FAMILIES and len(first.lengths) == 300 + 299
+    again = chapter_tables(folder, CH2_FAMILIES, 1, inputs, load)
+    assert again.computed == () and len(loads) == 1  # no model loaded
+    for a, b in zip(first[:3], again[:3], strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    assert (again.is_chat, again.n_ctx) == (first.is_chat, first.n_ctx) == (True, 1024)
+    # an edited demo verdict (metadata kept): named and computed again, the rest reused
+    demo = folder / "demo.parquet"
+    table = pq.read_table(demo)
+    i = table.column_names.index("correct")
+    pq.write_table(table.set_column(i, "correct", pc.invert(table.column("correct"))), demo)
+    capsys.readouterr()
+    fixed = chapter_tables(folder, CH2_FAMILIES, 1, inputs, load)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "rebuilding" in ln]
+    assert fixed.computed == ("demo",) and len(loads) == 2
+    assert len(lines) == 1 and str(demo) in lines[0] and "edited or corrupted" in lines[0]
+    assert list(fixed.demo.correct) == list(first.demo.correct)
+    # another probe set (manifest.json changed): every table is stale
+    probe_copy = tmp_path / "data_probes"
+    shutil.copytree(paths.PROBES, probe_copy)
+    man = json.loads((probe_copy / "manifest.json").read_text())
+    (probe_copy / "manifest.json").write_text(json.dumps({**man, "probe_set_version": "x"}))
+    monkeypatch.setattr(paths, "PROBES", probe_copy)
+    capsys.readouterr()
+    assert chapter_tables(folder, CH2_FAMILIES, 1, inputs, load).computed == (
+        "examples", "lengths", "demo")
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "rebuilding" in ln]
+    assert len(lines) == 3 and all("made with other inputs" in ln for ln in lines), lines
 

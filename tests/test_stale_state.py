@@ -5,6 +5,7 @@ from other inputs, rows of another cell) is named in one stderr line with the re
 rebuilt: sweep cells, the reference's top-k store, the shift cache and the rung GGUFs.
 """
 
+import json
 import os
 import shutil
 
@@ -31,17 +32,19 @@ def _profile(folder, outputs, yaml: str = YAML):
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory, smol_ladder):
-    """Outputs root of the tiny profile with its ladder, calibration, reference store and one
-    Q2_K cell done; each test works on its own copy."""
+    """Outputs root of the tiny profile with its ladder, calibration, reference store, one
+    Q2_K cell and Q2_K's text-sample shift done; each test works on its own copy."""
     from gguf_fragility.ladder.quantize import build_ladder
     from gguf_fragility.run.calibrate import calibrate
     from gguf_fragility.run.cells import evaluate_cell
+    from gguf_fragility.run.sweep import measure_shift
 
     root = tmp_path_factory.mktemp("stale")
     profile = _profile(root / "profiles", root / "outputs")
     build_ladder(SMOL, ["F16", "Q2_K"], run=profile.layout, n_threads=2)
     calibrate(profile, SMOL)
     evaluate_cell(profile, SMOL, "Q2_K", "arithmetic")
+    measure_shift(profile, SMOL, "Q2_K")
     return root / "outputs"
 
 
@@ -80,8 +83,10 @@ def test_truncated_cell_is_reported_and_rebuilt(fresh, capsys):
 @pytest.mark.parametrize("foreign", ["rung", "family", "model"])
 def test_cell_with_rows_of_another_cell_is_reported_and_rebuilt(fresh, capsys, foreign):
     """A cell file holding another cell's rows is not reused even when its params_hash was
-    forged to match (the old code trusted params_hash alone and reused such a cell)."""
+    forged to match and it was written by the real writer, content digest included (the old
+    code trusted params_hash alone and reused such a cell)."""
     from gguf_fragility.run.cells import evaluate_cell, plan_cell
+    from gguf_fragility.store import write_table_atomic
 
     target = fresh.layout.cell(SMOL, "Q2_K", "arithmetic")
     if foreign == "rung":  # the reference's cell in the rung's place
@@ -93,7 +98,7 @@ def test_cell_with_rows_of_another_cell_is_reported_and_rebuilt(fresh, capsys, f
         rows = pd.read_parquet(target).assign(model="qwen2.5-coder-1.5b")
     family = target.stem
     phash = plan_cell(fresh, SMOL, "Q2_K", family).params_hash
-    rows.assign(params_hash=phash).to_parquet(target, index=False)
+    write_table_atomic(rows.assign(params_hash=phash), target)
     capsys.readouterr()
     run = evaluate_cell(fresh, SMOL, "Q2_K", family)
     after = pd.read_parquet(target)
@@ -128,26 +133,59 @@ def test_reference_store_is_rebuilt_when_its_parameters_change(fresh, tmp_path, 
     assert len(lines) == 1 and str(ref_path) in lines[0] and "other parameters" in lines[0], lines
 
 
-def test_shift_cache_follows_reference_content_not_size(fresh, capsys):
-    """A reference store of the same size but other content: the old cache (keyed on the
-    file's size) returned the shift computed against the old content."""
+def test_edited_reference_store_is_rebuilt_and_the_shift_cache_follows(fresh, capsys):
+    """A reference store of the same size and params_hash but other content (target
+    log-probs moved by 0.1 nats): the old code kept it and the shift cache (keyed on the
+    store's bytes) was recomputed against the edited content. Now the store fails its
+    content digest and is rebuilt, byte for byte the store it was, so the shift cache
+    computed against that store holds again."""
     from gguf_fragility.run.sweep import measure_shift
+    from gguf_fragility.store import sha256_file
 
     ref_path = fresh.layout.reference_logprobs(SMOL)
+    first = measure_shift(fresh, SMOL, "Q2_K")  # stored by the fixture
+    original = sha256_file(ref_path)
     with np.load(ref_path) as z:
         arrays = {k: z[k] for k in z.files}
-    np.savez(ref_path, **arrays)  # uncompressed: the size depends only on the shapes
-    first = measure_shift(fresh, SMOL, "Q2_K")
-    size = ref_path.stat().st_size
     np.savez(ref_path, **{**arrays, "target_logprob": arrays["target_logprob"] + 0.1})
-    assert ref_path.stat().st_size == size
     capsys.readouterr()
     second = measure_shift(fresh, SMOL, "Q2_K")
-    # ppl_ratio = exp(mean rung NLL + mean reference target log-prob): shifted by exp(0.1)
-    assert second["ppl_ratio"] == pytest.approx(first["ppl_ratio"] * np.exp(0.1), rel=1e-9)
+    assert second["ppl_ratio"] == pytest.approx(first["ppl_ratio"], rel=1e-9)
     assert second["kl_mean"] == pytest.approx(first["kl_mean"], rel=1e-9)
     lines = _report_lines(capsys)
-    assert len(lines) == 1 and str(fresh.layout.shift_json(SMOL, "Q2_K")) in lines[0], lines
+    assert len(lines) == 1 and str(ref_path) in lines[0] and "edited or corrupted" in lines[0]
+    assert sha256_file(ref_path) == original
+
+
+def test_edited_shift_cache_value_is_reported_and_recomputed(fresh, capsys):
+    """A `_shift.json` whose kl_mean was edited (params_hash intact): the old code returned
+    the edited number."""
+    from gguf_fragility.run.sweep import measure_shift
+
+    truth = measure_shift(fresh, SMOL, "Q2_K")
+    out = fresh.layout.shift_json(SMOL, "Q2_K")
+    out.write_text(json.dumps({**json.loads(out.read_text()), "kl_mean": truth["kl_mean"] / 10}))
+    capsys.readouterr()
+    again = measure_shift(fresh, SMOL, "Q2_K")
+    assert again["kl_mean"] == pytest.approx(truth["kl_mean"], rel=1e-9)
+    lines = _report_lines(capsys)
+    assert len(lines) == 1 and str(out) in lines[0] and "edited or corrupted" in lines[0], lines
+
+
+def test_edited_sweep_cell_is_rebuilt_with_the_true_values(fresh, capsys):
+    """The issue's case on a real cell: Q2_K's `correct` edited with params_hash and owner
+    intact was reused by the old code; now it is named and rebuilt with the true values."""
+    from gguf_fragility.run.cells import evaluate_cell
+
+    cell = fresh.layout.cell(SMOL, "Q2_K", "arithmetic")
+    truth = pd.read_parquet(cell)
+    _rewrite_keeping_metadata(cell, "correct", (~truth.correct).tolist())
+    capsys.readouterr()
+    run = evaluate_cell(fresh, SMOL, "Q2_K", "arithmetic")
+    assert run.ran, "the edited cell was reused"
+    lines = _report_lines(capsys)
+    assert len(lines) == 1 and str(cell) in lines[0] and "edited or corrupted" in lines[0], lines
+    pd.testing.assert_series_equal(pd.read_parquet(cell).correct, truth.correct)
 
 
 def test_torn_reference_store_and_shift_cache_are_reported_and_rebuilt(fresh, capsys):
@@ -221,3 +259,158 @@ def test_a_built_file_is_hashed_again_only_when_its_stamp_moves(tmp_path, monkey
     assert store.fresh_record(f, {"source_sha256": "abc"}) is None
     lines = _report_lines(capsys)
     assert len(lines) == 1 and "truncated or modified" in lines[0], lines
+
+
+# ---------------------------------------------------------------- content digests (issue 29)
+# Unit tests on real Parquet / .npz files written by the real writers; no model runs.
+OWNER = {"model": SMOL, "rung": "Q2_K", "family": "science_mc", "variant": 0}
+
+
+def _cell_rows() -> pd.DataFrame:
+    """Two answered log-likelihood rows shaped like a sweep cell's."""
+    raw = '{"logprobs": [-0.25, -1.5], "is_greedy": [true, false], "continuations": [" A", " B"]}'
+    return pd.DataFrame({
+        "item_id": ["science_mc/arc/1", "science_mc/arc/2"], "mode": ["loglik", "loglik"],
+        "raw_output": [raw, raw], "correct": [True, False], "score": [1.0, 0.0],
+        "gold_logprob": [-0.25, -1.5], "error": ["", ""], "gen_tokens": [[], []],
+        "ref_answer_logprob": [np.nan, np.nan],
+        "answer_top_lp": [[-0.1, -2.3], [-0.7, -0.9]], "params_hash": ["p" * 16] * 2, **OWNER})
+
+
+def _store_cell(tmp_path, rows: pd.DataFrame | None = None):
+    from gguf_fragility.store import write_table_atomic
+
+    path = tmp_path / "sweep" / SMOL / "Q2_K" / "science_mc.parquet"
+    write_table_atomic(_cell_rows() if rows is None else rows, path)
+    return path
+
+
+def _rewrite_keeping_metadata(path, column: str, values) -> None:
+    """Edit one column in place as a hand or a tool would, keeping the file's metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    i = table.column_names.index(column)
+    table = table.set_column(i, column, pa.array(values, type=table.schema.field(i).type))
+    pq.write_table(table, path)  # the schema metadata (and its stored digest) travels along
+
+
+def test_intact_cell_written_by_the_writer_is_reused(tmp_path, capsys):
+    from gguf_fragility.run.cells import is_done
+
+    path = _store_cell(tmp_path)
+    assert is_done(path, "p" * 16, OWNER)
+    assert not _report_lines(capsys)
+
+
+def test_edited_cell_value_is_reported_and_rebuilt(tmp_path, capsys):
+    """A `correct`/`score` edited with params_hash and owner columns intact: the old code
+    reused it (an edited accuracy went straight into accuracy.csv)."""
+    from gguf_fragility.run.cells import is_done
+
+    path = _store_cell(tmp_path)
+    _rewrite_keeping_metadata(path, "correct", [True, True])
+    _rewrite_keeping_metadata(path, "score", [1.0, 1.0])
+    capsys.readouterr()
+    assert not is_done(path, "p" * 16, OWNER)
+    lines = _report_lines(capsys)
+    assert len(lines) == 1 and str(path) in lines[0] and "edited or corrupted" in lines[0], lines
+
+
+def test_bit_rot_in_a_readable_cell_is_reported(tmp_path, capsys):
+    """One bit flipped inside a stored float: the file still parses (old code: reused)."""
+    import pyarrow.parquet as pq
+
+    from gguf_fragility.run.cells import is_done
+
+    rows = _cell_rows().assign(gold_logprob=[-0.123456789012345, -1.5])
+    path = _store_cell(tmp_path, rows)
+    data = bytearray(path.read_bytes())
+    at = data.find(np.float64(-0.123456789012345).tobytes())
+    assert at > 0, "the float is stored verbatim (incompressible)"
+    data[at] ^= 0x01  # the lowest mantissa bit
+    path.write_bytes(bytes(data))
+    assert pq.read_table(path).column("gold_logprob")[0].as_py() != -0.123456789012345
+    capsys.readouterr()
+    assert not is_done(path, "p" * 16, OWNER)
+    lines = _report_lines(capsys)
+    assert len(lines) == 1 and str(path) in lines[0] and "edited or corrupted" in lines[0], lines
+
+
+def test_cell_without_a_digest_is_reported_and_rebuilt(tmp_path, capsys):
+    """A cell written before digests were kept (or by hand, with pandas) is not trusted."""
+    from gguf_fragility.run.cells import is_done
+
+    path = _store_cell(tmp_path)
+    pd.read_parquet(path).to_parquet(path, index=False)
+    capsys.readouterr()
+    assert not is_done(path, "p" * 16, OWNER)
+    lines = _report_lines(capsys)
+    assert len(lines) == 1 and str(path) in lines[0] and "no content digest" in lines[0], lines
+
+
+@pytest.mark.parametrize("where", ["gold_logprob", "raw_output", "answer_top_lp"])
+def test_cell_with_nan_logprobs_is_reported_and_rebuilt(tmp_path, capsys, where):
+    """NaN log-probabilities where an answered item must have them (old code: reused),
+    even in a cell whose digest matches (NaN written by the writer itself)."""
+    from gguf_fragility.run.cells import is_done
+
+    rows = _cell_rows()
+    if where == "gold_logprob":
+        rows.loc[1, "gold_logprob"] = np.nan
+    elif where == "raw_output":
+        rows.loc[1, "raw_output"] = rows.raw_output[1].replace("-1.5", "NaN")
+    else:
+        rows.at[1, "answer_top_lp"] = [-0.7, np.nan]
+    path = _store_cell(tmp_path, rows)
+    capsys.readouterr()
+    assert not is_done(path, "p" * 16, OWNER)
+    lines = _report_lines(capsys)
+    assert len(lines) == 1 and str(path) in lines[0] and "NaN log-probabilities" in lines[0]
+    assert "science_mc/arc/2" in lines[0] and "science_mc/arc/1" not in lines[0], lines
+    # an item that failed (error recorded, no answer position) has no log-probs to check
+    rows = rows.assign(error=["", "prompt longer than n_ctx"])
+    rows.at[1, "answer_top_lp"] = []
+    assert is_done(_store_cell(tmp_path, rows), "p" * 16, OWNER)
+
+
+def test_edited_or_digestless_reference_store_is_refused(tmp_path):
+    """The reference store swapped for an edited copy that keeps its params_hash (or has no
+    digest at all): the old code read it as valid."""
+    from test_shift_rows import FakeEngine  # log-prob rows for the store's unit tests
+
+    from gguf_fragility.run.shift import Chunks, read_reference, write_reference
+    from gguf_fragility.store import StaleContent
+
+    path = tmp_path / "_reference_logprobs.npz"
+    chunks = Chunks(np.arange(48, dtype=np.int32).reshape(3, 16) % 50, 1)
+    write_reference(FakeEngine(vocab=50), chunks, path, "k" * 16)
+    good = read_reference(path)
+    assert good.params_hash == "k" * 16 and len(good.target_logprob) == 3 * 7
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(path, **{**arrays, "target_logprob": arrays["target_logprob"] + 0.1})
+    with pytest.raises(StaleContent, match="edited or corrupted"):
+        read_reference(path)
+    other = {**arrays, "codes": arrays["codes"][:, ::-1].copy()}  # another model's rows
+    np.savez(path, **other)
+    with pytest.raises(StaleContent, match="edited or corrupted"):
+        read_reference(path)
+    np.savez(path, **{k: v for k, v in arrays.items() if k != "content_sha256"})
+    with pytest.raises(StaleContent, match="no content digest"):
+        read_reference(path)
+
+
+def test_edited_result_json_is_reported(tmp_path, capsys):
+    from gguf_fragility.store import read_result_json, write_json_atomic, write_result_json
+
+    path = tmp_path / "_shift.json"
+    write_result_json(path, {"kl_mean": 0.25, "params_hash": "k", "rung": "Q2_K"})
+    assert read_result_json(path) == {"kl_mean": 0.25, "params_hash": "k", "rung": "Q2_K"}
+    edited = {**json.loads(path.read_text()), "kl_mean": 0.05}
+    write_json_atomic(path, edited)
+    capsys.readouterr()
+    assert read_result_json(path) is None
+    lines = _report_lines(capsys)
+    assert len(lines) == 1 and str(path) in lines[0] and "edited or corrupted" in lines[0], lines

@@ -161,9 +161,10 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(mini, tmp_path):
     pd.testing.assert_frame_equal(a[cols], b[cols])
 
 
-def test_regrade_changes_scores_without_a_model(mini, monkeypatch):
+def test_regrade_changes_scores_without_a_model(mini, monkeypatch, capsys):
     from gguf_fragility.engine import llama
     from gguf_fragility.run import sweep
+    from gguf_fragility.store import write_table_atomic
 
     profile, _ = mini
     sweep.sweep_rung(profile, "smollm2-135m", "Q2_K")
@@ -172,7 +173,11 @@ def test_regrade_changes_scores_without_a_model(mini, monkeypatch):
     truth = df.correct.copy()
     df["correct"] = ~df.correct  # as if an old, buggy scorer had graded them
     df["score"] = 1.0 - df.score
-    df.to_parquet(cell, index=False)
+    write_table_atomic(df, cell)  # stored by the sweep's own writer, digest included
+    # a cell edited by hand (no digest) is named and left to the next sweep, not re-scored
+    hand = profile.layout.cell("smollm2-135m", "Q2_K", "science_mc")
+    pd.read_parquet(hand).to_parquet(hand, index=False)
+    capsys.readouterr()
 
     def no_model(*a, **k):
         raise AssertionError("regrade must not load a model")
@@ -181,3 +186,31 @@ def test_regrade_changes_scores_without_a_model(mini, monkeypatch):
     summary = sweep.regrade(profile.layout)
     assert summary.set_index("cell").loc["smollm2-135m/Q2_K/arithmetic.parquet", "changed"] == len(df)
     assert (pd.read_parquet(cell).correct == truth).all()
+    assert "smollm2-135m/Q2_K/science_mc.parquet" not in set(summary.cell)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if str(hand) in ln]
+    assert len(lines) == 1 and "no content digest" in lines[0], lines
+
+
+def test_tampered_probe_file_is_refused_by_sweep_and_regrade(mini, tmp_path, monkeypatch):
+    """Calibrate, sweep and regrade read items through probes.load_family, which checked
+    each item but not manifest.json: a file that lost an item, or whose item was edited with
+    its hash recomputed, was used silently (old code: no error)."""
+    import shutil
+
+    from gguf_fragility import paths, probes
+    from gguf_fragility.run import sweep
+    from gguf_fragility.run.cells import evaluate_cell
+
+    profile, _ = mini
+    copy = tmp_path / "probes"
+    shutil.copytree(paths.PROBES, copy)
+    f = copy / "arithmetic.jsonl"
+    items = probes.read_jsonl(f)
+    probes.write_jsonl(f, items[:-1])  # one item lost, every remaining item valid
+    monkeypatch.setattr(paths, "PROBES", copy)
+    with pytest.raises(probes.ProbeSchemaError, match="holds 299 items, manifest.json records 300"):
+        evaluate_cell(profile, "smollm2-135m", "Q2_K", "arithmetic")
+    items[0] = probes.with_hash({**items[0], "gold": ["-1"]})
+    probes.write_jsonl(f, items)
+    with pytest.raises(probes.ProbeSchemaError, match=f"{f}: its sha256 .* manifest.json records"):
+        sweep.regrade(profile.layout)

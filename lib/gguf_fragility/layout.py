@@ -54,6 +54,11 @@ class RunLayout:
         """Every model's ladder manifest table, sorted by model."""
         return sorted((self.root / "ladder").glob("*/ladder.csv"))
 
+    # chapter 2: the probes
+    def probe_tables_dir(self, model: str) -> Path:
+        """Chapter 2's model tables (examples, prompt lengths, scored demo) of one model."""
+        return self.root / "probes" / model
+
     # chapter 3: calibration
     @property
     def calibration_dir(self) -> Path:

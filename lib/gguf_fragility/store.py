@@ -7,6 +7,14 @@ never leaves a half-written table that a rerun would mistake for finished work. 
 file that exists but cannot be reused (unreadable, made with other parameters, rows of
 another cell) is named with the reason in one line by :func:`report_rebuild` before it is
 rebuilt. :func:`hold_lock` keeps two processes from writing the same folder at once.
+
+Every stored result carries ``content_sha256``, the digest of its decoded contents
+(:func:`content_digest`), inside the same file, so it is written by the same atomic rename:
+Parquet tables in their key-value metadata (:func:`write_table_atomic`), JSON results as a
+key (:func:`write_result_json`), the reference store as an ``.npz`` member. Readers recompute
+it (:func:`read_table_checked`, :func:`read_result_json`, :func:`check_digest`): a value
+edited by hand or a bit flipped in a file that still parses is named and rebuilt, like a
+file of another origin; a file with no digest (written before they were kept) is rebuilt too.
 """
 
 from __future__ import annotations
@@ -20,11 +28,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from gguf_fragility import paths
@@ -45,8 +56,13 @@ def write_json_atomic(path: Path, obj: object) -> None:
     _replace(tmp, path)
 
 
-def write_table_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Write a DataFrame as CSV or Parquet (by suffix), atomically."""
+def write_table_atomic(df: pd.DataFrame, path: Path, record: dict | None = None) -> None:
+    """Write a DataFrame as CSV or Parquet (by suffix), atomically.
+
+    A Parquet file also stores, in its key-value metadata, ``record`` (how the table was
+    made, JSON-able) and the ``content_sha256`` of its values (:func:`table_digest`), which
+    :func:`read_table_checked` verifies.
+    """
     path = Path(path)
     if len(df.columns) == 0:
         raise ValueError(f"refusing to write {path.name}: the table has no columns, so it could "
@@ -54,11 +70,15 @@ def write_table_atomic(df: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".parquet":
-        df.to_parquet(tmp, index=False)
-    elif path.suffix == ".csv":
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        meta = {**(record or {}), "content_sha256": table_digest(table)}
+        pq.write_table(table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), _META_KEY: json.dumps(meta, default=str)}), tmp)
+    elif path.suffix == ".csv" and record is None:
         df.to_csv(tmp, index=False)
     else:
-        raise ValueError(f"unsupported table format {path.suffix!r} for {path}; use .csv or .parquet")
+        raise ValueError(f"unsupported table format {path.suffix!r} for {path}; use .csv or "
+                         ".parquet (a record is kept in .parquet only)")
     _replace(tmp, path)
 
 
@@ -85,6 +105,103 @@ def params_hash(obj: object) -> str:
     """Short stable hash of a JSON-able parameter set (key order does not matter)."""
     blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_META_KEY = b"gguf_fragility"  # Parquet key-value metadata: the table's record and digest
+
+
+class StaleContent(ValueError):
+    """A stored result's contents do not match the digest stored with them, or it has none."""
+
+
+def content_digest(parts: Iterable[tuple[str, bytes]]) -> str:
+    """SHA-256 of named byte strings, each framed by its name and length (so no two
+    different sequences of parts hash alike)."""
+    h = hashlib.sha256(b"gguf-fragility content v1\n")
+    for name, data in parts:
+        h.update(f"{name}:{len(data)}\n".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def table_digest(table: pa.Table) -> str:
+    """:func:`content_digest` of a table's column names and values (not of the file's bytes:
+    the same values hash alike whatever the compression or the writer's version)."""
+    return content_digest(
+        (name, json.dumps(col.to_pylist(), default=str).encode())
+        for name, col in zip(table.column_names, table.columns, strict=True))
+
+
+def check_digest(stored: str | None, actual: str) -> None:
+    """Raise :class:`StaleContent` unless ``stored`` (the digest kept with a result) is ``actual``.
+
+    Raises
+    ------
+    StaleContent
+        Naming both digests, or saying that the result has none.
+    """
+    if not stored:
+        raise StaleContent("no content digest (stored before digests were kept)")
+    if stored != actual:
+        raise StaleContent(f"its contents hash to {actual[:12]}…, not the {stored[:12]}… stored "
+                           "with them (edited or corrupted since it was written)")
+
+
+class StoredTable(NamedTuple):
+    """Result of :func:`read_table_checked`."""
+
+    frame: pd.DataFrame
+    record: dict  # what the writer recorded with it (less the digest)
+
+
+def read_table_checked(path: Path, expect: dict | None = None) -> StoredTable | None:
+    """A stored Parquet table whose values still hash as written and whose record matches
+    ``expect``; None when absent or not reusable (the reason reported in one line).
+
+    The whole file is read (a torn page fails here, not when a later stage reads it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        table = pq.read_table(path)
+        meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+        check_digest(meta.pop("content_sha256", None), table_digest(table))
+    except StaleContent as exc:
+        report_rebuild(path, str(exc))
+        return None
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError or ValueError subclasses
+        report_rebuild(path, f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+        return None
+    differ = {k: meta.get(k) for k, v in (expect or {}).items() if meta.get(k) != v}
+    if differ:
+        report_rebuild(path, f"made with other inputs ({', '.join(f'{k} {v}' for k, v in differ.items())})")
+        return None
+    return StoredTable(table.to_pandas(), meta)
+
+
+def _json_digest(obj: dict) -> str:
+    return content_digest([("json", json.dumps(obj, sort_keys=True, default=str).encode())])
+
+
+def write_result_json(path: Path, obj: dict) -> None:
+    """:func:`write_json_atomic` of a result with its ``content_sha256`` (:func:`read_result_json`)."""
+    obj = json.loads(json.dumps(obj, default=str))  # as it will read back
+    write_json_atomic(path, {**obj, "content_sha256": _json_digest(obj)})
+
+
+def read_result_json(path: Path) -> dict | None:
+    """A result of :func:`write_result_json` (less its digest) when it reads and still hashes
+    as written; None when absent or not (the reason reported in one line)."""
+    obj = read_json_or_none(path)
+    if obj is None:
+        return None
+    try:
+        check_digest(obj.pop("content_sha256", None), _json_digest(obj))
+    except StaleContent as exc:
+        report_rebuild(path, str(exc))
+        return None
+    return obj
 
 
 @cache

@@ -62,6 +62,10 @@ class ProbeSchemaError(ValueError):
     """A probe file or item breaks the schema; the message names file, line and field."""
 
 
+class ManifestMismatch(ProbeSchemaError):
+    """A probe file is not the one ``manifest.json`` records (its sha256 or item count)."""
+
+
 class ProbeFile(NamedTuple):
     """Result of :func:`load_family`."""
 
@@ -211,31 +215,70 @@ def family_path(family: str, root: str | Path | None = None) -> Path:
 def load_family(family: str, root: str | Path | None = None, *, n: int | None = None,
                 validate: bool = True) -> ProbeFile:
     """
-    Load one family's frozen items.
+    Load one family's frozen items, checked against ``manifest.json``.
+
+    Every reader of probe items comes through here (calibration, the sweep, ``regrade``,
+    chapter 2), so a file that is not the one the manifest records is never used.
 
     Parameters
     ----------
     family : str
         One of :data:`FAMILIES`.
     root : str or Path, optional
-        Folder holding the files (default :data:`gguf_fragility.paths.PROBES`).
+        Folder holding the files and their ``manifest.json`` (default
+        :data:`gguf_fragility.paths.PROBES`).
     n : int, optional
         Keep only the first ``n`` items (the files are already in a seeded random order,
         so a prefix is a random subsample; profiles use this).
     validate : bool, default True
+        Check every item against the schema (:func:`validate_item`).
 
     Returns
     -------
     ProbeFile
         Family, path, items and the file's sha256.
+
+    Raises
+    ------
+    ManifestMismatch
+        When the file's sha256 or item count is not the manifest's (an item lost or edited,
+        even with its hash recomputed), or the manifest has no entry for the family; the
+        message names the file, what differs and how to restore it.
+    ProbeSchemaError
+        When an item breaks the schema.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; use one of {FAMILIES}")
     path = family_path(family, root)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; run python -m gguf_fragility.probes.build")
+    entry = _manifest_entry(family, root)
     items = read_jsonl(path, validate=validate)
-    return ProbeFile(family, path, items if n is None else items[:n], sha256_file(path))
+    sha = sha256_file(path)
+    if len(items) != entry["n_items"] or sha != entry["sha256"]:
+        what = (f"holds {len(items)} items, manifest.json records {entry['n_items']}"
+                if len(items) != entry["n_items"] else
+                f"its sha256 {sha[:12]}… is not the {entry['sha256'][:12]}… manifest.json records "
+                "(items edited, even with their hashes recomputed)")
+        raise ManifestMismatch(f"{_shown(path)}: {what}; probe files are never edited by hand: "
+                               f"restore it (git checkout -- {_shown(path)}) or rebuild the set "
+                               "with `make probes`")
+    return ProbeFile(family, path, items if n is None else items[:n], sha)
+
+
+def _manifest_entry(family: str, root: str | Path | None) -> dict:
+    """The manifest's record of one family (file sha256, item count)."""
+    where = _shown(Path(root or paths.PROBES) / "manifest.json")
+    try:
+        entry = read_manifest(root)["families"].get(family)
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        raise ManifestMismatch(f"{where} is missing or unreadable ({type(exc).__name__}), so the "
+                               "probe files cannot be checked; restore it (git checkout -- "
+                               f"{where}) or rebuild the set with `make probes`") from None
+    if not isinstance(entry, dict):
+        raise ManifestMismatch(f"{where} has no entry for family {family!r}; rebuild the set "
+                               "with `make probes`")
+    return entry
 
 
 def load_items(families: Sequence[str], n_items: int | None = None,
@@ -252,7 +295,7 @@ def read_manifest(root: str | Path | None = None) -> dict:
 
 def verify_manifest(root: str | Path | None = None, *, strict: bool = True) -> list[ManifestCheck]:
     """
-    Check every family file against the manifest (sha256, count) and the schema.
+    Check every family file of the manifest with :func:`load_family` (schema, sha256, count).
 
     Parameters
     ----------
@@ -269,28 +312,22 @@ def verify_manifest(root: str | Path | None = None, *, strict: bool = True) -> l
     Raises
     ------
     ProbeSchemaError
-        With ``strict``, if a file's hash or count differs from the manifest or an item is
-        malformed.
+        With ``strict``, if a file's hash or count differs from the manifest
+        (:class:`ManifestMismatch`) or an item is malformed.
     """
     root = Path(root or paths.PROBES)
-    manifest = read_manifest(root)
     rows = []
-    for fam, entry in sorted(manifest["families"].items()):
-        path = root / entry["file"]
-        errors = 0
+    for fam, entry in sorted(read_manifest(root)["families"].items()):
         try:
-            items = read_jsonl(path)
-        except ProbeSchemaError:
+            rows.append(ManifestCheck(fam, len(load_family(fam, root).items), True, True, 0))
+        except ProbeSchemaError as exc:
             if strict:
                 raise
-            items, errors = [], 1
-        sha_ok = sha256_file(path) == entry["sha256"]
-        count_ok = len(items) == entry["n_items"]
-        if strict and not (sha_ok and count_ok):
-            raise ProbeSchemaError(
-                f"{_shown(path)}: sha256/count differ from manifest.json (sha256 ok: {sha_ok}, "
-                f"{len(items)} items vs {entry['n_items']}); rebuild, never edit by hand")
-        rows.append(ManifestCheck(fam, len(items), sha_ok, count_ok, errors))
+            path = root / entry["file"]
+            n_items = len(read_jsonl(path, validate=False)) if path.is_file() else 0
+            rows.append(ManifestCheck(fam, n_items, path.is_file() and sha256_file(path) == entry["sha256"],
+                                      n_items == entry["n_items"],
+                                      int(not isinstance(exc, ManifestMismatch))))
     return rows
 
 
@@ -302,7 +339,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-__all__ = ["FAMILIES", "KINDS", "ProbeSchemaError", "ProbeFile", "ManifestCheck",
+__all__ = ["FAMILIES", "KINDS", "ProbeSchemaError", "ManifestMismatch", "ProbeFile", "ManifestCheck",
            "canonical_json", "item_hash", "with_hash", "validate_item",
            "read_jsonl", "write_jsonl", "family_path", "load_family", "load_items",
            "read_manifest", "verify_manifest", "make_item"]

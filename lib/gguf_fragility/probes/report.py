@@ -2,17 +2,24 @@
 
 Each function is one notebook cell's call; none runs more than a handful of model calls
 except :func:`token_lengths` (tokenization only) and :func:`scored_demo`.
+:func:`chapter_tables` keeps the three that need the model (examples, lengths, demo) in
+``outputs/<profile>/probes/<model>/``, reused while the probe set, the model file and the
+settings are the same, so a rerun of the chapter loads no model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
-from gguf_fragility import probes
+from gguf_fragility import paths, probes
 from gguf_fragility.probes.build import SEED
 from gguf_fragility.probes.evaluate import build_request, evaluate_items, results_frame
+from gguf_fragility.probes.scorers import SCORERS, scorer_tag
+from gguf_fragility.store import params_hash, read_table_checked, sha256_file, write_table_atomic
 
 
 def battery_header(families: Sequence[str], root=None) -> str:
@@ -113,5 +120,72 @@ def demo_summary(demo: pd.DataFrame) -> pd.DataFrame:
         n=("correct", "size"), correct=("correct", "sum"), mean_score=("score", "mean")).round(2)
 
 
-__all__ = ["battery_header", "demo_summary", "family_table", "length_summary", "render_example",
-           "scored_demo", "token_lengths", "validation_table"]
+class ProbeChapter(NamedTuple):
+    """Result of :func:`chapter_tables`: what chapter 2 shows of the model."""
+
+    examples: pd.DataFrame  # family, text: each family's first item as the model sees it
+    lengths: pd.DataFrame  # :func:`token_lengths`
+    demo: pd.DataFrame  # :func:`scored_demo`
+    is_chat: bool  # the model renders prompts with its chat template
+    n_ctx: int  # the engine's context size
+    computed: tuple[str, ...]  # tables computed in this call (the others were reused)
+
+
+def chapter_tables(folder: Path, families: Sequence[str], demo_items: int, inputs: dict,
+                   load_engine: Callable) -> ProbeChapter:
+    """Chapter 2's model tables, each reused from ``folder`` while it is fresh.
+
+    Parameters
+    ----------
+    folder : Path
+        Where the tables are kept (``outputs/<profile>/probes/<model>``).
+    families : sequence of str
+    demo_items : int
+        Items per family in the scored demo.
+    inputs : dict
+        What else can change the tables (the model file's sha256, engine settings, scoring
+        version), JSON-able.
+    load_engine : callable
+        Returns the loaded reference engine; called only when a table must be computed.
+
+    Returns
+    -------
+    ProbeChapter
+
+    Notes
+    -----
+    Each table is a Parquet file written atomically with its content digest and the hash of
+    its inputs (``manifest.json``'s sha256 for the probe set, ``families``, ``demo_items``,
+    the scorer versions and ``inputs``); a table that is stale, edited or unreadable is named
+    in one line and computed again (:func:`gguf_fragility.store.read_table_checked`).
+    """
+    key = params_hash({"probe_set_sha256": sha256_file(Path(paths.PROBES) / "manifest.json"),
+                       "families": list(families), "demo_items": demo_items,
+                       "scorers": sorted(scorer_tag(n) for n in SCORERS), **inputs})
+    engine, tables, computed, facts = None, {}, [], {}
+    makers = {
+        "examples": lambda e: pd.DataFrame({"family": list(families), "text": [
+            render_example(e, probes.load_family(f, n=1).items[0]) for f in families]}),
+        "lengths": lambda e: token_lengths(e, families),
+        "demo": lambda e: scored_demo(e, families, demo_items)}
+    try:
+        for name, make in makers.items():
+            path = Path(folder) / f"{name}.parquet"
+            stored = read_table_checked(path, {"params_hash": key})
+            if stored is not None:
+                tables[name], facts = stored.frame, stored.record
+                continue
+            engine = engine or load_engine()
+            facts = {"params_hash": key, "is_chat": bool(engine.is_chat), "n_ctx": int(engine.n_ctx)}
+            tables[name] = make(engine)
+            write_table_atomic(tables[name], path, facts)
+            computed.append(name)
+    finally:
+        if engine is not None:
+            engine.close()
+    return ProbeChapter(tables["examples"], tables["lengths"], tables["demo"],
+                        bool(facts["is_chat"]), int(facts["n_ctx"]), tuple(computed))
+
+
+__all__ = ["ProbeChapter", "battery_header", "chapter_tables", "demo_summary", "family_table",
+           "length_summary", "render_example", "scored_demo", "token_lengths", "validation_table"]

@@ -13,6 +13,7 @@ in-process (default) or as tasks on a Dask cluster (:mod:`gguf_fragility.run.clu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from pathlib import Path
 from typing import NamedTuple
@@ -29,7 +30,13 @@ from gguf_fragility.probes.evaluate import ItemResult, evaluate_batch
 from gguf_fragility.profile import NOISE_FLOOR, Profile
 from gguf_fragility.run.shift import kl_topk
 from gguf_fragility.stats.inputs import read_ladder
-from gguf_fragility.store import code_version, params_hash, report_rebuild, write_table_atomic
+from gguf_fragility.store import (
+    code_version,
+    params_hash,
+    read_table_checked,
+    report_rebuild,
+    write_table_atomic,
+)
 
 ANSWER_TOP_K = 32  # reference log-probs kept per item at the answer position
 
@@ -93,23 +100,21 @@ def cell_hash(profile: Profile, rung: str, rung_sha: str, pf: probes.ProbeFile,
 
 
 def is_done(path: Path, phash: str, owner: dict[str, object] | None = None) -> bool:
-    """True when a stored cell is readable, is ``owner``'s and was made with the same parameters.
+    """True when a stored cell is intact, is ``owner``'s and was made with the same parameters.
 
     ``owner`` maps columns to the value every row must hold (``model``, ``rung``, ``family``,
-    ``variant``). A cell that exists but fails a check is reported in one line (file and
-    reason) and the caller rebuilds it; an absent or empty cell is simply not done.
+    ``variant``). A cell that exists but fails a check (unreadable, values that no longer
+    hash as written, no digest, another cell's rows, other parameters, NaN log-probabilities)
+    is reported in one line (file and reason) and the caller rebuilds it; an absent or empty
+    cell is simply not done.
     """
-    if not path.is_file():
+    stored = read_table_checked(path)
+    if stored is None:
         return False
-    try:  # the whole file: a torn page fails here rather than when the stats read it
-        stored = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError or ValueError subclasses
-        report_rebuild(path, f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})")
-        return False
-    why = _stale_cell(stored, phash, owner or {})
+    why = _stale_cell(stored.frame, phash, owner or {})
     if why:
         report_rebuild(path, why)
-    return not why and len(stored) > 0
+    return not why and len(stored.frame) > 0
 
 
 def _stale_cell(stored: pd.DataFrame, phash: str, owner: dict[str, object]) -> str:
@@ -126,7 +131,41 @@ def _stale_cell(stored: pd.DataFrame, phash: str, owner: dict[str, object]) -> s
     if len(stored) and not (stored.params_hash == phash).all():
         return (f"made with other parameters (params_hash {stored.params_hash.iloc[0]}, "
                 f"now {phash})")
+    nan = nan_logprob_items(stored)
+    if nan:
+        return (f"NaN log-probabilities where the rung must have them ({len(nan)} items: "
+                f"{', '.join(nan[:3])}{' …' if len(nan) > 3 else ''})")
     return ""
+
+
+def nan_logprob_items(cell: pd.DataFrame) -> list[str]:
+    """Items of a cell with a NaN log-probability where an answered item has one.
+
+    Every answered log-likelihood item has its gold choice's and each choice's log-prob
+    (``gold_logprob``, ``raw_output``); every stored answer-position top-k is finite; the
+    reference's (F16) replies have their own log-prob (``ref_answer_logprob``).
+    """
+    answered = cell.error.eq("") if "error" in cell else pd.Series(True, index=cell.index)
+    bad = pd.Series(False, index=cell.index)
+    if "answer_top_lp" in cell:
+        bad |= cell.answer_top_lp.map(lambda lp: bool(np.isnan(np.asarray(lp, float)).any()))
+    if {"mode", "gold_logprob", "raw_output"} <= set(cell.columns):
+        loglik = answered & cell["mode"].eq("loglik")
+        bad |= loglik & cell.gold_logprob.isna()
+        bad |= loglik & cell.raw_output.map(_choice_logprobs_nan)
+    if {"mode", "rung", "ref_answer_logprob", "gen_tokens"} <= set(cell.columns):
+        replied = answered & cell["mode"].eq("generate") & cell.gen_tokens.map(len).gt(0)
+        bad |= replied & cell.rung.eq("F16") & cell.ref_answer_logprob.isna()
+    return sorted(cell.item_id[bad])
+
+
+def _choice_logprobs_nan(raw: str) -> bool:
+    """Whether a log-likelihood row's raw output (JSON) holds a NaN or null choice log-prob."""
+    try:
+        lps = json.loads(raw)["logprobs"]
+    except (ValueError, KeyError, TypeError):
+        return True
+    return any(lp is None or np.isnan(lp) for lp in lps)
 
 
 def _answer_shift(lp: np.ndarray | None, ref: dict | None) -> tuple[float, float, list, list]:
@@ -169,15 +208,24 @@ def run_cell(engine: Engine | None, pf: probes.ProbeFile, *, variant: int, prove
 
 
 def _reference_answers(run: RunLayout, model: str, family: str) -> dict[str, dict] | None:
-    """Per item of the stored F16 cell: its answer-position top-k and reply tokens."""
+    """Per item of the stored F16 cell: its answer-position top-k and reply tokens.
+
+    Raises
+    ------
+    ValueError
+        When the F16 cell exists but is not intact (reported in one line first): the rung
+        would be compared with a reference that is not the one computed.
+    """
     path = run.cell(model, "F16", family)
     if not path.is_file():
         return None
-    ref = pd.read_parquet(path, columns=["item_id", "answer_top_ids", "answer_top_lp",
-                                         "gen_tokens"])
+    stored = read_table_checked(path)
+    if stored is None:
+        raise ValueError(f"the reference cell {path} cannot be used (see the line above); run "
+                         f"the F16 rung again (03_calibrate or 04_sweep) to rebuild it")
     return {r.item_id: {"ids": list(r.answer_top_ids), "lp": list(r.answer_top_lp),
                         "tokens": [int(t) for t in r.gen_tokens]}
-            for r in ref.itertuples() if len(r.answer_top_ids)}
+            for r in stored.frame.itertuples() if len(r.answer_top_ids)}
 
 
 class CellRun(NamedTuple):

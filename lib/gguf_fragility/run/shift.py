@@ -19,6 +19,7 @@ The text sample is frozen in ``data/shift/wikipedia.jsonl`` (Wikipedia passages 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import zipfile
@@ -31,6 +32,7 @@ import numpy as np
 from gguf_fragility import paths
 from gguf_fragility.engine.llama import FLASH_ATTN
 from gguf_fragility.probes.sources import WIKIPEDIA, wikipedia_passages
+from gguf_fragility.store import check_digest, content_digest
 
 SAMPLE = paths.DATA / "shift" / "wikipedia.jsonl"
 LOG_RANGE = 16.0  # nats below a row's top log-prob that the uint16 codes span (llama-perplexity)
@@ -226,50 +228,68 @@ class RefStore(NamedTuple):
     target_logprob: np.ndarray  # (N,) float64: exact reference log-prob of the actual next token
     top: np.ndarray  # (N,) the reference's most likely token (exact argmax)
     n_vocab: int
-    params_hash: str  # '' for a file written before it was kept
+    params_hash: str
 
 
-_SMALL = ("tokens", "bos", "target_logprob", "top", "scale", "offset")
+_SMALL = ("tokens", "bos", "target_logprob", "top", "scale", "offset", "params_hash")
+
+
+def _store_digest(small: dict[str, np.ndarray], codes_shape: tuple, codes_sha256: str) -> str:
+    """:func:`~gguf_fragility.store.content_digest` of a reference store: its small arrays
+    (dtype, shape, bytes) and the sha256 of its codes' bytes (hashed as they stream)."""
+    parts = [(k, f"{a.dtype.str}{a.shape}".encode() + np.ascontiguousarray(a).tobytes())
+             for k, a in sorted(small.items())]
+    return content_digest([*parts, ("codes", f"{tuple(codes_shape)}{codes_sha256}".encode())])
 
 
 def write_reference(engine, chunks: Chunks, path: Path, params_hash: str) -> None:
     """Score the reference on every chunk and store its rows atomically (``.npz``, streamed).
 
     The file is an ordinary ``.npz`` (``np.load`` reads it) whose big member, ``codes``
-    (N, n_vocab) uint16, is written one chunk at a time, deflated; the write goes to a
-    temporary file renamed over ``path`` at the end.
+    (N, n_vocab) uint16, is written one chunk at a time, deflated; its ``content_sha256``
+    member is the digest of every other member (:func:`read_reference` checks it). The write
+    goes to a temporary file renamed over ``path`` at the end.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     n_rows = len(chunks.tokens) * chunks.rows_per_chunk
+    shape = (n_rows, engine.n_vocab)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<u2")), "fortran_order": False,
-              "shape": (n_rows, engine.n_vocab)}
+              "shape": shape}
     small: dict[str, list] = {"target_logprob": [], "top": [], "scale": [], "offset": []}
+    codes_sha = hashlib.sha256()
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         with zf.open("codes.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array_header_2_0(f, header)
             for i in range(len(chunks.tokens)):
                 rows = chunk_rows(engine, chunks, i)
                 enc = encode_rows(rows)
-                f.write(np.ascontiguousarray(enc.codes, dtype="<u2").tobytes())
+                block = np.ascontiguousarray(enc.codes, dtype="<u2").tobytes()
+                f.write(block)
+                codes_sha.update(block)
                 t = chunks.targets(i)
                 small["target_logprob"].append(rows[np.arange(len(t)), t])
                 small["top"].append(rows.argmax(axis=1).astype(np.int32))
                 small["scale"].append(enc.scale), small["offset"].append(enc.offset)
         arrays = {k: np.concatenate(v) for k, v in small.items()}
         arrays.update(tokens=chunks.tokens, bos=np.array(chunks.bos), params_hash=np.array(params_hash))
+        arrays = {k: np.asarray(a) for k, a in arrays.items()}
+        arrays["content_sha256"] = np.array(_store_digest(arrays, shape, codes_sha.hexdigest()))
         for name, arr in arrays.items():
             with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
+                np.lib.format.write_array(f, arr, allow_pickle=False)
     tmp.replace(path)
 
 
 def read_reference(path: Path, *, verify: bool = True) -> RefStore:
     """The stored reference, less its rows; with ``verify`` every byte of the rows is read
-    (and its CRC checked), so a torn or foreign file fails here and not halfway through a rung.
+    (CRC checked) and the store's contents must hash as written (``content_sha256``), so a
+    torn, edited or foreign file fails here and not halfway through a rung.
 
     Raises
     ------
+    gguf_fragility.store.StaleContent
+        With ``verify``, when the contents do not hash as written or the store has no digest.
     OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, EOFError
         When the file is truncated or corrupted, not an ``.npz``, lacks an array or its
         arrays disagree.
@@ -279,7 +299,7 @@ def read_reference(path: Path, *, verify: bool = True) -> RefStore:
         if missing:
             raise KeyError(f"no array {', '.join(missing)} (a store of an older format)")
         a = {k: z[k] for k in _SMALL}
-        key = str(z["params_hash"]) if "params_hash" in z.files else ""
+        stored = str(z["content_sha256"]) if "content_sha256" in z.files else None
     chunks = Chunks(a["tokens"], int(a["bos"]))
     n = len(chunks.tokens) * chunks.rows_per_chunk
     lengths = {k: len(a[k]) for k in ("target_logprob", "top", "scale", "offset")}
@@ -290,10 +310,12 @@ def read_reference(path: Path, *, verify: bool = True) -> RefStore:
         if shape[0] != n:
             raise ValueError(f"codes hold {shape[0]} rows; {n} scored positions")
         if verify:
-            while f.read(1 << 24):  # zipfile checks the CRC when the member's end is read
-                pass
+            codes_sha = hashlib.sha256()
+            while block := f.read(1 << 24):  # zipfile checks the CRC when the member's end is read
+                codes_sha.update(block)
+            check_digest(stored, _store_digest(a, shape, codes_sha.hexdigest()))
     return RefStore(Path(path), chunks, a["target_logprob"].astype(np.float64), a["top"],
-                    int(shape[1]), key)
+                    int(shape[1]), str(a["params_hash"]))
 
 
 def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:

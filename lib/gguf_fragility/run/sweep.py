@@ -33,11 +33,14 @@ from gguf_fragility.run.shift import (
     write_reference,
 )
 from gguf_fragility.store import (
+    StaleContent,
     params_hash,
-    read_json_or_none,
+    read_result_json,
+    read_table_checked,
     report_rebuild,
     sha256_file,
     write_json_atomic,
+    write_result_json,
     write_table_atomic,
 )
 
@@ -114,8 +117,10 @@ def regrade(run: RunLayout) -> pd.DataFrame:
     items = {}
     summary = []
     for path in run.cells():
-        df = pd.read_parquet(path)
-        family = path.stem
+        stored = read_table_checked(path)  # an edited or corrupted cell is not re-scored
+        if stored is None:  # (the line above named it; the next sweep rebuilds it)
+            continue
+        df, family = stored.frame, path.stem
         if family not in items:
             items[family] = {it["item_id"]: it for it in probes.load_family(family).items}
         new = [regrade_result(r, items[family][r["item_id"]]) for r in df.to_dict("records")]
@@ -165,6 +170,8 @@ def ensure_reference(profile: Profile, model: str) -> Path:
     if path.is_file():
         try:
             stored = read_reference(path).params_hash
+        except StaleContent as exc:
+            report_rebuild(path, str(exc))
         except Exception as exc:  # truncated zip, bad CRC, missing array, not an npz
             report_rebuild(path, f"unreadable ({type(exc).__name__}: {exc})")
         else:
@@ -199,7 +206,7 @@ def measure_shift(profile: Profile, model: str, rung: str) -> dict:
                        "passages": profile.shift_passages, "tokens": profile.shift_tokens,
                        "positions": POSITIONS, "flash_attn": FLASH_ATTN,
                        "engine": engine_settings(profile, rung)})
-    stored = read_json_or_none(out)
+    stored = read_result_json(out)
     if stored is not None:
         if stored.get("params_hash") == key:
             return stored
@@ -212,7 +219,7 @@ def measure_shift(profile: Profile, model: str, rung: str) -> dict:
     else:
         with open_engine(profile, row.file, rung) as engine:
             result.update(rung_shift(engine, store)._asdict())
-    write_json_atomic(out, result)
+    write_result_json(out, result)
     return result
 
 
@@ -238,7 +245,7 @@ def rung_figures(profile: Profile, model: str, rung: str) -> pd.DataFrame:
     shift = json.loads(profile.layout.shift_json(model, rung).read_text())
     cost = profile.layout.cost_json(model, rung)
     cost = json.loads(cost.read_text()) if cost.is_file() else {}
-    shift.pop("params_hash", None)
+    shift.pop("params_hash", None), shift.pop("content_sha256", None)
     return pd.DataFrame({"shift": pd.Series(shift), "cost": pd.Series(cost)})
 
 

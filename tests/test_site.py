@@ -277,7 +277,7 @@ def test_first_screen_shows_chart_recommendation_and_whole_legends(landing_site,
     except FileNotFoundError as e:
         pytest.skip(str(e))
     width, height = browser.FIRST_SCREEN
-    assert (m["width"], m["height"]) == (width, height)
+    assert m["width"] == width  # boxes are from the page's top: the first screen is t < height
     chart, rec = m["chart"], m["recommendation"]
     assert chart is not None and chart["b"] - chart["t"] > 150, "no chart on the first screen"
     assert chart["t"] >= 0 and chart["b"] <= height, f"chart not within the first screen: {chart}"

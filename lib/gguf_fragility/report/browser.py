@@ -31,8 +31,9 @@ SWITCHES = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
             "--hide-scrollbars", "--force-device-scale-factor=1")
 
 # Measures the page once it has loaded and appends the result as JSON in <pre id="gf-probe">.
-# A box is {l, t, r, b} in CSS px from the top left of the first screen; an element's visible
-# box is its box cut by every ancestor that clips its overflow.
+# A box is {l, t, r, b} in CSS px from the top left of the page (unscrolled, so the first
+# screen is t < 1000); an element's visible box is its box cut by every ancestor that clips
+# its overflow.
 PROBE = """<script>
 window.addEventListener("load", () => {
   const box = e => { const r = e.getBoundingClientRect();
@@ -44,7 +45,7 @@ window.addEventListener("load", () => {
       const s = getComputedStyle(a);
       if (s.overflowX !== "visible" || s.overflowY !== "visible") v = cut(v, box(a)); }
     return v; };
-  const shown = e => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== "hidden";
+  const shown = e => e.checkVisibility({visibilityProperty: true});  // closed <details> hide
   const first = sel => { const e = document.querySelector(sel);
                          return e && shown(e) ? box(e) : null; };
   const kinds = {legend: ".role-legend-label text, .role-legend-symbol path, .role-legend-title text",
@@ -111,8 +112,10 @@ def layout(page: Path, size: tuple[int, int] = FIRST_SCREEN) -> dict:
     Returns
     -------
     dict
-        ``width, height`` (the viewport), ``chart`` (box of the landing page's first chart,
-        or None), ``recommendation`` (box of its first recommendation, or None), ``charts``
+        ``width, height`` (the viewport: with ``--dump-dom`` Chromium keeps some of the
+        window's height for itself, which moves nothing on the page), ``chart`` (box of the
+        page's first ``.gf-chart`` SVG, or None), ``recommendation`` (box of the landing
+        page's first recommendation, or None), ``charts``
         (per top-level SVG in ``<main>``: its visible ``box`` and, as ``text``, the ``kind``
         ("legend", "axis" or "title"), ``text`` and ``box`` of every legend entry and title,
         axis label and title), ``code`` and ``code_visible`` (code

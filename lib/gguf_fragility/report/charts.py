@@ -12,11 +12,23 @@ import altair as alt
 
 from gguf_fragility.layout import RunLayout
 
+# vl-convert sizes a chart with the widths of its text in this font, and a browser draws it
+# in the same one (Debian's fonts-dejavu-core, installed with chromium): with the generic
+# "sans-serif" the browser's wider face ran legends past the chart's right edge.
+FONT = "DejaVu Sans"
+
+
+@alt.theme.register("gguf_fragility", enable=False)
+def _theme() -> alt.theme.ThemeConfig:
+    """The charts' font (:data:`FONT`) and room between legend entries."""
+    return {"config": {"font": FONT, "legend": {"columnPadding": 16}}}
+
 
 def use_svg() -> None:
-    """Render charts as inline SVG (no JavaScript, no network)."""
+    """Render charts as inline SVG (no JavaScript, no network) in the site's font."""
     alt.renderers.enable("svg")
     alt.data_transformers.disable_max_rows()
+    alt.theme.enable("gguf_fragility")
 
 
 def save(chart: alt.TopLevelMixin, name: str, run: RunLayout) -> Path:
@@ -27,7 +39,7 @@ def save(chart: alt.TopLevelMixin, name: str, run: RunLayout) -> Path:
     return out
 
 
-WIDTH, ROW_HEIGHT = 300, 44  # px of the effects chart's plot, per family row
+WIDTH, ROW_HEIGHT = 330, 44  # px of the effects chart's plot, per family row
 
 
 def effects_chart(df, *, margin_pp: float, verdicts) -> alt.FacetChart:
@@ -58,14 +70,15 @@ def effects_chart(df, *, margin_pp: float, verdicts) -> alt.FacetChart:
     x = alt.X("bpw:Q", title="rung and real bits per weight",
               scale=alt.Scale(domain=[lo - pad, hi + pad], nice=False, zero=False),
               axis=alt.Axis(values=rungs["bpw"].tolist(), labelExpr=f"{names} : ''",
-                            grid=False, labelFontSize=10))
+                            grid=False, labelFontSize=11))
     labels = [v[0] for v in verdicts]
     colour = alt.Color("verdict:N", title=None, scale=alt.Scale(
         domain=labels, range=[v[1] for v in verdicts]),
-        legend=alt.Legend(orient="bottom", direction="horizontal", labelLimit=0))
+        legend=alt.Legend(orient="bottom", direction="horizontal", labelLimit=0,
+                          labelFontSize=11))
     shape = alt.Shape("verdict:N", title=None, scale=alt.Scale(
         domain=labels, range=[v[2] for v in verdicts]))
-    y = alt.Y("change:Q", title=None, axis=alt.Axis(tickCount=3, grid=False, labelFontSize=9, orient="left"))
+    y = alt.Y("change:Q", title=None, axis=alt.Axis(tickCount=3, grid=False, labelFontSize=10))
     base = alt.Chart(df)
     band = base.transform_aggregate(n="count()", groupby=["family"]).mark_rect(
         color="#2e7d32", opacity=0.1).encode(y=alt.datum(-margin_pp), y2=alt.datum(margin_pp))
@@ -83,5 +96,5 @@ def effects_chart(df, *, margin_pp: float, verdicts) -> alt.FacetChart:
             .facet(row=alt.Row("family:N", title=None, header=alt.Header(labels=False)),
                    spacing=4)
             .properties(title=alt.Title("accuracy change against the reference (points)",
-                                        fontSize=11, fontWeight="normal", anchor="start"))
+                                        fontSize=12, fontWeight="normal", anchor="start"))
             .configure_view(stroke="#ddd"))

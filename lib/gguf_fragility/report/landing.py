@@ -43,9 +43,10 @@ VERDICTS = {LOSS: Verdict("loss shown", "#c62828", "triangle-down"),
             EQUIVALENT: Verdict("equivalent within the margin", "#2e7d32", "circle"),
             UNDECIDED: Verdict("undecided", "#8d8d8d", "diamond"),
             UNTESTABLE: Verdict("untestable", "#cfcfcf", "cross")}
-MEMORY_WORDS = {"llama.cpp": "{} planned", "file+kv": "{} as file + KV cache",
-                "file": "{} as file size", "file_size": "{} as file size",
-                "peak_rss": "{} peak RSS"}  # decision.csv's memory_source, as the text says it
+MEMORY_WORDS = {"llama.cpp": ("planned", "{} planned"),  # decision.csv's memory_source:
+                "file+kv": ("file + KV", "{} as file + KV cache"),  # cost table header and
+                "file": ("memory: file", "{} as file size"),  # sentence form
+                "peak_rss": ("peak RSS", "{} peak RSS")}
 CHART_PREFERENCE = ("death_order", "accuracy_vs_bpw", "lens_heatmap", "decision_matrix")
 MIB = 2**20
 
@@ -116,7 +117,7 @@ def _memory(gib: float, mib: float, source: str = "") -> str:
     """Bytes as the text prints them: MiB below 1 GiB, else GiB, with the source's word."""
     text = f"{mib:.0f} MiB" if gib < 1 else f"{gib:.2f} GiB"
     source = source if isinstance(source, str) else ""
-    return MEMORY_WORDS.get(source, "{} (" + source + ")" if source else "{}").format(text)
+    return MEMORY_WORDS.get(source, ("", "{} (" + source + ")" if source else "{}"))[1].format(text)
 
 
 def _names(values) -> str:
@@ -159,7 +160,7 @@ def advice_sentences(adv: Advice, *, margin: float) -> dict[str, list[str]]:
                      + (f"it may cost {lost} of accuracy" if lost else
                         f"it is not shown within {m} on every family")
                      + (f" (a loss is shown on {shown})" if shown else "")
-                     + f"; no rung that fits is shown within {m} on every family.")
+                     + f"; none that fits is shown within {m} on every family.")
             out.setdefault(model, []).append(s)
     return out
 
@@ -194,15 +195,13 @@ def _effects(run: RunLayout, model: str, cmp: pd.DataFrame, margin: float) -> Pa
 def _cost_table(dm: pd.DataFrame) -> str:
     """Each rung's cost for one model (a data table)."""
     src = dm["memory_source"].dropna().unique()
-    word = ("memory (" + MEMORY_WORDS.get(src[0], "{}").format("").strip() + ")"
-            if len(src) == 1 and src[0] in MEMORY_WORDS else "memory")
+    word = MEMORY_WORDS[src[0]][0] if len(src) == 1 and src[0] in MEMORY_WORDS else "memory"
     view = pd.DataFrame({
         "rung": dm["rung"], "bpw": dm["bpw"].astype(float),
         "file": [_memory(b / GIB, b / MIB) for b in dm["file_size_bytes"]],
         word: [_memory(b / GIB, b / MIB) if np.isfinite(b) else "" for b in dm["memory_bytes"]],
-        "prompt tok/s": [f"{x:,.0f}" if np.isfinite(x) else "" for x in dm["prompt_tps"]],
-        "gen tok/s": [f"{x:,.1f}" if np.isfinite(x) else "" for x in dm["gen_tps"]],
-        "accuracy": [VERDICTS[q].label if q in VERDICTS else q for q in dm["quality"]]})
+        "prompt t/s": [f"{x:,.0f}" if np.isfinite(x) else "" for x in dm["prompt_tps"]],
+        "gen t/s": [f"{x:,.1f}" if np.isfinite(x) else "" for x in dm["gen_tps"]]})
     return md_table(view.sort_values("bpw", ascending=False), 2)
 
 
@@ -226,10 +225,9 @@ def first_screen_markdown(run: RunLayout) -> str:
     text = advice_sentences(adv, margin=margin)
     out = ["::::: {.gf-first}\n\n"]
     for model, g in dm.groupby("model", sort=True):
-        cap = (f"Accuracy change of each rung against {model}'s reference, in points, with its "
-               f"{100 * (1 - alpha):g}% interval, by real bits per weight; the band is the "
-               f"±{100 * margin:g}-point equivalence margin. The colour is the decision after the "
-               "corrected family of tests.")
+        cap = (f"Each rung's accuracy change against {model}'s reference, with its "
+               f"{100 * (1 - alpha):g}% interval. Band: the ±{100 * margin:g}-point "
+               "equivalence margin. Colour: the decision after the corrected family of tests.")
         chart = _effects(run, model, cmp, margin)
         out.append(f":::: {{.gf-model}}\n\n### {model}\n\n"
                    + (_inline_svg(chart, cap) if chart else "No family is measurable.\n")

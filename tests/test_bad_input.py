@@ -5,6 +5,7 @@ import shutil
 import pytest
 import yaml
 
+from gguf_fragility import paths
 from gguf_fragility.engine.gguf import GGUFError, open_gguf
 from gguf_fragility.ladder import models, quantize
 from gguf_fragility.profile import ProfileError, load_profile
@@ -52,6 +53,37 @@ def test_truncated_gguf(tmp_path, smol_source):
     header_only.write_bytes(smol_source.read_bytes()[:1000])
     with pytest.raises(GGUFError, match="header.gguf"):
         open_gguf(header_only)
+
+
+@pytest.mark.llama
+def test_truncated_gguf_message_is_one_clean_line(tmp_path, smol_source):
+    """Issue 29: a file cut inside its tensor data gave numpy's "When changing to a larger
+    dtype, its size must be a divisor…" inside the message. Now: the file, the bytes its
+    tensors need (the complete file's tensors' end, read here with gguf's own reader) and the
+    bytes it has, and what to do; a file cut inside its header says so without numpy's text."""
+    from gguf import GGUFReader
+
+    full = GGUFReader(smol_source)
+    need = max(t.data_offset + t.n_bytes for t in full.tensors)
+    del full
+    cut = tmp_path / "cut.gguf"
+    with open(smol_source, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(smol_source.stat().st_size // 2))
+    with pytest.raises(GGUFError) as info:
+        open_gguf(cut)
+    msg = str(info.value)
+    assert msg == (f"{cut} is truncated: its tensors need {need} bytes, the file has "
+                   f"{cut.stat().st_size}. It is not a file this project made: copy or convert it "
+                   f"again, or point source.path in {paths.registry()} at a complete GGUF."), msg
+    header_only = tmp_path / "header.gguf"
+    with open(smol_source, "rb") as src:
+        header_only.write_bytes(src.read(1000))
+    with pytest.raises(GGUFError) as info:
+        open_gguf(header_only)
+    msg = str(info.value)
+    assert msg.startswith(f"{header_only} is damaged or truncated: its header (metadata and "
+                          "tensor list) cannot be read from its 1000 bytes. It is not a file"), msg
+    assert "\n" not in msg and "dtype" not in msg
 
 
 def test_unknown_rung_in_profile(tmp_path):

@@ -1,4 +1,9 @@
-"""The whole autopsy, as a user runs it: `gguf-fragility run` on a tiny profile, then the site."""
+"""The whole autopsy, as a user runs it: `gguf-fragility run` on a tiny profile, then the site;
+what a run says on the terminal and in its events log; partial runs and failed checks.
+
+The fast tests replace only the notebook execution (``test_run_lock.patched_env``); the
+others run the real chapters on the real SmolLM2.
+"""
 
 import os
 import subprocess
@@ -6,8 +11,9 @@ import sys
 
 import pandas as pd
 import pytest
+from test_run_lock import patched_env
 
-pytestmark = [pytest.mark.llama, pytest.mark.slow]
+SMOL = "smollm2-135m"
 
 TINY = """
 # tiny: the smallest real run of every chapter (SmolLM2, two rungs, three cheap families)
@@ -25,6 +31,8 @@ engine: {n_ctx: 1024, n_threads: 2}
 """
 
 
+@pytest.mark.llama
+@pytest.mark.slow
 def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_ladder):
     profiles, outputs = tmp_path / "profiles", tmp_path / "outputs"
     profiles.mkdir()
@@ -54,11 +62,72 @@ def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_
     assert set(comparisons.rung) == {"Q2_K"}  # the floor is a control, never a rung
     assert set(comparisons.lens) == {"correctness", "fidelity", "margin"}
     assert (run / "site" / "index.html").is_file()
-    # a rerun finds every cell done and changes no row
+    assert "site: claim check passed" in done.stdout
+    # a rerun finds every cell done but one torn cell, says so (a line its chapter's kernel
+    # logged: the old code left it inside the executed notebook) and changes no row
+    torn = run / "sweep" / SMOL / "Q2_K" / "string_ops.parquet"
+    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
+    log = run / "events.log"
+    before = log.read_text().splitlines() if log.is_file() else []
     again = subprocess.run([sys.executable, "-m", "gguf_fragility.cli", "run", "--profile", "tiny",
                             "--stages", "sweep", "--no-site"], env=env, capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    said = [ln for ln in again.stderr.splitlines() if ln.startswith("gguf-fragility: rebuilding")]
+    assert len(said) == 1 and said[0].startswith(f"gguf-fragility: rebuilding {torn}: "), \
+        again.stderr[-3000:]
+    logged = log.read_text().splitlines()[len(before):]
+    assert [ln.split(" ", 1)[1] for ln in logged] == said  # timed, in outputs/<profile>/events.log
     rows2 = pd.concat(pd.read_parquet(p) for p in (run / "sweep").rglob("*.parquet"))
     key = ["rung", "family", "item_id", "raw_output", "correct", "params_hash"]
     pd.testing.assert_frame_equal(rows[key].reset_index(drop=True), rows2[key].reset_index(drop=True))
+
+
+def _cli(tmp_path, mode: str, *args: str) -> subprocess.CompletedProcess:
+    """`gguf-fragility run --profile tiny <args>` with notebooks replaced (``mode``)."""
+    (tmp_path / "profiles").mkdir(exist_ok=True)
+    (tmp_path / "profiles" / "tiny.yaml").write_text("models:\n  smollm2-135m:\n    rungs: [F16]\n"
+                                                     "families: [science_mc]\nn_items: 2\n")
+    return subprocess.run([sys.executable, "-m", "gguf_fragility.cli", "run", "--profile", "tiny",
+                           *args], env=patched_env(tmp_path, mode, tmp_path / f"{mode}.flag"),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_partial_run_skips_the_site_saying_so_in_one_line(tmp_path):
+    """`--stages ladder`: the old code rendered the site from chapters that never ran and
+    printed "claim check FAILED", then exited 0."""
+    done = _cli(tmp_path, "fast", "--stages", "ladder")
+    assert done.returncode == 0, done.stderr[-2000:]
+    site_lines = [ln for ln in done.stdout.splitlines() if ln.startswith("site:")]
+    assert site_lines == ["site: not rendered: this run left out stage(s) probes calibrate sweep "
+                          "stats transfer axes lesions, whose numbers the site and its claim check "
+                          "need; `gguf-fragility run --profile tiny` runs every stage (finished "
+                          "work is reused) and renders it"], done.stdout
+    assert "claim check" not in done.stderr and not (tmp_path / "outputs" / "tiny" / "site").exists()
+
+
+def test_failed_claim_check_fails_the_run(tmp_path):
+    """Every stage ran, and a chapter's prose holds a number no table has: the run lists it
+    and exits 1 (the old code printed "claim check FAILED" and exited 0)."""
+    done = _cli(tmp_path, "claim")
+    assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
+    assert "site: claim check FAILED" in done.stdout
+    (listed,) = [ln for ln in done.stderr.splitlines() if ln.startswith("site: UNTRACEABLE ")]
+    assert listed.startswith("site: UNTRACEABLE chapters/05_stats.html: 8123.47"), listed
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("gguf-fragility: error:")]
+    assert len(errors) == 1 and "claim check failed: 1 number(s)" in errors[0], errors
+    assert (tmp_path / "outputs" / "tiny" / "site" / "index.html").is_file()
+
+
+def test_skipped_notebooks_are_events_on_the_terminal_and_in_the_log(tmp_path):
+    """A sweep without calibration skips its notebook: the line goes to stderr (under the
+    progress bar) and, timed, to outputs/<profile>/events.log (the old code printed it on
+    stdout only)."""
+    done = _cli(tmp_path, "fast", "--stages", "sweep", "--no-site")
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = [ln for ln in done.stderr.splitlines() if ln.startswith("gguf-fragility: skipping")]
+    assert len(said) == 2, done.stderr[-2000:]  # F16 and the noise floor
+    assert said[0].startswith("gguf-fragility: skipping 04_sweep__smollm2-135m__F16.ipynb: "
+                              "smollm2-135m has no calibration in profile 'tiny'")
+    logged = (tmp_path / "outputs" / "tiny" / "events.log").read_text().splitlines()
+    assert [ln.split(" ", 1)[1] for ln in logged] == said

@@ -215,3 +215,59 @@ def test_bad_registry_entry_and_unknown_key_are_both_reported(user_registry, tmp
     assert len(lines) == 2
     assert "models.mine.source.sha256: 0 is a YAML int" in lines[0]
     assert "model key 'other' is not in" in lines[1] and "known keys: mine" in lines[1]
+
+
+def _two_entry_registry(tmp_path, monkeypatch) -> str:
+    """``mine`` (good, a placeholder local file) and ``broken`` (an unquoted all-zero hash)."""
+    gguf = tmp_path / "mine.gguf"
+    gguf.write_bytes(b"GGUF placeholder")
+    entry = "    family: X\n    display: {0}\n    licence: MIT\n    source:\n      kind: local\n"
+    reg = tmp_path / "models.yaml"
+    reg.write_text("models:\n  mine:\n" + entry.format("mine") + f"      path: \"{gguf}\"\n"
+                   "  broken:\n" + entry.format("broken") + f"      path: \"{gguf}\"\n"
+                   f"      sha256: {ZEROS}\n")
+    monkeypatch.setenv("GGUF_FRAGILITY_REGISTRY", str(reg))
+    return str(reg)
+
+
+def test_bad_registry_entry_blocks_only_the_profiles_that_use_it(tmp_path, monkeypatch):
+    """Issue 29: one bad entry refused every profile (and every model lookup), including
+    those that never name it. Now it blocks only its users, and the others get a warning."""
+    from gguf_fragility import profile as profile_mod
+
+    reg = _two_entry_registry(tmp_path, monkeypatch)
+    prof = load_profile(_profile(tmp_path, "models:\n  mine: {}\n"))
+    assert list(prof.models) == ["mine"]
+    assert registry.get_spec("mine").display == "mine"  # what a chapter's kernel looks up
+    (warning,) = profile_mod.registry_warnings(prof)
+    assert warning.startswith(f"{reg}: models.broken.source.sha256: 0 is a YAML int")
+    (line,) = _problems(_profile(tmp_path, "models:\n  broken: {}\n"))
+    assert line.startswith(f"{reg}: models.broken.source.sha256: 0 is a YAML int"), line
+    with pytest.raises(RegistryError, match=r"models.broken.source.sha256: 0 is a YAML int"):
+        registry.get_spec("broken")
+    with pytest.raises(RegistryError, match=r"models.broken"):  # the whole-file check still sees it
+        load_registry()
+
+
+def test_rung_or_family_listed_twice_is_refused(user_registry, tmp_path):
+    """Issue 29: `[F16, Q2_K, Q2_K]` was accepted without a word (the rung swept twice)."""
+    lines = _problems(_profile(tmp_path, "models:\n  mine:\n    rungs: [F16, Q2_K, Q2_K]\n"
+                                         "    families: [arithmetic, arithmetic]\n"
+                                         "families: [code, reading, code]\n"))
+    assert len(lines) == 3, lines
+    assert lines[0].endswith("mine.yaml: families: 'code' is listed 2 times in "
+                             "['code', 'reading', 'code']; keep one"), lines
+    assert lines[1].endswith("mine.yaml: models.mine.rungs: 'Q2_K' is listed 2 times in "
+                             "['F16', 'Q2_K', 'Q2_K']; keep one"), lines
+    assert lines[2].endswith("mine.yaml: models.mine.families: 'arithmetic' is listed 2 times "
+                             "in ['arithmetic', 'arithmetic']; keep one"), lines
+
+
+def test_empty_family_list_is_refused(user_registry, tmp_path):
+    """Issue 29: `families: []` was accepted without a word and meant every family."""
+    lines = _problems(_profile(tmp_path, "models:\n  mine:\n    families: []\nfamilies: []\n"))
+    assert len(lines) == 2, lines
+    assert lines[0] == (f"{tmp_path / 'mine.yaml'}: families: an empty list selects no family; "
+                        "list family names, or leave 'families' out to run every family of "
+                        "the battery")
+    assert lines[1].startswith(f"{tmp_path / 'mine.yaml'}: models.mine.families: an empty list")

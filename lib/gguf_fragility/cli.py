@@ -5,6 +5,10 @@
     gguf-fragility ladder smollm2-135m --rungs F16 Q8_0 Q2_K
     gguf-fragility regrade --profile default     # re-score stored raw outputs, no model
     gguf-fragility fetch qwen2.5-coder-1.5b
+
+Exit codes: 0 done and every check passed; 1 a check of the site failed (claim check,
+external resources); 2 a user error, one line per problem; 130/143 stopped by Ctrl-C/SIGTERM
+(finished work is kept and a rerun resumes).
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ import sys
 
 from gguf_fragility.engine.gguf import GGUFError
 from gguf_fragility.ladder import models, quantize
-from gguf_fragility.profile import DEFAULT_RUNGS, ProfileError, load_profile
+from gguf_fragility.profile import DEFAULT_RUNGS, ProfileError, load_profile, registry_warnings
 from gguf_fragility.registry import RegistryError
 from gguf_fragility.report import site
 from gguf_fragility.run import pipeline
-from gguf_fragility.run.pipeline import ChapterError
+from gguf_fragility.run.pipeline import ChapterError, Terminated
 from gguf_fragility.run.sweep import regrade
 from gguf_fragility.store import LockHeld
 
@@ -29,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a params profile's notebooks with papermill")
     r.add_argument("--profile", default="default", help="params/<profile>.yaml (default: default)")
     r.add_argument("--stages", nargs="*", help="only these stages (ladder probes calibrate sweep "
-                                               "stats transfer axes)")
+                                               "stats transfer axes lesions); the site is "
+                                               "rendered only when every stage runs")
     r.add_argument("--no-site", action="store_true", help="do not render the report site")
     lad = sub.add_parser("ladder", help="build one model's ladder outside the notebooks")
     lad.add_argument("model")
@@ -42,32 +47,69 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _error(message: str) -> None:
+    """Print one ``gguf-fragility: error:`` line per line of ``message`` on stderr."""
+    for line in message.splitlines() or [""]:
+        print(f"gguf-fragility: error: {line}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``gguf-fragility run``: the notebooks, then the site unless some stages were left out;
+    1 when a check of the site fails."""
+    profile = load_profile(args.profile)
+    for line in registry_warnings(profile):
+        print(f"gguf-fragility: warning: {line} (profile {profile.name!r} does not use it)",
+              file=sys.stderr)
+    layout = profile.layout
+    with pipeline.run_lock(layout):  # the site too: it reads what the run wrote
+        pipeline.run(args.profile, args.stages)
+        skipped = pipeline.left_out(args.stages)
+        if args.no_site:
+            return 0
+        if skipped:
+            print(f"site: not rendered: this run left out stage(s) {' '.join(skipped)}, whose "
+                  f"numbers the site and its claim check need; `gguf-fragility run --profile "
+                  f"{args.profile}` runs every stage (finished work is reused) and renders it")
+            return 0
+        problems = site.render(layout).problems()
+    for line in problems:
+        _error(line)
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one clear line per problem and exit 2."""
     args = _parser().parse_args(argv)
     try:
-        if args.cmd == "run":
-            layout = load_profile(args.profile).layout
-            with pipeline.run_lock(layout):  # the site too: it reads what the run wrote
-                pipeline.run(args.profile, args.stages)
-                if not args.no_site:
-                    site.render(layout)
-        elif args.cmd == "ladder":
-            print(quantize.build_ladder(args.model, args.rungs,
-                                        run=load_profile(args.profile).layout).to_string())
-        elif args.cmd == "regrade":
-            layout = load_profile(args.profile).layout
-            with pipeline.run_lock(layout):  # rewrites every cell
-                summary = regrade(layout)
-            print(summary.to_string(index=False))
-            print(f"{int(summary.changed.sum())} of {int(summary.n.sum())} verdicts changed")
-        elif args.cmd == "fetch":
-            for key in args.models:
-                print(models.obtain(key))
+        with pipeline.stop_on_sigterm():
+            return _command(args)
     except (ProfileError, RegistryError, GGUFError, ChapterError, ValueError, LockHeld) as exc:
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"gguf-fragility: error: {line}", file=sys.stderr)
+        _error(str(exc) or type(exc).__name__)
         return 2
+    except (Terminated, KeyboardInterrupt) as exc:
+        how, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)
+        print(f"gguf-fragility: stopped by {how} {f'during {exc}' if str(exc) else 'between steps'}"
+              f" of `{' '.join(['gguf-fragility', *(argv or sys.argv[1:])])}`; finished work is "
+              "kept: run the same command again to resume", file=sys.stderr)
+        return code
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run one subcommand; its exit code."""
+    if args.cmd == "run":
+        return _run(args)
+    if args.cmd == "ladder":
+        print(quantize.build_ladder(args.model, args.rungs,
+                                    run=load_profile(args.profile).layout).to_string())
+    elif args.cmd == "regrade":
+        layout = load_profile(args.profile).layout
+        with pipeline.run_lock(layout):  # rewrites every cell
+            summary = regrade(layout)
+        print(summary.to_string(index=False))
+        print(f"{int(summary.changed.sum())} of {int(summary.n.sum())} verdicts changed")
+    elif args.cmd == "fetch":
+        for key in args.models:
+            print(models.obtain(key))
     return 0
 
 

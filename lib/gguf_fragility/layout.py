@@ -41,6 +41,12 @@ class RunLayout:
         """Held (``flock``) by the one run writing this folder; holds its PID and start time."""
         return self.root / "run.lock"
 
+    @property
+    def events_log(self) -> Path:
+        """One timed line per rebuild, lock takeover and skipped notebook of every run here
+        (:mod:`gguf_fragility.events`)."""
+        return self.root / "events.log"
+
     # chapter 1: the ladder
     def ladder_dir(self, model: str) -> Path:
         """Ladder manifest (``ladder.csv`` + ``ladder.json``) of one model."""

@@ -242,6 +242,31 @@ def known_families(manifest: Path | None = None) -> tuple[str, ...]:
     return tuple(json.loads(manifest.read_text())["families"])
 
 
+def _twice(names: tuple[str, ...], where: str) -> list[str]:
+    """A one-line problem for each name a list holds more than once."""
+    return [f"{where}: {n!r} is listed {names.count(n)} times in {list(names)}; keep one"
+            for n in dict.fromkeys(names) if names.count(n) > 1]
+
+
+def _empty_lists(data: dict, path: Path) -> list[str]:
+    """``families: []`` (top level or per model) selects nothing; leaving the key out means
+    every family, so an empty list is a mistake, not a choice."""
+    where = [("families", data.get("families"))]
+    if isinstance(data.get("models"), dict):
+        where += [(f"models.{k}.families", v.get("families"))
+                  for k, v in data["models"].items() if isinstance(v, dict)]
+    return [f"{path}: {key}: an empty list selects no family; list family names, or leave "
+            f"{key.rsplit('.', 1)[-1]!r} out to run every family of the battery"
+            for key, value in where if isinstance(value, list) and not value]
+
+
+def registry_warnings(profile: Profile) -> list[str]:
+    """The problems of registry entries ``profile`` does not use: they do not block it, and
+    are worth a warning (an entry being written for a later run)."""
+    reg = read_registry()
+    return [p for key, bad in reg.entry_problems.items() if key not in profile.models for p in bad]
+
+
 def _semantic(profile: Profile, path: Path) -> list[str]:
     """Every problem of a well-typed profile: names that do not exist, counts out of range."""
     problems = []
@@ -262,11 +287,12 @@ def _semantic(profile: Profile, path: Path) -> list[str]:
     problems += [f"{path}: budgets_gib: {b!r} is out of range; use > 0 (GiB)"
                  for b in profile.budgets_gib if b <= 0]
     problems += fams(profile.families, "families")
+    problems += _twice(profile.families, f"{path}: families")
     if not profile.models:
         problems.append(f"{path}: models: empty; list at least one model key of "
                         f"{paths.registry()}")
     reg = read_registry()
-    problems += reg.problems
+    problems += reg.problems_of(profile.models)  # a bad entry this profile does not use: a warning
     for key, run in profile.models.items():
         where = f"{path}: models.{key}"
         if reg.keys and key not in reg.keys:
@@ -277,6 +303,7 @@ def _semantic(profile: Profile, path: Path) -> list[str]:
             if not src.is_file():
                 problems.append(f"{where}: its local GGUF {src} does not exist; fix source.path "
                                 f"of {key!r} in {paths.registry()}")
+        problems += _twice(run.rungs, f"{where}.rungs")
         for rung in run.rungs:
             try:
                 spec = parse_rung(rung)
@@ -291,6 +318,7 @@ def _semantic(profile: Profile, path: Path) -> list[str]:
             problems.append(f"{where}.rungs: {list(run.rungs)} must include the reference 'F16'")
         problems += _range(run.n_items, 1, None, "items per family", f"{where}.n_items")
         problems += fams(run.families, f"models.{key}.families")
+        problems += _twice(run.families, f"{where}.families")
     if profile.mcnemar not in ("exact", "midp"):
         problems.append(f"{path}: mcnemar: must be 'exact' or 'midp', got {profile.mcnemar!r}")
     if profile.correction != "holm":
@@ -308,9 +336,10 @@ def load_profile(name_or_path: str | Path) -> Profile:
     """Load ``params/<name>.yaml`` (or a path) into a completely checked :class:`Profile`.
 
     Everything a run will rely on is checked here, before any notebook runs: keys and types,
-    model keys (against the registry, whose entries and hash strings are checked too), local
+    model keys (against the registry, whose entries for these models, hash strings included,
+    are checked too; a bad entry of another model is left to :func:`registry_warnings`), local
     model files present, family names (against ``data/probes/manifest.json``), rung names,
-    numeric ranges.
+    rungs and families listed twice, empty family lists, numeric ranges.
 
     Raises
     ------
@@ -335,7 +364,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     problems: list[str] = []
     profile = _build(Profile, data, f"{path}: ", problems)
     if profile is not _BAD:
-        problems += _semantic(profile, path)
+        problems += _empty_lists(data, path) + _semantic(profile, path)
     if problems:
         raise ProfileError(problems)
     if profile.outputs is None:

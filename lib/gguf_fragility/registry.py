@@ -98,7 +98,15 @@ class RegistryRead(NamedTuple):
 
     specs: dict[str, ModelSpec]  # the usable entries
     keys: tuple[str, ...]  # every key, usable or not
-    problems: list[str]  # one line each, naming file, key and value
+    problems: list[str]  # one line each, naming file, key and value (the file's, then entries')
+    entry_problems: dict[str, list[str]]  # the problems of each bad entry, by key
+
+    def problems_of(self, keys) -> list[str]:
+        """The problems that matter to a user of ``keys``: the file's own (unreadable, no
+        ``models:``) and those of these entries; other bad entries do not block them."""
+        if not self.keys:  # the file is unreadable, or has no entries: its problems are all
+            return self.problems
+        return [p for k in keys for p in self.entry_problems.get(str(k), [])]
 
 
 def read_registry(path: Path | None = None) -> RegistryRead:
@@ -108,16 +116,18 @@ def read_registry(path: Path | None = None) -> RegistryRead:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         return RegistryRead({}, (), [f"cannot read model registry {path}: "
-                                     f"{' '.join(str(exc).split())}"])
+                                     f"{' '.join(str(exc).split())}"], {})
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
-        return RegistryRead({}, (), [f"{path}: expected a top-level 'models:' mapping"])
-    specs, problems = {}, []
+        return RegistryRead({}, (), [f"{path}: expected a top-level 'models:' mapping"], {})
+    specs, problems, by_key = {}, [], {}
     for key, entry in doc["models"].items():
         spec, bad = _entry(key, entry, f"{path}: models.{key}")
         problems += bad
+        if bad:
+            by_key[str(key)] = bad
         if spec is not None:
             specs[str(key)] = spec
-    return RegistryRead(specs, tuple(str(k) for k in doc["models"]), problems)
+    return RegistryRead(specs, tuple(str(k) for k in doc["models"]), problems, by_key)
 
 
 def load_registry(path: Path | None = None) -> dict[str, ModelSpec]:
@@ -145,8 +155,16 @@ def load_registry(path: Path | None = None) -> dict[str, ModelSpec]:
 
 
 def get_spec(key: str, registry: dict[str, ModelSpec] | None = None) -> ModelSpec:
-    """The registry entry for ``key``, or an error listing the known keys."""
-    registry = load_registry() if registry is None else registry
+    """The registry entry for ``key``, or an error listing the known keys.
+
+    Without ``registry``, ``params/models.yaml`` is read and only ``key``'s entry (and the
+    file as a whole) must be valid: a bad entry of another model does not block this one.
+    """
+    if registry is None:
+        read = read_registry()
+        if read.problems_of([key]):
+            raise RegistryError(read.problems_of([key]))
+        registry = read.specs
     if key not in registry:
         raise RegistryError(f"model key {key!r} is not in {paths.registry()}; known keys: "
                             f"{', '.join(sorted(registry))}. Add an entry (see the comments there).")

@@ -36,9 +36,8 @@ from typing import NamedTuple
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
-from gguf_fragility import paths
+from gguf_fragility import events, paths
 
 
 def _replace(tmp: Path, dst: Path) -> None:
@@ -216,9 +215,9 @@ def code_version() -> str:
 
 
 def report_rebuild(path: str | Path, why: str) -> None:
-    """Say on stderr, in one line, that the stored file ``path`` is not reused and why."""
-    # tqdm.write: on a line of its own even while a progress bar is drawn
-    tqdm.write(f"gguf-fragility: rebuilding {path}: {why}", file=sys.stderr)
+    """Say in one line, on stderr and in the run's events log (:func:`events.emit`), that the
+    stored file ``path`` is not reused and why."""
+    events.emit(f"gguf-fragility: rebuilding {path}: {why}")
 
 
 def sidecar(path: Path) -> Path:
@@ -358,9 +357,9 @@ def hold_lock(path: str | Path, what: str, *, wait: bool = False) -> Iterator[Pa
                            ) from None
         left = os.pread(fd, 1 << 16, 0).decode(errors="replace")
         if left.strip():
-            print(f"gguf-fragility: taking over the lock of {what} from {_holder(left)}, which "
-                  "ended without releasing it (killed?); its partial files are checked on reuse",
-                  file=sys.stderr, flush=True)
+            events.emit(f"gguf-fragility: taking over the lock of {what} from {_holder(left)}, "
+                        "which ended without releasing it (killed?); its partial files are "
+                        "checked on reuse")
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": " ".join(sys.argv)}
         os.ftruncate(fd, 0)

@@ -50,6 +50,29 @@ def _advice(path: Path) -> str:
     return "This project made it in its model cache: rerun, and it is rebuilt or fetched again."
 
 
+class _Cut(Exception):
+    """Raised by :class:`_SizedReader` when the tensors end past the file's end."""
+
+    def __init__(self, need: int):
+        super().__init__(need)
+        self.need = need
+
+
+class _SizedReader(GGUFReader):
+    """A reader that measures where the tensors end before viewing them, so a cut file fails
+    with the bytes it needs rather than numpy's view error."""
+
+    def _build_tensors(self, start_offs: int, fields: list) -> None:
+        need = start_offs
+        for field in fields:
+            dims, raw_dtype, offset = field.parts[3], field.parts[4], field.parts[5]
+            block, size = GGML_QUANT_SIZES[GGMLQuantizationType(int(raw_dtype[0]))]
+            need = max(need, start_offs + int(offset[0]) + int(np.prod(dims)) * size // block)
+        if need > len(self.data):
+            raise _Cut(need)
+        super()._build_tensors(start_offs, fields)
+
+
 def open_gguf(path: str | os.PathLike) -> GGUFReader:
     """Open a GGUF after checking it exists, has the GGUF magic and is complete.
 
@@ -69,15 +92,14 @@ def open_gguf(path: str | os.PathLike) -> GGUFReader:
                         "(convert other formats with llama.cpp's convert_hf_to_gguf.py).")
     size = path.stat().st_size
     try:
-        reader = GGUFReader(path)
-    except Exception as exc:  # gguf raises bare ValueError/IndexError on a cut header
-        raise GGUFError(f"{path} is a damaged or truncated GGUF ({size} bytes): {exc}. "
+        return _SizedReader(path)
+    except _Cut as cut:
+        raise GGUFError(f"{path} is truncated: its tensors need {cut.need} bytes, the file has "
+                        f"{size}. {_advice(path)}") from None
+    except Exception as exc:  # gguf raises bare ValueError/IndexError/KeyError on a cut header
+        raise GGUFError(f"{path} is damaged or truncated: its header (metadata and tensor list) "
+                        f"cannot be read from its {size} bytes. "
                         f"{_advice(path)}") from exc
-    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
-    if end > size:
-        raise GGUFError(f"{path} is truncated: its tensors need {end} bytes, the file has {size}. "
-                        f"{_advice(path)}")
-    return reader
 
 
 def file_type_name(reader: GGUFReader) -> str:

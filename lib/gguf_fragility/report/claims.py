@@ -180,6 +180,14 @@ def check(run: RunLayout, site: Path | None = None) -> ClaimCheck:
     return ClaimCheck(bool(pages) and bool(df["traced"].all()), df, report, len(pages))
 
 
+def untraceable(res: ClaimCheck) -> list[str]:
+    """``UNTRACEABLE <page>: <number>  …context…``, one line per number no table holds."""
+    if not len(res.claims):
+        return []
+    return [f"UNTRACEABLE {r.page}: {r.number}  …{r.context}…"
+            for r in res.claims[~res.claims["traced"]].itertuples()]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m gguf_fragility.report.claims <profile>``: exit 1 listing untraceable numbers."""
     ap = argparse.ArgumentParser(prog="python -m gguf_fragility.report.claims",
@@ -193,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"claims: no rendered pages under {args.site or 'the site folder'}; "
               f"run `python -m gguf_fragility.report.site {args.profile}` first", file=sys.stderr)
         return 1
-    bad = res.claims[~res.claims["traced"]]
-    for r in bad.itertuples():
-        print(f"UNTRACEABLE {r.page}: {r.number}  …{r.context}…")
+    bad = untraceable(res)
+    for line in bad:
+        print(line)
     print(f"claims: {len(res.claims)} numbers in the prose of {res.n_pages} pages, "
           f"{len(bad)} untraceable; table {res.report}")
     return 0 if res.ok else 1

@@ -49,8 +49,27 @@ class Rendered(NamedTuple):
     claims_ok: bool | None  # None when the claim check was not run
     n_untraced: int
 
+    def problems(self) -> list[str]:
+        """One line per check of the site that failed (empty when all passed): what a
+        caller turns into a failing exit code."""
+        out = [f"the site loads {len(self.external)} resource(s) from outside it, e.g. "
+               f"{self.external[0]}"] if self.external else []
+        if self.claims_ok is False:
+            table = self.site_dir.parent / "claim_check.csv"  # RunLayout.claim_check
+            out.append(f"the site's claim check failed: {self.n_untraced} number(s) in its prose "
+                       f"are in no generated table (listed above; all numbers in {table})"
+                       if self.n_untraced else "the site's claim check failed: no rendered page")
+        return out
+
 
 # ----------------------------------------------------------------- staging and rendering
+
+
+def _fold_options() -> str:
+    """``#|`` lines asking for ``_quarto.yml``'s ``code-fold`` and ``code-summary`` (html)."""
+    html = (yaml.safe_load(CONFIG.read_text()).get("format") or {}).get("html") or {}
+    keys = [k for k in ("code-fold", "code-summary") if k in html]
+    return "".join(f"#| {k}: {json.dumps(html[k])}\n" for k in keys)
 
 
 def _chapter(src: Path, dst: Path) -> None:
@@ -58,6 +77,11 @@ def _chapter(src: Path, dst: Path) -> None:
     and giving every code cell ``_quarto.yml``'s code folding as its own ``#|`` options (the
     smalldocs fallback folds a notebook's cell only when the cell asks; Quarto reads both)."""
     nb = json.loads(src.read_text())
+    fold = _fold_options()
+    for cell in nb.get("cells", []) if fold else ():
+        if cell.get("cell_type") == "code":
+            text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            cell["source"] = fold + text
     variant = src.stem.split("__", 1)[1].replace("__", " · ") if "__" in src.stem else ""
     title = src.stem
     for cell in nb.get("cells", []):
@@ -67,21 +91,9 @@ def _chapter(src: Path, dst: Path) -> None:
             if m:
                 title = m.group(1).strip()
                 cell["source"] = text[m.end():]
-def _fold_options() -> str:
-    """``#|`` lines asking for ``_quarto.yml``'s ``code-fold`` and ``code-summary`` (html)."""
-    html = (yaml.safe_load(CONFIG.read_text()).get("format") or {}).get("html") or {}
-    keys = [k for k in ("code-fold", "code-summary") if k in html]
-    return "".join(f"#| {k}: {json.dumps(html[k])}\n" for k in keys)
-
-
             break
     title = f"{title}: {variant}" if variant else title
     front = {"cell_type": "raw", "metadata": {}, "source": "---\n" + yaml.safe_dump(
-    fold = _fold_options()
-    for cell in nb.get("cells", []) if fold else ():
-        if cell.get("cell_type") == "code":
-            text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            cell["source"] = fold + text
         {"title": title}, allow_unicode=True) + "---\n"}
     nb["cells"] = [front, *nb.get("cells", [])]
     dst.write_text(json.dumps(nb))
@@ -194,8 +206,9 @@ def render(run: RunLayout, renderer: str | None = None, *, check_claims: bool = 
     renderer : {"quarto", "smalldocs"}, optional
         Default: ``quarto`` when it is on PATH, else ``smalldocs``.
     check_claims : bool, default True
-        Run :func:`gguf_fragility.report.claims.check` on the rendered pages and print its verdict
-        (it does not raise: ``python -m gguf_fragility.report.claims`` is the failing gate).
+        Run :func:`gguf_fragility.report.claims.check` on the rendered pages and print its
+        verdict and each untraceable number (it does not raise: :meth:`Rendered.problems`
+        says what failed, and the command line exits 1 on it).
 
     Returns
     -------
@@ -232,6 +245,8 @@ def render(run: RunLayout, renderer: str | None = None, *, check_claims: bool = 
     if check_claims:
         res = claims.check(run)
         ok, n_bad = res.ok, int((~res.claims["traced"]).sum()) if len(res.claims) else 0
+        for line in claims.untraceable(res):
+            print(f"site: {line}", file=sys.stderr)
         print(f"site: claim check {'passed' if ok else 'FAILED'}: {len(res.claims)} numbers in "
               f"prose, {n_bad} untraceable (details: {res.report})")
     return Rendered(renderer, out, out / "index.html", len(pages), ext, ok, n_bad)
@@ -244,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("profile")
     p.add_argument("--renderer", choices=["quarto", "smalldocs"])
     args = p.parse_args(argv)
-    r = render(RunLayout.of(args.profile), args.renderer)
-    return 1 if r.external else 0
+    problems = render(RunLayout.of(args.profile), args.renderer).problems()
+    for line in problems:
+        print(f"site: error: {line}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

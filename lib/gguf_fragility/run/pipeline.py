@@ -12,11 +12,19 @@ traceback.
 
 One run at a time writes an outputs folder: :func:`run_lock` takes ``outputs/<profile>/run.lock``
 and a second run on the same folder refuses with the holder's PID and start time.
+
+Rebuilt files, lock takeovers and skipped notebooks are events (:mod:`gguf_fragility.events`):
+one line each in ``outputs/<profile>/events.log``; after each chapter the run prints the
+events its kernel logged (whose cell outputs stay in the executed notebook).
+A SIGTERM (:func:`stop_on_sigterm`) stops the run with :class:`Terminated`, naming the
+notebook it stopped, after releasing the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +35,7 @@ import papermill as pm
 from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
-from gguf_fragility import paths
+from gguf_fragility import events, paths
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.profile import NOISE_FLOOR, Profile, ProfileError, load_profile
 from gguf_fragility.run.sweep import gate
@@ -62,6 +70,25 @@ class ChapterError(RuntimeError):
     """A chapter notebook that raised: its one-line message and where the details are."""
 
 
+class Terminated(Exception):
+    """The run got SIGTERM; ``str()`` names what it was running (empty: between notebooks)."""
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` in the block, so ``with`` blocks (the run's lock)
+    unwind and the user reads one line instead of a silent end."""
+
+    def _raise(signum, frame):
+        raise Terminated("")
+
+    before = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 class Job(NamedTuple):
     """One papermill execution."""
 
@@ -69,6 +96,11 @@ class Job(NamedTuple):
     notebook: Path
     output: Path
     parameters: dict
+
+
+def left_out(stages: list[str] | None) -> list[str]:
+    """The stages a ``--stages`` selection does not run, in run order (empty: all of them)."""
+    return [s.name for s in STAGES if stages and s.name not in stages]
 
 
 def plan(profile: Profile, stages: list[str] | None = None) -> list[Job]:
@@ -139,11 +171,15 @@ def execute(job: Job) -> float:
     return time.perf_counter() - t0
 
 
+def describe(job: Job) -> str:
+    """``<notebook> (profile=…, model=…)``: a job as messages name it."""
+    return f"{job.notebook.stem} ({', '.join(f'{k}={v}' for k, v in job.parameters.items())})"
+
+
 def chapter_message(job: Job, ename: str, evalue: str) -> str:
     """The error a user reads when a chapter fails (multi-line messages keep one line each)."""
     lines = str(evalue).strip().splitlines() or [""]
-    where = f"{job.notebook.stem} ({', '.join(f'{k}={v}' for k, v in job.parameters.items())})"
-    lines[0] = f"{where} stopped: {ename}: {lines[0]}"
+    lines[0] = f"{describe(job)} stopped: {ename}: {lines[0]}"
     lines[-1] += f" (details: {job.output})"
     return "\n".join(lines)
 
@@ -168,8 +204,13 @@ def run_lock(run: RunLayout) -> Iterator[Path]:
     gguf_fragility.store.LockHeld
         When another live process runs on the same outputs folder (PID and start time in
         the message). A lock left by a killed run is taken over (reported in one line).
+
+    Notes
+    -----
+    Events in the block, of this process and of those it starts (chapter kernels), go to
+    ``run.events_log`` (:func:`gguf_fragility.events.logging_to`).
     """
-    with hold_lock(run.lock, f"outputs folder {run.root}") as path:
+    with events.logging_to(run.events_log), hold_lock(run.lock, f"outputs folder {run.root}") as path:
         yield path
 
 
@@ -185,6 +226,8 @@ def run(profile_name: str, stages: list[str] | None = None) -> pd.DataFrame:
     ------
     gguf_fragility.store.LockHeld
         Another run is writing the same outputs folder; nothing was run.
+    Terminated
+        SIGTERM arrived (under :func:`stop_on_sigterm`) while a notebook ran; it is named.
     """
     profile = load_profile(profile_name)
     jobs = plan(profile, stages)
@@ -202,11 +245,18 @@ def _run_jobs(profile: Profile, jobs: list[Job]) -> pd.DataFrame:
         bar.set_postfix_str(job.output.stem)
         refusal = _gate_refusal(profile.layout, job)
         if refusal:
-            print(f"skipping {job.output.name}: {refusal}")
+            events.emit(f"gguf-fragility: skipping {job.output.name}: {refusal}")
             rows.append({"stage": job.stage, "notebook": job.output.name,
                          "parameters": str(job.parameters), "seconds": 0.0, "skipped": refusal})
             continue
-        seconds = execute(job)
+        mark = events.end(profile.layout.events_log)
+        try:
+            seconds = execute(job)
+        except (Terminated, KeyboardInterrupt) as stop:  # name the notebook it stopped
+            raise type(stop)(describe(job)) from None
+        finally:  # what the chapter's kernel logged, even when it stopped
+            for line in events.since(profile.layout.events_log, mark):
+                tqdm.write(line, file=sys.stderr)
         rows.append({"stage": job.stage, "notebook": job.output.name,
                      "parameters": str(job.parameters), "seconds": round(seconds, 1), "skipped": ""})
     timings = pd.DataFrame(rows)

@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
+from gguf_fragility.engine.gguf import KvShape
 from gguf_fragility.engine.greedy import log_softmax
+from gguf_fragility.engine.kvcache import kv_cache_bytes
 from gguf_fragility.engine.llama import Engine, peak_rss_bytes, system_info, topk_rows
+from gguf_fragility.engine.memory import planned_memory
 
 pytestmark = pytest.mark.llama
 
@@ -131,3 +134,67 @@ def test_provenance_facts():
     assert info["llama_cpp_python"] == "0.3.36"
     assert "CPU" in info["system_info"] or "CUDA" in info["system_info"]
     assert peak_rss_bytes() > 50e6
+
+
+MIB = 2**20
+HUNDREDTH_MIB = MIB // 100  # llama.cpp logs each buffer in MiB with two decimals
+
+
+# SmolLM2-135M's K and V per cell, by hand: 30 layers x 3 KV heads x 64 (as in
+# test_kvcache.py); the GGUF is not parsed again here (seconds per file)
+SMOL_SHAPE = KvShape(heads_kv=(3,) * 30, key_length=64, value_length=64)
+
+
+def _check_planned_memory(engine: Engine, rung, kv_cache: str, *, repacked: bool = False) -> None:
+    """The engine's planned memory against the ladder row's bytes and kv_cache_bytes.
+
+    ``repacked``: llama.cpp's CPU backend keeps an interleaved copy of some quantized
+    tensors (its CPU_REPACK buffer, e.g. SmolLM2's Q4_0 fallbacks) besides the mapped
+    file, so the weights take more than the file, never twice the file.
+    """
+    size = rung.file_size_bytes
+    tensor_bytes = rung.bpw * rung.n_params / 8  # the census' real bits per weight
+    kv = kv_cache_bytes(SMOL_SHAPE, engine.n_ctx, kv_cache)
+    mem = engine.memory
+    assert mem is not None, "llama.cpp's buffer lines were not found in its load log"
+    if repacked:
+        assert tensor_bytes < mem.model_bytes < 2 * tensor_bytes
+    else:
+        assert mem.model_bytes == pytest.approx(tensor_bytes, rel=0.02)  # the weights
+        assert mem.model_bytes <= size
+    assert abs(mem.kv_bytes - kv) <= HUNDREDTH_MIB
+    assert 0 < mem.compute_bytes < 0.5 * mem.total_bytes
+    assert mem.total_bytes == mem.model_bytes + mem.kv_bytes + mem.compute_bytes
+    planned = size + kv + mem.compute_bytes
+    assert planned / 1.5 <= mem.total_bytes <= 1.5 * planned  # hundreds of MB, not GBs
+
+
+def test_planned_memory_is_llama_cpps_accounting_at_load(smol_ladder, smol_engine):
+    """F16 with an f16 cache at n_ctx 1024: the weights' buffer is the GGUF's tensor bytes
+    (within 2 %), the KV buffer kv_cache_bytes, and the whole within 1.5x of file + KV +
+    compute buffers, far below the process's peak RSS."""
+    _check_planned_memory(smol_engine, smol_ladder.set_index("rung").loc["F16"], "f16")
+    assert smol_engine.memory.total_bytes < peak_rss_bytes()
+
+
+def test_planned_memory_follows_the_rung_and_a_q8_0_cache(smol_ladder):
+    """Q2_K's smaller weights and a q8_0 cache at n_ctx 256 (34 bytes per 32 elements)."""
+    row = smol_ladder.set_index("rung").loc["Q2_K"]
+    with Engine(row.file, n_ctx=256, n_threads=2, kv_cache="q8_0", flash_attn=True) as eng:
+        _check_planned_memory(eng, row, "q8_0", repacked=True)
+
+
+def test_planned_memory_sums_every_buffer_of_each_kind():
+    """Buffers on several devices add up; the first context's lines (in the model's log)
+    are not counted; a log without a compute line gives None, not a partial figure."""
+    model_log = ["load_tensors: offloaded 31/31 layers to GPU",
+                 "load_tensors:        CUDA0 model buffer size =   200.00 MiB",
+                 "load_tensors:   CPU_Mapped model buffer size =    56.50 MiB",
+                 "llama_kv_cache:        CPU KV buffer size =   999.00 MiB"]
+    context_log = ["llama_context:  CUDA_Host  output buffer size =     0.75 MiB",
+                   "llama_kv_cache:      CUDA0 KV buffer size =    45.00 MiB",
+                   "llama_context:      CUDA0 compute buffer size =    98.50 MiB",
+                   "llama_context:  CUDA_Host compute buffer size =     5.25 MiB"]
+    mem = planned_memory(model_log, context_log)
+    assert mem == (256.5 * MIB, 45 * MIB, 104.5 * MIB, 406 * MIB)
+    assert planned_memory(model_log, context_log[:2]) is None

@@ -177,3 +177,50 @@ def test_kv_rung_is_paired_in_the_axis_table_and_kept_out_of_the_ladder_grid(kv_
     assert set(grid.comparisons.rung) == {"Q2_K"}
     costs = axes.kv_costs(r.costs).set_index("rung")
     assert costs.loc["Q2_K+kv_q4_0", "kv_cache_mib"] == pytest.approx(1024 * 30 * 216 / 2**20)
+
+
+@pytest.mark.llama
+def test_every_rung_records_llama_cpps_planned_memory(kv_run):
+    """The cost record of each rung carries llama.cpp's buffers at the profile's n_ctx: the
+    KV buffer is kv_cache_bytes in the rung's cache type, the sum is the planned memory."""
+    profile, _ = kv_run
+    for rung in profile.models[SMOL].rungs:
+        cost = json.loads(profile.layout.cost_json(SMOL, rung).read_text())
+        parts = [cost[k] for k in ("model_buffer_bytes", "kv_buffer_bytes",
+                                   "compute_buffer_bytes")]
+        assert all(p > 0 for p in parts), rung
+        assert cost["planned_memory_bytes"] == sum(parts)
+        assert abs(cost["kv_buffer_bytes"] - cost["kv_cache_bytes"]) <= 2**20 // 100, rung
+        # at most the file twice over: the mapped file plus llama.cpp's repacked copies
+        assert 0.9 * cost["file_size_bytes"] < cost["model_buffer_bytes"] < 2 * cost["file_size_bytes"]
+        assert cost["planned_memory_bytes"] < cost["peak_rss_bytes"]
+
+
+@pytest.mark.llama
+def test_planned_memory_is_recorded_when_every_cell_is_reused(kv_run):
+    """A rung whose cells are all stored still gets its planned memory: a record made
+    before the memory columns gains them (its measured figures kept), a missing record is
+    written (peak RSS None: nothing ran)."""
+    from gguf_fragility.run.sweep import evaluate_rung
+
+    profile, _ = kv_run
+    old_path, new_path = (profile.layout.cost_json(SMOL, r) for r in ("Q2_K+kv_f16", "Q2_K"))
+    saved = {p: p.read_text() for p in (old_path, new_path)}
+    try:
+        old = json.loads(saved[old_path])
+        stripped = {k: v for k, v in old.items()
+                    if not k.endswith("_buffer_bytes") and k != "planned_memory_bytes"
+                    and k != "memory_params_hash"}
+        old_path.write_text(json.dumps(stripped))
+        new_path.unlink()
+        for rung in ("Q2_K+kv_f16", "Q2_K"):
+            evaluate_rung(profile, SMOL, rung)
+        again, new = (json.loads(p.read_text()) for p in (old_path, new_path))
+        assert again["planned_memory_bytes"] == old["planned_memory_bytes"]
+        assert again["peak_rss_bytes"] == old["peak_rss_bytes"]
+        assert again["prompt_tps"] == old["prompt_tps"]
+        assert new["planned_memory_bytes"] > 0 and new["peak_rss_bytes"] is None
+        assert new["kv_buffer_bytes"] == pytest.approx(new["kv_cache_bytes"], abs=2**20 // 100)
+    finally:
+        for p, text in saved.items():
+            p.write_text(text)

@@ -23,11 +23,14 @@ EXPECTED = {
                     "death_rung_fidelity", "death_rung_margin", "fragility",
                     "fragility_ci_low", "fragility_ci_high", "rank_low", "rank_high",
                     "rank_ci_low", "rank_ci_high"],
-    "decision": ["model", "rung", "bpw", "file_size_bytes", "peak_rss_bytes", "prompt_tps",
-                 "gen_tps", "memory_bytes", "n_loss_correctness", "n_undecided_margin",
+    "decision": ["model", "rung", "bpw", "file_size_bytes", "model_buffer_bytes",
+                 "kv_buffer_bytes", "compute_buffer_bytes", "planned_memory_bytes",
+                 "peak_rss_bytes", "prompt_tps", "gen_tps", "memory_bytes", "memory_source",
+                 "n_loss_correctness", "n_undecided_margin",
                  "worst_family", "worst_min_diff", "worst_sim_low", "worst_sim_high",
                  "quality"],
-    "recommendations": ["model", "budget_gib", "rung", "basis", "quality", "memory_bytes"],
+    "recommendations": ["model", "budget_gib", "rung", "basis", "quality", "memory_bytes",
+                        "memory_source"],
     "planner": ["model", "family", "n", "level", "planned_mde", "items_needed"],
     "lens_summary": ["model", "lens", "n_cells", "n_decided", "n_undecided", "n_untestable",
                      "undecided_mde_min", "floor_flip_rate"],
@@ -57,6 +60,12 @@ def test_notebook_05_on_synthetic_sweep_without_llama_cpp(tmp_path, monkeypatch,
     assert config["n_boot"] == smoke.n_boot == 2000  # the profile's value, not a default
     assert config["seed"] == smoke.seed and config["alpha"] == smoke.alpha
     assert config["correction"] == smoke.correction
+    dm = pd.read_csv(tables / "decision.csv")  # memory is llama.cpp's planned memory
+    assert (dm.memory_source == "llama.cpp").all()
+    assert (dm.memory_bytes == dm.planned_memory_bytes).all()
+    assert (dm.memory_bytes < dm.peak_rss_bytes).all()
+    rec = pd.read_csv(tables / "recommendations.csv").dropna(subset=["memory_bytes"])
+    assert len(rec) and (rec.memory_source == "llama.cpp").all()
     cmp = pd.read_csv(tables / "comparisons.csv")
     assert set(cmp["lens"]) == {"correctness", "fidelity", "margin"}
     assert "F16-floor" not in set(cmp["rung"])

@@ -191,7 +191,31 @@ def test_decision_matrix_and_recommendations(hand):
     assert rec.loc[0.25, "rung"] == ""  # nothing fits
     assert rec.loc[4, "rung"] == "F16" and rec.loc[4, "basis"] == "reference"
     assert rec.loc[1, "basis"] == "no equivalence shown: best lower bound"
-    assert (t2.decision["memory_source"] == "peak_rss").all()
+    assert (t2.decision["memory_source"] == "file").all()  # no planned memory, no KV size
+
+
+def test_recommendations_follow_planned_memory_not_peak_rss(hand):
+    """A budget that fits F16's planned memory (llama.cpp's buffers) recommends by quality,
+    although every rung's process peaked above it; a rung without buffers falls back to
+    file + KV cache, labelled."""
+    items, ladder, _ = hand
+    size = ladder.set_index("rung")["file_size_bytes"]
+    costs = ladder[["model", "rung"]].assign(
+        peak_rss_bytes=2.28e9, kv_cache_bytes=45 * 2**20,
+        planned_memory_bytes=[size[r] + 0.15e9 for r in ladder.rung])
+    costs.loc[costs.rung == "Q2_K", "planned_memory_bytes"] = np.nan
+    t = results.stats_tables(items, ladder, costs, settings=SETTINGS)
+    dm = t.decision.set_index("rung")
+    assert dm.loc["F16", "memory_bytes"] == 1.6e9 + 0.15e9  # not 2.28e9
+    assert (dm.loc[["F16", "Q8_0", "Q4_K_M"], "memory_source"] == "llama.cpp").all()
+    assert dm.loc["Q2_K", "memory_source"] == "file+kv"
+    assert dm.loc["Q2_K", "memory_bytes"] == 3e8 + 45 * 2**20
+    assert (dm["peak_rss_bytes"] == 2.28e9).all()  # kept, as a secondary column
+    rec = recommend(t.decision, budgets_gib=(2,)).set_index("budget_gib")
+    # F16 fits 2 GiB; no rung is shown equivalent (c has 6 items), so the reference it is
+    assert not (dm["quality"] == lenses.EQUIVALENT).any()
+    assert rec.loc[2, "rung"] == "F16" and rec.loc[2, "basis"] == "reference"
+    assert rec.loc[2, "memory_source"] == "llama.cpp"
 
 
 def test_unmeasurable_family_stays_in_comparisons_but_not_in_decisions(hand):

@@ -27,6 +27,14 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _memory(costs: pd.DataFrame) -> pd.DataFrame:
+    """Cost rows with llama.cpp-style memory columns: the KV buffer is ``kv_cache_bytes``,
+    the planned memory the sum of the three buffers."""
+    costs = costs.assign(kv_buffer_bytes=costs["kv_cache_bytes"])
+    return costs.assign(planned_memory_bytes=costs["model_buffer_bytes"]
+                        + costs["kv_buffer_bytes"] + costs["compute_buffer_bytes"])
+
+
 def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LADDER_BPW),
                       seed=0, noise_floor=True) -> Results:
     """
@@ -39,7 +47,9 @@ def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LAD
     NaN, ``ref_answer_logprob`` set); the others are 4-choice log-likelihood families.
     With ``noise_floor`` each model also gets the pseudo-rung
     :data:`~gguf_fragility.profile.NOISE_FLOOR` (no ladder row): the reference with 1% of
-    its answers flipped and its log-probabilities jittered by 0.01 nats. Not data.
+    its answers flipped and its log-probabilities jittered by 0.01 nats. Cost rows carry
+    llama.cpp's planned memory (model, KV and compute buffers, their sum) and a peak RSS
+    2 GB above the file, as a Python process's is. Not data.
     """
     rng = np.random.default_rng(seed)
     bpw = np.array([LADDER_BPW[r] for r in rungs])
@@ -98,10 +108,11 @@ def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LAD
         size = (bpw * n_params / 8).astype(np.int64)
         ladders.append(pd.DataFrame({"model": model, "rung": rungs, "is_reference": bpw == 16,
                                      "bpw": bpw, "file_size_bytes": size}))
-        costs.append(pd.DataFrame({"model": model, "rung": rungs,
-                                   "peak_rss_bytes": (size * 1.1 + 2e8).astype(np.int64),
-                                   "prompt_tps": 4e11 / size, "gen_tps": 3e10 / size,
-                                   "ttft_s_median": size / 2e9}))
+        costs.append(_memory(pd.DataFrame({
+            "model": model, "rung": rungs, "model_buffer_bytes": (size * 0.99).astype(np.int64),
+            "kv_cache_bytes": 48 * 2**20, "compute_buffer_bytes": 100 * 2**20,
+            "peak_rss_bytes": (size * 1.1 + 2e9).astype(np.int64),
+            "prompt_tps": 4e11 / size, "gen_tps": 3e10 / size, "ttft_s_median": size / 2e9})))
         shifts.append(pd.DataFrame({"model": model, "rung": rungs, "kl_mean": 2 / bpw**2,
                                     "kl_median": 1 / bpw**2, "kl_p99": 20 / bpw**2,
                                     "same_top_rate": 1 - 1 / bpw**1.5,
@@ -124,7 +135,7 @@ def with_axis_rungs(r: Results, weights: str = "Q4_K_M", effects: dict[str, floa
     log-probability by ``share`` nats; a negative share mends (wrong to right, the gold
     answer) and raises them by ``-share``; 0.01 nats of jitter each. ``only``: a substring
     of the families changed (the others copied with jitter only). KV rungs (``+kv_<type>``)
-    get cost rows with ``kv_cache`` and ``kv_cache_bytes``; other rungs a ladder row with
+    get cost rows with ``kv_cache`` and ``kv_cache_bytes`` (and the KV buffer); other rungs a ladder row with
     the weights' bpw. Not data.
     """
     rng = np.random.default_rng(seed)
@@ -145,8 +156,8 @@ def with_axis_rungs(r: Results, weights: str = "Q4_K_M", effects: dict[str, floa
         cost = r.costs[r.costs.rung == weights].assign(rung=rung)
         if suffix.startswith("+kv_"):
             cache = suffix.removeprefix("+kv_")
-            costs.append(cost.assign(kv_cache=cache, kv_cache_bytes=(
-                2**20 * {"f16": 48, "q8_0": 25.5, "q4_0": 13.5}[cache])))
+            costs.append(_memory(cost.assign(kv_cache=cache, kv_cache_bytes=(
+                2**20 * {"f16": 48, "q8_0": 25.5, "q4_0": 13.5}[cache]))))
         else:
             costs.append(cost)
             ladders.append(r.ladder[r.ladder.rung == weights].assign(rung=rung))

@@ -32,6 +32,7 @@ import numpy as np
 
 from gguf_fragility.engine.gguf import open_gguf
 from gguf_fragility.engine.greedy import Greedy, greedy, log_softmax, plan_groups
+from gguf_fragility.engine.memory import llama_log, planned_memory
 from gguf_fragility.engine.rungs import KV_DEFAULT, KV_TYPES
 
 # Version of the log-likelihood computation: part of every sweep cell's params hash, so a
@@ -129,6 +130,14 @@ class Engine:
         KV cells (prompt plus ``max_tokens`` each) that replies decoded together may reserve
         (:meth:`groups`); a reply that needs more is decoded alone.
 
+    Attributes
+    ----------
+    memory : gguf_fragility.engine.memory.PlannedMemory or None
+        What llama.cpp allocated for this model and context (weights, KV cache at ``n_ctx``,
+        compute buffers), read from its log while loading
+        (:func:`gguf_fragility.engine.memory.planned_memory`); None if its log lines were
+        not recognised.
+
     Raises
     ------
     ValueError
@@ -151,12 +160,15 @@ class Engine:
         self.bos_token_id = _field(reader, "tokenizer.ggml.bos_token_id", None)
         del reader
         t0 = time.perf_counter()
-        self.llm = llama_cpp.Llama(
-            model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, seed=seed,
-            n_gpu_layers=n_gpu_layers, n_batch=n_batch, n_ubatch=n_batch, logits_all=False,
-            type_k=KV_TYPES[kv_cache], type_v=KV_TYPES[kv_cache], flash_attn=flash_attn,
-            verbose=False)
-        self._use_sequences(n_seq_max)  # keeps type_k, type_v and flash_attn_type
+        with llama_log() as model_log:
+            self.llm = llama_cpp.Llama(
+                model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, seed=seed,
+                n_gpu_layers=n_gpu_layers, n_batch=n_batch, n_ubatch=n_batch, logits_all=False,
+                type_k=KV_TYPES[kv_cache], type_v=KV_TYPES[kv_cache], flash_attn=flash_attn,
+                verbose=False)
+        with llama_log() as context_log:
+            self._use_sequences(n_seq_max)  # keeps type_k, type_v and flash_attn_type
+        self.memory = planned_memory(model_log, context_log)
         self.load_s = time.perf_counter() - t0
         self.n_ctx, self.n_batch, self.seed, self.n_seq_max = n_ctx, n_batch, seed, n_seq_max
         self.kv_cache, self.flash_attn, self.group_cells = kv_cache, flash_attn, group_cells

@@ -235,6 +235,7 @@ class CellRun(NamedTuple):
     ran: bool  # False when a stored cell with the same params_hash was reused
     load_s: float  # seconds spent loading the rung for this cell; nan if none was loaded here
     peak_rss_bytes: int  # peak RSS of the process that ran the cell; 0 when reused
+    memory: tuple | None = None  # the loaded rung's Engine.memory (llama.cpp's buffers)
 
 
 class LazyEngine:
@@ -337,7 +338,7 @@ def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, varia
         if engine is None:
             lazy.close()
     load_s = lazy.load_s if eng is not None and not load_before else float("nan")
-    return CellRun(path, True, load_s, peak_rss_bytes())
+    return CellRun(path, True, load_s, peak_rss_bytes(), eng.memory if eng is not None else None)
 
 
 def _provenance(profile: Profile, model: str, rung: str, row: pd.Series) -> dict:

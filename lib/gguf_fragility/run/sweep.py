@@ -17,11 +17,12 @@ import pandas as pd
 from gguf_fragility import probes
 from gguf_fragility.engine.gguf import kv_shape, open_gguf
 from gguf_fragility.engine.kvcache import kv_cache_bytes
-from gguf_fragility.engine.llama import FLASH_ATTN
+from gguf_fragility.engine.llama import FLASH_ATTN, system_info
+from gguf_fragility.engine.memory import PlannedMemory
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes.evaluate import regrade_result
 from gguf_fragility.profile import NOISE_FLOOR, Profile
-from gguf_fragility.run.cells import engine_settings, families_of, open_engine, rung_row
+from gguf_fragility.run.cells import CellRun, engine_settings, families_of, open_engine, rung_row
 from gguf_fragility.run.cluster import Cell, run_cells
 from gguf_fragility.run.shift import (
     POSITIONS,
@@ -32,9 +33,11 @@ from gguf_fragility.run.shift import (
     sample_chunks,
     write_reference,
 )
+from gguf_fragility.stats.decision import MEMORY_COLUMNS
 from gguf_fragility.store import (
     StaleContent,
     params_hash,
+    read_json_or_none,
     read_result_json,
     read_table_checked,
     report_rebuild,
@@ -71,20 +74,66 @@ def evaluate_rung(profile: Profile, model: str, rung: str, *, variant: int = 0,
              for family in families_of(profile, model)]
     runs = run_cells(profile, cells)
     frames = [pd.read_parquet(r.path) for r in runs]
-    ran = [r for r in runs if r.ran]
-    if ran and variant == 0:
-        loads = [r.load_s for r in ran if not np.isnan(r.load_s)]
-        _write_cost(profile, model, rung, row, float(np.median(loads)) if loads else np.nan,
-                    max(r.peak_rss_bytes for r in ran), pd.concat(frames))
+    if frames and variant == 0:
+        _write_cost(profile, model, rung, row, [r for r in runs if r.ran], pd.concat(frames))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if usable is not None and not out.empty:
         out["usable"] = out.item_id.map(usable).fillna(False).astype(bool)
     return out
 
 
-def _write_cost(profile: Profile, model: str, rung: str, row: pd.Series, load_s: float,
-                peak_rss: int, rows: pd.DataFrame) -> None:
-    """Cost figures of a rung measured where its cells really ran, and its KV-cache size.
+def planned_memory(profile: Profile, model: str, rung: str, stored: dict | None = None,
+                   loaded: PlannedMemory | None = None) -> dict:
+    """
+    llama.cpp's planned memory of a rung loaded with the profile's engine settings.
+
+    Parameters
+    ----------
+    profile : Profile
+    model, rung : str
+    stored : dict, optional
+        The rung's cost record; its figures are reused when its ``memory_params_hash``
+        (rung file sha256, :func:`~gguf_fragility.run.cells.engine_settings`,
+        llama-cpp-python version) is the current one.
+    loaded : PlannedMemory, optional
+        ``Engine.memory`` of the rung as its cells loaded it (the same settings): taken
+        as it is.
+
+    Returns
+    -------
+    dict
+        :data:`~gguf_fragility.stats.decision.MEMORY_COLUMNS` (bytes; None each when
+        llama.cpp's log was not recognised) and ``memory_params_hash``.
+
+    Notes
+    -----
+    Otherwise the rung is loaded here, with the settings its cells use, and freed: the
+    figures are, as above, :attr:`Engine.memory <gguf_fragility.engine.llama.Engine>` (weights, KV
+    cache at ``engine.n_ctx``, compute buffers, as llama.cpp logs them at load). A load
+    of its own, so every rung of a run has the figures even when all its cells were reused.
+    """
+    row = rung_row(profile, model, rung)
+    key = params_hash({"model_sha256": row.sha256, "engine": engine_settings(profile, rung),
+                       "llama_cpp_python": system_info()["llama_cpp_python"]})
+    if loaded is None and stored is not None and stored.get("memory_params_hash") == key:
+        return {c: stored.get(c) for c in (*MEMORY_COLUMNS, "memory_params_hash")}
+    if loaded is None:
+        with open_engine(profile, row.file, rung) as engine:
+            loaded = engine.memory
+    return {**dict(zip(MEMORY_COLUMNS, loaded or [None] * len(MEMORY_COLUMNS), strict=True)),
+            "memory_params_hash": key}
+
+
+def _write_cost(profile: Profile, model: str, rung: str, row: pd.Series, ran: list[CellRun],
+                rows: pd.DataFrame) -> None:
+    """Cost figures of a rung: its planned memory, and what was measured where its cells ran.
+
+    The planned memory (:func:`planned_memory`; as the cells' own load measured it when
+    they ran) is recorded for every rung, also when all its cells were reused: then a
+    stored record only gains it (its measured figures kept), and a missing one is written
+    with ``peak_rss_bytes`` None and ``load_s`` NaN (nothing was loaded for the cells).
+    ``peak_rss_bytes`` is the peak resident memory of the process(es) that ran the cells,
+    a secondary figure: it counts the interpreter and every library besides the model.
 
     Under a Dask scheduler the figures come from workers that may share the machine's
     cores, so tokens/s are lower than a serial run's; ``scheduler`` records which it was.
@@ -95,12 +144,22 @@ def _write_cost(profile: Profile, model: str, rung: str, row: pd.Series, load_s:
     seconds), so they are throughputs of the sweep's grouped generation, alike for every rung
     because the groups are.
     """
+    path = profile.layout.cost_json(model, rung)
+    stored = read_json_or_none(path)
+    memory = planned_memory(profile, model, rung, stored,
+                            next((r.memory for r in ran if r.memory is not None), None))
+    if not ran and stored is not None:
+        if stored.get("memory_params_hash") != memory["memory_params_hash"]:
+            write_json_atomic(path, {**stored, **memory})
+        return
+    loads = [r.load_s for r in ran if not np.isnan(r.load_s)]
     gen = rows[rows["mode"] == "generate"]
     n_ctx = profile.engine.n_ctx
     q = gen.ttft_s.quantile([0.25, 0.5, 0.75]) if len(gen) else pd.Series([np.nan] * 3)
-    write_json_atomic(profile.layout.cost_json(model, rung), {
-        "model": model, "rung": rung, "file_size_bytes": int(row.file_size_bytes),
-        "peak_rss_bytes": int(peak_rss), "load_s": load_s,
+    write_json_atomic(path, {
+        "model": model, "rung": rung, "file_size_bytes": int(row.file_size_bytes), **memory,
+        "peak_rss_bytes": max(r.peak_rss_bytes for r in ran) if ran else None,
+        "load_s": float(np.median(loads)) if loads else np.nan,
         "prompt_tps": float(gen.prompt_tps.median()), "gen_tps": float(gen.gen_tps.median()),
         "ttft_s_median": float(q.iloc[1]), "ttft_s_q25": float(q.iloc[0]),
         "ttft_s_q75": float(q.iloc[2]), "n_generations": len(gen),

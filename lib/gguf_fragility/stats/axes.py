@@ -191,11 +191,13 @@ def _mark_gains(cmp: pd.DataFrame, sub: pd.DataFrame, model: str, comparator: st
 
 def kv_costs(costs: pd.DataFrame | None) -> pd.DataFrame:
     """
-    Per model × rung: the KV-cache type, its bytes at the profile's ``n_ctx`` and the
-    measured cost (``_cost.json`` of the sweep); an empty table when there are none.
+    Per model × rung: the KV-cache type, its bytes at the profile's ``n_ctx`` (computed,
+    and llama.cpp's KV buffer), llama.cpp's planned memory and the measured cost
+    (``_cost.json`` of the sweep; peak RSS secondary); an empty table when there are none.
     """
     cols = ["model", "rung", "kv_cache", "n_ctx", "kv_cache_bytes", "kv_cache_mib",
-            "peak_rss_bytes", "prompt_tps", "gen_tps"]
+            "kv_buffer_bytes", "planned_memory_bytes", "peak_rss_bytes", "prompt_tps",
+            "gen_tps"]
     if costs is None:
         return pd.DataFrame(columns=cols)
     out = costs.reindex(columns=cols)

@@ -1,8 +1,8 @@
 """The deployment decision matrix: cost, decisions and worst-family quality per rung.
 
-TR125's decision matrix, with measured peak memory in place of an estimate, decisions
-from interval bounds in place of point-estimate tiers, and the worst family given a
-selection-adjusted interval. Usage::
+TR125's decision matrix, with llama.cpp's own memory accounting in place of an estimate,
+decisions from interval bounds in place of point-estimate tiers, and the worst family given
+a selection-adjusted interval. Usage::
 
     from gguf_fragility.stats.decision import decision_matrix, recommend
     dm = decision_matrix(grid.comparisons, ladder, costs, shift)
@@ -17,7 +17,10 @@ import pandas as pd
 from gguf_fragility.stats.grid import LENSES, UNTESTABLE
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED, paired_diff_ci
 
-COST_COLUMNS = ("peak_rss_bytes", "prompt_tps", "gen_tps", "ttft_s_median", "kv_cache_bytes")
+MEMORY_COLUMNS = ("model_buffer_bytes", "kv_buffer_bytes", "compute_buffer_bytes",
+                  "planned_memory_bytes")  # llama.cpp's buffers at load (sweep's _cost.json)
+COST_COLUMNS = (*MEMORY_COLUMNS, "kv_cache_bytes", "peak_rss_bytes", "prompt_tps", "gen_tps",
+                "ttft_s_median")
 SHIFT_COLUMNS = ("kl_mean", "kl_median", "kl_p99", "same_top_rate", "ppl_ratio")
 GIB = 2**30
 
@@ -60,7 +63,7 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
     -------
     pandas.DataFrame
         ``model, rung, is_reference, bpw, file_size_bytes``, cost and shift columns,
-        ``memory_bytes`` (peak RSS when measured, else file size) and ``memory_source``;
+        ``memory_bytes`` and ``memory_source`` (see Notes);
         per lens ``n_loss_<lens>, n_equivalent_<lens>, n_undecided_<lens>,
         n_untestable_<lens>`` (measurable families); ``n_families``; ``worst_family`` and
         ``worst_min_diff`` (the smallest accuracy change over the ``n_families`` noisy
@@ -70,6 +73,14 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
 
     Notes
     -----
+    ``memory_bytes`` is what a user plans with: llama.cpp's own buffers at load
+    (``planned_memory_bytes``: weights, KV cache at the profile's ``n_ctx``, compute
+    buffers; ``memory_source`` "llama.cpp"); where a rung has none recorded, its file size
+    plus the computed ``kv_cache_bytes`` ("file+kv"), or the file size alone ("file").
+    ``peak_rss_bytes``, the peak resident memory of the process that ran the rung's cells,
+    stays as a secondary column: it counts the interpreter and every library besides the
+    model, so it is never the basis of a decision.
+
     The selection-adjusted interval takes each family's Tango interval at level
     ``alpha / m`` (Bonferroni over the ``m`` families) and returns the minimum of the lower
     and of the upper bounds: when all ``m`` intervals cover (probability >= 1 - alpha), the
@@ -86,9 +97,10 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
     base = base.merge(_optional(costs, COST_COLUMNS, "costs"), on=["model", "rung"], how="left")
     base = base.merge(_optional(shift, SHIFT_COLUMNS, "shift"), on=["model", "rung"],
                       how="left")
-    measured = base["peak_rss_bytes"].notna()
-    base["memory_bytes"] = base["peak_rss_bytes"].where(measured, base["file_size_bytes"])
-    base["memory_source"] = np.where(measured, "peak_rss", "file_size")
+    planned, kv = base["planned_memory_bytes"].notna(), base["kv_cache_bytes"].notna()
+    base["memory_bytes"] = base["planned_memory_bytes"].where(
+        planned, base["file_size_bytes"] + base["kv_cache_bytes"].where(kv, 0))
+    base["memory_source"] = np.select([planned, kv], ["llama.cpp", "file+kv"], "file")
     c = comparisons[comparisons["measurable"].astype(bool)]
     counts = []
     for (model, rung), g in c.groupby(["model", "rung"], sort=True):
@@ -146,7 +158,8 @@ def recommend(decision: pd.DataFrame, budgets_gib=(1, 2, 4, 8)) -> pd.DataFrame:
 
     Notes
     -----
-    Among rungs whose ``memory_bytes`` fits the budget: the smallest rung whose quality is
+    Among rungs whose ``memory_bytes`` (llama.cpp's planned memory where recorded: see
+    :func:`decision_matrix`) fits the budget: the smallest rung whose quality is
     "equivalent within ±m shown" (basis "equivalence shown"); else the reference when it
     fits ("reference"); else the fitting rung with the best guaranteed worst-family change
     (largest ``worst_sim_low``; basis "no equivalence shown: best lower bound"). A rung

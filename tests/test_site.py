@@ -313,3 +313,16 @@ def test_landing_counts_are_not_sentences_about_zeros(landing_site):
     order = [text.find(h) for h in ("Counts", "Planned minimum detectable effects",
                                     "The family of tests", "Does the death order transfer")]
     assert -1 not in order and order == sorted(order), order
+
+
+def test_screenshot_refuses_an_unrendered_site(capsys, monkeypatch):
+    assert browser.main(["never-rendered"]) == 1
+    err = capsys.readouterr().err
+    assert "does not exist; render the site first" in err and "report.site never-rendered" in err
+    monkeypatch.setenv("PATH", "/nonexistent")
+    run = RunLayout.of("no-chromium")
+    run.site_dir.mkdir(parents=True)
+    (run.site_dir / "index.html").write_text("<html><body>x</body></html>")
+    assert browser.main(["no-chromium"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("browser: chromium is not installed: run scripts/ensure_chromium.sh")

@@ -153,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"browser: {index} does not exist; render the site first: "
               f"python -m gguf_fragility.report.site {args.profile}", file=sys.stderr)
         return 1
-    out = screenshot(index, args.out or run.root / "landing.png")
+    try:
+        out = screenshot(index, args.out or run.root / "landing.png")
+    except (FileNotFoundError, RuntimeError) as e:
+        print(f"browser: {e}", file=sys.stderr)
+        return 1
     print(f"browser: wrote {out} ({FIRST_SCREEN[0]} × {FIRST_SCREEN[1]} px)")
     return 0
 

@@ -311,7 +311,8 @@ def details_markdown(run: RunLayout) -> str:
         fam = pages.family_table(run)
         if fam is not None:
             out.append("\n## The family of tests\n\nOne per model and lens; its settings are "
-                       "on the [Methods](methods.qmd) page.\n\n" + md_table(fam, 4))
+                       "on the [Methods](methods.qmd) page.\n\n"
+                       + md_table(fam.drop(columns=["rungs, lowest first"]), 4))
     rank, dec = read_table(run, "transfer_rank"), read_table(run, "transfer_decisions")
     out.append("\n## Does the death order transfer?\n\n")
     if rank is not None and len(rank):

@@ -15,7 +15,7 @@ from gguf_fragility import paths
 
 PACKAGE = paths.REPO / "lib" / "gguf_fragility"
 # lower rank = nearer the data; a module may import only modules of its own rank or lower
-RANKS = {"errors": 0, "paths": 0, "store": 0, "layout": 0, "downloads": 0, "registry": 0,
+RANKS = {"errors": 0, "paths": 0, "events": 0, "store": 0, "layout": 0, "downloads": 0, "registry": 0,
          "engine": 1, "profile": 2, "probes": 3, "ladder": 4, "stats": 5, "run": 6, "report": 7,
          "cli": 8, "testing": 8}
 NO_LLAMA = ("stats", "report", "profile", "layout")  # rooms that must import without llama.cpp

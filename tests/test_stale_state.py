@@ -318,6 +318,19 @@ def test_edited_cell_value_is_reported_and_rebuilt(tmp_path, capsys):
     assert len(lines) == 1 and str(path) in lines[0] and "edited or corrupted" in lines[0], lines
 
 
+def test_cell_scored_by_an_older_scorer_version_is_reported_and_rebuilt(tmp_path, capsys):
+    """A scorer's new version (code_exec@1 -> @2) must not leave cells scored by the old one
+    in use: the params hash does not carry per-scorer versions (old code: reused)."""
+    from gguf_fragility.run.cells import is_done
+
+    path = _store_cell(tmp_path, _cell_rows().assign(scorer=["mc_loglik@1", "mc_loglik@1"]))
+    capsys.readouterr()
+    assert is_done(path, "p" * 16, OWNER, {"mc_loglik@1"})
+    assert not is_done(path, "p" * 16, OWNER, {"mc_loglik@2"})
+    lines = _report_lines(capsys)
+    assert len(lines) == 1 and "scored with mc_loglik@1, now mc_loglik@2" in lines[0], lines
+
+
 def test_bit_rot_in_a_readable_cell_is_reported(tmp_path, capsys):
     """One bit flipped inside a stored float: the file still parses (old code: reused)."""
     import pyarrow.parquet as pq

@@ -173,6 +173,7 @@ def test_regrade_changes_scores_without_a_model(mini, monkeypatch, capsys):
     truth = df.correct.copy()
     df["correct"] = ~df.correct  # as if an old, buggy scorer had graded them
     df["score"] = 1.0 - df.score
+    df["scorer"] = "number@0"  # ... of a version that no longer exists
     write_table_atomic(df, cell)  # stored by the sweep's own writer, digest included
     # a cell edited by hand (no digest) is named and left to the next sweep, not re-scored
     hand = profile.layout.cell("smollm2-135m", "Q2_K", "science_mc")
@@ -186,6 +187,12 @@ def test_regrade_changes_scores_without_a_model(mini, monkeypatch, capsys):
     summary = sweep.regrade(profile.layout)
     assert summary.set_index("cell").loc["smollm2-135m/Q2_K/arithmetic.parquet", "changed"] == len(df)
     assert (pd.read_parquet(cell).correct == truth).all()
+    # the re-scored cell carries the current scorer tags, so the next sweep reuses it
+    from gguf_fragility.run.cells import evaluate_cell, plan_cell, scorer_tags
+
+    assert set(pd.read_parquet(cell).scorer) <= scorer_tags(
+        plan_cell(profile, "smollm2-135m", "Q2_K", "arithmetic").items)
+    assert not evaluate_cell(profile, "smollm2-135m", "Q2_K", "arithmetic").ran
     assert "smollm2-135m/Q2_K/science_mc.parquet" not in set(summary.cell)
     lines = [ln for ln in capsys.readouterr().err.splitlines() if str(hand) in ln]
     assert len(lines) == 1 and "no content digest" in lines[0], lines

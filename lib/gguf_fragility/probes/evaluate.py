@@ -270,7 +270,7 @@ def _loglik_item(engine, item: dict, variant: int, req: Request) -> Evaluated:
         gold_logprob=sc.detail["gold_logprob"], margin=sc.detail["margin"],
         n_prompt_tokens=ch.n_prompt_tokens, n_gen_tokens=0, ttft_s=NAN, prompt_tps=NAN,
         gen_tps=NAN, finish_reason="", seconds=time.perf_counter() - t0,
-        detail=_json(sc.detail), error="", **NO_REPLY), ch.answer_logprobs, NAN)
+        detail=detail_json(sc.detail), error="", **NO_REPLY), ch.answer_logprobs, NAN)
 
 
 def _generated(item: dict, variant: int, req: Request, gen, seconds: float,
@@ -286,7 +286,7 @@ def _generated(item: dict, variant: int, req: Request, gen, seconds: float,
         score=sc.score, correct=sc.correct, acc_norm=NAN, gold_logprob=NAN, margin=NAN,
         n_prompt_tokens=gen.n_prompt_tokens, n_gen_tokens=gen.n_gen_tokens,
         ttft_s=gen.ttft_s, prompt_tps=gen.prompt_tps, gen_tps=gen.gen_tps,
-        finish_reason=gen.finish_reason, seconds=seconds, detail=_json(sc.detail), error="",
+        finish_reason=gen.finish_reason, seconds=seconds, detail=detail_json(sc.detail), error="",
         gen_tokens=g.tokens, n_verified=g.n_verified, diverged_at=g.diverged_at,
         divergence_gap=g.divergence_gap),
         gen.answer_logprobs, g.draft_logprob if drafted else g.logprob)
@@ -363,12 +363,12 @@ def regrade_result(result: ItemResult | dict, item: dict, scorer: str | None = N
     return SCORERS[name].func(row["raw_output"], item)
 
 
-def _json(detail: dict) -> str:
+def detail_json(detail: dict) -> str:
     """Scorer detail as JSON (NaN written as null)."""
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in detail.items()}
     return json.dumps(clean, sort_keys=True)
 
 
 __all__ = ["SYSTEM_V1", "VARIANTS", "Evaluated", "ItemResult", "Request",
-           "build_request", "evaluate_batch", "evaluate_item", "evaluate_items", "mc_requests",
+           "build_request", "detail_json", "evaluate_batch", "evaluate_item", "evaluate_items", "mc_requests",
            "regrade_result", "results_frame", "user_message"]

@@ -27,6 +27,7 @@ from gguf_fragility.engine.rungs import parse_rung
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes import codeexec
 from gguf_fragility.probes.evaluate import ItemResult, evaluate_batch
+from gguf_fragility.probes.scorers import scorer_tag
 from gguf_fragility.profile import NOISE_FLOOR, Profile
 from gguf_fragility.run.shift import kl_topk
 from gguf_fragility.stats.inputs import read_ladder
@@ -99,25 +100,35 @@ def cell_hash(profile: Profile, rung: str, rung_sha: str, pf: probes.ProbeFile,
                         "scoring_version": SCORING_VERSION})
 
 
-def is_done(path: Path, phash: str, owner: dict[str, object] | None = None) -> bool:
+def is_done(path: Path, phash: str, owner: dict[str, object] | None = None,
+            scorers: Collection[str] | None = None) -> bool:
     """True when a stored cell is intact, is ``owner``'s and was made with the same parameters.
 
     ``owner`` maps columns to the value every row must hold (``model``, ``rung``, ``family``,
-    ``variant``). A cell that exists but fails a check (unreadable, values that no longer
-    hash as written, no digest, another cell's rows, other parameters, NaN log-probabilities)
-    is reported in one line (file and reason) and the caller rebuilds it; an absent or empty
-    cell is simply not done.
+    ``variant``); ``scorers`` are the current ``name@version`` tags of the cell's items
+    (:func:`scorer_tags`): a row scored by another version is stale, so a scorer's new
+    version re-scores stored cells (or ``gguf-fragility regrade`` does, without a model).
+    A cell that exists but fails a check (unreadable, values that no longer hash as written,
+    no digest, another cell's rows, other parameters, NaN log-probabilities) is reported in
+    one line (file and reason) and the caller rebuilds it; an absent or empty cell is simply
+    not done.
     """
     stored = read_table_checked(path)
     if stored is None:
         return False
-    why = _stale_cell(stored.frame, phash, owner or {})
+    why = _stale_cell(stored.frame, phash, owner or {}, scorers)
     if why:
         report_rebuild(path, why)
     return not why and len(stored.frame) > 0
 
 
-def _stale_cell(stored: pd.DataFrame, phash: str, owner: dict[str, object]) -> str:
+def scorer_tags(pf: probes.ProbeFile) -> set[str]:
+    """The current ``name@version`` of every scorer a family's items use."""
+    return {scorer_tag(it["scorer"]) for it in pf.items}
+
+
+def _stale_cell(stored: pd.DataFrame, phash: str, owner: dict[str, object],
+                scorers: Collection[str] | None = None) -> str:
     """Why a readable cell cannot be reused ('' when it can)."""
     missing = sorted({"params_hash", "item_id", *owner} - set(stored.columns))
     if missing:
@@ -131,6 +142,11 @@ def _stale_cell(stored: pd.DataFrame, phash: str, owner: dict[str, object]) -> s
     if len(stored) and not (stored.params_hash == phash).all():
         return (f"made with other parameters (params_hash {stored.params_hash.iloc[0]}, "
                 f"now {phash})")
+    if scorers is not None and "scorer" in stored.columns:
+        old = sorted(set(stored.scorer) - set(scorers) - {""})
+        if old:
+            return (f"scored with {', '.join(old)}, now {', '.join(sorted(scorers))} "
+                    "(gguf-fragility regrade re-scores stored outputs without a model)")
     nan = nan_logprob_items(stored)
     if nan:
         return (f"NaN log-probabilities where the rung must have them ({len(nan)} items: "
@@ -320,7 +336,7 @@ def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, varia
     F16 cell of the same family (answer-position KL), so F16 must be swept first.
     """
     pf, path, phash, row = plan_cell(profile, model, rung, family, variant=variant, keep=keep)
-    if is_done(path, phash, cell_owner(model, rung, family, variant)):
+    if is_done(path, phash, cell_owner(model, rung, family, variant), scorer_tags(pf)):
         return CellRun(path, False, float("nan"), 0)
     if any(it["scorer"] == "code_exec" for it in pf.items):  # refuse before loading a model
         codeexec.require_isolation(allow_unisolated=profile.allow_unisolated_code)

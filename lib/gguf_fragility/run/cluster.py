@@ -33,6 +33,7 @@ from gguf_fragility.run.cells import (
     is_done,
     plan_cell,
     rung_row,
+    scorer_tags,
 )
 
 _CLIENTS: dict[str, tuple] = {}  # scheduler spec -> (Client, LocalCluster or None), per process
@@ -123,9 +124,9 @@ def run_cells(profile: Profile, cells: Sequence[Cell]) -> list[CellRun]:
     runs: list[CellRun | None] = [None] * len(cells)
     pending = []
     for i, c in enumerate(cells):
-        _, path, phash, _ = plan_cell(profile, c.model, c.rung, c.family, variant=c.variant,
-                                      keep=c.keep)
-        if is_done(path, phash, cell_owner(c.model, c.rung, c.family, c.variant)):
+        pf, path, phash, _ = plan_cell(profile, c.model, c.rung, c.family, variant=c.variant,
+                                       keep=c.keep)
+        if is_done(path, phash, cell_owner(c.model, c.rung, c.family, c.variant), scorer_tags(pf)):
             runs[i] = CellRun(path, False, float("nan"), 0)
         else:
             pending.append((i, path))

@@ -20,7 +20,8 @@ from gguf_fragility.engine.kvcache import kv_cache_bytes
 from gguf_fragility.engine.llama import FLASH_ATTN, system_info
 from gguf_fragility.engine.memory import PlannedMemory
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.probes.evaluate import regrade_result
+from gguf_fragility.probes.evaluate import detail_json, regrade_result
+from gguf_fragility.probes.scorers import scorer_tag
 from gguf_fragility.profile import NOISE_FLOOR, Profile
 from gguf_fragility.run.cells import CellRun, engine_settings, families_of, open_engine, rung_row
 from gguf_fragility.run.cluster import Cell, run_cells
@@ -187,7 +188,8 @@ def regrade(run: RunLayout) -> pd.DataFrame:
         df["score"] = [s.score for s in new]
         df["correct"] = [bool(s.correct) for s in new]
         df["extracted"] = [s.extracted for s in new]
-        df["scorer"] = [items[family][i]["scorer"] for i in df.item_id]
+        df["detail"] = [detail_json(s.detail) for s in new]
+        df["scorer"] = [scorer_tag(items[family][i]["scorer"]) for i in df.item_id]
         write_table_atomic(df, path)
         summary.append({"cell": str(path.relative_to(run.sweep_dir)),
                         "n": len(df), "changed": int((before != df.correct).sum())})

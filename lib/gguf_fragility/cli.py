@@ -7,7 +7,8 @@
     gguf-fragility fetch qwen2.5-coder-1.5b
 
 Exit codes: 0 done and every check passed; 1 a check of the site failed (claim check,
-external resources); 2 a user error, one line per problem; 130/143 stopped by Ctrl-C/SIGTERM
+external resources); 2 a user error, one line per problem (an outputs folder that is
+read-only or full included); 130/143 stopped by Ctrl-C/SIGTERM
 (finished work is kept and a rerun resumes).
 """
 
@@ -17,6 +18,7 @@ import argparse
 import sys
 
 from gguf_fragility.engine.gguf import GGUFError
+from gguf_fragility.errors import write_failure
 from gguf_fragility.ladder import models, quantize
 from gguf_fragility.profile import DEFAULT_RUNGS, ProfileError, load_profile, registry_warnings
 from gguf_fragility.registry import RegistryError
@@ -85,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
             return _command(args)
     except (ProfileError, RegistryError, GGUFError, ChapterError, ValueError, LockHeld) as exc:
         _error(str(exc) or type(exc).__name__)
+        return 2
+    except OSError as exc:  # a read-only or full outputs folder; other OS errors stay loud
+        line = write_failure(exc.errno, exc.filename, exc.strerror)
+        if line is None:
+            raise
+        _error(line)
         return 2
     except (Terminated, KeyboardInterrupt) as exc:
         how, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)

@@ -3,7 +3,8 @@ complete or absent, and is reused only when it is readable and was made the same
 
 Every writer goes to ``<name>.tmp`` in the same folder, flushes it to disk and renames
 it over the target (``os.replace`` is atomic on POSIX), so a run killed at any moment
-never leaves a half-written table that a rerun would mistake for finished work. A stored
+never leaves a half-written table that a rerun would mistake for finished work; a write
+that fails (a full disk) removes its ``.tmp`` and leaves the target as it was. A stored
 file that exists but cannot be reused (unreadable, made with other parameters, rows of
 another cell) is named with the reason in one line by :func:`report_rebuild` before it is
 rebuilt. :func:`hold_lock` keeps two processes from writing the same folder at once.
@@ -40,19 +41,27 @@ import pyarrow.parquet as pq
 from gguf_fragility import events, paths
 
 
-def _replace(tmp: Path, dst: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, dst)
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """Yield ``<path>.tmp`` to write; on leaving, flush it to disk and rename it over ``path``.
+    A write that fails (a full disk) removes the temporary file and leaves ``path`` as it was."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path: Path, obj: object) -> None:
     """Write ``obj`` as indented, key-sorted JSON, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
-    _replace(tmp, path)
+    with _replacing(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def write_table_atomic(df: pd.DataFrame, path: Path, record: dict | None = None) -> None:
@@ -66,19 +75,18 @@ def write_table_atomic(df: pd.DataFrame, path: Path, record: dict | None = None)
     if len(df.columns) == 0:
         raise ValueError(f"refusing to write {path.name}: the table has no columns, so it could "
                          "not be read back; give the empty table its columns")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".parquet":
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        meta = {**(record or {}), "content_sha256": table_digest(table)}
-        pq.write_table(table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), _META_KEY: json.dumps(meta, default=str)}), tmp)
-    elif path.suffix == ".csv" and record is None:
-        df.to_csv(tmp, index=False)
-    else:
+    if path.suffix not in (".parquet", ".csv") or (path.suffix == ".csv" and record is not None):
         raise ValueError(f"unsupported table format {path.suffix!r} for {path}; use .csv or "
                          ".parquet (a record is kept in .parquet only)")
-    _replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _replacing(path) as tmp:
+        if path.suffix == ".parquet":
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            meta = {**(record or {}), "content_sha256": table_digest(table)}
+            pq.write_table(table.replace_schema_metadata(
+                {**(table.schema.metadata or {}), _META_KEY: json.dumps(meta, default=str)}), tmp)
+        else:
+            df.to_csv(tmp, index=False)
 
 
 def write_tables(tables: tuple, out_dir: Path) -> list[Path]:

@@ -23,6 +23,7 @@ notebook it stopped, after releasing the lock.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import sys
 import time
@@ -32,10 +33,12 @@ from typing import NamedTuple
 
 import pandas as pd
 import papermill as pm
+from jupyter_client.manager import AsyncKernelManager
 from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
 from gguf_fragility import events, paths
+from gguf_fragility.errors import write_failure
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.profile import NOISE_FLOOR, Profile, ProfileError, load_profile
 from gguf_fragility.run.sweep import gate
@@ -87,6 +90,26 @@ def stop_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+class ChapterKernel(AsyncKernelManager):
+    """The kernel of one chapter: local IPC sockets, and no interrupt when it is shut down.
+
+    jupyter_client's default is TCP on localhost, for which ipykernel warns on every start
+    that the traffic is not encrypted; a chapter's kernel is this machine's child, so its
+    sockets are files next to its connection file (the private runtime folder) instead.
+    A graceful shutdown first sends SIGINT, which an idle kernel still handling its last
+    message logs as ``ERROR | KeyboardInterrupt caught in kernel`` on the terminal; a
+    finished chapter has nothing to interrupt, so the shutdown request goes alone (a kernel
+    that does not stop is still killed after ``shutdown_wait_time``).
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(transport="ipc", **kwargs)
+
+    async def _async_interrupt_kernel(self) -> None:
+        if not self.shutting_down:
+            await super()._async_interrupt_kernel()
 
 
 class Job(NamedTuple):
@@ -165,7 +188,8 @@ def execute(job: Job) -> float:
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters,
-                            kernel_name="python3", progress_bar=False, cwd=str(paths.NOTEBOOKS))
+                            kernel_name="python3", progress_bar=False, cwd=str(paths.NOTEBOOKS),
+                            kernel_manager_class=ChapterKernel)
     except PapermillExecutionError as exc:
         raise ChapterError(chapter_message(job, exc.ename, exc.evalue)) from None
     return time.perf_counter() - t0
@@ -179,9 +203,15 @@ def describe(job: Job) -> str:
 def chapter_message(job: Job, ename: str, evalue: str) -> str:
     """The error a user reads when a chapter fails (multi-line messages keep one line each)."""
     lines = str(evalue).strip().splitlines() or [""]
-    lines[0] = f"{describe(job)} stopped: {ename}: {lines[0]}"
+    failed = _WRITE_ERROR.match(lines[0]) if ename in _OS_ERRORS else None
+    line = failed and write_failure(int(failed["errno"]), failed["file"], failed["strerror"])
+    lines[0] = f"{describe(job)} stopped: {line or f'{ename}: {lines[0]}'}"
     lines[-1] += f" (details: {job.output})"
     return "\n".join(lines)
+
+
+_OS_ERRORS = {"OSError", "PermissionError", "NotADirectoryError"}
+_WRITE_ERROR = re.compile(r"\[Errno (?P<errno>\d+)\] (?P<strerror>[^:]+)(?:: '(?P<file>.*)')?$")
 
 
 def _gate_refusal(run: RunLayout, job: Job) -> str:

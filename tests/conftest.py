@@ -42,6 +42,26 @@ def smol_engine(smol_ladder):
     eng.close()
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, smol_ladder):
+    """Outputs root of the tiny profile (``tiny_profile``: TINY_FAMILIES, TINY_ITEMS items,
+    F16 and Q2_K of SmolLM2) with its ladder, calibration (the F16 cells of both variants) and
+    the reference's shift store done. Read only: tests copy it (``copy_tiny_run``)."""
+    from tiny_profile import TINY_FAMILIES, TINY_ITEMS, tiny_profile_yaml
+
+    from gguf_fragility.ladder.quantize import build_ladder
+    from gguf_fragility.profile import load_profile
+    from gguf_fragility.run.calibrate import calibrate
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    (root / "tiny.yaml").write_text(tiny_profile_yaml(TINY_FAMILIES, TINY_ITEMS, n_threads=2)
+                                    + f"outputs: {str(root / 'outputs')!r}\n")
+    profile = load_profile(root / "tiny.yaml")
+    build_ladder(SMOL, ["F16", "Q2_K"], run=profile.layout, n_threads=2)
+    calibrate(profile, SMOL)
+    return root / "outputs"
+
+
 BLOCK_LLAMA = """\
 import importlib.abc, sys
 class _NoLlama(importlib.abc.MetaPathFinder):
@@ -57,3 +77,15 @@ def no_llama_env(tmp_path):
     """Environment whose Python processes cannot import llama_cpp (sitecustomize blocker)."""
     (tmp_path / "sitecustomize.py").write_text(BLOCK_LLAMA)
     return {**os.environ, "PYTHONPATH": str(tmp_path)}
+
+
+@pytest.fixture(scope="session")
+def synthetic_chapters(tmp_path_factory):
+    """Chapters 5-8 executed once by papermill, without llama.cpp, on one synthetic run
+    (``synthetic_run.run_chapters``); the notebook tests of the statistics chapters read it."""
+    pytest.importorskip("papermill")
+    from synthetic_run import run_chapters
+
+    blocker = tmp_path_factory.mktemp("no-llama")
+    (blocker / "sitecustomize.py").write_text(BLOCK_LLAMA)
+    return run_chapters("synth-chapters", blocker)

@@ -3,6 +3,7 @@ table, gains and losses, the notebook."""
 
 import pandas as pd
 import pytest
+from synthetic_run import N_MODELS, RUNGS
 
 from gguf_fragility import paths
 from gguf_fragility.layout import RunLayout
@@ -114,15 +115,27 @@ def test_decision_matrix_carries_kv_cache_bytes():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("weights", ["Q4_K_M", None])
-def test_notebook_07_on_synthetic_sweep_without_llama_cpp(tmp_path, monkeypatch, no_llama_env,
-                                                          weights):
-    """Notebook 07 reads only ``profile``, runs where llama.cpp is absent, and says so when
-    a profile has no axis rung."""
+def test_notebook_07_on_synthetic_sweep_without_llama_cpp(synthetic_chapters):
+    """Notebook 07 reads only ``profile`` and runs where llama.cpp is absent (the shared
+    synthetic run: KV rungs of Q4_K_M, imatrix rungs of Q2_K)."""
+    run = synthetic_chapters.profile.layout
+    table = pd.read_csv(run.tables_dir / "axis_comparisons.csv")
+    costs = pd.read_csv(run.tables_dir / "kv_costs.csv")
+    # per model: the ladder rungs, three KV rungs and two imatrix rungs (lesions cost nothing)
+    assert len(costs) == N_MODELS * (len(RUNGS) + 5)
+    assert set(zip(table.axis, table.rung, strict=True)) == {
+        ("kv_cache", "Q4_K_M+kv_q8_0"), ("kv_cache", "Q4_K_M+kv_q4_0"),
+        ("imatrix", "Q2_K+imatrix_wiki"), ("imatrix", "Q2_K+imatrix_code"),
+        ("imatrix_text", "Q2_K+imatrix_code")}
+    assert (run.figures_dir / "axes.svg").is_file()
+    assert "gain shown" in (synthetic_chapters.executed / "07_axes.ipynb").read_text()
+
+
+@pytest.mark.slow
+def test_notebook_07_says_so_when_a_profile_has_no_axis_rung(tmp_path, monkeypatch, no_llama_env):
     papermill = pytest.importorskip("papermill")
     write_synthetic(RunLayout.of("smoke", tmp_path), n_models=1, n_families=4, n_items=60,
-                    rungs=("F16", "Q8_0", "Q4_K_M", "Q2_K"), seed=2, kv_weights=weights,
-                    imatrix_weights=weights and "Q2_K")
+                    rungs=("F16", "Q8_0", "Q4_K_M", "Q2_K"), seed=2)
     monkeypatch.setenv("GGUF_FRAGILITY_OUTPUTS", str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", no_llama_env["PYTHONPATH"])
     out = tmp_path / "07_axes.ipynb"
@@ -131,14 +144,5 @@ def test_notebook_07_on_synthetic_sweep_without_llama_cpp(tmp_path, monkeypatch,
                                cwd=str(paths.REPO), progress_bar=False)
     tables = tmp_path / "smoke" / "tables"
     table = pd.read_csv(tables / "axis_comparisons.csv")
-    costs = pd.read_csv(tables / "kv_costs.csv")
-    assert len(costs) == 4 + 5 * (weights is not None)
-    if weights is None:
-        assert table.empty and "no rung with a comparator" in out.read_text()
-    else:
-        assert set(zip(table.axis, table.rung, strict=True)) == {
-            ("kv_cache", "Q4_K_M+kv_q8_0"), ("kv_cache", "Q4_K_M+kv_q4_0"),
-            ("imatrix", "Q2_K+imatrix_wiki"), ("imatrix", "Q2_K+imatrix_code"),
-            ("imatrix_text", "Q2_K+imatrix_code")}
-        assert (tmp_path / "smoke" / "figures" / "axes.svg").is_file()
-        assert "gain shown" in out.read_text()
+    assert len(pd.read_csv(tables / "kv_costs.csv")) == 4
+    assert table.empty and "no rung with a comparator" in out.read_text()

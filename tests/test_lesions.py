@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gguf_fragility import paths
 from gguf_fragility.engine.rungs import (
     absent_groups,
     lesion_of,
@@ -20,7 +19,7 @@ from gguf_fragility.stats import lesions, recipes, results
 from gguf_fragility.stats.grid import Settings
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
 from gguf_fragility.store import write_table_atomic, write_tables
-from gguf_fragility.testing import synthetic_results, with_lesion_rungs, write_synthetic
+from gguf_fragility.testing import synthetic_results, with_lesion_rungs
 
 SETTINGS = Settings(n_boot=400)
 RUNGS = ("F16", "Q8_0", "Q3_K_M", "Q2_K")
@@ -225,26 +224,17 @@ def test_lesion_sentence_states_the_share_with_its_interval(fabricated):
 
 
 @pytest.mark.slow
-def test_notebook_08_on_synthetic_sweep_without_llama_cpp(tmp_path, monkeypatch, no_llama_env):
+def test_notebook_08_on_synthetic_sweep_without_llama_cpp(synthetic_chapters):
     """Notebook 08 reads only ``profile``, runs where llama.cpp is absent, writes its tables,
-    and proposes a recipe; the landing page states one lesion sentence per model."""
-    papermill = pytest.importorskip("papermill")
-    run = RunLayout.of("smoke", tmp_path)
-    write_synthetic(run, n_models=1, n_families=4, n_items=60, rungs=RUNGS, seed=2,
-                    lesions=True)
-    monkeypatch.setenv("GGUF_FRAGILITY_OUTPUTS", str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", no_llama_env["PYTHONPATH"])
-    for nb in ("05_stats", "08_lesions"):
-        papermill.execute_notebook(str(paths.NOTEBOOKS / f"{nb}.ipynb"), str(tmp_path / f"{nb}.ipynb"),
-                                   parameters={"profile": "smoke"}, kernel_name="python3",
-                                   cwd=str(paths.REPO), progress_bar=False)
-    tables = tmp_path / "smoke" / "tables"
-    shares = pd.read_csv(tables / "lesion_shares.csv")
+    and proposes a recipe; the landing page states one lesion sentence per model (the shared
+    synthetic run, chapter 5 executed before it)."""
+    run = synthetic_chapters.profile.layout
+    shares = pd.read_csv(run.tables_dir / "lesion_shares.csv")
     assert set(shares.group) == {"ffn_down", "attn_k", "last_third"}
-    rec = pd.read_csv(tables / "lesion_recipe.csv")
+    rec = pd.read_csv(run.tables_dir / "lesion_recipe.csv")
     assert rec.recipe.iloc[0].startswith("Q2_K+ffn_down=Q4_K") and not rec.in_profile.iloc[0]
-    assert (tmp_path / "smoke" / "figures" / "lesion_map.svg").is_file()
-    assert "not in this profile yet" in (tmp_path / "08_lesions.ipynb").read_text()
+    assert (run.figures_dir / "lesion_map.svg").is_file()
+    assert "not in this profile yet" in (synthetic_chapters.executed / "08_lesions.ipynb").read_text()
     from gguf_fragility.report.landing import details_markdown
     landing = details_markdown(run)
     assert "## Why it dies: lesions" in landing and "**synth-0**: at Q2_K" in landing

@@ -1,6 +1,5 @@
 """The report website: staged, rendered offline, claim-checked, and opened in Chromium."""
 
-import contextlib
 import functools
 import html
 import http.server
@@ -14,40 +13,18 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pandas as pd
 import pytest
+from synthetic_run import SITE_RUNGS, synthetic_profile
 
-from gguf_fragility import paths
-from gguf_fragility.layout import RunLayout, outputs_root
-from gguf_fragility.profile import Profile, load_profile
+from gguf_fragility.layout import RunLayout
 from gguf_fragility.report import browser, claims, site
 from gguf_fragility.stats import lenses, results, transfer
-from gguf_fragility.testing import write_synthetic, write_synthetic_registry
-
-RUNGS = ("F16", "Q8_0", "Q4_K_M", "Q2_K")
-
-
-@contextlib.contextmanager
-def synthetic_registry():
-    """``GGUF_FRAGILITY_REGISTRY`` names the synthetic models while the block runs (kernels too)."""
-    reg = write_synthetic_registry(outputs_root() / "profiles")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GGUF_FRAGILITY_REGISTRY", str(reg))
-        yield
-
-
-def synthetic_profile(name: str) -> Profile:
-    """A profile over the synthetic models, written as ``<name>.yaml`` beside the outputs."""
-    path = outputs_root() / "profiles" / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"models:\n  synth-0: {{rungs: {list(RUNGS)}}}\n"
-                    f"  synth-1: {{rungs: {list(RUNGS)}}}\nn_boot: 200\n")
-    with synthetic_registry():
-        return load_profile(path)
+from gguf_fragility.testing import write_synthetic
 
 
 def _tables(name):
     """Synthetic sweep + notebook 05 and 06 tables for profile ``name``, computed in-process."""
     profile = synthetic_profile(name)
-    r = write_synthetic(profile.layout, n_models=2, n_families=5, n_items=40, rungs=RUNGS)
+    r = write_synthetic(profile.layout, n_models=2, n_families=5, n_items=40, rungs=SITE_RUNGS)
     results.analyse(profile, r)
     transfer.analyse(profile, r)
     return profile
@@ -116,27 +93,10 @@ def test_external_loads_are_found(tmp_path):
 # ----------------------------------------------------------------- end to end, in a browser
 
 
-def _papermill(nb, profile):
-    out = profile.layout.executed_dir / f"{nb}.ipynb"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    import papermill as pm
-
-    pm.execute_notebook(str(paths.NOTEBOOKS / f"{nb}.ipynb"), str(out), kernel_name="python3",
-                        parameters={"profile": str(outputs_root() / "profiles" /
-                                                    f"{profile.name}.yaml")},
-                        progress_bar=False,
-                        cwd=str(paths.NOTEBOOKS))
-
-
 @pytest.fixture(scope="module")
-def executed_site():
-    """Notebooks 05 and 06 executed by papermill on a synthetic sweep, then rendered."""
-    profile = synthetic_profile("site-e2e")
-    write_synthetic(profile.layout, n_models=2, n_families=5, n_items=40, rungs=RUNGS)
-    with synthetic_registry():  # the kernels load the profile too
-        _papermill("05_stats", profile)
-        _papermill("06_transfer", profile)
-    return site.render(profile.layout)
+def executed_site(synthetic_chapters):
+    """The shared synthetic run, chapters 5-8 executed by papermill, rendered."""
+    return site.render(synthetic_chapters.profile.layout)
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,16 @@
-"""Notebook 05 end to end on a synthetic sweep (papermill), checking the CSVs it writes."""
+"""Notebook 05 end to end on a synthetic sweep (papermill), checking the CSVs it writes.
+
+The notebook runs once per session on the shared synthetic run (``synthetic_chapters``).
+"""
 
 import json
 
 import pandas as pd
 import pytest
+from synthetic_run import N_BOOT
 
-from gguf_fragility import paths
-from gguf_fragility.layout import RunLayout
-from gguf_fragility.profile import load_profile
-from gguf_fragility.testing import write_synthetic
+from gguf_fragility.profile import Profile
 
-NOTEBOOK = paths.NOTEBOOKS / "05_stats.ipynb"
 EXPECTED = {
     "accuracy": ["model", "family", "rung", "is_reference", "is_floor", "n", "n_correct",
                  "accuracy", "ci_low", "ci_high", "bpw"],
@@ -38,28 +38,20 @@ EXPECTED = {
 
 
 @pytest.mark.slow
-def test_notebook_05_on_synthetic_sweep_without_llama_cpp(tmp_path, monkeypatch, no_llama_env):
-    """Notebook 05 reads only ``profile``: its settings come from params/smoke.yaml, and its
+def test_notebook_05_on_synthetic_sweep_without_llama_cpp(synthetic_chapters):
+    """Notebook 05 reads only ``profile``: its settings come from the profile, and its
     kernel runs where llama.cpp cannot be imported (a laptop without a compiler)."""
-    papermill = pytest.importorskip("papermill")
-    write_synthetic(RunLayout.of("smoke", tmp_path), n_models=2, n_families=5, n_items=80,
-                    seed=3)
-    monkeypatch.setenv("GGUF_FRAGILITY_OUTPUTS", str(tmp_path))  # read by the kernel
-    monkeypatch.setenv("PYTHONPATH", no_llama_env["PYTHONPATH"])  # the kernel blocks llama_cpp
-    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "05_stats.ipynb"),
-                               parameters={"profile": "smoke"},
-                               kernel_name="python3", cwd=str(paths.REPO),
-                               progress_bar=False)
-    tables = tmp_path / "smoke" / "tables"
+    profile = synthetic_chapters.profile
+    tables = profile.layout.tables_dir
     for name, cols in EXPECTED.items():
         df = pd.read_csv(tables / f"{name}.csv")
         assert len(df), name
         assert set(cols) <= set(df.columns), (name, set(cols) - set(df.columns))
     config = json.loads((tables / "stats_config.json").read_text())
-    smoke = load_profile("smoke")
-    assert config["n_boot"] == smoke.n_boot == 2000  # the profile's value, not a default
-    assert config["seed"] == smoke.seed and config["alpha"] == smoke.alpha
-    assert config["correction"] == smoke.correction
+    # the profile's value, not a default
+    assert config["n_boot"] == profile.n_boot == N_BOOT != Profile.n_boot
+    assert config["seed"] == profile.seed and config["alpha"] == profile.alpha
+    assert config["correction"] == profile.correction
     dm = pd.read_csv(tables / "decision.csv")  # memory is llama.cpp's planned memory
     assert (dm.memory_source == "llama.cpp").all()
     assert (dm.memory_bytes == dm.planned_memory_bytes).all()
@@ -69,6 +61,6 @@ def test_notebook_05_on_synthetic_sweep_without_llama_cpp(tmp_path, monkeypatch,
     cmp = pd.read_csv(tables / "comparisons.csv")
     assert set(cmp["lens"]) == {"correctness", "fidelity", "margin"}
     assert "F16-floor" not in set(cmp["rung"])
-    figs = {p.name for p in (tmp_path / "smoke" / "figures").glob("*.svg")}
+    figs = {p.name for p in profile.layout.figures_dir.glob("*.svg")}
     assert {"accuracy_vs_bpw.svg", "lens_heatmap.svg", "death_order.svg",
             "kl_vs_bpw.svg", "decision_matrix.svg"} <= figs

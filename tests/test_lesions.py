@@ -244,6 +244,7 @@ def test_notebook_08_on_synthetic_sweep_without_llama_cpp(synthetic_chapters):
 
 
 @pytest.mark.llama
+@pytest.mark.slow
 def test_lesion_rungs_on_smollm2_have_exactly_the_requested_types(tmp_path, smol_ladder):
     """A kind lesion and a depth lesion built from the real SmolLM2 reference by
     llama-quantize, read back with gguf's reader: the group has the requested type, every

@@ -1,7 +1,7 @@
 # The two commands of the README, plus conveniences. Each sets up .venv itself.
 PROFILE ?= default
 
-.PHONY: autopsy test lab probes clean-outputs
+.PHONY: autopsy test test-fast lab probes clean-outputs
 
 autopsy:  ## run the whole autopsy on params/$(PROFILE).yaml and render the site; fails (exit 1) when its claim check does
 	bash scripts/setup.sh
@@ -13,6 +13,12 @@ test:  ## the test suite (real llama.cpp on the real SmolLM2 model, real Chromiu
 	bash scripts/ensure_chromium.sh
 	bash scripts/ensure_sandbox.sh
 	.venv/bin/python -m pytest -q --durations=15
+
+test-fast:  ## the edit loop: every test but those marked slow (end-to-end runs, notebooks, site, real multi-rung runs); `make test` runs them all
+	bash scripts/setup.sh
+	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_sandbox.sh
+	.venv/bin/python -m pytest -q -m "not slow" --durations=10
 
 lab:  ## JupyterLab on the project, with the project's kernel
 	bash scripts/setup.sh

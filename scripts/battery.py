@@ -1,10 +1,11 @@
 """The acceptance battery of issue 29, run as a new user would: one case per invocation.
 
+    python scripts/battery.py code                 # snapshot HEAD into <work>/code (then --code)
     python scripts/battery.py reference            # one uninterrupted smoke run (the yardstick)
     python scripts/battery.py kill --kills 0 5     # kill -9 moments 0..4 of ten, resuming after each
     python scripts/battery.py kill --kills 5 10    # moments 5..9, then the last resume and the comparison
     python scripts/battery.py readonly             # outputs folder mounted read-only (root) or chmod 555
-    python scripts/battery.py fulldisk             # outputs on a small tmpfs that fills mid-run (root)
+    python scripts/battery.py fulldisk             # outputs on a small tmpfs that fills mid-sweep (root)
     python scripts/battery.py qwen                 # the Qwen GGUF as "your own model" (README recipe)
     python scripts/battery.py recheck              # edited cell value, edited probe file
     python scripts/battery.py summary              # every recorded line
@@ -12,8 +13,9 @@
 Every case writes under ``--work`` (default ``/tmp/gguf-battery``), never into ``outputs/``,
 prints one line per check (case, expected, observed, PASS/FAIL, wall seconds) and appends
 it to ``<work>/results.tsv``. Each invocation is one CPU-heavy step: on a shared machine run
-it under ``flock``. ``kill`` and ``fulldisk`` compare with the ``reference`` run's stored cells
-and tables; run ``reference`` first.
+it under ``flock``. ``code`` snapshots the committed code and ``--code <work>/code`` runs it,
+so edits made in the checkout while the battery runs do not mix into its runs. ``kill`` and
+``fulldisk`` compare with the ``reference`` run's stored cells and tables: run it first.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [str(REPO / ".venv" / "bin" / "gguf-fragility")]
+CODE = REPO  # the code under test: the checkout, or a snapshot of it (``code``, ``--code``)
 PROFILE = "smoke"
 SEED = 29
 N_KILLS = 10
@@ -57,7 +60,9 @@ def cli(args: list[str], outputs: Path, env: dict | None = None, kill_after: flo
         timeout: float = 1500) -> tuple[int | None, str, float]:
     """Run ``gguf-fragility`` with its outputs under ``outputs``; (exit code or None when
     killed, stderr+stdout text, seconds). ``kill_after``: SIGKILL its whole process group then."""
-    full_env = {**os.environ, "GGUF_FRAGILITY_OUTPUTS": str(outputs), **(env or {})}
+    full_env = {**os.environ, "GGUF_FRAGILITY_OUTPUTS": str(outputs),
+                "PYTHONPATH": str(CODE / "lib"), "GGUF_FRAGILITY_CACHE": str(REPO / ".cache"),
+                **(env or {})}
     log = outputs.parent / f"{outputs.name}.log"
     t0 = time.perf_counter()
     with open(log, "w") as out:
@@ -72,18 +77,23 @@ def cli(args: list[str], outputs: Path, env: dict | None = None, kill_after: flo
     return rc, log.read_text(errors="replace"), time.perf_counter() - t0
 
 
-def survivors(outputs: Path) -> list[int]:
-    """PIDs of processes still running for this outputs folder (their environment names it)."""
+def survivors(outputs: Path) -> tuple[list[int], list[int]]:
+    """PIDs of processes still running for this outputs folder, two seconds after a kill:
+    those whose environment names it (kernels, workers) and sandboxed model programs (they
+    clear their environment: found by their ``gguf-fragility`` memory cgroup)."""
+    time.sleep(2)
     mine = f"GGUF_FRAGILITY_OUTPUTS={outputs}".encode()
-    found = []
+    ours, sandboxed = [], []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 if mine in (d / "environ").read_bytes().split(b"\0"):
-                    found.append(int(d.name))
+                    ours.append(int(d.name))
+                elif "gguf-fragility/run-" in (d / "cgroup").read_text():
+                    sandboxed.append(int(d.name))
             except OSError:
                 continue
-    return found
+    return ours, sandboxed
 
 
 def _volatile(name: str) -> bool:
@@ -169,13 +179,14 @@ def kill(work: Path, args) -> None:
     for i in range(first, min(last, N_KILLS)):
         wait = gaps[i] + 4  # a resume first spends ~4 s importing and checking what is stored
         rc, text, s = cli(["run", "--profile", PROFILE], out, kill_after=wait)
-        alive = survivors(out)
+        alive, sandboxed = survivors(out)
         for pid in alive:  # started by this battery: end them so the next resume is alone
             os.kill(pid, signal.SIGKILL)
         state = "finished before the kill" if rc is not None else "killed"
         record(work, f"kill-{i}", "killed; nothing left running",
-               f"{state} after {s:.0f}s (moment {wait:.0f}s); {len(alive)} processes left running",
-               not alive and rc in (None, 0), s)
+               f"{state} after {s:.0f}s (moment {wait:.0f}s); {len(alive)} processes and "
+               f"{len(sandboxed)} sandboxed programs left running",
+               not alive and not sandboxed and rc in (None, 0), s)
     if last < N_KILLS:
         return
     t0 = time.perf_counter()
@@ -219,7 +230,7 @@ def readonly(work: Path, _args) -> None:
 
 def _check_cells(root: Path) -> list[str]:
     """Stored Parquet results that do not read or do not hash as written."""
-    sys.path.insert(0, str(REPO / "lib"))
+    sys.path.insert(0, str(CODE / "lib"))
     from gguf_fragility.store import _META_KEY, check_digest, table_digest
 
     bad = []
@@ -234,16 +245,26 @@ def _check_cells(root: Path) -> list[str]:
 
 
 def fulldisk(work: Path, args) -> None:
-    """Outputs on a tmpfs that fills mid-run; then more space and a resume."""
+    """Outputs on a tmpfs that fills during the sweep's cell writes; then more space and a
+    resume. The folder starts as the reference run stopped before its sweep's last two rungs
+    (ladder, probes and calibration done), so the case costs a sweep, not a whole run."""
     mnt = work / "fulldisk"
     subprocess.run(["umount", str(mnt)], check=False, capture_output=True)
     shutil.rmtree(mnt, ignore_errors=True)
     mnt.mkdir(parents=True)
-    _mount("-t", "tmpfs", "-o", f"size={args.size}", "tmpfs", str(mnt))
+    _mount("-t", "tmpfs", "-o", "size=2g", "tmpfs", str(mnt))
     try:
+        later = ("site", "site_src", "figures", "tables", "claim_check.csv", "timings.csv")
+        shutil.copytree(work / "reference" / PROFILE, mnt / PROFILE, ignore=lambda d, names: [
+            n for n in names if n in later or n in ("F16-floor", "Q2_K") or n.startswith("04_")
+            or n.startswith("0") and n[1] in "5678" and n.endswith(".ipynb")])
+        st = os.statvfs(mnt)
+        used = (st.f_blocks - st.f_bfree) * st.f_frsize
+        size = used + args.room
+        _mount("-o", f"remount,size={size}", str(mnt))
         rc, text, s = cli(["run", "--profile", PROFILE], mnt)
         errors = [ln for ln in text.splitlines() if "error" in ln.lower()]
-        record(work, "fulldisk-run", f"exit 2; one line: no space, what to do ({args.size})",
+        record(work, "fulldisk-run", f"exit 2; one line: no space, what to do ({args.room} B free)",
                f"exit {rc}; {errors[-1] if errors else text.strip().splitlines()[-1:]}",
                rc == 2 and clean_error(text) and "space" in text.lower(), s)
         bad, tmp = _check_cells(mnt / PROFILE), leftovers(mnt / PROFILE)
@@ -268,7 +289,7 @@ def qwen(work: Path, args) -> None:
     base = work / "qwen"
     shutil.rmtree(base, ignore_errors=True)
     (base / "profiles").mkdir(parents=True)
-    registry = yaml.safe_load((REPO / "params" / "models.yaml").read_text())
+    registry = yaml.safe_load((CODE / "params" / "models.yaml").read_text())
     registry["models"]["my-qwen"] = {
         "family": "Qwen2.5", "display": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (my own file)",
         "licence": "Apache-2.0", "source": {"kind": "local", "path": str(QWEN_SOURCE),
@@ -276,13 +297,13 @@ def qwen(work: Path, args) -> None:
     (base / "models.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
     (base / "profiles" / "mine.yaml").write_text(yaml.safe_dump({
         "models": {"my-qwen": {"rungs": ["F16", "Q2_K"]}},
-        "families": ["arithmetic", "knowledge_mc"], "n_items": 3, "min_usable": 1,
+        "families": ["knowledge_mc", "science_mc"], "n_items": 3, "demo_items": 1, "min_usable": 1,
         "min_families": 1, "shift_passages": 1, "shift_tokens": 128, "n_boot": 200,
         "noise_floor": False, "engine": {"n_ctx": 1024, "n_threads": 2}}))
     env = {"GGUF_FRAGILITY_REGISTRY": str(base / "models.yaml"),
            "GGUF_FRAGILITY_PROFILES": str(base / "profiles"),
            "GGUF_FRAGILITY_CACHE": str(base / "cache")}
-    rc, text, s = cli(["run", "--profile", "mine", "--no-site"], base / "outputs", env=env,
+    rc, text, s = cli(["run", "--profile", "mine"], base / "outputs", env=env,
                       timeout=args.timeout)
     tail = text.strip().splitlines()[-1:] if rc else ""
     acc = base / "outputs" / "mine" / "tables" / "accuracy.csv"
@@ -302,7 +323,8 @@ def recheck(work: Path, _args) -> None:
                 if "Q2_K" in p.parts)
     t = pq.read_table(cell)
     flipped = pa.array([not v for v in t.column("correct").to_pylist()])
-    pq.write_table(t.set_column(t.column_names.index("correct"), "correct", flipped), cell)
+    edited = t.set_column(t.column_names.index("correct"), "correct", flipped)
+    pq.write_table(edited.replace_schema_metadata(t.schema.metadata), cell)  # digest kept
     rc, text, s = cli(["run", "--profile", PROFILE, "--stages", "sweep"], out)
     shown = [ln for ln in text.splitlines() if "rebuilding" in ln and cell.name in ln]
     record(work, "recheck-edited-cell", "'rebuilding <cell>' on the terminal, then exit 0",
@@ -316,11 +338,11 @@ def recheck(work: Path, _args) -> None:
     clone = work / "clone"
     shutil.rmtree(clone, ignore_errors=True)
     for d in ("lib", "notebooks", "params", "data", "report"):
-        shutil.copytree(REPO / d, clone / d, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "_quarto.yml", clone / "_quarto.yml")
+        shutil.copytree(CODE / d, clone / d, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(CODE / "_quarto.yml", clone / "_quarto.yml")
     fam = clone / "data" / "probes" / "arithmetic.jsonl"
     fam.write_text("".join(fam.read_text().splitlines(keepends=True)[:-1]))
-    env = {"PYTHONPATH": str(clone / "lib"), "GGUF_FRAGILITY_CACHE": str(REPO / ".cache")}
+    env = {"PYTHONPATH": str(clone / "lib")}
     for cmd in (["regrade", "--profile", PROFILE],
                 ["run", "--profile", PROFILE, "--stages", "calibrate", "sweep"]):
         rc, text, s = cli(cmd, out, env=env)
@@ -330,11 +352,24 @@ def recheck(work: Path, _args) -> None:
                rc == 2 and clean_error(text) and "arithmetic.jsonl" in text, s)
 
 
+def code(work: Path, _args) -> None:
+    """Snapshot the committed code (``git archive HEAD``) into ``<work>/code``: every later case
+    given ``--code <work>/code`` runs it, whatever is edited in the checkout meanwhile."""
+    dst = work / "code"
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir()
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(dst)], input=archive.stdout, check=True)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                          capture_output=True).stdout.strip()
+    record(work, "code", "a snapshot of HEAD", f"{head} in {dst}", True, 0)
+
+
 def summary(work: Path, _args) -> None:
     print((work / "results.tsv").read_text() if (work / "results.tsv").is_file() else "no results")
 
 
-CASES = {f.__name__: f for f in (reference, kill, readonly, fulldisk, qwen, recheck, summary)}
+CASES = {f.__name__: f for f in (code, reference, kill, readonly, fulldisk, qwen, recheck, summary)}
 
 
 def main() -> None:
@@ -342,10 +377,15 @@ def main() -> None:
     p.add_argument("case", choices=list(CASES))
     p.add_argument("--work", type=Path, default=Path("/tmp/gguf-battery"))
     p.add_argument("--kills", type=int, nargs=2, default=[0, N_KILLS], metavar=("FIRST", "END"))
-    p.add_argument("--size", default="3m", help="fulldisk: the tmpfs size that fills mid-run")
+    p.add_argument("--room", type=int, default=300_000,
+                   help="fulldisk: free bytes left on the tmpfs (fills during the sweep)")
     p.add_argument("--timeout", type=float, default=1500, help="qwen: seconds before giving up")
+    p.add_argument("--code", type=Path, help="run this snapshot of the code (from the `code` "
+                                               "case) instead of the checkout")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    global CODE
+    CODE = args.code.resolve() if args.code else REPO
     CASES[args.case](args.work, args)
 
 

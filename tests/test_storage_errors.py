@@ -85,3 +85,21 @@ def test_a_real_full_disk_leaves_no_tmp_file(tmp_path):
         pd.testing.assert_frame_equal(store.read_table_checked(mnt / "cell.parquet").frame, old)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_reference_store_write_that_fails_leaves_no_tmp_file(tmp_path, monkeypatch):
+    """The reference's log-prob store (tens of MB, written chunk by chunk) on a disk that
+    fills: before, ``_reference_logprobs.npz.tmp.npz`` stayed behind."""
+    from types import SimpleNamespace
+
+    from gguf_fragility.run import shift
+
+    def no_space(engine, chunks, i):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(shift, "chunk_rows", no_space)
+    store_path = tmp_path / "_reference_logprobs.npz"
+    with pytest.raises(OSError, match="No space left"):
+        shift.write_reference(SimpleNamespace(n_vocab=8), SimpleNamespace(
+            tokens=[[1, 2, 3]], rows_per_chunk=2), store_path, "0" * 16)
+    assert list(tmp_path.iterdir()) == []

@@ -42,18 +42,24 @@ from gguf_fragility import events, paths
 
 
 @contextlib.contextmanager
+def removed_on_error(tmp: Path) -> Iterator[Path]:
+    """Delete the half-written file ``tmp`` when the block raises (a full disk), then re-raise."""
+    try:
+        yield tmp
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
 def _replacing(path: Path) -> Iterator[Path]:
     """Yield ``<path>.tmp`` to write; on leaving, flush it to disk and rename it over ``path``.
     A write that fails (a full disk) removes the temporary file and leaves ``path`` as it was."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with removed_on_error(path.with_name(path.name + ".tmp")) as tmp:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_json_atomic(path: Path, obj: object) -> None:

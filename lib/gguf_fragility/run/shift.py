@@ -32,7 +32,7 @@ import numpy as np
 from gguf_fragility import paths
 from gguf_fragility.engine.llama import FLASH_ATTN
 from gguf_fragility.probes.sources import WIKIPEDIA, wikipedia_passages
-from gguf_fragility.store import check_digest, content_digest
+from gguf_fragility.store import check_digest, content_digest, removed_on_error
 
 SAMPLE = paths.DATA / "shift" / "wikipedia.jsonl"
 LOG_RANGE = 16.0  # nats below a row's top log-prob that the uint16 codes span (llama-perplexity)
@@ -248,7 +248,7 @@ def write_reference(engine, chunks: Chunks, path: Path, params_hash: str) -> Non
     The file is an ordinary ``.npz`` (``np.load`` reads it) whose big member, ``codes``
     (N, n_vocab) uint16, is written one chunk at a time, deflated; its ``content_sha256``
     member is the digest of every other member (:func:`read_reference` checks it). The write
-    goes to a temporary file renamed over ``path`` at the end.
+    goes to a temporary file renamed over ``path`` at the end (removed if the write fails).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -258,7 +258,7 @@ def write_reference(engine, chunks: Chunks, path: Path, params_hash: str) -> Non
               "shape": shape}
     small: dict[str, list] = {"target_logprob": [], "top": [], "scale": [], "offset": []}
     codes_sha = hashlib.sha256()
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+    with removed_on_error(tmp), zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         with zf.open("codes.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array_header_2_0(f, header)
             for i in range(len(chunks.tokens)):

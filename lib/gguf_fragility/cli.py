@@ -5,6 +5,8 @@
     gguf-fragility ladder smollm2-135m --rungs F16 Q8_0 Q2_K
     gguf-fragility regrade --profile default     # re-score stored raw outputs, no model
     gguf-fragility fetch qwen2.5-coder-1.5b
+    gguf-fragility import-lm-eval --profile P --model M --reference DIR --rung Q2_K=DIR
+    gguf-fragility export-lm-eval --profile default --to DIR
 
 Exit codes: 0 done and every check passed; 1 a check of the site failed (claim check,
 external resources); 2 a user error, one line per problem (an outputs folder that is
@@ -19,6 +21,7 @@ import sys
 
 from gguf_fragility.engine.gguf import GGUFError
 from gguf_fragility.errors import write_failure
+from gguf_fragility.interop import commands as lmeval
 from gguf_fragility.ladder import models, quantize
 from gguf_fragility.profile import DEFAULT_RUNGS, ProfileError, load_profile, registry_warnings
 from gguf_fragility.registry import RegistryError
@@ -46,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--profile", default="default")
     f = sub.add_parser("fetch", help="fetch and verify models' source GGUFs")
     f.add_argument("models", nargs="+")
+    lmeval.add_commands(sub)
     return p
 
 
@@ -115,6 +119,8 @@ def _command(args: argparse.Namespace) -> int:
             summary = regrade(layout)
         print(summary.to_string(index=False))
         print(f"{int(summary.changed.sum())} of {int(summary.n.sum())} verdicts changed")
+    elif args.cmd in lmeval.COMMANDS:
+        print(lmeval.COMMANDS[args.cmd](args))
     elif args.cmd == "fetch":
         for key in args.models:
             print(models.obtain(key))

@@ -49,6 +49,7 @@ def _sweep(profile, root) -> tuple[pd.DataFrame, list[str]]:
 
 
 @pytest.mark.llama
+@pytest.mark.slow
 def test_local_cluster_rows_equal_serial_rows(tmp_path, smol_source):
     from gguf_fragility.run.cells import families_of
     from gguf_fragility.run.cluster import Cell, close_clients, run_cells

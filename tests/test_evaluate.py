@@ -227,6 +227,7 @@ def _model_path():
 
 
 @pytest.mark.llama
+@pytest.mark.slow
 def test_real_smollm2_two_items_per_family():
     """Two items of every family through the real llama.cpp engine and SmolLM2."""
     from gguf_fragility.engine.llama import Engine

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from tiny_profile import tiny_profile_yaml
+from tiny_profile import TINY_ITEMS, copy_tiny_run, tiny_profile_yaml
 
 from gguf_fragility.engine.gguf import KvShape
 from gguf_fragility.engine.kvcache import bytes_per_element, kv_cache_bytes
@@ -113,22 +113,24 @@ def test_quantized_cache_without_flash_attention_is_refused(smol_ladder):
 
 
 KV_RUNGS = ["Q2_K+kv_f16", "Q2_K+kv_q4_0"]
-FAMILIES = ["science_mc", "arithmetic"]
-N_ITEMS = 4
+FAMILIES = ["science_mc", "arithmetic"]  # two of the tiny run's families
+N_ITEMS = TINY_ITEMS
 
 
 @pytest.fixture(scope="module")
-def kv_run(tmp_path_factory, smol_ladder):
-    """A tiny profile with KV rungs of Q2_K, calibrated, every rung swept."""
-    from gguf_fragility.ladder.quantize import build_ladder
+def kv_run(tmp_path_factory, tiny_run):
+    """A tiny profile with KV rungs of Q2_K, calibrated, every rung swept (on a copy of the
+    session's tiny run: its ladder and reference cells are reused)."""
     from gguf_fragility.run.calibrate import calibrate
     from gguf_fragility.run.sweep import sweep_rung
 
-    path = tmp_path_factory.mktemp("profiles") / "kv.yaml"
+    folder = tmp_path_factory.mktemp("kv")
+    outputs = copy_tiny_run(tiny_run, folder / "outputs", "kv", FAMILIES)
+    path = folder / "kv.yaml"
     path.write_text(tiny_profile_yaml(FAMILIES, N_ITEMS, n_threads=2).replace(
-        "[F16, Q2_K]", f"[F16, Q2_K, {', '.join(KV_RUNGS)}]"))
+        "[F16, Q2_K]", f"[F16, Q2_K, {', '.join(KV_RUNGS)}]") + f"outputs: {str(outputs)!r}\n")
     profile = load_profile(path)
-    build_ladder(SMOL, list(profile.models[SMOL].ladder_rungs), run=profile.layout)
+    assert list(profile.models[SMOL].ladder_rungs) == ["F16", "Q2_K"]  # the copied ladder's
     calibrate(profile, SMOL)
     rows = {r: sweep_rung(profile, SMOL, r) for r in profile.models[SMOL].rungs}
     return profile, rows

@@ -66,6 +66,7 @@ def shift_run(tmp_path_factory, smol_ladder):
     return profile, ladder.set_index("rung").file, root / "llama-perplexity"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rung", ["Q8_0", "Q2_K"])
 def test_kl_and_same_top_match_llama_perplexity_on_the_same_tokens(shift_run, rung):
     """Before issue 15 the project's mean KL was 16-22 % below llama-perplexity's (top-32 plus

@@ -12,15 +12,14 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from tiny_profile import tiny_profile_yaml
+from tiny_profile import TINY_FAMILIES, TINY_ITEMS, copy_tiny_run, tiny_profile_yaml
 
 from gguf_fragility.profile import load_profile
 
 pytestmark = pytest.mark.llama
 
 SMOL = "smollm2-135m"
-FAMILIES = ["arithmetic", "science_mc"]
-YAML = tiny_profile_yaml(FAMILIES, 2, n_threads=2)
+YAML = tiny_profile_yaml(TINY_FAMILIES, TINY_ITEMS, n_threads=2)
 
 
 def _profile(folder, outputs, yaml: str = YAML):
@@ -31,17 +30,16 @@ def _profile(folder, outputs, yaml: str = YAML):
 
 
 @pytest.fixture(scope="module")
-def calibrated(tmp_path_factory, smol_ladder):
-    """Outputs root of the tiny profile with its ladder, calibration, reference store, one
-    Q2_K cell and Q2_K's text-sample shift done; each test works on its own copy."""
-    from gguf_fragility.ladder.quantize import build_ladder
+def calibrated(tmp_path_factory, tiny_run):
+    """Outputs root of the tiny profile with its ladder, calibration, reference store (a copy
+    of the session's tiny run), one Q2_K cell and Q2_K's text-sample shift done; each test
+    works on its own copy."""
     from gguf_fragility.run.calibrate import calibrate
     from gguf_fragility.run.cells import evaluate_cell
     from gguf_fragility.run.sweep import measure_shift
 
     root = tmp_path_factory.mktemp("stale")
-    profile = _profile(root / "profiles", root / "outputs")
-    build_ladder(SMOL, ["F16", "Q2_K"], run=profile.layout, n_threads=2)
+    profile = _profile(root / "profiles", copy_tiny_run(tiny_run, root / "outputs", "stale"))
     calibrate(profile, SMOL)
     evaluate_cell(profile, SMOL, "Q2_K", "arithmetic")
     measure_shift(profile, SMOL, "Q2_K")

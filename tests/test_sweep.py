@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tiny_profile import tiny_profile_yaml
+from tiny_profile import TINY_FAMILIES, TINY_ITEMS, copy_tiny_run, tiny_profile_yaml
 
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.profile import load_profile
@@ -19,21 +19,21 @@ from gguf_fragility.stats.inputs import load_items
 
 pytestmark = pytest.mark.llama
 
-FAMILIES = ["arithmetic", "science_mc", "knowledge_mc", "factual_recall"]
-N_ITEMS = 3
+FAMILIES = TINY_FAMILIES  # arithmetic, science_mc, knowledge_mc, factual_recall
+N_ITEMS = TINY_ITEMS
 PROFILE_YAML = tiny_profile_yaml(FAMILIES, N_ITEMS, n_threads=2)
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory, smol_ladder):
-    """A tiny profile with its ladder and calibration done."""
-    from gguf_fragility.ladder.quantize import build_ladder
+def mini(tmp_path_factory, tiny_run):
+    """A tiny profile with its ladder and calibration done (a copy of the session's tiny run:
+    calibrate finds every reference cell stored)."""
     from gguf_fragility.run.calibrate import calibrate
 
-    path = tmp_path_factory.mktemp("profiles") / "mini.yaml"
-    path.write_text(PROFILE_YAML)
-    profile = load_profile(path)
-    build_ladder("smollm2-135m", list(profile.models["smollm2-135m"].rungs), run=profile.layout)
+    folder = tmp_path_factory.mktemp("mini")
+    outputs = copy_tiny_run(tiny_run, folder / "outputs", "mini")
+    (folder / "mini.yaml").write_text(PROFILE_YAML + f"outputs: {str(outputs)!r}\n")
+    profile = load_profile(folder / "mini.yaml")
     cal = calibrate(profile, "smollm2-135m")
     return profile, cal
 
@@ -131,6 +131,7 @@ def _kill_after_cells(cmd: list[str], env: dict, folder: Path, n: int) -> dict[s
     return {c.name: c.stat().st_mtime_ns for c in folder.glob("*.parquet")}
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_loss_or_duplicates(mini, tmp_path):
     profile, _ = mini
     profile_path = tmp_path / "mini.yaml"

@@ -1,4 +1,11 @@
-"""A tiny SmolLM2 profile (F16 and Q2_K, a few items) for the sweep and cluster tests."""
+"""A tiny SmolLM2 profile (F16 and Q2_K, a few items) for the sweep and cluster tests, and the
+session's one calibrated tiny run that the real-llama.cpp tests copy instead of redoing."""
+
+import shutil
+from pathlib import Path
+
+TINY_FAMILIES = ["arithmetic", "science_mc", "knowledge_mc", "factual_recall"]
+TINY_ITEMS = 3
 
 
 def tiny_profile_yaml(families: list[str], n_items: int, n_threads: int,
@@ -17,3 +24,15 @@ shift_passages: 2
 shift_tokens: 64
 engine: {{n_ctx: 1024, n_threads: {n_threads}}}
 {sched}"""
+
+
+def copy_tiny_run(tiny_run: Path, outputs: Path, profile: str,
+                  families: list[str] = TINY_FAMILIES) -> Path:
+    """Copy the session's calibrated tiny run (the ``tiny_run`` fixture: its outputs root) to
+    ``outputs/<profile>``, where a profile of that name writing under ``outputs`` finds it;
+    returns ``outputs``. Only the cells of ``families`` are copied. They are reused by any
+    profile with the same engine settings and items (a cell's hash holds no profile name)."""
+    (src,) = [p for p in tiny_run.iterdir() if p.is_dir()]
+    others = {f"{f}.parquet" for f in TINY_FAMILIES if f not in families}
+    shutil.copytree(src, outputs / profile, ignore=lambda _, names: others & set(names))
+    return outputs

@@ -36,12 +36,13 @@ def _sweep(profile, root) -> tuple[pd.DataFrame, list[str]]:
     """
     from gguf_fragility.ladder.quantize import build_ladder
     from gguf_fragility.run.calibrate import calibrate
+    from gguf_fragility.run.plan import plan_rung
     from gguf_fragility.run.sweep import evaluate_rung
 
     profile = dataclasses.replace(profile, outputs=str(root))  # the run's layout is a value
     build_ladder(MODEL, ["F16", "Q2_K"], run=profile.layout, n_threads=1)
     calibrate(profile, MODEL)
-    evaluate_rung(profile, MODEL, "Q2_K")
+    evaluate_rung(profile, plan_rung(profile, MODEL, "Q2_K"))
     cells = sorted((root / profile.name).glob("**/*.parquet"))
     cells = [c for c in cells if c.parent.name != "calibration"]  # only the cell files
     names = [str(c.relative_to(root / profile.name)) for c in cells]
@@ -51,8 +52,8 @@ def _sweep(profile, root) -> tuple[pd.DataFrame, list[str]]:
 @pytest.mark.llama
 @pytest.mark.slow
 def test_local_cluster_rows_equal_serial_rows(tmp_path, smol_source):
-    from gguf_fragility.run.cells import families_of
-    from gguf_fragility.run.cluster import Cell, close_clients, run_cells
+    from gguf_fragility.run.cluster import close_clients, run_cells
+    from gguf_fragility.run.plan import plan_rung
 
     path = tmp_path / "cl.yaml"
     path.write_text(PROFILE_YAML)
@@ -64,7 +65,7 @@ def test_local_cluster_rows_equal_serial_rows(tmp_path, smol_source):
                                       _sweep(on_dask, tmp_path / "dask"))
         # resuming on the cluster submits nothing: every cell is already stored
         on_dask = dataclasses.replace(on_dask, outputs=str(tmp_path / "dask"))
-        again = run_cells(on_dask, [Cell(MODEL, "Q2_K", f) for f in families_of(on_dask, MODEL)])
+        again = run_cells(plan_rung(on_dask, MODEL, "Q2_K"), on_dask.scheduler)
         assert not any(r.ran for r in again)
     finally:
         close_clients()

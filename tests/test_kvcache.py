@@ -160,10 +160,11 @@ def test_kv_rung_cells_record_the_cache_and_reuse_the_weights_file(kv_run):
 
 @pytest.mark.llama
 def test_kv_rung_is_paired_in_the_axis_table_and_kept_out_of_the_ladder_grid(kv_run):
-    from gguf_fragility.stats import axes, inputs, results
+    from gguf_fragility import artifacts
+    from gguf_fragility.stats import axes, results
 
     profile, _ = kv_run
-    r = inputs.load_results(profile.layout)
+    r = artifacts.load_results(profile.layout)
     settings = results.settings_of(profile)._replace(n_boot=200)
     table = axes.axis_comparisons(r.items, r.ladder, settings=settings)
     assert set(table.axis) == {"kv_cache"}
@@ -203,7 +204,9 @@ def test_planned_memory_is_recorded_when_every_cell_is_reused(kv_run):
     """A rung whose cells are all stored still gets its planned memory: a record made
     before the memory columns gains them (its measured figures kept), a missing record is
     written (peak RSS None: nothing ran)."""
+    from gguf_fragility.run.plan import plan_rung
     from gguf_fragility.run.sweep import evaluate_rung
+    from gguf_fragility.store import write_result_json
 
     profile, _ = kv_run
     old_path, new_path = (profile.layout.cost_json(SMOL, r) for r in ("Q2_K+kv_f16", "Q2_K"))
@@ -213,10 +216,10 @@ def test_planned_memory_is_recorded_when_every_cell_is_reused(kv_run):
         stripped = {k: v for k, v in old.items()
                     if not k.endswith("_buffer_bytes") and k != "planned_memory_bytes"
                     and k != "memory_params_hash"}
-        old_path.write_text(json.dumps(stripped))
+        write_result_json(old_path, stripped)
         new_path.unlink()
         for rung in ("Q2_K+kv_f16", "Q2_K"):
-            evaluate_rung(profile, SMOL, rung)
+            evaluate_rung(profile, plan_rung(profile, SMOL, rung))
         again, new = (json.loads(p.read_text()) for p in (old_path, new_path))
         assert again["planned_memory_bytes"] == old["planned_memory_bytes"]
         assert again["peak_rss_bytes"] == old["peak_rss_bytes"]

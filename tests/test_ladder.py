@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 
 from gguf_fragility import paths
+from gguf_fragility.artifacts import read_ladder
 from gguf_fragility.engine.ftypes import FTYPES, ftype
 from gguf_fragility.engine.gguf import open_gguf
 from gguf_fragility.ladder import quantize
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.stats.inputs import read_ladder
 from gguf_fragility.store import sha256_file
 
 pytestmark = pytest.mark.llama

@@ -15,10 +15,13 @@ from gguf_fragility import paths
 
 PACKAGE = paths.REPO / "lib" / "gguf_fragility"
 # lower rank = nearer the data; a module may import only modules of its own rank or lower
+# the chapters' order: 01 ladder (whose imatrix texts come from the probes' sources), 02
+# probes, 03-04 run, 05-08 stats; run and stats read what earlier chapters stored through
+# ``artifacts`` and never import each other (test below)
 RANKS = {"errors": 0, "paths": 0, "events": 0, "store": 0, "layout": 0, "downloads": 0, "registry": 0,
-         "engine": 1, "profile": 2, "probes": 3, "ladder": 4, "stats": 5, "run": 6, "report": 7,
-         "cli": 8, "testing": 8}
-NO_LLAMA = ("stats", "report", "profile", "layout")  # rooms that must import without llama.cpp
+         "artifacts": 0, "engine": 1, "profile": 2, "probes": 3, "ladder": 4, "run": 5, "stats": 6,
+         "report": 7, "interop": 7, "cli": 8, "testing": 8}
+NO_LLAMA = ("stats", "report", "profile", "layout", "artifacts")  # rooms that must import without llama.cpp
 
 
 def _is_module(root: Path, dotted: str) -> bool:
@@ -113,6 +116,17 @@ def test_imports_only_go_toward_the_data():
     upward = sorted(f"{m} -> {d}" for m, deps in internal.items() for d in deps
                     if rank(d) > rank(m))
     assert upward == []
+
+
+def test_run_and_stats_do_not_import_each_other():
+    internal, _ = module_graph(PACKAGE, "gguf_fragility")
+    room = {m: m.split(".")[1] for m in internal if "." in m}
+    across = sorted(f"{m} -> {d}" for m, deps in internal.items() for d in deps
+                    if {room.get(m), room.get(d)} == {"run", "stats"})
+    assert across == []
+    assert rank("gguf_fragility.artifacts") < rank("gguf_fragility.run.sweep")
+    assert "gguf_fragility.artifacts" in internal["gguf_fragility.run.plan"]
+    assert "gguf_fragility.artifacts" in internal["gguf_fragility.stats.results"]
 
 
 def test_statistics_and_report_never_reach_llama_cpp():

@@ -2,26 +2,30 @@
 what a run says on the terminal and in its events log; partial runs and failed checks.
 
 The fast tests replace only the notebook execution (``test_run_lock.patched_env``); the
-others run the real chapters on the real SmolLM2.
+end-to-end test runs the real chapters on the real SmolLM2, as both README recipes do: the
+command of ``make autopsy`` on a profile of the user's own model (``test_user_model``'s
+setup: a local GGUF under another key in a folder whose path has spaces).
 """
 
-import os
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 from test_run_lock import patched_env
+from test_user_model import user_model_setup
 
-SMOL = "smollm2-135m"
+MINE = "my-smol"
 
 TINY = """
-# tiny: the smallest real run of every chapter (SmolLM2, two rungs, three cheap families)
+# tiny: the smallest real run of every chapter (the user's SmolLM2 copy, two rungs, three
+# cheap families)
 models:
-  smollm2-135m:
+  my-smol:
     rungs: [F16, Q2_K]
 families: [science_mc, knowledge_mc, string_ops]
 n_items: 4
+demo_items: 1
 min_usable: 0
 min_families: 1
 shift_passages: 2
@@ -33,23 +37,26 @@ engine: {n_ctx: 1024, n_threads: 2}
 
 @pytest.mark.llama
 @pytest.mark.slow
-def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_ladder):
-    profiles, outputs = tmp_path / "profiles", tmp_path / "outputs"
-    profiles.mkdir()
-    (profiles / "tiny.yaml").write_text(TINY)
-    env = {**os.environ, "GGUF_FRAGILITY_PROFILES": str(profiles),
-           "GGUF_FRAGILITY_OUTPUTS": str(outputs)}
+def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_source):
+    """The suite's one CLI end-to-end run (issue 24: the user-model run it replaced differed
+    only in the registry): every chapter, the site, the user's file untouched, then a rerun
+    that rebuilds one torn cell."""
+    env, run, mine = user_model_setup(tmp_path, smol_source, TINY, name="tiny")
+    source_bytes = mine.stat().st_size
     done = subprocess.run([sys.executable, "-m", "gguf_fragility.cli", "run", "--profile", "tiny"],
                           env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
-    run = outputs / "tiny"
     executed = sorted(p.name for p in (run / "notebooks").glob("*.ipynb"))
-    assert executed == ["01_ladder__smollm2-135m.ipynb", "02_probes.ipynb",
-                        "03_calibrate__smollm2-135m.ipynb",
-                        "04_sweep__smollm2-135m__F16-floor.ipynb",  # the noise floor
-                        "04_sweep__smollm2-135m__F16.ipynb",
-                        "04_sweep__smollm2-135m__Q2_K.ipynb", "05_stats.ipynb", "06_transfer.ipynb",
+    assert executed == ["01_ladder__my-smol.ipynb", "02_probes.ipynb",
+                        "03_calibrate__my-smol.ipynb",
+                        "04_sweep__my-smol__F16-floor.ipynb",  # the noise floor
+                        "04_sweep__my-smol__F16.ipynb",
+                        "04_sweep__my-smol__Q2_K.ipynb", "05_stats.ipynb", "06_transfer.ipynb",
                         "07_axes.ipynb", "08_lesions.ipynb"]
+    assert MINE in (run / "notebooks" / "02_probes.ipynb").read_text()
+    assert (run / "ladder" / MINE / "ladder.csv").is_file()
+    # the user's file is read, never moved or changed
+    assert mine.is_file() and mine.stat().st_size == source_bytes
     timings = pd.read_csv(run / "timings.csv")
     assert list(timings.stage.unique()) == ["ladder", "probes", "calibrate", "sweep", "stats",
                                             "transfer", "axes", "lesions"]
@@ -65,7 +72,7 @@ def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_
     assert "site: claim check passed" in done.stdout
     # a rerun finds every cell done but one torn cell, says so (a line its chapter's kernel
     # logged: the old code left it inside the executed notebook) and changes no row
-    torn = run / "sweep" / SMOL / "Q2_K" / "string_ops.parquet"
+    torn = run / "sweep" / MINE / "Q2_K" / "string_ops.parquet"
     torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
     log = run / "events.log"
     before = log.read_text().splitlines() if log.is_file() else []
@@ -131,3 +138,43 @@ def test_skipped_notebooks_are_events_on_the_terminal_and_in_the_log(tmp_path):
                               "smollm2-135m has no calibration in profile 'tiny'")
     logged = (tmp_path / "outputs" / "tiny" / "events.log").read_text().splitlines()
     assert [ln.split(" ", 1)[1] for ln in logged] == said
+
+
+def _notebook(path, *sources):
+    """A notebook file whose first cell is its parameters cell."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_chapter_run_prints_no_kernel_warnings_and_a_failing_one_its_error(tmp_path):
+    """A normal chapter printed ipykernel's "running over TCP without encryption" warning
+    and, at shutdown, "ERROR | KeyboardInterrupt caught in kernel" on the terminal."""
+    good = _notebook(tmp_path / "good.ipynb", "x = 1", "print('answer', x + 1)")
+    bad = _notebook(tmp_path / "bad.ipynb", "x = 1", "raise ValueError(f'bad value {x}')")
+    code = f"""
+from pathlib import Path
+from gguf_fragility.run.pipeline import ChapterError, Job, execute
+out = Path({str(tmp_path / "out")!r})
+for _ in range(3):
+    execute(Job("stats", Path({str(good)!r}), out / "good.ipynb", {{"x": 2}}))
+print("GOOD DONE", flush=True)
+try:
+    execute(Job("stats", Path({str(bad)!r}), out / "bad.ipynb", {{"x": 3}}))
+except ChapterError as exc:
+    print("CHAPTER ERROR:", exc)
+"""
+    said = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert said.returncode == 0, said.stderr
+    terminal = said.stdout + said.stderr
+    normal = terminal[:terminal.index("GOOD DONE")]
+    assert "without encryption" not in normal and "KeyboardInterrupt" not in normal
+    assert "WARNING" not in normal and "ERROR" not in normal, normal
+    assert "CHAPTER ERROR: bad (x=3) stopped: ValueError: bad value 3 (details: " in said.stdout
+    assert "bad value 3" in (tmp_path / "out" / "bad.ipynb").read_text()  # traceback kept

@@ -35,13 +35,14 @@ def calibrated(tmp_path_factory, tiny_run):
     of the session's tiny run), one Q2_K cell and Q2_K's text-sample shift done; each test
     works on its own copy."""
     from gguf_fragility.run.calibrate import calibrate
-    from gguf_fragility.run.cells import evaluate_cell
+    from gguf_fragility.run.cluster import run_cells
+    from gguf_fragility.run.plan import plan_rung
     from gguf_fragility.run.sweep import measure_shift
 
     root = tmp_path_factory.mktemp("stale")
     profile = _profile(root / "profiles", copy_tiny_run(tiny_run, root / "outputs", "stale"))
     calibrate(profile, SMOL)
-    evaluate_cell(profile, SMOL, "Q2_K", "arithmetic")
+    run_cells(plan_rung(profile, SMOL, "Q2_K", families=["arithmetic"]))
     measure_shift(profile, SMOL, "Q2_K")
     return root / "outputs"
 
@@ -63,13 +64,15 @@ def _truncate(path, keep: float = 0.5) -> None:
 
 
 def test_truncated_cell_is_reported_and_rebuilt(fresh, capsys):
-    from gguf_fragility.run.cells import evaluate_cell
+    from gguf_fragility.run.cluster import run_cells
+    from gguf_fragility.run.plan import plan_rung
 
     cell = fresh.layout.cell(SMOL, "Q2_K", "arithmetic")
     before = pd.read_parquet(cell)
     _truncate(cell)
     capsys.readouterr()
-    run = evaluate_cell(fresh, SMOL, "Q2_K", "arithmetic")  # old code: ArrowInvalid from is_done
+    # old code: ArrowInvalid from is_done
+    run = run_cells(plan_rung(fresh, SMOL, "Q2_K", families=["arithmetic"]))[0]
     lines = _report_lines(capsys)
     assert len(lines) == 1 and str(cell) in lines[0] and "unreadable" in lines[0], lines
     assert run.ran
@@ -83,7 +86,8 @@ def test_cell_with_rows_of_another_cell_is_reported_and_rebuilt(fresh, capsys, f
     """A cell file holding another cell's rows is not reused even when its params_hash was
     forged to match and it was written by the real writer, content digest included (the old
     code trusted params_hash alone and reused such a cell)."""
-    from gguf_fragility.run.cells import evaluate_cell, plan_cell
+    from gguf_fragility.run.cluster import run_cells
+    from gguf_fragility.run.plan import plan_rung
     from gguf_fragility.store import write_table_atomic
 
     target = fresh.layout.cell(SMOL, "Q2_K", "arithmetic")
@@ -95,10 +99,10 @@ def test_cell_with_rows_of_another_cell_is_reported_and_rebuilt(fresh, capsys, f
     else:  # another model's rows (relabelled: the tests have one model)
         rows = pd.read_parquet(target).assign(model="qwen2.5-coder-1.5b")
     family = target.stem
-    phash = plan_cell(fresh, SMOL, "Q2_K", family).params_hash
+    phash = plan_rung(fresh, SMOL, "Q2_K", families=[family]).cells[0].params_hash
     write_table_atomic(rows.assign(params_hash=phash), target)
     capsys.readouterr()
-    run = evaluate_cell(fresh, SMOL, "Q2_K", family)
+    run = run_cells(plan_rung(fresh, SMOL, "Q2_K", families=[family]))[0]
     after = pd.read_parquet(target)
     assert run.ran, "the foreign cell was reused"
     assert set(after.model) == {SMOL} and set(after.rung) == {"Q2_K"} and set(after.family) == {family}
@@ -173,13 +177,14 @@ def test_edited_shift_cache_value_is_reported_and_recomputed(fresh, capsys):
 def test_edited_sweep_cell_is_rebuilt_with_the_true_values(fresh, capsys):
     """The issue's case on a real cell: Q2_K's `correct` edited with params_hash and owner
     intact was reused by the old code; now it is named and rebuilt with the true values."""
-    from gguf_fragility.run.cells import evaluate_cell
+    from gguf_fragility.run.cluster import run_cells
+    from gguf_fragility.run.plan import plan_rung
 
     cell = fresh.layout.cell(SMOL, "Q2_K", "arithmetic")
     truth = pd.read_parquet(cell)
     _rewrite_keeping_metadata(cell, "correct", (~truth.correct).tolist())
     capsys.readouterr()
-    run = evaluate_cell(fresh, SMOL, "Q2_K", "arithmetic")
+    run = run_cells(plan_rung(fresh, SMOL, "Q2_K", families=["arithmetic"]))[0]
     assert run.ran, "the edited cell was reused"
     lines = _report_lines(capsys)
     assert len(lines) == 1 and str(cell) in lines[0] and "edited or corrupted" in lines[0], lines

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 
+from gguf_fragility import artifacts
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.profile import NOISE_FLOOR, load_profile
-from gguf_fragility.stats import inputs, lenses, results
+from gguf_fragility.stats import lenses, results
 from gguf_fragility.stats.deathorder import tie_ranks
 from gguf_fragility.stats.decision import GIB, recommend
 from gguf_fragility.stats.grid import validate_items
@@ -266,7 +267,7 @@ def test_items_seen_by_both_only():
 def test_write_and_load_roundtrip(tmp_path):
     run = RunLayout.of("unit", tmp_path)
     r = write_synthetic(run, n_models=2, n_families=3, n_items=40, seed=2)
-    loaded = inputs.load_results(run)
+    loaded = artifacts.load_results(run)
     assert len(loaded.items) == len(r.items) and loaded.costs is not None
     assert NOISE_FLOOR in set(loaded.items.rung) and loaded.items.measurable.all()
     profile = dataclasses.replace(load_profile("smoke"), name="unit", outputs=str(tmp_path),
@@ -281,7 +282,7 @@ def test_write_and_load_roundtrip(tmp_path):
     with pytest.raises(ValueError, match="use correction: holm"):
         results.analyse(dataclasses.replace(profile, correction="fdr_bh"), loaded)
     with pytest.raises(FileNotFoundError, match="no sweep cells"):
-        inputs.load_results(RunLayout.of("nothing-here", tmp_path))
+        artifacts.load_results(RunLayout.of("nothing-here", tmp_path))
 
 
 def test_synthetic_fixture_has_the_contract():

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from tiny_profile import TINY_FAMILIES, TINY_ITEMS, copy_tiny_run, tiny_profile_yaml
 
+from gguf_fragility.artifacts import load_items
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.profile import load_profile
-from gguf_fragility.stats.inputs import load_items
 
 pytestmark = pytest.mark.llama
 
@@ -76,14 +76,14 @@ def test_sweep_rows_and_provenance(mini):
 
 
 def test_reference_against_itself_has_zero_kl(mini):
-    from gguf_fragility.run.cells import open_engine, rung_row
+    from gguf_fragility.run.plan import plan_rung
     from gguf_fragility.run.shift import LOG_RANGE, read_reference, rung_shift
     from gguf_fragility.run.sweep import measure_shift
 
     profile, _ = mini
     ref = measure_shift(profile, "smollm2-135m", "F16")  # from the store, no second run
     store = read_reference(profile.layout.reference_logprobs("smollm2-135m"))
-    with open_engine(profile, rung_row(profile, "smollm2-135m", "F16").file) as eng:
+    with plan_rung(profile, "smollm2-135m", "F16", families=()).open() as eng:
         again = rung_shift(eng, store)._asdict()
     # a real second run agrees up to the store's rounding: half a code step per entry
     # (llama-perplexity's uint16 codes span 16 nats), plus float32 rounding
@@ -189,11 +189,13 @@ def test_regrade_changes_scores_without_a_model(mini, monkeypatch, capsys):
     assert summary.set_index("cell").loc["smollm2-135m/Q2_K/arithmetic.parquet", "changed"] == len(df)
     assert (pd.read_parquet(cell).correct == truth).all()
     # the re-scored cell carries the current scorer tags, so the next sweep reuses it
-    from gguf_fragility.run.cells import evaluate_cell, plan_cell, scorer_tags
+    from gguf_fragility.run.cells import scorer_tags
+    from gguf_fragility.run.cluster import run_cells
+    from gguf_fragility.run.plan import plan_rung
 
     assert set(pd.read_parquet(cell).scorer) <= scorer_tags(
-        plan_cell(profile, "smollm2-135m", "Q2_K", "arithmetic").items)
-    assert not evaluate_cell(profile, "smollm2-135m", "Q2_K", "arithmetic").ran
+        plan_rung(profile, "smollm2-135m", "Q2_K", families=["arithmetic"]).cells[0].items)
+    assert not run_cells(plan_rung(profile, "smollm2-135m", "Q2_K", families=["arithmetic"]))[0].ran
     assert "smollm2-135m/Q2_K/science_mc.parquet" not in set(summary.cell)
     lines = [ln for ln in capsys.readouterr().err.splitlines() if str(hand) in ln]
     assert len(lines) == 1 and "no content digest" in lines[0], lines
@@ -207,7 +209,8 @@ def test_tampered_probe_file_is_refused_by_sweep_and_regrade(mini, tmp_path, mon
 
     from gguf_fragility import paths, probes
     from gguf_fragility.run import sweep
-    from gguf_fragility.run.cells import evaluate_cell
+    from gguf_fragility.run.cluster import run_cells
+    from gguf_fragility.run.plan import plan_rung
 
     profile, _ = mini
     copy = tmp_path / "probes"
@@ -217,7 +220,7 @@ def test_tampered_probe_file_is_refused_by_sweep_and_regrade(mini, tmp_path, mon
     probes.write_jsonl(f, items[:-1])  # one item lost, every remaining item valid
     monkeypatch.setattr(paths, "PROBES", copy)
     with pytest.raises(probes.ProbeSchemaError, match="holds 299 items, manifest.json records 300"):
-        evaluate_cell(profile, "smollm2-135m", "Q2_K", "arithmetic")
+        run_cells(plan_rung(profile, "smollm2-135m", "Q2_K", families=["arithmetic"]))[0]
     items[0] = probes.with_hash({**items[0], "gold": ["-1"]})
     probes.write_jsonl(f, items)
     with pytest.raises(probes.ProbeSchemaError, match=f"{f}: its sha256 .* manifest.json records"):

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from gguf_fragility import paths
-from gguf_fragility.engine.rungs import parse_rung
+from gguf_fragility.engine.rungs import RungSpec, parse_rung
 from gguf_fragility.errors import ProblemsError
 from gguf_fragility.layout import RunLayout, outputs_root
 from gguf_fragility.registry import read_registry
@@ -29,6 +29,12 @@ DEFAULT_RUNGS = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
 # ``noise_floor`` is on): same weights, different floating-point paths. Its flips and margin
 # changes are the noise floor the other rungs are tested against.
 NOISE_FLOOR = "F16-floor"
+
+
+def rung_spec(rung: str) -> RungSpec:
+    """The ladder file a profile's rung loads and its KV cache: :func:`parse_rung`, with the
+    noise floor (:data:`NOISE_FLOOR`) loading the reference's file."""
+    return parse_rung("F16" if rung == NOISE_FLOOR else rung)
 
 
 class ProfileError(ProblemsError):
@@ -46,6 +52,27 @@ class EngineParams:
     seed: int = 0
     group_cells: int = 512  # KV cells that replies decoded together may reserve (engine.greedy)
 
+    def settings(self, rung: str = "F16") -> dict:
+        """How a rung is loaded (``Engine`` keyword arguments): these settings, the same for
+        every rung and every chapter, except the noise floor, which re-runs the reference with
+        other batch shapes, and the KV-cache rungs, which set the cache type and flash attention.
+
+        The floor decodes in chunks of an eighth of ``n_batch`` (at least 16 tokens) and scores
+        each log-likelihood choice and each reply in its own batch (``n_seq_max`` 1): llama.cpp
+        then runs other matrix shapes, so floating-point rounding differs while the weights do
+        not. A KV-cache rung (``X+kv_<type>``, controls included) adds ``kv_cache`` and
+        ``flash_attn=True``; plain rungs leave both at the engine's defaults (f16, off) and out
+        of the settings, so the params hashes of cells stored before the KV axis still hold.
+        """
+        out = {"n_ctx": self.n_ctx, "n_threads": self.n_threads, "seed": self.seed,
+               "n_gpu_layers": self.n_gpu_layers, "n_batch": self.n_batch, "n_seq_max": 8,
+               "group_cells": self.group_cells}
+        if rung == NOISE_FLOOR:
+            out.update(n_batch=max(16, self.n_batch // 8), n_seq_max=1)
+        elif (spec := rung_spec(rung)).kv_cache is not None:
+            out.update(kv_cache=spec.kv_cache, flash_attn=spec.flash_attn)
+        return out
+
 
 @dataclass(frozen=True)
 class ModelRun:
@@ -61,7 +88,7 @@ class ModelRun:
         """The rungs that are files of the ladder: every rung but the KV-cache rungs
         (``<rung>+kv_<type>``, which load their weights' rung; see
         :mod:`gguf_fragility.engine.kvcache`)."""
-        return tuple(r for r in self.rungs if parse_rung(r).kv_cache is None)
+        return tuple(r for r in self.rungs if rung_spec(r).kv_cache is None)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Fabricated sweep outputs with the real input contract: fixtures for tests and benchmarks.
 
 Not data. :func:`write_synthetic` lays them out where
-:func:`gguf_fragility.stats.inputs.load_results` reads.
+:func:`gguf_fragility.artifacts.load_results` reads.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gguf_fragility.artifacts import Results
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.profile import NOISE_FLOOR
 from gguf_fragility.stats.grid import ITEM_COLUMNS
-from gguf_fragility.stats.inputs import Results
-from gguf_fragility.store import write_json_atomic, write_table_atomic
+from gguf_fragility.store import write_json_atomic, write_result_json, write_table_atomic
 
 LADDER_BPW = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q4_K_M": 4.89,
               "Q3_K_M": 3.91, "Q2_K": 3.0}  # typical real bpw, for synthetic ladders only
@@ -227,7 +227,7 @@ def write_synthetic(run: RunLayout, *, kv_weights: str | None = None,
                            run.calibration_report(model))
     for where, table in ((run.cost_json, r.costs), (run.shift_json, r.shift)):
         for row in table.to_dict("records"):
-            write_json_atomic(where(row["model"], row["rung"]), row)
+            write_result_json(where(row["model"], row["rung"]), row)
     write_json_atomic(run.sweep_dir / "SYNTHETIC.json",
                       {"note": "fabricated by testing.write_synthetic", **json.loads(
                           json.dumps(kwargs, default=str))})

@@ -48,7 +48,7 @@ from gguf_fragility.engine.tools import tool_path
 from gguf_fragility.ladder import models
 from gguf_fragility.ladder.imatrix import build_imatrix
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.profile import DEFAULT_RUNGS
+from gguf_fragility.profile import DEFAULT_RUNGS, EngineParams
 from gguf_fragility.store import (
     fresh_record,
     hold_lock,
@@ -248,15 +248,17 @@ def census_long(ladder: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sanity_generations(ladder: pd.DataFrame, prompt: str, *, max_tokens: int = 8,
-                       chat: bool = False, **engine_kwargs) -> pd.DataFrame:
+def sanity_generations(ladder: pd.DataFrame, prompt: str, engine: EngineParams, *,
+                       max_tokens: int = 8, chat: bool = False) -> pd.DataFrame:
     """Greedy answer of every rung to one short prompt (seed 000's ``2+2=`` check).
 
-    ``chat=True`` wraps the prompt in the model's chat template; otherwise it is raw text.
+    Each rung is loaded with the profile's engine settings (``engine``, as every chapter
+    loads it: GPU offload and batch size included). ``chat=True`` wraps the prompt in the
+    model's chat template; otherwise it is raw text.
     """
     rows = []
     for r in tqdm(list(ladder.itertuples()), desc="sanity", unit="rung"):
-        with Engine(r.file, **engine_kwargs) as eng:
+        with Engine(r.file, **engine.settings(r.rung)) as eng:
             text = eng.render(prompt) if chat else prompt
             g = eng.generate(text, max_tokens=max_tokens, stop=["\n\n"])
             rows.append({"model": r.model, "rung": r.rung, "bpw": r.bpw, "prompt": prompt,

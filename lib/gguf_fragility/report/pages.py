@@ -20,10 +20,10 @@ import pandas as pd
 import yaml
 
 from gguf_fragility import paths, store
+from gguf_fragility.artifacts import read_ladder
 from gguf_fragility.ladder import imatrix
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.stats import transfer
-from gguf_fragility.stats.inputs import read_ladder
 
 PACKAGES = ("llama_cpp_python", "numpy", "pandas", "scipy", "statsmodels", "altair",
             "vl-convert-python", "papermill", "nbformat", "smalldocs")

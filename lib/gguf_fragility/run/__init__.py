@@ -1,1 +1,1 @@
-"""Executing a profile: cells, calibration, sweep, text shift, executors, pipeline."""
+"""Executing a profile: plans, cells, calibration, sweep, text shift, executors, pipeline."""

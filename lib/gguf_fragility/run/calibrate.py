@@ -22,6 +22,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from gguf_fragility.probes.evaluate import VARIANTS
 from gguf_fragility.profile import Profile
+from gguf_fragility.run.plan import plan_rung
 from gguf_fragility.run.sweep import ensure_reference, evaluate_rung
 from gguf_fragility.store import write_json_atomic, write_table_atomic
 
@@ -76,9 +77,10 @@ def calibrate(profile: Profile, model: str) -> Calibration:
     sample to ``outputs/<profile>/sweep/<model>/_reference_logprobs.npz`` (kept while its
     parameters are unchanged: :func:`gguf_fragility.run.sweep.ensure_reference`).
     """
-    v0 = evaluate_rung(profile, model, "F16", variant=0)
+    plan = plan_rung(profile, model, "F16")
+    v0 = evaluate_rung(profile, plan)
     gen_ok = {f: set(g.item_id[g.correct]) for f, g in v0[v0["mode"] == "generate"].groupby("family")}
-    v1 = evaluate_rung(profile, model, "F16", variant=1, items_filter=gen_ok)
+    v1 = evaluate_rung(profile, plan_rung(profile, model, "F16", variant=1, keep=gen_ok))
     items = usable_flags(v0, v1, profile.margin_threshold)
     report = family_report(items, profile.min_usable)
     n_ok = int(report.measurable.sum())

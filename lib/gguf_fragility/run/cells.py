@@ -1,4 +1,4 @@
-"""Sweep cells: one model × rung × family, planned, hashed, evaluated and stored atomically.
+"""Sweep cells: one model × rung × family of a rung's plan, evaluated and stored atomically.
 
 A *cell* is one model × rung × family: ``outputs/<profile>/sweep/<model>/<rung>/<family>.parquet``,
 written atomically. A cell whose stored ``params_hash`` matches the current parameters is
@@ -6,7 +6,8 @@ skipped, so a killed run resumes where it stopped and a changed parameter re-run
 cells it affects. Every row carries its provenance (model file sha256, quant type, probe
 file hash, scorer version, code version, llama.cpp system info, params hash).
 
-Cells are independent (:func:`evaluate_cell`); a profile's ``scheduler`` key runs them
+Cells are planned by :mod:`gguf_fragility.run.plan` and independent
+(:func:`evaluate_cell`); a profile's ``scheduler`` key runs them
 in-process (default) or as tasks on a Dask cluster (:mod:`gguf_fragility.run.cluster`);
 :mod:`gguf_fragility.run.sweep` runs a whole rung.
 """
@@ -22,82 +23,14 @@ import numpy as np
 import pandas as pd
 
 from gguf_fragility import probes
-from gguf_fragility.engine.llama import SCORING_VERSION, Engine, peak_rss_bytes, system_info, topk_rows
-from gguf_fragility.engine.rungs import parse_rung
+from gguf_fragility.engine.llama import Engine, peak_rss_bytes, system_info, topk_rows
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes import codeexec
 from gguf_fragility.probes.evaluate import ItemResult, evaluate_batch
 from gguf_fragility.probes.scorers import scorer_tag
-from gguf_fragility.profile import NOISE_FLOOR, Profile
+from gguf_fragility.run.plan import ANSWER_TOP_K, CellPlan, RungPlan
 from gguf_fragility.run.shift import kl_topk
-from gguf_fragility.stats.inputs import read_ladder
-from gguf_fragility.store import (
-    code_version,
-    params_hash,
-    read_table_checked,
-    report_rebuild,
-    write_table_atomic,
-)
-
-ANSWER_TOP_K = 32  # reference log-probs kept per item at the answer position
-
-
-def families_of(profile: Profile, model: str) -> list[str]:
-    """The model's families in this profile, or every family of the frozen battery."""
-    return list(profile.families_for(model) or probes.FAMILIES)
-
-
-def rung_row(profile: Profile, model: str, rung: str) -> pd.Series:
-    """The ladder-manifest row of one rung (file, sha256, bpw ...) plus its ``kv_cache`` type.
-
-    The noise floor's row is F16's; a KV-cache rung's (``Q4_K_M+kv_q8_0``) is its weights'
-    rung's, with ``kv_cache`` its cache type (f16 for every plain rung). The row's name is
-    the ladder rung whose file is loaded.
-    """
-    ladder = read_ladder(profile.layout, [model]).set_index("rung")
-    spec = parse_rung("F16" if rung == NOISE_FLOOR else rung)
-    if spec.weights not in ladder.index:
-        raise ValueError(f"rung {rung!r} is not in the {model} ladder of profile {profile.name!r} "
-                         f"({', '.join(ladder.index)}); run notebook 01_ladder first")
-    return pd.concat([ladder.loc[spec.weights], pd.Series({"kv_cache": spec.cache})]).rename(
-        spec.weights)
-
-
-def engine_settings(profile: Profile, rung: str) -> dict:
-    """How a rung is loaded: the profile's engine settings, the same for every rung, except
-    the noise floor, which re-runs the reference with other batch shapes, and the KV-cache
-    rungs, which set the cache type and flash attention.
-
-    The floor decodes in chunks of an eighth of ``n_batch`` (at least 16 tokens) and scores
-    each log-likelihood choice and each reply in its own batch (``n_seq_max`` 1): llama.cpp then runs
-    other matrix shapes, so floating-point rounding differs while the weights do not.
-    A KV-cache rung (``X+kv_<type>``, controls included) adds ``kv_cache`` and
-    ``flash_attn=True``; plain rungs leave both at the engine's defaults (f16, off) and out
-    of the settings, so the params hashes of cells stored before the KV axis still hold.
-    """
-    e = profile.engine
-    out = {"n_ctx": e.n_ctx, "n_threads": e.n_threads, "seed": e.seed,
-           "n_gpu_layers": e.n_gpu_layers, "n_batch": e.n_batch, "n_seq_max": 8,
-           "group_cells": e.group_cells}
-    if rung == NOISE_FLOOR:
-        out.update(n_batch=max(16, e.n_batch // 8), n_seq_max=1)
-    elif (spec := parse_rung(rung)).kv_cache is not None:
-        out.update(kv_cache=spec.kv_cache, flash_attn=spec.flash_attn)
-    return out
-
-
-def open_engine(profile: Profile, path: str | Path, rung: str = "F16") -> Engine:
-    """Load a rung's file with :func:`engine_settings`."""
-    return Engine(path, **engine_settings(profile, rung))
-
-
-def cell_hash(profile: Profile, rung: str, rung_sha: str, pf: probes.ProbeFile,
-              variant: int) -> str:
-    """Hash of everything that can change a cell's rows."""
-    return params_hash({"engine": engine_settings(profile, rung), "model_sha256": rung_sha,
-                        "items": [it["hash"] for it in pf.items], "variant": variant,
-                        "answer_top_k": ANSWER_TOP_K,
-                        "scoring_version": SCORING_VERSION})
+from gguf_fragility.store import code_version, read_table_checked, report_rebuild, write_table_atomic
 
 
 def is_done(path: Path, phash: str, owner: dict[str, object] | None = None,
@@ -257,14 +190,14 @@ class CellRun(NamedTuple):
 class LazyEngine:
     """A rung loaded on first use, so a fully resumed rung loads nothing."""
 
-    def __init__(self, profile: Profile, file: str | Path, rung: str) -> None:
-        self.profile, self.file, self.rung = profile, file, rung
+    def __init__(self, plan: RungPlan) -> None:
+        self.plan = plan
         self.engine, self.load_s = None, float("nan")
 
     def get(self) -> Engine:
         """The loaded engine (loading it now if needed)."""
         if self.engine is None:
-            self.engine = open_engine(self.profile, self.file, self.rung)
+            self.engine = self.plan.open()
             self.load_s = self.engine.load_s
         return self.engine
 
@@ -286,42 +219,17 @@ def cell_owner(model: str, rung: str, family: str, variant: int = 0) -> dict[str
     return {"model": model, "rung": rung, "family": family, "variant": variant}
 
 
-class CellPlan(NamedTuple):
-    """Result of :func:`plan_cell`."""
-
-    items: probes.ProbeFile  # the family's items after the ``keep`` filter
-    path: Path  # the cell's parquet file
-    params_hash: str  # everything that can change its rows
-    row: pd.Series  # the rung's ladder-manifest row (file, sha256, bpw ...)
-
-
-def plan_cell(profile: Profile, model: str, rung: str, family: str, *, variant: int = 0,
-              keep: Collection[str] | None = None) -> CellPlan:
-    """A cell's items, file, params hash and rung row; nothing is run."""
-    row = rung_row(profile, model, rung)
-    pf = probes.load_family(family, n=profile.items_for(model, family))
-    if keep is not None:
-        keep = set(keep)
-        pf = pf._replace(items=[it for it in pf.items if it["item_id"] in keep])
-    return CellPlan(pf, profile.layout.cell(model, rung, family, variant),
-                    cell_hash(profile, rung, row.sha256, pf, variant), row)
-
-
-def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, variant: int = 0,
-                  keep: Collection[str] | None = None,
-                  engine: LazyEngine | None = None) -> CellRun:
-    """Run (or resume) one model × rung × family cell and write it atomically.
+def evaluate_cell(plan: RungPlan, cell: CellPlan, engine: LazyEngine | None = None) -> CellRun:
+    """Run (or resume) one cell of a rung's plan and write it atomically.
 
     Parameters
     ----------
-    profile : Profile
-    model, rung, family : str
-    variant : {0, 1}, default 0
-        Prompt variant (1 only for calibration).
-    keep : collection of str, optional
-        Evaluate only these item ids of the family (calibration's second pass).
+    plan : RungPlan
+        The rung (:func:`~gguf_fragility.run.plan.plan_rung`).
+    cell : CellPlan
+        One of its cells.
     engine : LazyEngine, optional
-        A rung already (or lazily) loaded by the caller and left open; when None the cell
+        The rung already (or lazily) loaded by the caller and left open; when None the cell
         loads the rung itself, only if the cell is not done, and closes it afterwards.
 
     Returns
@@ -331,38 +239,36 @@ def evaluate_cell(profile: Profile, model: str, rung: str, family: str, *, varia
 
     Notes
     -----
-    A cell is independent of every other cell of its rung: this is the unit that
+    A cell is independent of every other cell of its rung: a plan of this one cell is what
     :mod:`gguf_fragility.run.cluster` sends to Dask workers. A non-reference rung reads the
     F16 cell of the same family (answer-position KL), so F16 must be swept first.
     """
-    pf, path, phash, row = plan_cell(profile, model, rung, family, variant=variant, keep=keep)
-    if is_done(path, phash, cell_owner(model, rung, family, variant), scorer_tags(pf)):
-        return CellRun(path, False, float("nan"), 0)
-    if any(it["scorer"] == "code_exec" for it in pf.items):  # refuse before loading a model
-        codeexec.require_isolation(allow_unisolated=profile.allow_unisolated_code)
-    lazy = engine or LazyEngine(profile, row.file, rung)
+    owner = cell_owner(plan.model, plan.rung, cell.family, cell.variant)
+    if is_done(cell.path, cell.params_hash, owner, scorer_tags(cell.items)):
+        return CellRun(cell.path, False, float("nan"), 0)
+    if any(it["scorer"] == "code_exec" for it in cell.items.items):  # refuse before loading
+        codeexec.require_isolation(allow_unisolated=plan.allow_unisolated_code)
+    lazy = engine or LazyEngine(plan)
     load_before = lazy.engine is not None
     try:
-        eng = lazy.get() if pf.items else None  # an empty cell needs no model
-        ref = None if rung == "F16" else _reference_answers(profile.layout, model, family)
-        with codeexec.unisolated_allowed(profile.allow_unisolated_code):
-            df = run_cell(eng, pf, variant=variant, reference=ref,
-                          provenance={**_provenance(profile, model, rung, row),
-                                      "params_hash": phash})
-        write_table_atomic(df, path)
+        eng = lazy.get() if cell.items.items else None  # an empty cell needs no model
+        ref = None if plan.rung == "F16" else _reference_answers(plan.run, plan.model, cell.family)
+        with codeexec.unisolated_allowed(plan.allow_unisolated_code):
+            df = run_cell(eng, cell.items, variant=cell.variant, reference=ref,
+                          provenance={**_provenance(plan), "params_hash": cell.params_hash})
+        write_table_atomic(df, cell.path)
     finally:
         if engine is None:
             lazy.close()
     load_s = lazy.load_s if eng is not None and not load_before else float("nan")
-    return CellRun(path, True, load_s, peak_rss_bytes(), eng.memory if eng is not None else None)
+    return CellRun(cell.path, True, load_s, peak_rss_bytes(), eng.memory if eng is not None else None)
 
 
-def _provenance(profile: Profile, model: str, rung: str, row: pd.Series) -> dict:
+def _provenance(plan: RungPlan) -> dict:
     """Columns stamped on every row of a cell (llama.cpp facts of the process that ran it)."""
-    spec = parse_rung("F16" if rung == NOISE_FLOOR else rung)
-    return {"model": model, "rung": rung, "quant_type": row.name, "model_sha256": row.sha256,
-            "bpw": float(row.bpw), "kv_cache_type_k": spec.cache, "kv_cache_type_v": spec.cache,
-            "flash_attn": spec.flash_attn, "code_version": code_version(), "profile": profile.name,
+    spec, row = plan.spec, plan.row
+    return {"model": plan.model, "rung": plan.rung, "quant_type": row.name,
+            "model_sha256": row.sha256, "bpw": float(row.bpw), "kv_cache_type_k": spec.cache,
+            "kv_cache_type_v": spec.cache, "flash_attn": spec.flash_attn,
+            "code_version": code_version(), "profile": plan.run.profile,
             **{f"llama_{k}": v for k, v in system_info().items()}}
-
-

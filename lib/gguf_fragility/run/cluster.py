@@ -1,6 +1,6 @@
 """Run sweep cells in-process or on a Dask distributed cluster, chosen by the params profile.
 
-A cell (model × rung × family, :func:`gguf_fragility.run.evaluate_cell`) is independent
+A cell (model × rung × family of a rung's plan, :func:`gguf_fragility.run.cells.evaluate_cell`) is independent
 of every other cell of its rung and writes one parquet file atomically, so cells can run
 anywhere that sees the same ``outputs/`` folder and model files. The profile's
 ``scheduler`` key picks where::
@@ -17,36 +17,15 @@ leaves only whole cell files behind.
 from __future__ import annotations
 
 import atexit
-import itertools
 import uuid
-from collections.abc import Sequence
-from typing import NamedTuple
 
 from tqdm import tqdm
 
-from gguf_fragility.profile import Profile, local_workers
-from gguf_fragility.run.cells import (
-    CellRun,
-    LazyEngine,
-    cell_owner,
-    evaluate_cell,
-    is_done,
-    plan_cell,
-    rung_row,
-    scorer_tags,
-)
+from gguf_fragility.profile import local_workers
+from gguf_fragility.run.cells import CellRun, LazyEngine, cell_owner, evaluate_cell, is_done, scorer_tags
+from gguf_fragility.run.plan import RungPlan
 
 _CLIENTS: dict[str, tuple] = {}  # scheduler spec -> (Client, LocalCluster or None), per process
-
-
-class Cell(NamedTuple):
-    """One unit of sweep work: see :func:`gguf_fragility.run.evaluate_cell`."""
-
-    model: str
-    rung: str
-    family: str
-    variant: int = 0
-    keep: frozenset[str] | None = None  # item ids to evaluate; None = every item
 
 
 def get_client(scheduler: str):
@@ -86,22 +65,22 @@ def close_clients() -> None:
 atexit.register(close_clients)
 
 
-def run_cells(profile: Profile, cells: Sequence[Cell]) -> list[CellRun]:
+def run_cells(plan: RungPlan, scheduler: str | None = None) -> list[CellRun]:
     """
-    Run (or resume) sweep cells where ``profile.scheduler`` says, in the order given.
+    Run (or resume) the cells of a rung's plan where ``scheduler`` says, in the plan's order.
 
     Parameters
     ----------
-    profile : Profile
-        Its ``scheduler`` chooses: None runs the cells here one after another, sharing one
-        loaded rung between consecutive cells of the same model × rung (today's sweep);
-        ``"local:N"`` or an address submits each unfinished cell as one Dask task.
-    cells : sequence of Cell
+    plan : RungPlan
+        The rung and its cells (:func:`~gguf_fragility.run.plan.plan_rung`).
+    scheduler : str, optional
+        The profile's ``scheduler``: None runs the cells here one after another on one
+        loaded rung; ``"local:N"`` or an address submits each unfinished cell as one Dask task.
 
     Returns
     -------
     list of CellRun
-        One per cell, in the order of ``cells``, with this process's path of each file.
+        One per cell, in the order of ``plan.cells``, with this process's path of each file.
 
     Raises
     ------
@@ -111,65 +90,52 @@ def run_cells(profile: Profile, cells: Sequence[Cell]) -> list[CellRun]:
 
     Notes
     -----
-    Each task loads its rung once, evaluates its cell and frees the model, so a worker
-    holds one model at a time. The profile (with its outputs root) is passed to every task, so a worker
-    writes under the client's ``outputs/`` whatever its own environment says; remote
-    workers need the same paths (shared filesystem) for outputs, ``data/`` and model
-    files, and the same installed package. With ``local:N`` set ``engine.n_threads`` to
-    about cores / N, or the workers oversubscribe the CPU. Cells of a non-reference rung
-    read their family's F16 cell, so sweep F16 before the other rungs.
+    A task is the plan of one cell (the rung's plan with that cell only): it loads the rung
+    once, evaluates the cell and frees the model, so a worker holds one model at a time. The
+    plan holds absolute paths under the client's ``outputs/``, so a worker writes there
+    whatever its own environment says; remote workers need the same paths (shared
+    filesystem) for outputs, ``data/`` and model files, and the same installed package. With
+    ``local:N`` set ``engine.n_threads`` to about cores / N, or the workers oversubscribe the
+    CPU. Cells of a non-reference rung read their family's F16 cell, so sweep F16 before the
+    other rungs.
     """
-    if profile.scheduler is None:
-        return _run_serial(profile, cells)
-    runs: list[CellRun | None] = [None] * len(cells)
+    if scheduler is None:
+        with LazyEngine(plan) as engine:
+            return [evaluate_cell(plan, c, engine)
+                    for c in tqdm(plan.cells, desc=f"{plan.rung} cells", unit="cell")]
+    runs: list[CellRun | None] = [None] * len(plan.cells)
     pending = []
-    for i, c in enumerate(cells):
-        pf, path, phash, _ = plan_cell(profile, c.model, c.rung, c.family, variant=c.variant,
-                                       keep=c.keep)
-        if is_done(path, phash, cell_owner(c.model, c.rung, c.family, c.variant), scorer_tags(pf)):
-            runs[i] = CellRun(path, False, float("nan"), 0)
+    for i, c in enumerate(plan.cells):
+        owner = cell_owner(plan.model, plan.rung, c.family, c.variant)
+        if is_done(c.path, c.params_hash, owner, scorer_tags(c.items)):
+            runs[i] = CellRun(c.path, False, float("nan"), 0)
         else:
-            pending.append((i, path))
+            pending.append(i)
     if pending:
         from distributed import as_completed
 
-        client = get_client(profile.scheduler)
+        client = get_client(scheduler)
         token = uuid.uuid4().hex[:8]
         futures = {}
-        for i, path in pending:
-            c = cells[i]
-            fut = client.submit(_cell_task, profile, c, pure=False,
-                                key=f"cell-{c.model}-{c.rung}-{c.family}-v{c.variant}-{token}")
-            futures[fut] = (i, path)
+        for i in pending:
+            c = plan.cells[i]
+            fut = client.submit(_cell_task, plan._replace(cells=(c,)), pure=False,
+                                key=f"cell-{plan.model}-{plan.rung}-{c.family}-v{c.variant}-{token}")
+            futures[fut] = i
         done = as_completed(list(futures), loop=client.loop)  # client is not the default
         try:
-            for fut in tqdm(done, total=len(futures), desc=f"cells on {profile.scheduler}",
-                            unit="cell"):
-                i, path = futures[fut]
-                runs[i] = fut.result()._replace(path=path)
+            for fut in tqdm(done, total=len(futures), desc=f"cells on {scheduler}", unit="cell"):
+                i = futures[fut]
+                runs[i] = fut.result()._replace(path=plan.cells[i].path)
         except BaseException:
             client.cancel(list(futures))
             raise
     return runs
 
 
-def _run_serial(profile: Profile, cells: Sequence[Cell]) -> list[CellRun]:
-    """Cells in this process; consecutive cells of one model × rung share a loaded rung."""
-    runs = []
-    with tqdm(total=len(cells), desc="cells", unit="cell") as bar:
-        for (model, rung), group in itertools.groupby(cells, key=lambda c: (c.model, c.rung)):
-            with LazyEngine(profile, rung_row(profile, model, rung).file, rung) as engine:
-                for c in group:
-                    runs.append(evaluate_cell(profile, model, rung, c.family, variant=c.variant,
-                                              keep=c.keep, engine=engine))
-                    bar.update()
-    return runs
+def _cell_task(plan: RungPlan) -> CellRun:
+    """One Dask task: the plan of one cell."""
+    return evaluate_cell(plan, plan.cells[0])
 
 
-def _cell_task(profile: Profile, cell: Cell) -> CellRun:
-    """One Dask task: evaluate a cell under the client's outputs root (``profile.outputs``)."""
-    return evaluate_cell(profile, cell.model, cell.rung, cell.family, variant=cell.variant,
-                               keep=cell.keep)
-
-
-__all__ = ["Cell", "close_clients", "get_client", "local_workers", "run_cells"]
+__all__ = ["close_clients", "get_client", "local_workers", "run_cells"]

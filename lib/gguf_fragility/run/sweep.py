@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from gguf_fragility import probes
+from gguf_fragility.artifacts import MEMORY_COLUMNS, read_calibration_items, read_cell, read_record
 from gguf_fragility.engine.gguf import kv_shape, open_gguf
 from gguf_fragility.engine.kvcache import kv_cache_bytes
 from gguf_fragility.engine.llama import FLASH_ATTN, system_info
@@ -23,8 +24,9 @@ from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes.evaluate import detail_json, regrade_result
 from gguf_fragility.probes.scorers import scorer_tag
 from gguf_fragility.profile import NOISE_FLOOR, Profile
-from gguf_fragility.run.cells import CellRun, engine_settings, families_of, open_engine, rung_row
-from gguf_fragility.run.cluster import Cell, run_cells
+from gguf_fragility.run.cells import CellRun
+from gguf_fragility.run.cluster import run_cells
+from gguf_fragility.run.plan import RungPlan, families_of, plan_rung
 from gguf_fragility.run.shift import (
     POSITIONS,
     SAMPLE,
@@ -34,32 +36,29 @@ from gguf_fragility.run.shift import (
     sample_chunks,
     write_reference,
 )
-from gguf_fragility.stats.decision import MEMORY_COLUMNS
 from gguf_fragility.store import (
     StaleContent,
     params_hash,
-    read_json_or_none,
     read_result_json,
     read_table_checked,
     report_rebuild,
     sha256_file,
-    write_json_atomic,
     write_result_json,
     write_table_atomic,
 )
 
 
-def evaluate_rung(profile: Profile, model: str, rung: str, *, variant: int = 0,
-                  items_filter: dict[str, set[str]] | None = None,
+def evaluate_rung(profile: Profile, plan: RungPlan,
                   usable: dict[str, bool] | None = None) -> pd.DataFrame:
-    """Run (or resume) every family cell of one rung and return all its rows.
+    """Run (or resume) every cell of a rung's plan and return all its rows.
 
     Parameters
     ----------
-    variant : {0, 1}
-        Prompt variant (1 only for calibration).
-    items_filter : dict family -> item ids, optional
-        Evaluate only these items of each family (calibration's second pass).
+    profile : Profile
+        Its ``scheduler``, and the cost record's settings.
+    plan : RungPlan
+        The rung and its cells (:func:`~gguf_fragility.run.plan.plan_rung`; calibration's
+        second pass plans variant 1 of some items).
     usable : dict item_id -> bool, optional
         Calibration verdicts, copied onto each row.
 
@@ -69,32 +68,28 @@ def evaluate_rung(profile: Profile, model: str, rung: str, *, variant: int = 0,
     rung; otherwise they are Dask tasks (see :func:`gguf_fragility.run.cluster.run_cells`).
     Either way the cells are the same files, so the rows do not depend on the scheduler.
     """
-    row = rung_row(profile, model, rung)
-    cells = [Cell(model, rung, family, variant,
-                  None if items_filter is None else frozenset(items_filter.get(family, ())))
-             for family in families_of(profile, model)]
-    runs = run_cells(profile, cells)
-    frames = [pd.read_parquet(r.path) for r in runs]
+    runs = run_cells(plan, profile.scheduler)
+    frames = [read_cell(r.path) for r in runs]
+    variant = plan.cells[0].variant if plan.cells else 0
     if frames and variant == 0:
-        _write_cost(profile, model, rung, row, [r for r in runs if r.ran], pd.concat(frames))
+        _write_cost(profile, plan, [r for r in runs if r.ran], pd.concat(frames))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if usable is not None and not out.empty:
         out["usable"] = out.item_id.map(usable).fillna(False).astype(bool)
     return out
 
 
-def planned_memory(profile: Profile, model: str, rung: str, stored: dict | None = None,
+def planned_memory(plan: RungPlan, stored: dict | None = None,
                    loaded: PlannedMemory | None = None) -> dict:
     """
-    llama.cpp's planned memory of a rung loaded with the profile's engine settings.
+    llama.cpp's planned memory of a rung loaded with its plan's engine settings.
 
     Parameters
     ----------
-    profile : Profile
-    model, rung : str
+    plan : RungPlan
     stored : dict, optional
         The rung's cost record; its figures are reused when its ``memory_params_hash``
-        (rung file sha256, :func:`~gguf_fragility.run.cells.engine_settings`,
+        (rung file sha256, the plan's engine settings,
         llama-cpp-python version) is the current one.
     loaded : PlannedMemory, optional
         ``Engine.memory`` of the rung as its cells loaded it (the same settings): taken
@@ -103,7 +98,7 @@ def planned_memory(profile: Profile, model: str, rung: str, stored: dict | None 
     Returns
     -------
     dict
-        :data:`~gguf_fragility.stats.decision.MEMORY_COLUMNS` (bytes; None each when
+        :data:`~gguf_fragility.artifacts.MEMORY_COLUMNS` (bytes; None each when
         llama.cpp's log was not recognised) and ``memory_params_hash``.
 
     Notes
@@ -113,20 +108,18 @@ def planned_memory(profile: Profile, model: str, rung: str, stored: dict | None 
     cache at ``engine.n_ctx``, compute buffers, as llama.cpp logs them at load). A load
     of its own, so every rung of a run has the figures even when all its cells were reused.
     """
-    row = rung_row(profile, model, rung)
-    key = params_hash({"model_sha256": row.sha256, "engine": engine_settings(profile, rung),
+    key = params_hash({"model_sha256": plan.row.sha256, "engine": plan.engine,
                        "llama_cpp_python": system_info()["llama_cpp_python"]})
     if loaded is None and stored is not None and stored.get("memory_params_hash") == key:
         return {c: stored.get(c) for c in (*MEMORY_COLUMNS, "memory_params_hash")}
     if loaded is None:
-        with open_engine(profile, row.file, rung) as engine:
+        with plan.open() as engine:
             loaded = engine.memory
     return {**dict(zip(MEMORY_COLUMNS, loaded or [None] * len(MEMORY_COLUMNS), strict=True)),
             "memory_params_hash": key}
 
 
-def _write_cost(profile: Profile, model: str, rung: str, row: pd.Series, ran: list[CellRun],
-                rows: pd.DataFrame) -> None:
+def _write_cost(profile: Profile, plan: RungPlan, ran: list[CellRun], rows: pd.DataFrame) -> None:
     """Cost figures of a rung: its planned memory, and what was measured where its cells ran.
 
     The planned memory (:func:`planned_memory`; as the cells' own load measured it when
@@ -144,20 +137,24 @@ def _write_cost(profile: Profile, model: str, rung: str, row: pd.Series, ran: li
     share of the batches it was decoded in (replies decoded together share a batch's
     seconds), so they are throughputs of the sweep's grouped generation, alike for every rung
     because the groups are.
+
+    The record carries a content digest (:func:`~gguf_fragility.store.write_result_json`);
+    one that no longer hashes as written (or has no digest) is named in one line and
+    written anew, as a missing one is.
     """
+    model, rung, row = plan.model, plan.rung, plan.row
     path = profile.layout.cost_json(model, rung)
-    stored = read_json_or_none(path)
-    memory = planned_memory(profile, model, rung, stored,
-                            next((r.memory for r in ran if r.memory is not None), None))
+    stored = read_result_json(path)
+    memory = planned_memory(plan, stored, next((r.memory for r in ran if r.memory is not None), None))
     if not ran and stored is not None:
         if stored.get("memory_params_hash") != memory["memory_params_hash"]:
-            write_json_atomic(path, {**stored, **memory})
+            write_result_json(path, {**stored, **memory})
         return
     loads = [r.load_s for r in ran if not np.isnan(r.load_s)]
     gen = rows[rows["mode"] == "generate"]
-    n_ctx = profile.engine.n_ctx
+    n_ctx = plan.engine["n_ctx"]
     q = gen.ttft_s.quantile([0.25, 0.5, 0.75]) if len(gen) else pd.Series([np.nan] * 3)
-    write_json_atomic(path, {
+    write_result_json(path, {
         "model": model, "rung": rung, "file_size_bytes": int(row.file_size_bytes), **memory,
         "peak_rss_bytes": max(r.peak_rss_bytes for r in ran) if ran else None,
         "load_s": float(np.median(loads)) if loads else np.nan,
@@ -207,13 +204,14 @@ def gate(run: RunLayout, model: str) -> None:
         raise RuntimeError(record["message"])
 
 
-def reference_params(profile: Profile, model: str) -> str:
-    """Hash of everything that makes the reference's store (see :func:`ensure_reference`)."""
-    return params_hash({"model_sha256": rung_row(profile, model, "F16").sha256,
+def reference_params(profile: Profile, plan: RungPlan) -> str:
+    """Hash of everything that makes the reference's store (see :func:`ensure_reference`);
+    ``plan`` is the F16 rung's."""
+    return params_hash({"model_sha256": plan.row.sha256,
                         "sample_sha256": sha256_file(SAMPLE) if SAMPLE.is_file() else "missing",
                         "passages": profile.shift_passages, "tokens": profile.shift_tokens,
                         "positions": POSITIONS, "rows": "uint16 (llama-perplexity)",
-                        "flash_attn": FLASH_ATTN, "engine": engine_settings(profile, "F16")})
+                        "flash_attn": FLASH_ATTN, "engine": plan.engine})
 
 
 def ensure_reference(profile: Profile, model: str) -> Path:
@@ -226,8 +224,9 @@ def ensure_reference(profile: Profile, model: str) -> Path:
     reason is reported in one line and the F16 rung is scored again
     (:func:`~gguf_fragility.run.shift.write_reference`, streamed chunk by chunk).
     """
+    plan = plan_rung(profile, model, "F16", families=())
     path = profile.layout.reference_logprobs(model)
-    key = reference_params(profile, model)
+    key = reference_params(profile, plan)
     if path.is_file():
         try:
             stored = read_reference(path).params_hash
@@ -240,7 +239,7 @@ def ensure_reference(profile: Profile, model: str) -> Path:
                 return path
             report_rebuild(path, f"made with other parameters (params_hash {stored or 'none'}, "
                                  f"now {key})")
-    with open_engine(profile, rung_row(profile, model, "F16").file) as engine:
+    with plan.open() as engine:
         chunks = sample_chunks(engine, profile.shift_passages, profile.shift_tokens)
         write_reference(engine, chunks, path, key)
     return path
@@ -261,12 +260,13 @@ def measure_shift(profile: Profile, model: str, rung: str) -> dict:
         raise FileNotFoundError(f"{profile.layout.reference_logprobs(model)} is missing; "
                                 f"run 03_calibrate for {model} first")
     ref_path = ensure_reference(profile, model)
-    row = rung_row(profile, model, rung)
+    plan = plan_rung(profile, model, rung, families=())
+    row = plan.row
     out = profile.layout.shift_json(model, rung)
     key = params_hash({"rung_sha": row.sha256, "reference_sha256": sha256_file(ref_path),
                        "passages": profile.shift_passages, "tokens": profile.shift_tokens,
                        "positions": POSITIONS, "flash_attn": FLASH_ATTN,
-                       "engine": engine_settings(profile, rung)})
+                       "engine": plan.engine})
     stored = read_result_json(out)
     if stored is not None:
         if stored.get("params_hash") == key:
@@ -278,7 +278,7 @@ def measure_shift(profile: Profile, model: str, rung: str) -> dict:
     if rung == "F16":
         result.update(reference_shift(store)._asdict())
     else:
-        with open_engine(profile, row.file, rung) as engine:
+        with plan.open() as engine:
             result.update(rung_shift(engine, store)._asdict())
     write_result_json(out, result)
     return result
@@ -303,10 +303,10 @@ def rung_summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 def rung_figures(profile: Profile, model: str, rung: str) -> pd.DataFrame:
     """The rung's text-sample shift and its cost, one column each (what 04 shows)."""
-    shift = json.loads(profile.layout.shift_json(model, rung).read_text())
+    shift = read_record(profile.layout.shift_json(model, rung))
+    shift.pop("params_hash", None)
     cost = profile.layout.cost_json(model, rung)
-    cost = json.loads(cost.read_text()) if cost.is_file() else {}
-    shift.pop("params_hash", None), shift.pop("content_sha256", None)
+    cost = read_record(cost) if cost.is_file() else {}
     return pd.DataFrame({"shift": pd.Series(shift), "cost": pd.Series(cost)})
 
 
@@ -317,7 +317,7 @@ def floor_report(profile: Profile, model: str) -> pd.DataFrame:
     run = profile.layout
     rows = []
     for family in families_of(profile, model):
-        ref, floor = (pd.read_parquet(run.cell(model, r, family)).set_index("item_id")
+        ref, floor = (read_cell(run.cell(model, r, family)).set_index("item_id")
                       for r in ("F16", NOISE_FLOOR))
         floor = floor.loc[ref.index.intersection(floor.index)]
         ref = ref.loc[floor.index]
@@ -337,7 +337,8 @@ def floor_report(profile: Profile, model: str) -> pd.DataFrame:
 def sweep_rung(profile: Profile, model: str, rung: str) -> pd.DataFrame:
     """Notebook 04's one call: gate, evaluate every family cell, measure the KL shift."""
     gate(profile.layout, model)
-    cal = pd.read_parquet(profile.layout.calibration_items(model))
-    rows = evaluate_rung(profile, model, rung, usable=dict(zip(cal.item_id, cal.usable, strict=True)))
+    cal = read_calibration_items(profile.layout, model)
+    plan = plan_rung(profile, model, rung)
+    rows = evaluate_rung(profile, plan, usable=dict(zip(cal.item_id, cal.usable, strict=True)))
     measure_shift(profile, model, rung)
     return rows

@@ -18,8 +18,9 @@ the reference's place; no new statistics):
 
 Usage::
 
-    from gguf_fragility.stats import axes, inputs
-    r = inputs.load_results(profile.layout)
+    from gguf_fragility import artifacts
+    from gguf_fragility.stats import axes
+    r = artifacts.load_results(profile.layout)
     t = axes.analyse_axes(profile, r)   # axis_comparisons and kv_costs, written to tables/
 """
 
@@ -29,6 +30,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from gguf_fragility.artifacts import Results
 from gguf_fragility.engine.kvcache import bytes_per_element
 from gguf_fragility.engine.rungs import (
     IMATRIX_PREFIX,
@@ -40,7 +42,6 @@ from gguf_fragility.engine.rungs import (
 )
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats.grid import DEFAULT_SETTINGS, Settings, lens_grid
-from gguf_fragility.stats.inputs import Results
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
 from gguf_fragility.stats.results import bpw_of, settings_of
 from gguf_fragility.store import write_tables
@@ -117,7 +118,7 @@ def axis_comparisons(items: pd.DataFrame, ladder: pd.DataFrame, *,
     Parameters
     ----------
     items : pandas.DataFrame
-        The sweep's item rows (:func:`gguf_fragility.stats.inputs.load_items`), axis rungs
+        The sweep's item rows (:func:`gguf_fragility.artifacts.load_items`), axis rungs
         included; the noise floor's rows are ignored.
     ladder : pandas.DataFrame
         The ladder manifests (``model, rung, bpw``): the bits of an imatrix rung.

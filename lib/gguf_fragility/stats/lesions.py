@@ -8,8 +8,9 @@ with the reference on chapter 5's three lenses (one :func:`~gguf_fragility.stats
 call: no new test), and :func:`damage_share` says which share of the full rung's margin loss
 each lesion alone reproduces, with a paired bootstrap interval. Usage::
 
-    from gguf_fragility.stats import inputs, lesions
-    r = inputs.load_results(profile.layout)
+    from gguf_fragility import artifacts
+    from gguf_fragility.stats import lesions
+    r = artifacts.load_results(profile.layout)
     m = lesions.lesion_map(r.items, r.ladder)   # m.lesion_map, m.lesion_shares
 """
 
@@ -145,7 +146,7 @@ def lesion_map(items: pd.DataFrame, ladder: pd.DataFrame, *,
     Parameters
     ----------
     items : pandas.DataFrame
-        The sweep's item rows (:func:`gguf_fragility.stats.inputs.load_items`).
+        The sweep's item rows (:func:`gguf_fragility.artifacts.load_items`).
     ladder : pandas.DataFrame
         The ladder manifests (``model, rung, is_reference, bpw``).
     settings : Settings

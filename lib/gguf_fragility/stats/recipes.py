@@ -9,8 +9,9 @@ normal rung, so chapter 5 evaluates it like every other rung (paired, corrected,
 :func:`recipe_comparison` only copies chapter 5's cells next to the low rung and ``Q3_K_M``.
 Notebook 08's calls::
 
-    from gguf_fragility.stats import inputs, recipes
-    r = inputs.load_results(profile.layout)
+    from gguf_fragility import artifacts
+    from gguf_fragility.stats import recipes
+    r = artifacts.load_results(profile.layout)
     t = recipes.analyse_lesions(profile, r)   # lesion_map.csv, lesion_shares.csv, ... in tables/
     recipes.chapter_findings(t)
 """
@@ -24,11 +25,11 @@ import numpy as np
 import pandas as pd
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from gguf_fragility.artifacts import Results
 from gguf_fragility.engine.rungs import KINDS, is_kv_rung, parse_weights, recipe_rung
 from gguf_fragility.profile import NOISE_FLOOR, Profile
 from gguf_fragility.stats.deathorder import death_rungs
 from gguf_fragility.stats.grid import DEFAULT_SETTINGS, Settings, lens_grid
-from gguf_fragility.stats.inputs import Results
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
 from gguf_fragility.stats.lesions import LesionMap, ci_text, lesion_findings, lesion_map
 from gguf_fragility.stats.results import bpw_of, reference_rungs, settings_of

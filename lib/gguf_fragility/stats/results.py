@@ -2,8 +2,9 @@
 
 Notebook 05's calls::
 
-    from gguf_fragility.stats import inputs, results
-    r = inputs.load_results(profile.layout)
+    from gguf_fragility import artifacts
+    from gguf_fragility.stats import results
+    r = artifacts.load_results(profile.layout)
     tables = results.analyse(profile, r)   # computes and writes tables/*.csv
 
 Every setting (seed, resamples, correction, test, alpha, budgets) comes from the profile.
@@ -17,13 +18,13 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from gguf_fragility.artifacts import Results
 from gguf_fragility.engine.rungs import is_kv_rung, lesion_of
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats import multiplicity
 from gguf_fragility.stats.deathorder import death_order
 from gguf_fragility.stats.decision import decision_matrix, recommend
 from gguf_fragility.stats.grid import DEFAULT_SETTINGS, MDE_POWER, UNTESTABLE, Settings, lens_grid
-from gguf_fragility.stats.inputs import Results
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
 from gguf_fragility.store import write_json_atomic, write_tables
 

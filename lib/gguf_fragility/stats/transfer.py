@@ -2,8 +2,9 @@
 
 Notebook 06 calls this module on notebook 05's tables::
 
-    from gguf_fragility.stats import inputs, transfer
-    t = transfer.analyse(profile, inputs.load_results(profile.layout))  # writes tables/*.csv
+    from gguf_fragility import artifacts
+    from gguf_fragility.stats import transfer
+    t = transfer.analyse(profile, artifacts.load_results(profile.layout))  # writes tables/*.csv
     print(transfer.conclusion(t.transfer_rank, t.transfer_decisions, "model-a", "model-b"))
 
 Every table has ``model_a, model_b`` columns; each ordered pair of models gets its own
@@ -22,9 +23,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from gguf_fragility.artifacts import Results
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats.grid import LENSES
-from gguf_fragility.stats.inputs import Results
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
 from gguf_fragility.store import write_tables
 

@@ -8,6 +8,7 @@
     python scripts/battery.py fulldisk             # outputs on a small tmpfs that fills mid-sweep (root)
     python scripts/battery.py qwen                 # the Qwen GGUF as "your own model" (README recipe)
     python scripts/battery.py recheck              # edited cell value, edited probe file
+    python scripts/battery.py again --folder kill  # compare a finished case with the reference again
     python scripts/battery.py summary              # every recorded line
 
 Every case writes under ``--work`` (default ``/tmp/gguf-battery``), never into ``outputs/``,
@@ -39,9 +40,9 @@ CODE = REPO  # the code under test: the checkout, or a snapshot of it (``code``,
 PROFILE = "smoke"
 SEED = 29
 N_KILLS = 10
-# what differs between two uninterrupted runs: wall times, speeds, memory peaks, dates, paths
-VOLATILE = ("seconds", "second", "tok_s", "rss", "wall", "elapsed", "time", "date", "started",
-            "code_version", "path", "file", "per_s", "speed", "ms")
+# what differs between two uninterrupted runs: measured wall times, speeds and memory peaks
+VOLATILE = {"seconds", "gen_tps", "prompt_tps", "load_s", "ttft_s", "ttft_s_median", "ttft_s_q25",
+            "ttft_s_q75", "peak_rss_bytes"}
 # stored results compared value by value; executed notebooks, site, logs and locks are not
 RESULTS = ("sweep", "calibration", "tables", "ladder", "probes")
 
@@ -97,7 +98,7 @@ def survivors(outputs: Path) -> tuple[list[int], list[int]]:
 
 
 def _volatile(name: str) -> bool:
-    return any(v in name.lower() for v in VOLATILE)
+    return name in VOLATILE
 
 
 def snapshot(root: Path) -> dict[str, object]:
@@ -174,7 +175,8 @@ def kill(work: Path, args) -> None:
     if first == 0:
         shutil.rmtree(out, ignore_errors=True)
     total = float((work / "reference_seconds").read_text())
-    moments = sorted(random.Random(SEED).uniform(5, total) for _ in range(N_KILLS))
+    rng = random.Random(SEED)
+    moments = sorted(rng.uniform(5, total) for _ in range(N_KILLS))
     gaps = [m - p for m, p in zip(moments, [0.0, *moments], strict=False)]
     for i in range(first, min(last, N_KILLS)):
         wait = gaps[i] + 4  # a resume first spends ~4 s importing and checking what is stored
@@ -365,11 +367,18 @@ def code(work: Path, _args) -> None:
     record(work, "code", "a snapshot of HEAD", f"{head} in {dst}", True, 0)
 
 
+def again(work: Path, args) -> None:
+    """Compare a case's finished folder (``--folder kill``) with the reference once more."""
+    _against_reference(work, f"{args.folder}-compare", work / args.folder / PROFILE,
+                       time.perf_counter())
+
+
 def summary(work: Path, _args) -> None:
     print((work / "results.tsv").read_text() if (work / "results.tsv").is_file() else "no results")
 
 
-CASES = {f.__name__: f for f in (code, reference, kill, readonly, fulldisk, qwen, recheck, summary)}
+CASES = {f.__name__: f for f in (code, reference, kill, readonly, fulldisk, qwen, recheck, again,
+                                  summary)}
 
 
 def main() -> None:
@@ -380,6 +389,7 @@ def main() -> None:
     p.add_argument("--room", type=int, default=300_000,
                    help="fulldisk: free bytes left on the tmpfs (fills during the sweep)")
     p.add_argument("--timeout", type=float, default=1500, help="qwen: seconds before giving up")
+    p.add_argument("--folder", default="kill", help="again: the case folder to compare")
     p.add_argument("--code", type=Path, help="run this snapshot of the code (from the `code` "
                                                "case) instead of the checkout")
     args = p.parse_args()

@@ -157,24 +157,27 @@ def test_a_chapter_run_prints_no_kernel_warnings_and_a_failing_one_its_error(tmp
     and, at shutdown, "ERROR | KeyboardInterrupt caught in kernel" on the terminal."""
     good = _notebook(tmp_path / "good.ipynb", "x = 1", "print('answer', x + 1)")
     bad = _notebook(tmp_path / "bad.ipynb", "x = 1", "raise ValueError(f'bad value {x}')")
-    code = f"""
-from pathlib import Path
-from gguf_fragility.run.pipeline import ChapterError, Job, execute
-out = Path({str(tmp_path / "out")!r})
-for _ in range(3):
-    execute(Job("stats", Path({str(good)!r}), out / "good.ipynb", {{"x": 2}}))
-print("GOOD DONE", flush=True)
-try:
-    execute(Job("stats", Path({str(bad)!r}), out / "bad.ipynb", {{"x": 3}}))
-except ChapterError as exc:
-    print("CHAPTER ERROR:", exc)
-"""
-    said = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300)
-    assert said.returncode == 0, said.stderr
-    terminal = said.stdout + said.stderr
-    normal = terminal[:terminal.index("GOOD DONE")]
-    assert "without encryption" not in normal and "KeyboardInterrupt" not in normal
-    assert "WARNING" not in normal and "ERROR" not in normal, normal
-    assert "CHAPTER ERROR: bad (x=3) stopped: ValueError: bad value 3 (details: " in said.stdout
+
+    def terminal(notebook, runs: int) -> subprocess.CompletedProcess:
+        code = (
+            "from pathlib import Path\n"
+            "from gguf_fragility.run.pipeline import ChapterError, Job, execute\n"
+            f"for _ in range({runs}):\n"
+            "    try:\n"
+            f"        execute(Job('stats', Path({str(notebook)!r}), Path({str(tmp_path)!r}) / 'out'"
+            f" / {notebook.name!r}, {{'x': 3}}))\n"
+            "    except ChapterError as exc:\n"
+            "        print('CHAPTER ERROR:', exc)\n")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=300)
+
+    normal = terminal(good, 3)
+    assert normal.returncode == 0, normal.stderr
+    said = normal.stdout + normal.stderr
+    assert "without encryption" not in said and "KeyboardInterrupt" not in said, said
+    assert "WARNING" not in said and "ERROR" not in said, said
+    assert "answer 4" in (tmp_path / "out" / "good.ipynb").read_text()
+    failing = terminal(bad, 1)
+    assert failing.stdout.startswith("CHAPTER ERROR: bad (x=3) stopped: ValueError: bad value 3 "
+                                     "(details: ")
     assert "bad value 3" in (tmp_path / "out" / "bad.ipynb").read_text()  # traceback kept

@@ -103,3 +103,23 @@ def test_a_reference_store_write_that_fails_leaves_no_tmp_file(tmp_path, monkeyp
         shift.write_reference(SimpleNamespace(n_vocab=8), SimpleNamespace(
             tokens=[[1, 2, 3]], rows_per_chunk=2), store_path, "0" * 16)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_error_without_a_file_name_names_the_outputs_folder(tmp_path, monkeypatch,
+                                                                         capsys):
+    """A write error raised without a file name (papermill writing an executed notebook on
+    a full disk): before, the line said ``cannot write a file``."""
+    from gguf_fragility.run import pipeline
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "tiny.yaml").write_text(TINY)
+    monkeypatch.setenv("GGUF_FRAGILITY_PROFILES", str(tmp_path / "profiles"))
+    monkeypatch.setenv("GGUF_FRAGILITY_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.setattr(pipeline, "run", full)
+    code = cli.main(["run", "--profile", "tiny", "--no-site"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert f"cannot write a file in {tmp_path / 'outputs' / 'tiny'}: No space left" in err[0]

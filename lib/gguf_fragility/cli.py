@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(exc) or type(exc).__name__)
         return 2
     except OSError as exc:  # a read-only or full outputs folder; other OS errors stay loud
-        line = write_failure(exc.errno, exc.filename, exc.strerror)
+        folder = _outputs_folder(args)
+        where = exc.filename or (f"a file in {folder}" if folder else None)
+        line = write_failure(exc.errno, where, exc.strerror)
         if line is None:
             raise
         _error(line)
@@ -104,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
               f" of `{' '.join(['gguf-fragility', *(argv or sys.argv[1:])])}`; finished work is "
               "kept: run the same command again to resume", file=sys.stderr)
         return code
+
+
+def _outputs_folder(args: argparse.Namespace) -> str | None:
+    """The outputs folder of the command's profile, for messages; None when it has none."""
+    try:
+        return str(load_profile(args.profile).layout.root) if hasattr(args, "profile") else None
+    except Exception:  # a message helper: the profile's own error was reported, or will be
+        return None
 
 
 def _command(args: argparse.Namespace) -> int:

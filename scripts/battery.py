@@ -7,7 +7,8 @@
     python scripts/battery.py readonly             # outputs folder mounted read-only (root) or chmod 555
     python scripts/battery.py fulldisk             # outputs on a small tmpfs that fills mid-sweep (root)
     python scripts/battery.py qwen                 # the Qwen GGUF as "your own model" (README recipe)
-    python scripts/battery.py recheck              # edited cell value, edited probe file
+    python scripts/battery.py recheck              # an edited cell value
+    python scripts/battery.py probefile            # a probe file that lost an item
     python scripts/battery.py again --folder kill  # compare a finished case with the reference again
     python scripts/battery.py summary              # every recorded line
 
@@ -315,7 +316,7 @@ def qwen(work: Path, args) -> None:
 
 
 def recheck(work: Path, _args) -> None:
-    """Last battery's cases: an edited cell value, and an edited probe file."""
+    """Last battery's case: a cell value edited, its digest left as written."""
     import pyarrow as pa
 
     out = work / "recheck"
@@ -336,11 +337,16 @@ def recheck(work: Path, _args) -> None:
            "restored" if after != flipped.to_pylist() else "still edited",
            after != flipped.to_pylist(), 0)
 
-    # a copy of the code whose probe file lost its last item (manifest unchanged)
+
+def probefile(work: Path, _args) -> None:
+    """A copy of the code whose probe file lost its last item (manifest unchanged): refused
+    on every path that reads items (``recheck`` first: it makes the outputs folder)."""
+    out = work / "recheck"
     clone = work / "clone"
     shutil.rmtree(clone, ignore_errors=True)
     for d in ("lib", "notebooks", "params", "data", "report"):
-        shutil.copytree(CODE / d, clone / d, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(CODE / d, clone / d,  # kernel-ipc-*: sockets kernels leave in notebooks/
+                        ignore=shutil.ignore_patterns("__pycache__", "kernel-ipc-*"))
     shutil.copy(CODE / "_quarto.yml", clone / "_quarto.yml")
     fam = clone / "data" / "probes" / "arithmetic.jsonl"
     fam.write_text("".join(fam.read_text().splitlines(keepends=True)[:-1]))
@@ -377,8 +383,8 @@ def summary(work: Path, _args) -> None:
     print((work / "results.tsv").read_text() if (work / "results.tsv").is_file() else "no results")
 
 
-CASES = {f.__name__: f for f in (code, reference, kill, readonly, fulldisk, qwen, recheck, again,
-                                  summary)}
+CASES = {f.__name__: f for f in (code, reference, kill, readonly, fulldisk, qwen, recheck,
+                                  probefile, again, summary)}
 
 
 def main() -> None:

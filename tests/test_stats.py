@@ -1,7 +1,7 @@
 """The lens grid against independent references, worked examples, and the whole grid at the null.
 
-The null simulation runs the grid's own functions (:func:`grid.correctness_p`,
-:func:`lenses.flip_vs_floor`, :func:`grid.margin_p`, :func:`multiplicity.family_of_tests`) on
+The null simulation runs the grid's own functions (:func:`correctness_p`,
+:func:`lenses.flip_vs_floor`, :func:`margin_p`, :func:`multiplicity.family_of_tests`) on
 thousands of simulated grids at once, and a second test checks, replicate by replicate, that
 :func:`grid.lens_grid` on item rows reaches exactly the same rejections.
 """
@@ -20,6 +20,9 @@ from statsmodels.stats.proportion import proportion_confint
 
 from gguf_fragility.profile import NOISE_FLOOR
 from gguf_fragility.stats import grid, lenses, multiplicity
+from gguf_fragility.stats.lens.correctness import correctness_p
+from gguf_fragility.stats.lens.margin import margin_p
+from gguf_fragility.stats.lens.registry import LENSES
 
 ALPHA = 0.05
 
@@ -38,7 +41,7 @@ def test_mcnemar_fagerland_2013_worked_example():
     # pairs b = 1, c = 7; exact p = 0.070, mid-p = 0.039.
     assert float(lenses.mcnemar_test(1, 7).pvalue) == pytest.approx(18 / 256)
     assert float(lenses.mcnemar_test(1, 7, method="midp").pvalue) == pytest.approx(10 / 256)
-    p, p_seq = grid.correctness_p(np.array([1, 7]), np.array([7, 1]))
+    p, p_seq = correctness_p(np.array([1, 7]), np.array([7, 1]))
     assert p_seq[0] == 1.0 and p_seq[1] == pytest.approx(18 / 256)  # loss side only
 
 
@@ -71,7 +74,7 @@ def test_tango_agresti_presidential_approval():
 def test_margin_p_loss_side_matches_one_sided_wilcoxon():
     rng = np.random.default_rng(4)
     x = rng.normal(-0.2, 1.0, (200, 25))
-    p, p_seq = grid.margin_p(x)
+    p, p_seq = margin_p(x)
     less = sps.wilcoxon(x, alternative="less", axis=-1).pvalue
     loss = p_seq < 1
     np.testing.assert_allclose(p_seq[loss], 2 * less[loss], rtol=1e-9)
@@ -124,11 +127,11 @@ def familywise(ans, margin, n):
     ok0, ok = ref == 0, rungs == 0
     b = (ok0[:, :, None] & ~ok).sum(-1)
     c = (~ok0[:, :, None] & ok).sum(-1)
-    _, p_corr = grid.correctness_p(b, c)
+    _, p_corr = correctness_p(b, c)
     flips = rungs != ref[:, :, None]
     fl = np.broadcast_to((floor != ref)[:, :, None], flips.shape)
     p_fid = lenses.flip_vs_floor(flips, fl).pvalue
-    _, p_mar = grid.margin_p(margin[:, :, 2:] - margin[:, :, :1])
+    _, p_mar = margin_p(margin[:, :, 2:] - margin[:, :, :1])
     min_p = {"correctness": 2 * 0.5**n, "fidelity": 0.5**n, "margin": 2 * 0.5**n}
     out = {}
     for lens, p in (("correctness", p_corr), ("fidelity", p_fid), ("margin", p_mar)):
@@ -174,7 +177,7 @@ def test_lens_grid_reaches_the_simulation_s_rejections():
     g = grid.lens_grid(items, {f"rep{x:03d}": "F16" for x in range(reps)}, bpw,
                        settings=grid.Settings(n_boot=0))
     expect = familywise(ans, margin, n)
-    for lens in grid.LENSES:
+    for lens in LENSES:
         got = g.comparisons[g.comparisons.lens == lens].groupby("model")["reject"].any()
         assert got.to_numpy().tolist() == expect[lens].tolist(), lens
     c = g.comparisons.query("lens == 'correctness' and family == 'fam0'")

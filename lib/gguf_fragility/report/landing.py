@@ -25,8 +25,10 @@ from gguf_fragility.report import charts, pages
 from gguf_fragility.report.pages import cols, md_table, read_ladders, read_table
 from gguf_fragility.stats import axes, lesions, recipes, transfer
 from gguf_fragility.stats.decision import GIB, recommend
-from gguf_fragility.stats.grid import LENSES, UNTESTABLE
-from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED, paired_diff_ci
+from gguf_fragility.stats.grid import UNTESTABLE
+from gguf_fragility.stats.lens.base import ACCURACY
+from gguf_fragility.stats.lens.registry import LENSES, with_role
+from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
 
 
 class Verdict(NamedTuple):
@@ -93,14 +95,14 @@ def advice(decision: pd.DataFrame, comparisons: pd.DataFrame, budgets_gib, *,
     picks["smallest_rung"] = picks["model"].map(small["rung"])
     picks["smallest_gib"] = picks["model"].map(small["memory_bytes"]) / GIB
     picks["smallest_mib"] = picks["smallest_gib"] * GIB / MIB
-    k = comparisons[(comparisons["lens"] == "correctness") & comparisons["measurable"].astype(bool)]
+    acc = with_role(ACCURACY)
+    k = comparisons[(comparisons["lens"] == acc) & comparisons["measurable"].astype(bool)]
     rows = []
     for p in picks.itertuples():
         g = k[(k["model"] == p.model) & (k["rung"] == p.rung)]
         if g.empty or p.quality == EQUIVALENT:
             continue
-        low = paired_diff_ci(*(g[c].to_numpy(np.int64) for c in ("deaths", "resurrections", "n")),
-                             alpha=alpha / len(g)).low
+        low = LENSES[acc].interval(g, alpha / len(g)).low
         for (_, f), lo in zip(g.iterrows(), low, strict=True):
             if lo <= -margin or f["decision"] == LOSS:
                 rows.append({"model": p.model, "budget_gib": p.budget_gib, "rung": p.rung,
@@ -178,7 +180,7 @@ def _inline_svg(path: Path, caption: str, cls: str = "gf-chart") -> str:
 def _effects(run: RunLayout, model: str, cmp: pd.DataFrame, margin: float) -> Path | None:
     """The family × rung chart of one model's correctness changes as an SVG file (None when no
     family is measurable)."""
-    k = cmp[(cmp["model"] == model) & (cmp["lens"] == "correctness")
+    k = cmp[(cmp["model"] == model) & (cmp["lens"] == with_role(ACCURACY))
             & cmp["measurable"].astype(bool)]
     if k.empty:
         return None
@@ -292,7 +294,7 @@ def _mdes(head: pd.DataFrame) -> str:
         "unit": np.where(und["mde_unit"] == "pp", "points",
                          "SD of the per-item change"),
         "noise floor flips (%)": [f"{x:.1f}" if np.isfinite(x) else
-                                  ("not measured" if lens == "fidelity" else "")
+                                  ("not measured" if LENSES[lens].against_floor else "")
                                   for x, lens in zip(und["floor_flip_pct"], und["lens"],
                                                      strict=True)]})
     return "".join(out) + ("The loss each lens's undecided cells could have detected (planned, "

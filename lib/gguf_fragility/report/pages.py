@@ -24,6 +24,7 @@ from gguf_fragility.artifacts import read_ladder
 from gguf_fragility.ladder import imatrix
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.stats import transfer
+from gguf_fragility.stats.lens.registry import LENSES
 
 PACKAGES = ("llama_cpp_python", "numpy", "pandas", "scipy", "statsmodels", "altair",
             "vl-convert-python", "papermill", "nbformat", "smalldocs")
@@ -100,7 +101,7 @@ def headline_table(run: RunLayout) -> pd.DataFrame:
         rung = transfer.names(g[f"death_rung_{lens}"])
         dead = g[rung != ""].sort_values([f"death_bpw_{lens}", "family"],
                                          ascending=[False, True])
-        pp = 100.0 if lens != "margin" else 1.0
+        pp = LENSES[lens].display_scale
         rows.append({"model": model, "lens": lens, "n_families": len(g), "n_dead": len(dead),
                      "first_family": dead["family"].iloc[0] if len(dead) else "",
                      "first_death_rung": dead[f"death_rung_{lens}"].iloc[0] if len(dead) else "",
@@ -110,7 +111,7 @@ def headline_table(run: RunLayout) -> pd.DataFrame:
                      "n_undecided": int(s["n_undecided"]),
                      "n_untestable": int(s["n_untestable"]),
                      "mde_low": pp * s["undecided_mde_min"], "mde_high": pp * s["undecided_mde_max"],
-                     "mde_unit": "pp" if lens != "margin" else "SD",
+                     "mde_unit": LENSES[lens].display_unit,
                      "floor_flip_pct": 100 * s["floor_flip_rate"]})
     return pd.DataFrame(rows)
 

@@ -41,9 +41,11 @@ from gguf_fragility.engine.rungs import (
     parse_weights,
 )
 from gguf_fragility.profile import Profile
-from gguf_fragility.stats.grid import DEFAULT_SETTINGS, Settings, lens_grid
+from gguf_fragility.stats.grid import lens_grid
+from gguf_fragility.stats.lens.registry import undirected
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
 from gguf_fragility.stats.results import bpw_of, settings_of
+from gguf_fragility.stats.settings import DEFAULT_SETTINGS, Settings
 from gguf_fragility.store import write_tables
 
 CONTROL = "the control: same flash attention, only the cache type differs"
@@ -165,7 +167,8 @@ def axis_comparisons(items: pd.DataFrame, ladder: pd.DataFrame, *,
         cmp = lens_grid(sub, {model: comparator}, bits, settings=settings).comparisons
         cmp = _mark_gains(cmp, sub, model, comparator, bits, settings)
         if axis != "kv_cache":  # plain Q2_K is no standard for the imatrix: flips are changes
-            cmp.loc[(cmp["lens"] == "fidelity") & (cmp["decision"] == LOSS), "decision"] = CHANGE
+            cmp.loc[cmp["lens"].isin(undirected()) & (cmp["decision"] == LOSS),
+                    "decision"] = CHANGE
         frames.append(cmp.assign(axis=axis, comparator=comparator, comparator_kind=kind,
                                  bits=cmp["bpw"]))
     if not frames:
@@ -183,7 +186,7 @@ def _mark_gains(cmp: pd.DataFrame, sub: pd.DataFrame, model: str, comparator: st
     for rung in rungs:
         pair = sub[sub["rung"].isin([rung, comparator])]
         swap = lens_grid(pair, {model: rung}, bits, settings=level).comparisons
-        won = swap[(swap["decision"] == LOSS) & (swap["lens"] != "fidelity")]
+        won = swap[(swap["decision"] == LOSS) & ~swap["lens"].isin(undirected())]
         hit = out["rung"].eq(rung) & out.set_index(["lens", "family"]).index.isin(
             list(zip(won["lens"], won["family"], strict=True)))
         out.loc[hit, "decision"] = GAIN

@@ -16,8 +16,10 @@ import pandas as pd
 from scipy import stats as sps
 
 from gguf_fragility.profile import NOISE_FLOOR
-from gguf_fragility.stats.grid import LENSES, cell_rng, validate_items
+from gguf_fragility.stats.grid import validate_items
+from gguf_fragility.stats.lens.registry import LENSES
 from gguf_fragility.stats.lenses import LOSS, expanded_level
+from gguf_fragility.stats.settings import cell_rng
 
 
 def death_rungs(comparisons: pd.DataFrame) -> pd.DataFrame:

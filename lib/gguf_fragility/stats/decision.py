@@ -14,8 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gguf_fragility.stats.grid import LENSES, UNTESTABLE
-from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED, paired_diff_ci
+from gguf_fragility.stats.grid import UNTESTABLE
+from gguf_fragility.stats.lens.base import ACCURACY
+from gguf_fragility.stats.lens.registry import LENSES, with_role
+from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
 
 MEMORY_COLUMNS = ("model_buffer_bytes", "kv_buffer_bytes", "compute_buffer_bytes",
                   "planned_memory_bytes")  # llama.cpp's buffers at load (sweep's _cost.json)
@@ -102,6 +104,7 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
         planned, base["file_size_bytes"] + base["kv_cache_bytes"].where(kv, 0))
     base["memory_source"] = np.select([planned, kv], ["llama.cpp", "file+kv"], "file")
     c = comparisons[comparisons["measurable"].astype(bool)]
+    acc = with_role(ACCURACY)
     counts = []
     for (model, rung), g in c.groupby(["model", "rung"], sort=True):
         row = {"model": model, "rung": rung}
@@ -110,13 +113,11 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
             for key, label in (("loss", LOSS), ("equivalent", EQUIVALENT),
                                ("undecided", UNDECIDED), ("untestable", UNTESTABLE)):
                 row[f"n_{key}_{lens}"] = int((d == label).sum())
-        k = g[g["lens"] == "correctness"]
+        k = g[g["lens"] == acc]
         m = len(k)
         row["n_families"] = m
         if m:
-            sim = paired_diff_ci(k["deaths"].to_numpy(np.int64),
-                                 k["resurrections"].to_numpy(np.int64),
-                                 k["n"].to_numpy(np.int64), alpha=alpha / m)
+            sim = LENSES[acc].interval(k, alpha / m)
             w = int(np.argmin(k["effect"].to_numpy(float)))
             row.update(worst_family=k["family"].iloc[w], worst_min_diff=float(k["effect"].iloc[w]),
                        worst_sim_low=float(np.min(sim.low)), worst_sim_high=float(np.min(sim.high)))
@@ -125,7 +126,7 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
     ref = out["is_reference"]
     out.loc[ref, "worst_family"] = ""
     out["quality"] = np.select(
-        [ref, out.get("n_loss_correctness", 0) > 0, out.get("worst_sim_low", np.nan) > -margin],
+        [ref, out.get(f"n_loss_{acc}", 0) > 0, out.get("worst_sim_low", np.nan) > -margin],
         ["reference", LOSS, EQUIVALENT], UNDECIDED)
     lens_cols = [f"n_{k}_{lens}" for lens in LENSES
                  for k in ("loss", "equivalent", "undecided", "untestable")]

@@ -4,7 +4,7 @@ A *lesion rung* (:func:`gguf_fragility.engine.rungs.lesion_of`) is the intact ba
 ``Q8_0`` with one tensor group at a low type, e.g. ``Q8_0+ffn_down=Q2_K``. Each is swept
 like any rung, on the same items against the same F16 reference. Here, per model,
 :func:`lesion_map` compares every lesion, the intact base and the full low rung (``Q2_K``)
-with the reference on chapter 5's three lenses (one :func:`~gguf_fragility.stats.grid.lens_grid`
+with the reference on chapter 5's lenses (one :func:`~gguf_fragility.stats.grid.lens_grid`
 call: no new test), and :func:`damage_share` says which share of the full rung's margin loss
 each lesion alone reproduces, with a paired bootstrap interval. Usage::
 
@@ -23,16 +23,13 @@ import pandas as pd
 from scipy import stats as sps
 
 from gguf_fragility.engine.rungs import INTACT_BASE, lesion_of, split_group
-from gguf_fragility.stats.grid import (
-    DEFAULT_SETTINGS,
-    Settings,
-    cell_rng,
-    item_delta,
-    lens_grid,
-    validate_items,
-)
+from gguf_fragility.stats.grid import lens_grid, validate_items
+from gguf_fragility.stats.lens.base import ACCURACY, CHANGE
+from gguf_fragility.stats.lens.margin import item_delta
+from gguf_fragility.stats.lens.registry import LENSES, with_role
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
 from gguf_fragility.stats.results import bpw_of, reference_rungs
+from gguf_fragility.stats.settings import DEFAULT_SETTINGS, Settings, cell_rng
 
 LESION_ROLE, BASE_ROLE, FULL_ROLE = "lesion", "intact base", "full rung"
 SHARE_COLUMNS = ["model", "family", "rung", "group", "kind", "depth", "lesion_type",
@@ -63,7 +60,7 @@ def damage_share(lesion_delta, full_delta, *, n_resamples: int = 10_000, alpha: 
     ----------
     lesion_delta, full_delta : array_like of float, shape (n_items,)
         Per-item paired change against the reference (nats, negative = damage;
-        :func:`gguf_fragility.stats.grid.item_delta`) under the lesion and under the full
+        :func:`gguf_fragility.stats.lens.margin.item_delta`) under the lesion and under the full
         rung, aligned on item. Items where either is not finite are dropped.
     n_resamples : int, default 10000
     alpha : float, default 0.05
@@ -209,7 +206,7 @@ def _shares(rows: pd.DataFrame, ref: str, lesions: list[str], full: set[str],
     wide = df.set_index(["family", "item_id", "rung"])[
         ["correct", "extracted", "mode", "margin", "gold_logprob", "ref_answer_logprob",
          "answer_kl", "answer_same_top"]].unstack("rung")
-    dec = cmp[cmp["lens"] == "margin"].set_index(["family", "rung"])
+    dec = cmp[cmp["lens"] == with_role(CHANGE)].set_index(["family", "rung"])
     fams = wide.index.get_level_values("family").to_numpy()
     out = []
     for family in sorted(set(fams)):
@@ -298,15 +295,17 @@ def lesion_findings(lesion_map: pd.DataFrame, shares: pd.DataFrame) -> dict[str,
     m = lesion_map[lesion_map["measurable"].astype(bool)] if len(lesion_map) else lesion_map
     for model, g in (m.groupby("model", sort=True) if len(m) else ()):
         para = [lesion_sentence(shares, model)]
-        base = g[(g["role"] == BASE_ROLE) & (g["lens"] == "margin")]
+        change = with_role(CHANGE)
+        base = g[(g["role"] == BASE_ROLE) & (g["lens"] == change)]
         if len(base):
             eq = base[base["decision"] == EQUIVALENT]
             rest = ", ".join(base.loc[base["decision"] != EQUIVALENT, "family"])
-            para.append(f"The intact base {INTACT_BASE} against the reference on the margin "
-                        f"lens: equivalent within ±{base['equivalence_margin'].iloc[0]:g} nats "
+            para.append(f"The intact base {INTACT_BASE} against the reference on the {change} "
+                        f"lens: equivalent within ±{base['equivalence_margin'].iloc[0]:g} "
+                        f"{base['unit'].iloc[0]} "
                         f"on {len(eq)} of {len(base)} families"
                         + (f" (not shown on {rest})" if rest else "") + ".")
-        for lens in ("margin", "fidelity"):
+        for lens in [change, *(k for k in LENSES if k not in (change, with_role(ACCURACY)))]:
             les = g[(g["role"] == LESION_ROLE) & (g["lens"] == lens)]
             loss = les[les["decision"] == LOSS].sort_values(["effect", "group"])
             if len(loss):

@@ -29,10 +29,13 @@ from gguf_fragility.artifacts import Results
 from gguf_fragility.engine.rungs import KINDS, is_kv_rung, parse_weights, recipe_rung
 from gguf_fragility.profile import NOISE_FLOOR, Profile
 from gguf_fragility.stats.deathorder import death_rungs
-from gguf_fragility.stats.grid import DEFAULT_SETTINGS, Settings, lens_grid
+from gguf_fragility.stats.grid import lens_grid
+from gguf_fragility.stats.lens.base import ACCURACY, CHANGE
+from gguf_fragility.stats.lens.registry import with_role
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
 from gguf_fragility.stats.lesions import LesionMap, ci_text, lesion_findings, lesion_map
 from gguf_fragility.stats.results import bpw_of, reference_rungs, settings_of
+from gguf_fragility.stats.settings import DEFAULT_SETTINGS, Settings
 from gguf_fragility.store import write_tables
 
 RECIPE_K = 2  # groups a recipe keeps at the higher type
@@ -45,7 +48,7 @@ def type_bits(typ: str) -> float:
     return 8.0 * size / block
 
 
-def first_to_die(items: pd.DataFrame, ladder: pd.DataFrame, *, lens: str = "margin",
+def first_to_die(items: pd.DataFrame, ladder: pd.DataFrame, *, lens: str | None = None,
                  low: str = "Q2_K", settings: Settings = DEFAULT_SETTINGS) -> pd.DataFrame:
     """
     Per model, the family that dies first on the plain ladder (no lesion, recipe or KV rung).
@@ -63,6 +66,7 @@ def first_to_die(items: pd.DataFrame, ladder: pd.DataFrame, *, lens: str = "marg
     pandas.DataFrame
         ``model, family, death_rung, death_bpw, low, low_effect, low_decision, basis``.
     """
+    lens = lens or with_role(CHANGE)
     plain = items[items["rung"].astype(str).map(_plain)]
     refs = reference_rungs(ladder)
     grid = lens_grid(plain, refs, bpw_of(ladder), settings=settings).comparisons
@@ -230,7 +234,7 @@ def recipe_comparison(comparisons: pd.DataFrame, decision: pd.DataFrame,
     for rec in recipes.itertuples():
         roles = {rec.low: "low rung", rec.recipe: "recipe", near: "standard rung near it"}
         c = comparisons[(comparisons["model"] == rec.model) & comparisons["rung"].isin(roles)
-                        & comparisons["lens"].isin(["margin", "correctness"])
+                        & comparisons["lens"].isin([with_role(CHANGE), with_role(ACCURACY)])
                         & comparisons["measurable"].astype(bool)]
         d = decision[decision["model"] == rec.model][["rung", "file_size_bytes", "quality"]]
         c = c.merge(d, on="rung", how="left")
@@ -280,7 +284,7 @@ def recipe_findings(comp: pd.DataFrame, recipes: pd.DataFrame) -> str:
     """
     out = []
     for rec in recipes.itertuples():
-        c = comp[(comp["model"] == rec.model) & (comp["lens"] == "margin")]
+        c = comp[(comp["model"] == rec.model) & (comp["lens"] == with_role(CHANGE))]
         if rec.recipe not in set(c["rung"]):
             continue
         prot = c[c["protected"].astype(bool)].sort_values("bpw")

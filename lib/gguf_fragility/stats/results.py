@@ -24,8 +24,11 @@ from gguf_fragility.profile import Profile
 from gguf_fragility.stats import multiplicity
 from gguf_fragility.stats.deathorder import death_order
 from gguf_fragility.stats.decision import decision_matrix, recommend
-from gguf_fragility.stats.grid import DEFAULT_SETTINGS, MDE_POWER, UNTESTABLE, Settings, lens_grid
+from gguf_fragility.stats.grid import UNTESTABLE, lens_grid
+from gguf_fragility.stats.lens.base import ACCURACY
+from gguf_fragility.stats.lens.registry import LENSES, with_role
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
+from gguf_fragility.stats.settings import DEFAULT_SETTINGS, MDE_POWER, Settings
 from gguf_fragility.store import write_json_atomic, write_tables
 
 
@@ -135,7 +138,7 @@ def planner(comparisons: pd.DataFrame, settings: Settings,
     :func:`gguf_fragility.stats.multiplicity.items_needed` at that level with the design
     discordance (NaN without a target, or when the target exceeds the discordance).
     """
-    c = comparisons[(comparisons["lens"] == "correctness") & comparisons["measurable"]]
+    c = comparisons[(comparisons["lens"] == with_role(ACCURACY)) & comparisons["measurable"]]
     fam = c.groupby(["model", "family"], as_index=False).agg(
         n=("n", "max"), level=("level", "first"), planned_mde=("planned_mde", "min"),
         mde_basis=("mde_basis", "first"))
@@ -170,7 +173,8 @@ def lens_summary(comparisons: pd.DataFrame) -> pd.DataFrame:
         n_loss, n_eq = int((d == LOSS).sum()), int((d == EQUIVALENT).sum())
         fl = g.drop_duplicates("family")
         floor = (fl["floor_flips"].sum() / fl["n"].sum()
-                 if lens == "fidelity" and (fl["floor"] == "measured").all() and fl["n"].sum()
+                 if LENSES[lens].against_floor and (fl["floor"] == "measured").all()
+                 and fl["n"].sum()
                  else np.nan)
         rows.append({"model": model, "lens": lens, "n_cells": len(g),
                      "n_testable": int(g["testable"].sum()), "n_loss": n_loss,

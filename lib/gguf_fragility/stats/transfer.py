@@ -25,7 +25,8 @@ from scipy import stats as sps
 
 from gguf_fragility.artifacts import Results
 from gguf_fragility.profile import Profile
-from gguf_fragility.stats.grid import LENSES
+from gguf_fragility.stats.lens.base import ACCURACY
+from gguf_fragility.stats.lens.registry import LENSES, with_role
 from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
 from gguf_fragility.store import write_tables
 
@@ -363,6 +364,7 @@ def conclusion(rank: pd.DataFrame, decisions: pd.DataFrame, a: str, b: str) -> s
         return f"No transfer comparison of {a} and {b} was computed."
     r = r.iloc[0]
     n = int(r["n_families"])
+    acc = with_role(ACCURACY)
     if not bool(r["can_show"]):
         text = (f"Only {n} families are measurable on both {a} and {b}: transfer of the fragility "
                 f"order cannot be shown (a rank correlation needs at least "
@@ -381,20 +383,20 @@ def conclusion(rank: pd.DataFrame, decisions: pd.DataFrame, a: str, b: str) -> s
         text = (f"Across {n} families measurable on both models, {verdict}: Kendall's tau-b "
                 f"between {a} and {b} is {_fmt(r['kendall_tau_b'])} ({r['p_method']} p = "
                 f"{_fmt(r['kendall_p'], 3)}; Spearman's rho {_fmt(r['spearman_rho'])}, p = "
-                f"{_fmt(r['spearman_p'], 3)}); correctness death rungs agree by name for "
-                f"{_count(r['n_death_agree_correctness'])} of {n} families.")
+                f"{_fmt(r['spearman_p'], 3)}); {acc} death rungs agree by name for "
+                f"{_count(r[f'n_death_agree_{acc}'])} of {n} families.")
     s = decisions[(decisions["model_a"] == a) & (decisions["model_b"] == b)
-                  & (decisions["rung_a"] == "all") & (decisions["lens"] == "correctness")]
+                  & (decisions["rung_a"] == "all") & (decisions["lens"] == acc)]
     for _, p in s[(s["equivalent_a"] > 0) | (s["loss_a"] > 0)].iterrows():
         how = "rung name" if p["match"] == "name" else "real bits per weight"
         parts = [f"of {int(p[f'{k}_a'])} {what} on {a}, {_count(p[f'{k}_both'])} {also} on {b}"
                  for k, what, also in (
-                     ("equivalent", "correctness cells shown equivalent", "were also shown "
+                     ("equivalent", f"{acc} cells shown equivalent", "were also shown "
                       "equivalent"), ("loss", "with a loss shown", "also showed one"))
                  if p[f"{k}_a"] > 0]
         text += f" Matched by {how}, " + "; ".join(parts) + "."
     if len(s) and not ((s["equivalent_a"] > 0) | (s["loss_a"] > 0)).any():
-        text += (f" On correctness, nothing was shown on {a} (no loss, no equivalence) to carry "
+        text += (f" On {acc}, nothing was shown on {a} (no loss, no equivalence) to carry "
                  f"over to {b}.")
     return text
 

@@ -1,0 +1,1 @@
+"""The lenses: one module per lens, one line each in :mod:`~gguf_fragility.stats.lens.registry`."""

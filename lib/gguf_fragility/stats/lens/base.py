@@ -1,0 +1,117 @@
+"""What a lens is: the one place where a lens's cell statistics, test, interval, MDE, unit,
+margin and loss side live.
+
+A lens compares a rung with its model's reference on one family's items and says, per
+cell, how large the change is (``effect`` with ``ci_low``/``ci_high`` in ``unit``), how
+surprising (``p_value``; ``p_seq``, the loss-side p-value the family of tests uses;
+``min_p``, the smallest p its test can reach), what it could have detected
+(:meth:`Lens.mde`) and the decision (:meth:`Lens.decide`). The grid
+(:func:`gguf_fragility.stats.grid.lens_grid`) runs every lens of the registry
+(:data:`gguf_fragility.stats.lens.registry.LENSES`) through the same family of tests;
+no other module compares lens names. A new lens is one module with a :class:`Lens`
+subclass, one line in the registry and its notebook cell.
+
+Usage::
+
+    from gguf_fragility.stats.lens.registry import LENSES
+    lens = LENSES["margin"]
+    lens.unit, lens.margin(settings), lens.loss_side
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from gguf_fragility.stats import lenses
+from gguf_fragility.stats.settings import Settings
+
+ACCURACY = "accuracy"  # role: the effect is the paired accuracy change (deaths, resurrections)
+CHANGE = "change"  # role: the effect is the mean per-item change of a continuous score
+BELOW, ABOVE = "below", "above"  # loss side: the effect falls below zero / rises above it
+STATISTICS = ("effect", "ci_low", "ci_high", "p_value", "p_seq", "min_p")  # every lens's
+
+
+class Lens(ABC):
+    """
+    One lens of the grid.
+
+    Attributes
+    ----------
+    name : str
+        The ``lens`` value of every table row.
+    unit, mde_unit : str
+        Unit of ``effect`` and its interval; unit of ``planned_mde``.
+    columns : tuple of str
+        Statistics columns of ``comparisons`` only this lens fills (after :data:`STATISTICS`).
+    loss_side : {"below", "above"}
+        A loss is an effect below zero (accuracy falls) or above it (more flips).
+    directional : bool
+        A gain is the mirror of a loss; False where a change has no good side (flips).
+    against_floor : bool
+        The lens's rate is compared with the noise floor's, which the summaries report.
+    display_scale, display_unit : float, str
+        What the site multiplies an effect or MDE by, and the unit it then prints.
+    roles : frozenset of str
+        :data:`ACCURACY` (the decision matrix's worst family, the planner, the landing
+        page's chart and advice, transfer of decisions read this lens; it also gives
+        ``interval(rows, alpha)``, its interval at another level) and/or
+        :data:`CHANGE` (lesion shares, the first family to die and the recipe read it);
+        at most one lens per role.
+    """
+
+    name: ClassVar[str]
+    unit: ClassVar[str]
+    mde_unit: ClassVar[str]
+    columns: ClassVar[tuple[str, ...]] = ()
+    loss_side: ClassVar[str] = BELOW
+    directional: ClassVar[bool] = True
+    against_floor: ClassVar[bool] = False
+    display_scale: ClassVar[float] = 100.0
+    display_unit: ClassVar[str] = "pp"
+    roles: ClassVar[frozenset[str]] = frozenset()
+
+    def margin(self, s: Settings) -> float:
+        """The equivalence margin of this lens, in :attr:`unit`."""
+        return s.equivalence_margin
+
+    @abstractmethod
+    def cell(self, wide: pd.DataFrame, ref: str, rung: str, floor: str | None) -> dict:
+        """
+        Raw quantities of one cell: ``n`` and what :meth:`statistics` needs.
+
+        Parameters
+        ----------
+        wide : pandas.DataFrame
+            One model × family: index ``(family, item_id)``, columns ``(value, rung)`` of
+            :data:`gguf_fragility.stats.grid.ITEM_COLUMNS`' values.
+        ref, rung : str
+            The reference and the compared rung.
+        floor : str or None
+            The noise floor's pseudo-rung when it was swept.
+
+        Returns
+        -------
+        dict
+            Row fields; keys starting with ``_`` (per-item arrays) are dropped after
+            :meth:`statistics`.
+        """
+
+    @abstractmethod
+    def statistics(self, rows: pd.DataFrame, s: Settings) -> pd.DataFrame:
+        """:data:`STATISTICS`, ``p_method`` and :attr:`columns` of this lens's rows (same index)."""
+
+    @abstractmethod
+    def mde(self, n: np.ndarray, level: float, s: Settings) -> tuple[np.ndarray, object]:
+        """Planned minimum detectable effect (in :attr:`mde_unit`) at ``level`` and its basis."""
+
+    def decide(self, ci_low, ci_high, reject, s: Settings) -> np.ndarray:
+        """Loss, equivalence or undecided per cell (:func:`~gguf_fragility.stats.lenses.decide`),
+        on the loss side of this lens and within :meth:`margin`."""
+        lo, hi = np.asarray(ci_low, float), np.asarray(ci_high, float)
+        if self.loss_side == ABOVE:  # loss = a larger effect: mirror the interval
+            lo, hi = -hi, -lo
+        return lenses.decide(lo, hi, reject, self.margin(s))

@@ -19,6 +19,8 @@ from gguf_fragility.interop.export import export_lm_eval
 from gguf_fragility.interop.importer import import_lm_eval
 from gguf_fragility.interop.lmeval import ImportRefused
 from gguf_fragility.layout import RunLayout
+from gguf_fragility.report import site
+from gguf_fragility.run import pipeline
 from gguf_fragility.stats.grid import Settings, lens_grid
 from gguf_fragility.testing import write_synthetic
 
@@ -155,16 +157,33 @@ def test_refusals_name_task_count_and_first_doc(tmp_path, case):
     assert not (tmp_path / "out").exists()  # nothing written before every rung was checked
 
 
-def test_cli_import_then_refusal_exit_codes(tmp_path, monkeypatch, capsys):
+@pytest.mark.slow
+def test_cli_import_then_chapters_5_6_and_site(tmp_path, monkeypatch, capsys):
+    """Import the real fixture with the CLI, run chapters 5-6 as the pipeline does, render."""
     monkeypatch.setenv("GGUF_FRAGILITY_OUTPUTS", str(tmp_path / "outputs"))
     args = ["import-lm-eval", "--profile", "smoke", "--model", "lm-eval-smol",
             "--reference", str(FIX / "F16"), "--rung", f"Q2_K={FIX / 'Q2_K'}"]
-    assert cli.main(args) == 0
-    assert "arith_mini" in capsys.readouterr().out
-    assert (tmp_path / "outputs" / "smoke" / "sweep" / "lm-eval-smol" / "Q2_K" /
-            "arc_mini.parquet").is_file()
     assert cli.main([*args[:-2], "--rung", "Q2_K"]) == 2
     assert "expected --rung NAME=VALUE" in capsys.readouterr().err
+    assert cli.main(args) == 0
+    assert "arith_mini" in capsys.readouterr().out
+    layout = RunLayout.of("smoke")
+    pipeline.run("smoke", ["stats", "transfer"])
+    acc = pd.read_csv(layout.tables_dir / "accuracy.csv").set_index(["family", "rung"])
+    for rung in ("F16", "Q2_K"):
+        for task, metric, filt in (("arc_mini", "acc", "none"),
+                                   ("arith_mini", "exact_match", "strict-match")):
+            lm = [s[metric] for s in _samples(rung, task) if s["filter"] == filt]
+            assert acc.loc[(task, rung), "n"] == len(lm) == 8
+            assert acc.loc[(task, rung), "n_correct"] == sum(lm)  # lm-eval's own acc, per item
+    cmp = pd.read_csv(layout.tables_dir / "comparisons.csv").set_index(["lens", "family"])
+    assert cmp.loc[("margin", "arith_mini"), "n"] == 0  # no log-probs: margin not available
+    assert cmp.loc[("margin", "arc_mini"), "n"] == 8
+    rendered = site.render(layout, check_claims=False)
+    page = (rendered.site_dir / "chapters" / "09_imported.html").read_text()
+    for word in ("arc_mini", "arith_mini", "Q2_K", "0.4.9.1", "not available"):
+        assert word in page
+    assert (rendered.site_dir / "chapters" / "05_stats.html").is_file()
 
 
 def _grid(layout: RunLayout) -> pd.DataFrame:

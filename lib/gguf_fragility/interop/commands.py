@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from gguf_fragility import paths
 from gguf_fragility.interop.export import export_lm_eval
 from gguf_fragility.interop.importer import import_lm_eval
 from gguf_fragility.interop.lmeval import ImportRefused
 from gguf_fragility.profile import load_profile
-from gguf_fragility.run.pipeline import run_lock
+from gguf_fragility.run.pipeline import Job, execute, run_lock
+
+CHAPTER = "09_imported"  # the site's page on an imported run (executed by the import)
 
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
@@ -52,9 +55,11 @@ def run_import(args: argparse.Namespace) -> str:
                               tasks=_pairs(args.task, "--task") or None,
                               filters=_pairs(args.filter, "--filter"),
                               ggufs=_pairs(args.gguf, "--gguf"))
+        execute(Job("imported", paths.NOTEBOOKS / f"{CHAPTER}.ipynb",
+                    layout.executed_dir / f"{CHAPTER}.ipynb", {"profile": args.profile}))
     return (done.cells.drop(columns="path").to_string(index=False)
             + f"\nprovenance: {done.manifest}\nnext: gguf-fragility run --profile {args.profile} "
-            "--stages stats transfer")
+            f"--stages stats transfer, then python -m gguf_fragility.report.site {args.profile}")
 
 
 def run_export(args: argparse.Namespace) -> str:

@@ -8,6 +8,7 @@ The statistics chapters (05-08) then read the imported run exactly as a swept on
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,10 +17,12 @@ from typing import NamedTuple
 import pandas as pd
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from gguf_fragility.artifacts import load_items
 from gguf_fragility.engine.ftypes import ftype
 from gguf_fragility.engine.gguf import open_gguf, tensor_census
 from gguf_fragility.interop.lmeval import (
     LADDER_NAME,
+    NO_MARGIN,
     ImportRefused,
     LmEvalRun,
     cell_rows,
@@ -182,3 +185,38 @@ def import_lm_eval(layout: RunLayout, model: str, reference: str | Path,
             "bpw": float(ladder.set_index("rung").bpw[r if r != NOISE_FLOOR else REFERENCE])}
             for r, run in runs.items()}})
     return Imported(pd.DataFrame(out), manifest)
+
+
+class ImportedTables(NamedTuple):
+    """Result of :func:`imported_tables`."""
+
+    rungs: pd.DataFrame  # model, rung, folder, lm_eval_version, lmeval_model, model_args, bpw
+    tasks: pd.DataFrame  # model, task, family, filter, output type, n items, margin lens
+
+
+def imported_tables(layout: RunLayout) -> ImportedTables:
+    """Where every imported rung came from and what each imported family can show (empty
+    tables when nothing was imported); written to ``tables/imported_*.csv``."""
+    rungs, tasks = [], []
+    for path in sorted((layout.root / "imported").glob("*.json")):
+        m = json.loads(path.read_text())
+        for rung, r in m["rungs"].items():
+            rungs.append({"model": m["model"], "rung": rung, "folder": r["folder"],
+                          "lm_eval_version": r["lm_eval_version"],
+                          "lmeval_model": r["config"].get("model", ""),
+                          "model_args": r["config"].get("model_args", ""), "bpw": r["bpw"]})
+        items = load_items(layout, [m["model"]])
+        for task, family in m["tasks"].items():
+            cell = items[(items.family == family) & (items.rung == REFERENCE)]
+            gen = bool(cell["mode"].eq("generate").any())
+            tasks.append({"model": m["model"], "task": task, "family": family,
+                          "filter": m["filters"][task], "n_items": len(cell),
+                          "metric": str(cell["lmeval_metric"].iloc[0]) if len(cell) else "",
+                          "margin_lens": NO_MARGIN if gen else "choice log-likelihoods"})
+    out = ImportedTables(pd.DataFrame(rungs, columns=["model", "rung", "folder", "lm_eval_version",
+                                                      "lmeval_model", "model_args", "bpw"]),
+                         pd.DataFrame(tasks, columns=["model", "task", "family", "filter",
+                                                      "n_items", "metric", "margin_lens"]))
+    write_table_atomic(out.rungs, layout.tables_dir / "imported_rungs.csv")
+    write_table_atomic(out.tasks, layout.tables_dir / "imported_tasks.csv")
+    return out

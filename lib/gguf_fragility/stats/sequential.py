@@ -1,0 +1,346 @@
+"""Anytime-valid statistics of a cell: betting confidence sequences and e-processes (issue 27).
+
+Each lens's per-item effect is bounded in its user unit (an accuracy change or an excess
+flip in ``[-1, 1]``, a change of the gold answer's probability in ``[-100, 100]`` points),
+so one method serves every lens: the predictable-plug-in empirical-Bernstein betting
+capital of Waudby-Smith & Ramdas (2024) for a bounded mean. Its confidence sequence
+covers at every look at once and its e-processes stay valid however items are added,
+stopped or extended, so a user may run longer after seeing "undecided". The family of
+tests is the project's graph (fixed sequence down the ladder, Holm across families) fed
+with anytime-valid p-values (:func:`family_reject`). Usage::
+
+    from gguf_fragility.stats import sequential as sq
+    spec = sq.SPECS["correctness"]
+    ev = sq.evidence(d, spec, margin=0.03)      # d: (..., n_items) per-item changes
+    cs = sq.confidence_sequence(d, spec)        # running-intersection CS at the last item
+    reject = sq.family_reject(ev.p_beyond)      # (families, rungs), lowest rung first
+    label = sq.label(cs, reject, 0.03, spec)    # issue 25's labels (one family row here)
+    plan = sq.items_to_decide(cs.estimate, cs.high - cs.low, cs.n, 0.03, cost_s=2.0)
+
+Pure numpy; tested by ``tests/test_sequential.py`` (worked example, seeded simulations).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from gguf_fragility.stats import relevance
+from gguf_fragility.stats.lens.base import ABOVE, BELOW
+from gguf_fragility.stats.multiplicity import fixed_sequence_graph
+
+TRUNCATION = 0.5  # bets capped at this share of the most the capital can lose (WSR 2024, sec. 5)
+
+
+class Spec(NamedTuple):
+    """The bounded per-item effect of one lens: its range in the user unit and its loss side."""
+
+    low: float
+    high: float
+    loss_side: str  # BELOW: a loss is a negative effect; ABOVE: a positive one (extra flips)
+
+
+SPECS: dict[str, Spec] = {
+    "correctness": Spec(-1.0, 1.0, BELOW),  # rung right minus reference right, per item
+    "fidelity": Spec(-1.0, 1.0, ABOVE),  # rung flipped minus floor flipped, per item
+    "margin": Spec(-100.0, 100.0, BELOW),  # gold (or reply per-token) probability change, pp
+}
+
+
+def _check(x, spec: Spec) -> np.ndarray:
+    """Per-item effects as floats, or a ValueError naming the bound they break."""
+    x = np.asarray(x, float)
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError("need at least one item along the last axis")
+    if np.isnan(x).any():
+        raise ValueError("per-item effects contain NaN; drop unscorable items before the sequence")
+    if (x < spec.low).any() or (x > spec.high).any():
+        raise ValueError(f"per-item effects must lie in [{spec.low:g}, {spec.high:g}] (the lens's "
+                         f"unit); got [{x.min():g}, {x.max():g}]: pass the bounded user unit, "
+                         "e.g. relevance.gold_prob_change_pp, not nats")
+    return x
+
+
+def _bets(y: np.ndarray, alpha: float) -> np.ndarray:
+    """Predictable plug-in bets of WSR (2024) eq. (26) at level ``alpha``, ``y`` in [0, 1] (last axis)."""
+    t = np.arange(1, y.shape[-1] + 1)
+    mu = (0.5 + np.cumsum(y, -1)) / (t + 1)
+    var = (0.25 + np.cumsum((y - mu) ** 2, -1)) / (t + 1)
+    var_prev = np.concatenate([np.full(y.shape[:-1] + (1,), 0.25), var[..., :-1]], -1)
+    return np.sqrt(2 * np.log(1 / alpha) / (t * np.log1p(t) * var_prev))
+
+
+def log_capital(x, spec: Spec, null, side: str, alpha: float = 0.05) -> np.ndarray:
+    """
+    Log of the betting capital against a null mean, after each item.
+
+    Parameters
+    ----------
+    x : array_like of float, shape (..., n_items)
+        Per-item effects in ``[spec.low, spec.high]``, in the order they were drawn.
+    spec : Spec
+    null : float or array_like
+        Null mean ``theta`` (broadcast against ``x``'s leading axes).
+    side : {"below", "above"}
+        ``"below"`` tests ``H0: mean >= theta`` (evidence that the mean is below it);
+        ``"above"`` tests ``H0: mean <= theta``.
+    alpha : float, default 0.05
+        Level the bets are tuned for (any value keeps validity).
+
+    Returns
+    -------
+    numpy.ndarray, shape (..., n_items)
+        ``log K_t``; ``K`` is a nonnegative supermartingale under the null, so
+        ``P(sup_t K_t >= 1/a) <= a`` (Ville's inequality).
+
+    Notes
+    -----
+    ``K_t = prod_i (1 + s lambda_i (y_i - theta'))`` on ``y = (x - low)/(high - low)``
+    with ``s = +1`` (above) or ``-1`` (below), ``lambda_i`` the predictable plug-in
+    empirical-Bernstein bet at ``alpha / 2`` capped at ``0.5 / theta'`` (above) or
+    ``0.5 / (1 - theta')`` (below): the hedged capital of [1]_ (Sec. 4.2, 5.1), as in
+    the authors' ``confseq.betting.betting_mart``.
+
+    References
+    ----------
+    .. [1] Waudby-Smith, I., Ramdas, A. (2024). Estimating means of bounded random
+       variables by betting. J. R. Stat. Soc. B 86(1), 1-27.
+    """
+    x = _check(x, spec)
+    if side not in (BELOW, ABOVE):
+        raise ValueError(f"side must be {BELOW!r} or {ABOVE!r}; got {side!r}")
+    width = spec.high - spec.low
+    y = (x - spec.low) / width
+    th = (np.asarray(null, float)[..., None] - spec.low) / width
+    sign, room = (1.0, th) if side == ABOVE else (-1.0, 1.0 - th)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = np.minimum(_bets(y, alpha / 2), TRUNCATION / room)
+        step = np.where(lam == np.inf, np.where(y == th, 0.0, np.inf),
+                        np.log1p(sign * lam * (y - th)))
+    out = np.cumsum(np.nan_to_num(step, nan=np.inf, neginf=-np.inf), -1)
+    return np.where((th < 0) | (th > 1), np.inf, out)  # a null outside the range is false
+
+
+def anytime_p(log_k: np.ndarray) -> np.ndarray:
+    """Anytime-valid p-value after each item, ``min(1, 2 / max_{s <= t} K_s)`` (two-sided scale)."""
+    return np.minimum(1.0, 2 * np.exp(-np.maximum.accumulate(log_k, -1)))
+
+
+class Evidence(NamedTuple):
+    """Result of :func:`evidence`: anytime-valid p-values at the last item, loss side first."""
+
+    n: np.ndarray  # items seen
+    estimate: np.ndarray  # mean effect, lens unit, a loss negative (fidelity mirrored)
+    p_beyond: np.ndarray  # H0: loss at most m (loss side); the family of tests reads this
+    p_change: np.ndarray  # H0: no loss (loss side, against zero)
+    p_equiv_low: np.ndarray  # H0: effect <= -m  (one half of the equivalence pair)
+    p_equiv_high: np.ndarray  # H0: effect >= +m
+
+
+def evidence(x, spec: Spec, margin: float, alpha: float = 0.05) -> Evidence:
+    """
+    Anytime-valid p-values of a cell's four decisions, on the lens's loss side.
+
+    Parameters
+    ----------
+    x : array_like of float, shape (..., n_items)
+        Per-item effects in the lens's unit, in drawing order.
+    spec : Spec
+        From :data:`SPECS`; a lens whose loss is positive is mirrored so that a loss
+        is always a negative effect below.
+    margin : float
+        Relevance margin ``m > 0`` in the lens unit
+        (:data:`gguf_fragility.stats.relevance.MARGINS`).
+    alpha : float, default 0.05
+
+    Returns
+    -------
+    Evidence
+        p-values ``min(1, 2 / sup K)`` (:func:`anytime_p`): each is valid at any
+        stopping time, so ``p <= alpha`` is the whole ``1 - alpha`` confidence sequence
+        beyond the null, as :func:`gguf_fragility.stats.relevance.tango_beyond_p` is for
+        the fixed interval.
+    """
+    if not margin > 0:
+        raise ValueError(f"margin must be positive; got {margin}")
+    x = _check(x, spec)
+    if spec.loss_side == ABOVE:  # mirror: a loss is then a negative effect
+        x, spec = -x, Spec(-spec.high, -spec.low, BELOW)
+
+    def p(null: float, side: str) -> np.ndarray:
+        return anytime_p(log_capital(x, spec, np.full(x.shape[:-1], null), side, alpha))[..., -1]
+
+    return Evidence(np.full(x.shape[:-1], x.shape[-1]), x.mean(-1),
+                    p(-margin, BELOW), p(0.0, BELOW), p(-margin, ABOVE), p(margin, BELOW))
+
+
+class ConfidenceSequence(NamedTuple):
+    """Result of :func:`confidence_sequence`, in the lens's unit (not mirrored)."""
+
+    n: np.ndarray
+    estimate: np.ndarray  # mean effect
+    low: np.ndarray  # running-intersection bounds after the last item, level 1 - alpha
+    high: np.ndarray
+
+
+def confidence_sequence(x, spec: Spec, alpha: float = 0.05, grid: int = 801) -> ConfidenceSequence:
+    """
+    Betting confidence sequence of a cell's mean effect, after its last item.
+
+    Parameters
+    ----------
+    x : array_like of float, shape (..., n_items)
+        Per-item effects in ``[spec.low, spec.high]``, in drawing order.
+    spec : Spec
+    alpha : float, default 0.05
+        ``P(mean outside the sequence at any item) <= alpha``.
+    grid : int, default 801
+        Candidate means, evenly spaced over the range; bounds are rounded outwards to it.
+
+    Returns
+    -------
+    ConfidenceSequence
+        The means no capital process rejected at any item so far (``sup_t K_t < 2/alpha``
+        on both sides): the running intersection, so the bounds never widen.
+
+    Notes
+    -----
+    The hedged capital confidence sequence of Waudby-Smith & Ramdas [1]_ (Theorem 3,
+    ``theta = 1/2``, predictable plug-in empirical-Bernstein bets, truncation 1/2); see
+    :func:`log_capital`. Unlike a bootstrap interval its coverage needs nothing but the
+    bounds, so rare collapses (a few items losing 100 points) widen it instead of
+    breaking it; and unlike a fixed-sample interval it may be read after every look.
+
+    References
+    ----------
+    .. [1] Waudby-Smith, I., Ramdas, A. (2024). Estimating means of bounded random
+       variables by betting. J. R. Stat. Soc. B 86(1), 1-27.
+    .. [2] Howard, S. R., Ramdas, A., McAuliffe, J., Sekhon, J. (2021). Time-uniform,
+       nonparametric, nonasymptotic confidence sequences. Ann. Statist. 49(2), 1055-1080.
+    """
+    x = _check(x, spec)
+    theta = np.linspace(spec.low, spec.high, grid)
+    xs = x[..., None, :]  # (..., grid, n)
+    bound = np.log(2 / alpha)
+    keep = ((log_capital(xs, spec, theta, ABOVE, alpha).max(-1) < bound)
+            & (log_capital(xs, spec, theta, BELOW, alpha).max(-1) < bound))
+    first = np.argmax(keep, -1)
+    last = grid - 1 - np.argmax(keep[..., ::-1], -1)
+    lo = np.where(keep.any(-1), theta[np.maximum(first - 1, 0)], np.nan)
+    hi = np.where(keep.any(-1), theta[np.minimum(last + 1, grid - 1)], np.nan)
+    return ConfidenceSequence(np.full(x.shape[:-1], x.shape[-1]), x.mean(-1), lo, hi)
+
+
+def family_reject(p_beyond, alpha: float = 0.05) -> np.ndarray:
+    """
+    The family of tests of one model x lens on anytime-valid p-values: rejected cells.
+
+    Parameters
+    ----------
+    p_beyond : array_like of float, shape (n_families, n_rungs)
+        :attr:`Evidence.p_beyond` of each cell, rungs lowest bpw first; NaN where absent.
+    alpha : float, default 0.05
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        :func:`~gguf_fragility.stats.multiplicity.fixed_sequence_graph`'s rejections.
+
+    Notes
+    -----
+    The graph (fixed sequence down each ladder, Holm across families) is a
+    closed test whose intersection tests are weighted Bonferroni tests [1]_, which need
+    only ``P(p_i <= u) <= u`` under ``H_i``, with no condition on the dependence. An
+    anytime-valid p-value satisfies this at any data-dependent time, Ville's inequality
+    bounding ``P(inf_t p_t <= u)`` [2]_, so each cell may stop, be extended, or get items
+    in any adaptive order, and the familywise error rate stays at ``alpha``; this is the
+    graphical approach with sequential tests of Maurer & Bretz [3]_, with p = 2 / e
+    (Bonferroni on e-values, as e-Holm of Vovk & Wang [4]_). Since running p-values only
+    fall and the graph is monotone in them, a rejection made at one look stands at every
+    later look.
+
+    References
+    ----------
+    .. [1] Bretz, F. et al. (2009). A graphical approach to sequentially rejective
+       multiple test procedures. Statistics in Medicine 28(4), 586-604.
+    .. [2] Howard, S. R. et al. (2021). Time-uniform, nonparametric, nonasymptotic
+       confidence sequences. Ann. Statist. 49(2), 1055-1080.
+    .. [3] Maurer, W., Bretz, F. (2013). Multiple testing in group sequential trials using
+       graphical approaches. Statistics in Biopharmaceutical Research 5(4), 311-320.
+    .. [4] Vovk, V., Wang, R. (2021). E-values: calibration, combination and applications.
+       Ann. Statist. 49(3), 1736-1754.
+    """
+    return fixed_sequence_graph(p_beyond, alpha=alpha).reject
+
+
+def label(cs: ConfidenceSequence, beyond, margin: float, spec: Spec) -> np.ndarray:
+    """
+    Issue 25's label of each cell from its sequence and the family's rejections.
+
+    :data:`~gguf_fragility.stats.relevance.BEYOND` where :func:`family_reject` rejected;
+    else EQUIVALENT where the whole sequence lies inside ``(-m, m)``; else CHANGE where it
+    lies on the loss side of zero; else UNDECIDED
+    (:func:`gguf_fragility.stats.relevance.decide` on the sequence, mirrored for a lens
+    whose loss is positive). Valid at any look.
+    """
+    lo, hi = (-cs.high, -cs.low) if spec.loss_side == ABOVE else (cs.low, cs.high)
+    return relevance.decide(lo, hi, margin, beyond=beyond)
+
+
+class Plan(NamedTuple):
+    """Result of :func:`items_to_decide`."""
+
+    items: np.ndarray  # further items the cell is projected to need (inf: not within n_max)
+    seconds: np.ndarray  # items x per-item cost
+    half_width: np.ndarray  # half-width of the sequence that would decide it
+
+
+def items_to_decide(estimate, width, n, margin: float, cost_s, n_max=np.inf) -> Plan:
+    """
+    Projected further items (and CPU seconds) until a cell's sequence decides it.
+
+    Parameters
+    ----------
+    estimate, width, n : array_like
+        The cell's mean effect (loss negative), its sequence's width (``high - low``) and
+        items so far.
+    margin : float
+        Relevance margin ``m`` in the lens unit.
+    cost_s : float or array_like
+        Seconds per item of the cell (measured by the run).
+    n_max : float or array_like, default inf
+        Items the family has; beyond it the cell cannot be decided (``inf``).
+
+    Returns
+    -------
+    Plan
+
+    Notes
+    -----
+    The estimate is taken as the truth and the half-width as shrinking like
+    ``sqrt(log(1 + n) / n)``, the rate of the predictable plug-in bets (WSR 2024,
+    Sec. 5.1; Howard et al. 2021 for the law-of-the-iterated-logarithm rate). A cell is
+    decided once the half-width is below ``| |estimate| - m |``: beyond ``-m`` or
+    inside ``(-m, m)``. A cell whose estimate sits on the margin is never decided
+    (``inf``). A plug-in projection for ordering cells, not a power calculation.
+    """
+    est, w, n = (np.asarray(a, float) for a in (estimate, width, n))
+    if np.any(n < 1):
+        raise ValueError("n must be >= 1 (a sequence needs an item before it can be projected)")
+    need = np.abs(np.abs(est) - margin)
+    h = w / 2
+
+    def rate(k):  # decreasing for k >= 1
+        return np.log1p(k) / k
+
+    target = rate(n) * (need / np.where(h > 0, h, np.nan)) ** 2  # rate(n*) must fall to this
+    lo, hi = np.log(n), np.full(np.broadcast(n, target).shape, np.log(1e12))
+    for _ in range(60):  # bisection on log n*
+        mid = (lo + hi) / 2
+        ok = rate(np.exp(mid)) <= target
+        lo, hi = np.where(ok, lo, mid), np.where(ok, mid, hi)
+    n_star = np.where(h <= need, n, np.ceil(np.exp(hi)))
+    more = np.where((need > 0) & (n_star <= n_max) & np.isfinite(target) | (h <= need),
+                    n_star - n, np.inf)
+    return Plan(more, more * np.asarray(cost_s, float), need)

@@ -21,7 +21,7 @@ import pytest
 
 from gguf_fragility.probes import codeexec, memcap
 from gguf_fragility.probes.codeexec import Isolation, SandboxUnavailable, run_python
-from gguf_fragility.probes.scorers import SCORERS
+from gguf_fragility.probes.scorers import SCORERS, ScoreSettings
 
 NONE = Isolation("none", "", "simulated: no sandbox tool")
 HE_PARAMS = {"harness": "humaneval", "entry_point": "add",
@@ -377,9 +377,9 @@ def test_opt_in_runs_unisolated(monkeypatch):
     item = {"params": HE_PARAMS, "scorer": "code_exec"}
     with pytest.raises(SandboxUnavailable):
         SCORERS["code_exec"].func(raw, item)  # the scorer path refuses by default
-    with codeexec.unisolated_allowed(True):  # what the sweep does for allow_unisolated_code
-        assert SCORERS["code_exec"].func(raw, item).correct
-    with pytest.raises(SandboxUnavailable):  # the opt-in ends with its block
+    # what the sweep passes for allow_unisolated_code: true (profile -> RungPlan.scoring)
+    assert SCORERS["code_exec"].func(raw, item, ScoreSettings(allow_unisolated_code=True)).correct
+    with pytest.raises(SandboxUnavailable):  # no state left behind by the call above
         SCORERS["code_exec"].func(raw, item)
     assert run_python("print(1)", allow_unisolated=True).stdout == "1\n"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -268,3 +269,31 @@ def test_code_exec_mbpp():
     bad = SCORERS["code_exec"].func("```python\ndef sq(x):\n    return x+x\n```",
                                     gen_item([], "code_exec", **params))
     assert good.correct and not bad.correct
+
+
+def test_scorers_are_typed_entries_dispatched_by_class():
+    """Each scorer is a LoglikScorer or a TextScorer; the entry's class fixes its signature."""
+    import inspect
+
+    from gguf_fragility.probes.scorers import LoglikScorer, TextScorer
+    for name, entry in SCORERS.items():
+        assert isinstance(entry, LoglikScorer | TextScorer), name
+        params = list(inspect.signature(entry.func).parameters)
+        if isinstance(entry, TextScorer):
+            assert params == ["raw", "item", "settings"], name
+        else:
+            assert params[:3] == ["logprobs", "is_greedy", "item"], name
+
+
+def test_regrade_refuses_a_scorer_of_the_other_kind():
+    """A text result re-graded with a log-likelihood scorer (and back) is refused by name."""
+    from gguf_fragility.probes.evaluate import regrade_result
+    item = {**gen_item(["4"], "numeric"), "hash": "h"}
+    with pytest.raises(ValueError, match="'mc_loglik' scores mc_loglik outputs; this generate "
+                                         "result needs a text scorer"):
+        regrade_result({"mode": "generate", "raw_output": "4", "item_hash": "h"}, item, "mc_loglik")
+    raw = json.dumps({"logprobs": [-1.0, -2.0], "is_greedy": [True, False],
+                      "continuations": [" A", " B"]})
+    with pytest.raises(ValueError, match="'numeric' scores generate outputs; this loglik "
+                                         "result needs a log-likelihood scorer"):
+        regrade_result({"mode": "loglik", "raw_output": raw, "item_hash": "h"}, item, "numeric")

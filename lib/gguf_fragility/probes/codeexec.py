@@ -29,8 +29,9 @@ Without ``bwrap``, util-linux ``unshare`` is the fallback: new user, PID, networ
 UTS and mount namespaces, but the host filesystem stays visible and, for the caller's own
 files, writable; a weaker wall, used only when ``bwrap`` is missing. With neither,
 :func:`run_python` refuses (:class:`SandboxUnavailable`) unless the caller opts in to
-running code unisolated (a profile's ``allow_unisolated_code: true``, see
-:func:`unisolated_allowed`). Install the sandbox with ``bash scripts/ensure_sandbox.sh``.
+running code unisolated (``allow_unisolated=True``: a profile's ``allow_unisolated_code: true``,
+passed down by the run plan in :class:`~gguf_fragility.probes.scorers.ScoreSettings`).
+Install the sandbox with ``bash scripts/ensure_sandbox.sh``.
 
     from gguf_fragility.probes.codeexec import run_python
     run_python("print(1 + 1)").stdout    # '2\n'
@@ -38,8 +39,6 @@ running code unisolated (a profile's ``allow_unisolated_code: true``, see
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import os
 import re
@@ -49,7 +48,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from typing import NamedTuple
 
 from gguf_fragility.probes import memcap
@@ -99,23 +97,6 @@ class Isolation(NamedTuple):
     kind: str  # "bwrap", "unshare" or "none"
     tool: str  # absolute path of the tool; "" for "none"
     reason: str  # why a better kind was not used ("" for bwrap)
-
-
-_ALLOW_UNISOLATED: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "allow_unisolated_code", default=False)
-
-
-@contextlib.contextmanager
-def unisolated_allowed(allow: bool) -> Iterator[None]:
-    """Within the block, :func:`run_python` may run code unisolated when no sandbox works.
-
-    The sweep enters it with the profile's ``allow_unisolated_code`` around each cell.
-    """
-    token = _ALLOW_UNISOLATED.set(bool(allow))
-    try:
-        yield
-    finally:
-        _ALLOW_UNISOLATED.reset(token)
 
 
 def base_python() -> str:
@@ -219,14 +200,13 @@ def find_isolation(bwrap: str = "bwrap", unshare: str = "unshare") -> Isolation:
 
 
 def require_isolation(isolation: Isolation | None = None,
-                      allow_unisolated: bool | None = None) -> Isolation:
+                      allow_unisolated: bool = False) -> Isolation:
     """:func:`find_isolation`'s answer, or :class:`SandboxUnavailable` when none and no opt-in.
 
     Call it before loading a model for the ``code`` family, so a refusal comes first.
     """
     iso = isolation or find_isolation()
-    allow = _ALLOW_UNISOLATED.get() if allow_unisolated is None else allow_unisolated
-    if iso.kind == "none" and not allow:
+    if iso.kind == "none" and not allow_unisolated:
         raise SandboxUnavailable(f"refusing to run model-written code without isolation "
                                  f"({iso.reason}); to enable it, {ENABLE_HINT}")
     return iso
@@ -284,7 +264,7 @@ def build_program(code: str, params: dict) -> str:
     raise ValueError(f"unknown code harness {params['harness']!r}; use 'humaneval' or 'mbpp'")
 
 
-def run_python(program: str, *, timeout_s: float = 10.0, allow_unisolated: bool | None = None,
+def run_python(program: str, *, timeout_s: float = 10.0, allow_unisolated: bool = False,
                isolation: Isolation | None = None) -> ExecResult:
     """
     Run ``program`` with the base interpreter (``python -I -S -``) in the sandbox.
@@ -296,9 +276,8 @@ def run_python(program: str, *, timeout_s: float = 10.0, allow_unisolated: bool 
         printed by the appended :data:`EPILOGUE`, as the last line of stdout.
     timeout_s : float, default 10.0
         Wall-clock limit in seconds; on expiry the sandbox and everything in it is killed.
-    allow_unisolated : bool, optional
-        Run without isolation when no sandbox works here. None (default) takes the value
-        set by :func:`unisolated_allowed` (False outside such a block).
+    allow_unisolated : bool, default False
+        Run without isolation when no sandbox works here.
     isolation : Isolation, optional
         Which isolation to use; default :func:`find_isolation`'s answer.
 
@@ -385,4 +364,4 @@ def _why_not(rc: int, timed_out: bool, proven: bool, use: memcap.Usage, err: str
 
 __all__ = ["ENABLE_HINT", "EPILOGUE", "ExecResult", "Isolation", "PREAMBLE", "SandboxUnavailable",
            "base_python", "build_program", "extract_code", "find_isolation",
-           "require_isolation", "run_python", "unisolated_allowed"]
+           "require_isolation", "run_python"]

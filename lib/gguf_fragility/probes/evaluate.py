@@ -37,7 +37,16 @@ from typing import NamedTuple
 import numpy as np
 
 from gguf_fragility.probes.families import SPECS
-from gguf_fragility.probes.scorers import LETTERS, SCORERS, Score, scorer_tag
+from gguf_fragility.probes.scorers import (
+    DEFAULT_SETTINGS,
+    LETTERS,
+    SCORERS,
+    LoglikScorer,
+    Score,
+    ScoreSettings,
+    TextScorer,
+    scorer_tag,
+)
 
 SYSTEM_V1 = "You are a careful assistant. Follow the instructions exactly."
 VARIANTS = {0: "default template", 1: "Q:/A: labels (loglik) or custom system message (generate)"}
@@ -142,7 +151,7 @@ def build_request(engine, item: dict, variant: int = 0) -> Request:
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-    if item["kind"] == "mc_loglik":
+    if isinstance(SCORERS[item["scorer"]], LoglikScorer):
         ctxs, conts = mc_requests(item, variant)
         return Request("loglik", "", None, ctxs[0], ctxs, conts, 0, (), item["scorer"])
     settings = SPECS[item["family"]].gen
@@ -188,17 +197,20 @@ def _loglik(engine, req: Request) -> _Choices:
 NO_REPLY = dict(gen_tokens=(), n_verified=0, diverged_at=-1, divergence_gap=NAN)
 
 
-def evaluate_item(engine, item: dict, variant: int = 0,
-                  draft: Sequence[int] | None = None) -> Evaluated:
+def evaluate_item(engine, item: dict, variant: int = 0, draft: Sequence[int] | None = None, *,
+                  settings: ScoreSettings = DEFAULT_SETTINGS) -> Evaluated:
     """Build, run and score one item: :func:`evaluate_batch` of one (a reply decoded alone)."""
-    return evaluate_batch(engine, [item], variant, [draft], progress=False)[0]
+    return evaluate_batch(engine, [item], variant, [draft], progress=False, settings=settings)[0]
 
 
 def evaluate_batch(engine, items: Sequence[dict], variant: int = 0,
                    drafts: Sequence[Sequence[int] | None] | None = None, *,
-                   progress: bool = True, desc: str = "probes") -> list[Evaluated]:
+                   progress: bool = True, desc: str = "probes",
+                   settings: ScoreSettings = DEFAULT_SETTINGS) -> list[Evaluated]:
     """Build, run and score ``items``, one :class:`Evaluated` each, in order; failures are
     recorded in ``error``, never raised.
+
+    ``settings`` reach the text scorers (e.g. the run plan's ``allow_unisolated_code``).
 
     Log-likelihood items run one at a time. Generative items with the same decoding budget
     are decoded in groups (:meth:`Engine.groups`: consecutive items, as many as the KV cache
@@ -243,7 +255,8 @@ def evaluate_batch(engine, items: Sequence[dict], variant: int = 0,
                     out[i] = (_failed(items[i], variant, reqs[i], gen, seconds)
                               if isinstance(gen, Exception) else
                               _generated(items[i], variant, reqs[i], gen, seconds,
-                                         drafts[i] is not None and len(drafts[i]) > 0))
+                                         drafts[i] is not None and len(drafts[i]) > 0,
+                                         settings))
                 bar.update(len(members))
     return out
 
@@ -259,7 +272,8 @@ def _loglik_item(engine, item: dict, variant: int, req: Request) -> Evaluated:
     t0 = time.perf_counter()
     try:
         ch = _loglik(engine, req)
-        sc = SCORERS[req.scorer].func(ch.logprobs, ch.greedy, item, req.continuations)
+        sc = _scorer(req.scorer, LoglikScorer, req.mode).func(ch.logprobs, ch.greedy, item,
+                                                              req.continuations)
     except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than n_ctx
         return _failed(item, variant, req, exc, time.perf_counter() - t0)
     raw = json.dumps({"logprobs": ch.logprobs, "is_greedy": ch.greedy,
@@ -274,10 +288,10 @@ def _loglik_item(engine, item: dict, variant: int, req: Request) -> Evaluated:
 
 
 def _generated(item: dict, variant: int, req: Request, gen, seconds: float,
-               drafted: bool) -> Evaluated:
+               drafted: bool, settings: ScoreSettings) -> Evaluated:
     """Score one generated reply (``gen``: an :class:`Engine` ``Generation``)."""
     try:
-        sc = SCORERS[req.scorer].func(gen.text, item)
+        sc = _scorer(req.scorer, TextScorer, req.mode).func(gen.text, item, settings)
     except (ValueError, RuntimeError) as exc:
         return _failed(item, variant, req, exc, seconds)
     g = gen.reply
@@ -301,8 +315,9 @@ def _failed(item: dict, variant: int, req: Request, exc: Exception, seconds: flo
         detail="{}", error=f"{type(exc).__name__}: {exc}", **NO_REPLY), None, NAN)
 
 
-def evaluate_items(engine, items: Iterable[dict], variant: int = 0,
-                   *, progress: bool = True, desc: str = "probes") -> list[ItemResult]:
+def evaluate_items(engine, items: Iterable[dict], variant: int = 0, *, progress: bool = True,
+                   desc: str = "probes",
+                   settings: ScoreSettings = DEFAULT_SETTINGS) -> list[ItemResult]:
     """
     Evaluate items in order, one :class:`ItemResult` each (:func:`evaluate_batch`'s rows).
 
@@ -318,13 +333,15 @@ def evaluate_items(engine, items: Iterable[dict], variant: int = 0,
         Show a tqdm bar.
     desc : str
         Label of the bar.
+    settings : ScoreSettings, default DEFAULT_SETTINGS
+        Passed to the text scorers.
 
     Returns
     -------
     list of ItemResult
     """
     return [e.result for e in evaluate_batch(engine, list(items), variant, progress=progress,
-                                             desc=desc)]
+                                             desc=desc, settings=settings)]
 
 
 def results_frame(results: Sequence[ItemResult]):
@@ -333,7 +350,18 @@ def results_frame(results: Sequence[ItemResult]):
     return pd.DataFrame(list(results), columns=list(ItemResult._fields))
 
 
-def regrade_result(result: ItemResult | dict, item: dict, scorer: str | None = None) -> Score:
+def _scorer(name: str, cls: type[LoglikScorer] | type[TextScorer],
+            mode: str) -> LoglikScorer | TextScorer:
+    """The registered scorer ``name``, which must be a ``cls`` to score a ``mode`` result."""
+    entry = SCORERS[name]
+    if not isinstance(entry, cls):
+        raise ValueError(f"scorer {name!r} scores {entry.kind} outputs; this {mode} result "
+                         f"needs a {cls.outputs} scorer")
+    return entry
+
+
+def regrade_result(result: ItemResult | dict, item: dict, scorer: str | None = None, *,
+                   settings: ScoreSettings = DEFAULT_SETTINGS) -> Score:
     """
     Re-score a stored result from its raw output (no model run).
 
@@ -353,14 +381,11 @@ def regrade_result(result: ItemResult | dict, item: dict, scorer: str | None = N
     name = scorer or item["scorer"]
     if name not in SCORERS:
         raise ValueError(f"unknown scorer {name!r}; known: {sorted(SCORERS)}")
-    loglik = row["mode"] == "loglik"
-    if (SCORERS[name].kind == "generate") == loglik:
-        raise ValueError(f"scorer {name!r} scores {SCORERS[name].kind} outputs; this "
-                         f"{row['mode']} result needs a {'log-likelihood' if loglik else 'text'} scorer")
-    if loglik:
+    if row["mode"] == "loglik":
         raw = json.loads(row["raw_output"])
-        return SCORERS[name].func(raw["logprobs"], raw["is_greedy"], item, raw["continuations"])
-    return SCORERS[name].func(row["raw_output"], item)
+        return _scorer(name, LoglikScorer, row["mode"]).func(
+            raw["logprobs"], raw["is_greedy"], item, raw["continuations"])
+    return _scorer(name, TextScorer, row["mode"]).func(row["raw_output"], item, settings)
 
 
 def detail_json(detail: dict) -> str:

@@ -2,12 +2,16 @@
 
 Like lm-evaluation-harness's ``Filter`` (extraction) and metric registry, the two steps are
 separate functions: ``extract_*`` turns raw model text into a candidate answer,
-``score_*`` compares it with the gold. :data:`SCORERS` maps a scorer name to its version,
-item kind and function; a result row stores the raw text and the scorer name+version, so a
-new scorer version can re-grade saved outputs (:func:`regrade`) without re-running a model.
+``score_*`` compares it with the gold. :data:`SCORERS` maps a scorer name to its entry, a
+:class:`LoglikScorer` or a :class:`TextScorer` (name, version, function); a result row stores
+the raw text and the scorer name+version, so a new scorer version can re-grade saved outputs
+(:func:`regrade`) without re-running a model.
 
-Generative scorers take ``(raw, item)`` and return :class:`Score`. Log-likelihood scorers
-take ``(logprobs, is_greedy, item)`` with one entry per choice.
+The two kinds have typed signatures (:class:`LoglikScoreFn`, :class:`TextScoreFn`): a
+log-likelihood scorer takes ``(logprobs, is_greedy, item, continuations)`` with one entry per
+choice; a text scorer takes ``(raw, item, settings)``, the :class:`ScoreSettings` passed
+explicitly by the caller (the run plan's choices, e.g. whether model code may run
+unisolated). A new scorer is one function plus one entry in :data:`SCORERS`.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import json
 import math
 import re
 import string
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 LETTERS = "ABCDE"
 
@@ -31,14 +36,63 @@ class Score(NamedTuple):
     detail: dict  # scorer-specific facts (acc_norm, margin, per-field, strict match, ...)
 
 
-class Scorer(NamedTuple):
-    """A registered scorer."""
+@dataclass(frozen=True)
+class ScoreSettings:
+    """Settings a scorer may need, passed explicitly from the run plan (default: the safe ones)."""
+
+    allow_unisolated_code: bool = False  # code_exec may run model code without a sandbox
+
+
+DEFAULT_SETTINGS = ScoreSettings()
+
+
+class LoglikScoreFn(Protocol):
+    """A log-likelihood scorer: per-choice log-probabilities and greedy flags to a Score."""
+
+    def __call__(self, logprobs: Sequence[float], is_greedy: Sequence[bool], item: dict,
+                 continuations: Sequence[str] | None = None) -> Score: ...
+
+
+class TextScoreFn(Protocol):
+    """A text scorer: a generated reply to a Score, under explicit :class:`ScoreSettings`."""
+
+    def __call__(self, raw: str, item: dict,
+                 settings: ScoreSettings = DEFAULT_SETTINGS) -> Score: ...
+
+
+@dataclass(frozen=True)
+class LoglikScorer:
+    """A registered log-likelihood scorer (scores ``mc_loglik`` items)."""
 
     name: str
     version: str
-    kind: str  # "mc_loglik" or "generate": the item kind it scores
-    func: Callable[..., Score]
-    doc: str
+    func: LoglikScoreFn
+    kind: ClassVar[str] = "mc_loglik"  # the item kind it scores
+    outputs: ClassVar[str] = "log-likelihood"  # what it reads
+
+    @property
+    def doc(self) -> str:
+        """The scoring function's docstring."""
+        return self.func.__doc__ or ""
+
+
+@dataclass(frozen=True)
+class TextScorer:
+    """A registered text scorer (scores ``generate`` items)."""
+
+    name: str
+    version: str
+    func: TextScoreFn
+    kind: ClassVar[str] = "generate"  # the item kind it scores
+    outputs: ClassVar[str] = "text"  # what it reads
+
+    @property
+    def doc(self) -> str:
+        """The scoring function's docstring."""
+        return self.func.__doc__ or ""
+
+
+Scorer = LoglikScorer | TextScorer
 
 
 # ---------------------------------------------------------------- extraction
@@ -164,7 +218,7 @@ def score_greedy_loglik(logprobs: Sequence[float], is_greedy: Sequence[bool], it
 
 
 # ---------------------------------------------------------------- generative scorers
-def score_numeric(raw: str, item: dict) -> Score:
+def score_numeric(raw: str, item: dict, settings: ScoreSettings = DEFAULT_SETTINGS) -> Score:
     """Last number in the reply equals a gold number (``strict`` match recorded beside it)."""
     golds = [_to_float(g) for g in item["gold"]]
     flex, strict = extract_number(raw), extract_number_strict(raw)
@@ -177,7 +231,7 @@ def score_numeric(raw: str, item: dict) -> Score:
     return Score(flex, float(ok), ok, {"strict": strict, "strict_correct": hit(strict)})
 
 
-def score_exact(raw: str, item: dict) -> Score:
+def score_exact(raw: str, item: dict, settings: ScoreSettings = DEFAULT_SETTINGS) -> Score:
     """Case-insensitive match of any answer candidate (:func:`answer_candidates`) with a gold.
 
     ``strict_correct`` records the stricter rule: the whole short answer line equals the gold.
@@ -190,7 +244,7 @@ def score_exact(raw: str, item: dict) -> Score:
                  {"strict_correct": strict})
 
 
-def score_alias(raw: str, item: dict) -> Score:
+def score_alias(raw: str, item: dict, settings: ScoreSettings = DEFAULT_SETTINGS) -> Score:
     """Alias match: a normalised alias equals, or appears as whole tokens in, the first line.
 
     ``exact`` (normalised equality with the short answer) is recorded beside it.
@@ -201,7 +255,7 @@ def score_alias(raw: str, item: dict) -> Score:
     return Score(short, float(ok), ok, {"exact": exact})
 
 
-def score_contains(raw: str, item: dict) -> Score:
+def score_contains(raw: str, item: dict, settings: ScoreSettings = DEFAULT_SETTINGS) -> Score:
     """A gold answer appears as whole tokens anywhere in the reply (needle retrieval)."""
     hit = next((g for g in item["gold"] if _contains_tokens(raw, g)), "")
     return Score(hit, float(bool(hit)), bool(hit), {})
@@ -233,7 +287,7 @@ def _same_value(got: Any, want: Any) -> bool:
         str(want).split()).casefold()
 
 
-def score_json_fields(raw: str, item: dict) -> Score:
+def score_json_fields(raw: str, item: dict, settings: ScoreSettings = DEFAULT_SETTINGS) -> Score:
     """Valid JSON object and per-field match against ``params['fields']``.
 
     ``score`` is the fraction of fields right (0 when the JSON is invalid); ``correct``
@@ -248,7 +302,7 @@ def score_json_fields(raw: str, item: dict) -> Score:
         per.values()), {"valid_json": valid, "fields": per})
 
 
-def score_ifeval(raw: str, item: dict) -> Score:
+def score_ifeval(raw: str, item: dict, settings: ScoreSettings = DEFAULT_SETTINGS) -> Score:
     """IFEval: instruction-level fraction followed (strict); correct when all are followed."""
     from gguf_fragility.probes.ifeval import check_all
     res = check_all(raw, item["params"]["instruction_ids"], item["params"]["kwargs"],
@@ -259,7 +313,7 @@ def score_ifeval(raw: str, item: dict) -> Score:
                   "loose_all": all(res.loose)})
 
 
-def score_code_exec(raw: str, item: dict) -> Score:
+def score_code_exec(raw: str, item: dict, settings: ScoreSettings = DEFAULT_SETTINGS) -> Score:
     """Greedy pass@1: run the extracted program with the item's tests in a sandbox.
 
     Version 2: a pass needs the run's completion token after the tests (exit status 0 alone
@@ -268,21 +322,22 @@ def score_code_exec(raw: str, item: dict) -> Score:
     from gguf_fragility.probes.codeexec import build_program, extract_code, run_python
     code = extract_code(raw)
     program = build_program(code, item["params"])
-    res = run_python(program, timeout_s=float(item["params"].get("timeout_s", 10)))
+    res = run_python(program, timeout_s=float(item["params"].get("timeout_s", 10)),
+                     allow_unisolated=settings.allow_unisolated_code)
     return Score(code[:2000], float(res.passed), res.passed,
                  {"status": res.status, "reason": res.reason, "stderr_tail": res.stderr[-300:]})
 
 
 SCORERS: dict[str, Scorer] = {s.name: s for s in (
-    Scorer("mc_loglik", "1", "mc_loglik", score_mc_loglik, score_mc_loglik.__doc__),
-    Scorer("greedy_loglik", "1", "mc_loglik", score_greedy_loglik, score_greedy_loglik.__doc__),
-    Scorer("numeric", "1", "generate", score_numeric, score_numeric.__doc__),
-    Scorer("exact", "1", "generate", score_exact, score_exact.__doc__),
-    Scorer("alias", "1", "generate", score_alias, score_alias.__doc__),
-    Scorer("contains", "1", "generate", score_contains, score_contains.__doc__),
-    Scorer("json_fields", "2", "generate", score_json_fields, score_json_fields.__doc__),
-    Scorer("ifeval", "1", "generate", score_ifeval, score_ifeval.__doc__),
-    Scorer("code_exec", "2", "generate", score_code_exec, score_code_exec.__doc__),
+    LoglikScorer("mc_loglik", "1", score_mc_loglik),
+    LoglikScorer("greedy_loglik", "1", score_greedy_loglik),
+    TextScorer("numeric", "1", score_numeric),
+    TextScorer("exact", "1", score_exact),
+    TextScorer("alias", "1", score_alias),
+    TextScorer("contains", "1", score_contains),
+    TextScorer("json_fields", "2", score_json_fields),
+    TextScorer("ifeval", "1", score_ifeval),
+    TextScorer("code_exec", "2", score_code_exec),
 )}
 
 
@@ -291,6 +346,7 @@ def scorer_tag(name: str) -> str:
     return f"{name}@{SCORERS[name].version}"
 
 
-__all__ = ["LETTERS", "SCORERS", "Score", "Scorer", "answer_candidates", "extract_json",
+__all__ = ["DEFAULT_SETTINGS", "LETTERS", "SCORERS", "LoglikScoreFn", "LoglikScorer", "Score",
+           "ScoreSettings", "Scorer", "TextScoreFn", "TextScorer", "answer_candidates", "extract_json",
            "extract_number", "extract_number_strict", "extract_short_answer",
            "normalize_text", "scorer_tag", "score_mc_loglik", "score_greedy_loglik"]

@@ -27,7 +27,7 @@ from gguf_fragility.engine.llama import Engine, peak_rss_bytes, system_info, top
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes import codeexec
 from gguf_fragility.probes.evaluate import ItemResult, evaluate_batch
-from gguf_fragility.probes.scorers import scorer_tag
+from gguf_fragility.probes.scorers import DEFAULT_SETTINGS, ScoreSettings, scorer_tag
 from gguf_fragility.run.plan import ANSWER_TOP_K, CellPlan, RungPlan
 from gguf_fragility.run.shift import kl_topk
 from gguf_fragility.store import code_version, read_table_checked, report_rebuild, write_table_atomic
@@ -129,17 +129,19 @@ def _answer_shift(lp: np.ndarray | None, ref: dict | None) -> tuple[float, float
 
 
 def run_cell(engine: Engine | None, pf: probes.ProbeFile, *, variant: int, provenance: dict,
-             reference: dict[str, dict] | None) -> pd.DataFrame:
+             reference: dict[str, dict] | None,
+             settings: ScoreSettings = DEFAULT_SETTINGS) -> pd.DataFrame:
     """Evaluate one family's items on a loaded rung; one row per item with provenance.
 
     With a ``reference`` (every rung but F16), a generative item verifies the reference's
     reply tokens as its draft, and ``ref_answer_logprob`` is that reply teacher-forced under
     this rung (the margin lens); at the reference it is the log-probability of its own reply.
+    ``settings`` (the plan's scorer settings) reach the text scorers.
     """
     refs = [None if reference is None else reference.get(item["item_id"]) for item in pf.items]
     drafts = [(ref or {}).get("tokens") or None for ref in refs]
     done = evaluate_batch(engine, pf.items, variant, drafts,
-                          desc=f"{provenance['rung']} {pf.family}")
+                          desc=f"{provenance['rung']} {pf.family}", settings=settings)
     rows = []
     for ref, draft, (res, answer_lp, reply_lp) in zip(refs, drafts, done, strict=True):
         ref_lp = reply_lp if reference is None or draft else np.nan  # no reference reply
@@ -247,15 +249,15 @@ def evaluate_cell(plan: RungPlan, cell: CellPlan, engine: LazyEngine | None = No
     if is_done(cell.path, cell.params_hash, owner, scorer_tags(cell.items)):
         return CellRun(cell.path, False, float("nan"), 0)
     if any(it["scorer"] == "code_exec" for it in cell.items.items):  # refuse before loading
-        codeexec.require_isolation(allow_unisolated=plan.allow_unisolated_code)
+        codeexec.require_isolation(allow_unisolated=plan.scoring.allow_unisolated_code)
     lazy = engine or LazyEngine(plan)
     load_before = lazy.engine is not None
     try:
         eng = lazy.get() if cell.items.items else None  # an empty cell needs no model
         ref = None if plan.rung == "F16" else _reference_answers(plan.run, plan.model, cell.family)
-        with codeexec.unisolated_allowed(plan.allow_unisolated_code):
-            df = run_cell(eng, cell.items, variant=cell.variant, reference=ref,
-                          provenance={**_provenance(plan), "params_hash": cell.params_hash})
+        df = run_cell(eng, cell.items, variant=cell.variant, reference=ref,
+                      provenance={**_provenance(plan), "params_hash": cell.params_hash},
+                      settings=plan.scoring)
         write_table_atomic(df, cell.path)
     finally:
         if engine is None:

@@ -21,6 +21,7 @@ from gguf_fragility.artifacts import read_ladder
 from gguf_fragility.engine.llama import SCORING_VERSION, Engine
 from gguf_fragility.engine.rungs import RungSpec
 from gguf_fragility.layout import RunLayout
+from gguf_fragility.probes.scorers import ScoreSettings
 from gguf_fragility.profile import Profile, rung_spec
 from gguf_fragility.store import params_hash
 
@@ -46,7 +47,7 @@ class RungPlan(NamedTuple):
     row: pd.Series  # that rung's ladder-manifest row (file, sha256, bpw ...) plus ``kv_cache``
     engine: dict  # Engine keyword arguments (EngineParams.settings of the rung)
     run: RunLayout  # where the cells are written and the reference cells read
-    allow_unisolated_code: bool  # the profile's choice for code items without a sandbox
+    scoring: ScoreSettings  # the scorers' settings (the profile's allow_unisolated_code)
     cells: tuple[CellPlan, ...] = ()
 
     def open(self) -> Engine:
@@ -114,7 +115,8 @@ def plan_rung(profile: Profile, model: str, rung: str, *, variant: int = 0,
             pf = pf._replace(items=[it for it in pf.items if it["item_id"] in wanted])
         cells.append(CellPlan(family, variant, pf, run.cell(model, rung, family, variant),
                               cell_hash(engine, row.sha256, pf, variant)))
-    return RungPlan(model, rung, spec, row, engine, run, profile.allow_unisolated_code,
+    return RungPlan(model, rung, spec, row, engine, run,
+                    ScoreSettings(allow_unisolated_code=profile.allow_unisolated_code),
                     tuple(cells))
 
 

@@ -15,7 +15,7 @@ from gguf_fragility.stats.deathorder import death_rungs
 from gguf_fragility.stats.grid import ITEM_COLUMNS
 from gguf_fragility.stats.lens import registry
 from gguf_fragility.stats.lens.base import Lens
-from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
+from gguf_fragility.stats.relevance import BEYOND, LABELS, UNDECIDED
 from gguf_fragility.stats.settings import MDE_POWER, Settings
 from gguf_fragility.testing import synthetic_results
 
@@ -43,7 +43,9 @@ class Agreement(Lens):
         lo = np.where(k > 0, sps.beta.ppf(s.alpha / 2, k, n - k + 1), 0.0)
         hi = np.where(k < n, sps.beta.ppf(1 - s.alpha / 2, k + 1, n - k), 1.0)
         p = sps.binom.sf(k - 1, n, TOLERATED)  # H0: at most the tolerated disagreement
+        p_beyond = sps.binom.sf(k - 1, n, TOLERATED + self.margin(s))  # H0: within the margin
         return pd.DataFrame({"effect": -k / n, "ci_low": -hi, "ci_high": -lo, "p_value": p,
+                             "p_beyond": p_beyond,
                              "p_seq": p, "min_p": TOLERATED ** n, "disagreements": k,
                              "p_method": "exact binomial against 2% disagreement"},
                             index=rows.index)
@@ -74,7 +76,7 @@ def test_toy_lens_reaches_grid_decisions_and_death_order(toy_tables):
     assert (mine["unit"] == Agreement.unit).all()
     assert (mine["equivalence_margin"] == SETTINGS.equivalence_margin).all()
     assert (mine["mde_basis"] == "normal approximation").all()
-    assert set(mine["decision"]) <= {LOSS, EQUIVALENT, UNDECIDED, "untestable"}
+    assert set(mine["decision"]) <= {*LABELS, "untestable"}
     # the grid hands the lens the reference's and the rung's answers on the same items
     it = r.items.pivot_table(index=["family", "item_id"], columns="rung", values="extracted",
                              aggfunc="first")
@@ -83,12 +85,12 @@ def test_toy_lens_reaches_grid_decisions_and_death_order(toy_tables):
     assert q2["disagreements"] == int((fam["Q2_K"] != fam["F16"]).sum()) > 0
     assert q2["effect"] == pytest.approx(-q2["disagreements"] / q2["n"])
     # synthetic deaths change answers at the low rungs: the toy lens shows losses there
-    loss = mine[mine["decision"] == LOSS]
+    loss = mine[mine["decision"] == BEYOND]
     assert len(loss) and (loss["ci_high"] < 0).all() and loss["reject"].all()
     # decisions: the toy lens's counts per rung are the grid's decisions
     dm = toy.decision.set_index("rung")
     for rung, g in mine[mine["measurable"]].groupby("rung"):
-        assert dm.loc[rung, "n_loss_agreement"] == (g["decision"] == LOSS).sum()
+        assert dm.loc[rung, "n_loss_agreement"] == (g["decision"] == BEYOND).sum()
         assert dm.loc[rung, "n_undecided_agreement"] == (g["decision"] == UNDECIDED).sum()
     # death order: the toy lens's death rung is the top of its unbroken run of losses
     want = death_rungs(mine).set_index("family")["death_rung"]

@@ -18,10 +18,6 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from gguf_fragility.stats.lenses import (
-    EQUIVALENT,
-    LOSS,
-    UNDECIDED,
-    decide,
     flip_vs_floor,
     margin_test,
     mcnemar_min_pvalue,
@@ -35,6 +31,7 @@ from gguf_fragility.stats.multiplicity import (
     planned_mde,
     tarone_testable,
 )
+from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT, UNDECIDED, decide
 from gguf_fragility.stats.transfer import rank_agreement_exact
 
 ALPHA = 0.05
@@ -352,20 +349,20 @@ def test_decide_never_calls_not_significant_safe():
     lo = np.array([-0.20, -0.02, -0.20, -0.20, np.nan, -0.04, 0.01])
     hi = np.array([-0.10, 0.02, 0.10, -0.01, np.nan, -0.01, 0.08])
     rej = np.array([True, False, False, False, True, True, True])
-    got = decide(lo, hi, rej, margin=0.05).tolist()
-    assert got == [LOSS, EQUIVALENT, UNDECIDED,  # wide non-significant interval: undecided
+    got = decide(lo, hi, 0.05, beyond=rej & (hi < -0.05), change=rej & (hi < 0)).tolist()
+    assert got == [BEYOND, EQUIVALENT, UNDECIDED,  # wide non-significant interval: undecided
                    UNDECIDED,  # interval below 0 but not rejected after correction
                    UNDECIDED,  # no interval
                    EQUIVALENT,  # a shown loss smaller than the margin
                    UNDECIDED]  # significant gain: not a loss, not inside the margin
     with pytest.raises(ValueError, match="margin"):
-        decide(lo, hi, rej, margin=0)
+        decide(lo, hi, 0)
 
 
 def test_decide_with_tango_interval_at_small_n():
     # 0 deaths out of 10 items: Tango bounds +-0.278, so +-5 pp equivalence is not shown
     ci = paired_diff_ci(0, 0, 10)
-    assert decide(ci.low, ci.high, False, margin=0.05) == UNDECIDED
+    assert decide(ci.low, ci.high, 0.05, beyond=False, change=False) == UNDECIDED
 
 
 # --------------------------------------------------------------------------- transfer

@@ -17,7 +17,7 @@ from gguf_fragility.engine.rungs import (
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.stats import lesions, recipes, results
 from gguf_fragility.stats.grid import Settings
-from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
+from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT
 from gguf_fragility.store import write_table_atomic, write_tables
 from gguf_fragility.testing import synthetic_results, with_lesion_rungs
 
@@ -126,10 +126,10 @@ def test_lesion_map_finds_the_fabricated_damage(fabricated):
     assert set(cells.role) == {"lesion", "intact base", "full rung"}
     assert set(cells.rung) == {"Q8_0", "Q2_K", *lesions_in(fabricated)}  # no Q3_K_M
     margin = cells[cells.lens == "margin"].set_index(["rung", "family"])
-    loss_at_q2k = margin.loc["Q2_K"].query("decision == @LOSS").index
+    loss_at_q2k = margin.loc["Q2_K"].query("decision == @BEYOND").index
     assert len(loss_at_q2k) >= 2
     # ffn_down reproduces 80% of Q2_K's change per item: a loss wherever Q2_K's is large
-    assert (margin.loc["Q8_0+ffn_down=Q2_K"].loc[loss_at_q2k, "decision"] == LOSS).all()
+    assert (margin.loc["Q8_0+ffn_down=Q2_K"].loc[loss_at_q2k, "decision"] == BEYOND).all()
     # attn_k changes nothing: equivalent within 0.1 nats everywhere
     assert (margin.loc["Q8_0+attn_k=Q2_K", "decision"] == EQUIVALENT).all()
     row = cells[(cells.rung == "Q8_0+ffn_down.last_third=Q2_K")]
@@ -304,10 +304,10 @@ def recipe_frames(decision: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A recipe row and its chapter-5 cells: the recipe at ``decision`` on the family it
     protects (arithmetic), Q2_K and Q3_K_M beside it, and one other family (reading)."""
     rec = pd.DataFrame({"model": ["m"], "family": ["arithmetic"], "recipe": ["Q2_K+ffn_down=Q4_K"]})
-    rows = [("Q2_K", "low rung", "arithmetic", True, LOSS, 3.36),
+    rows = [("Q2_K", "low rung", "arithmetic", True, BEYOND, 3.36),
             ("Q2_K+ffn_down=Q4_K", "recipe", "arithmetic", True, decision, 3.9),
-            ("Q3_K_M", "standard rung near it", "arithmetic", True, LOSS, 4.13),
-            ("Q2_K", "low rung", "reading", False, LOSS, 3.36),
+            ("Q3_K_M", "standard rung near it", "arithmetic", True, BEYOND, 4.13),
+            ("Q2_K", "low rung", "reading", False, BEYOND, 3.36),
             ("Q2_K+ffn_down=Q4_K", "recipe", "reading", False, "undecided", 3.9),
             ("Q3_K_M", "standard rung near it", "reading", False, "undecided", 4.13)]
     comp = pd.DataFrame(rows, columns=["rung", "role", "family", "protected", "decision", "bpw"]
@@ -318,7 +318,7 @@ def recipe_frames(decision: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 @pytest.mark.parametrize("decision, verdict", [
     (EQUIVALENT, "keeps arithmetic within the margin (equivalence shown)"),
-    (LOSS, "does not keep arithmetic alive: its loss is still shown"),
+    (BEYOND, "does not keep arithmetic alive: its loss is still shown"),
     ("undecided", "loss is not shown, nor is equivalence: undecided, which is not safe"),
 ])
 def test_recipe_verdict_reads_the_decision_never_a_missing_p(decision, verdict):

@@ -17,7 +17,7 @@ from synthetic_run import SITE_RUNGS, synthetic_profile
 
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.report import browser, claims, site
-from gguf_fragility.stats import lenses, results, transfer
+from gguf_fragility.stats import lenses, relevance, results, transfer
 from gguf_fragility.testing import write_synthetic
 
 
@@ -155,11 +155,11 @@ def _hand_decision():
     """Two models' decision rows (the columns ``decision.recommend`` reads) and the
     correctness comparisons behind model m's Q4_K_M, with a known best rung per budget."""
     rows = [("m", "F16", True, 16.0, 3.0, "reference", np.nan),
-            ("m", "Q8_0", False, 8.5, 1.6, lenses.EQUIVALENT, -0.02),
-            ("m", "Q4_K_M", False, 4.9, 0.9, lenses.UNDECIDED, -0.16),
-            ("m", "Q2_K", False, 3.0, 0.6, lenses.LOSS, -0.40),
+            ("m", "Q8_0", False, 8.5, 1.6, relevance.EQUIVALENT, -0.02),
+            ("m", "Q4_K_M", False, 4.9, 0.9, relevance.UNDECIDED, -0.16),
+            ("m", "Q2_K", False, 3.0, 0.6, relevance.BEYOND, -0.40),
             ("n", "F16", True, 16.0, 1.5, "reference", np.nan),
-            ("n", "Q4_K_M", False, 4.9, 0.7, lenses.UNDECIDED, -0.20)]
+            ("n", "Q4_K_M", False, 4.9, 0.7, relevance.UNDECIDED, -0.20)]
     dm = pd.DataFrame(rows, columns=["model", "rung", "is_reference", "bpw", "memory_gib",
                                      "quality", "worst_sim_low"])
     dm["memory_bytes"] = (dm.pop("memory_gib") * GIB).astype(np.int64)
@@ -169,12 +169,12 @@ def _hand_decision():
     cmp = pd.DataFrame({"model": "m", "lens": "correctness", "rung": "Q4_K_M", "bpw": 4.9,
                         "measurable": True, "family": ["f", "g", "h"],
                         "deaths": [6, 0, 12], "resurrections": [0, 0, 0], "n": [100, 400, 100],
-                        "decision": [lenses.UNDECIDED, lenses.UNDECIDED, lenses.LOSS]})
+                        "decision": [relevance.UNDECIDED, relevance.UNDECIDED, relevance.BEYOND]})
     cmp["effect"] = -cmp["deaths"] / cmp["n"]
-    fid = cmp.iloc[:1].assign(lens="fidelity", family="z", deaths=90, decision=lenses.LOSS)
+    fid = cmp.iloc[:1].assign(lens="fidelity", family="z", deaths=90, decision=relevance.BEYOND)
     n_rows = pd.DataFrame({"model": "n", "lens": "correctness", "rung": "Q4_K_M", "bpw": 4.9,
                            "measurable": True, "family": ["f"], "deaths": [20],
-                           "resurrections": [0], "n": [100], "decision": [lenses.UNDECIDED],
+                           "resurrections": [0], "n": [100], "decision": [relevance.UNDECIDED],
                            "effect": [-0.2]})
     return dm, pd.concat([cmp, fid, n_rows], ignore_index=True)
 

@@ -12,7 +12,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from gguf_fragility import artifacts
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.profile import NOISE_FLOOR, load_profile
-from gguf_fragility.stats import lenses, results
+from gguf_fragility.stats import lenses, relevance, results
 from gguf_fragility.stats.deathorder import tie_ranks
 from gguf_fragility.stats.decision import GIB, recommend
 from gguf_fragility.stats.grid import validate_items
@@ -27,25 +27,27 @@ def hand_sweep():
     A sweep whose answers are set by hand (model "m", reference F16, floor F16-floor).
 
     - ``a`` (40 items, log-likelihood; the reference right on 30): Q8_0 intact, Q4_K_M
-      loses 20 items, Q2_K loses 25; the lost items' margins drop by 2 nats. The floor
+      loses 20 items, Q2_K loses 25; the lost items' margins and gold log-probabilities
+      drop by 2 nats (gold probability 82 -> 11 points). The floor
       flips one item the reference got wrong to another wrong letter. Death rung Q4_K_M
       on every lens.
     - ``b`` (120 items): intact everywhere, margins move by at most 0.001 nats.
     - ``c`` (6 items): Q2_K loses all 6: too few items ever to be significant (untestable).
     - ``d`` (40 items): only Q4_K_M loses 20; Q2_K is intact, so the fixed sequence stops
       at Q2_K and Q4_K_M is never rejected: no death rung (monotone by construction).
-    - ``g`` (40 items, generative): accuracy intact; the reference's own answer loses
-      1 nat of log-probability at Q2_K only. Death rung Q2_K on margin only.
+    - ``g`` (40 items, generative, 10-token replies): accuracy intact; the reference's own
+      answer loses 1 nat of log-probability at Q2_K only (about 5 points of per-token
+      probability). Death rung Q2_K on margin only.
     """
     rows = []
     rng = np.random.default_rng(0)
     rungs = [*BPW, NOISE_FLOOR]
 
-    def add(fam, i, rung, ok, ext, margin=np.nan, ref_lp=np.nan, mode="loglik"):
+    def add(fam, i, rung, ok, ext, margin=np.nan, ref_lp=np.nan, mode="loglik", drop=0.0):
         rows.append({"family": fam, "item_id": f"{fam}{i}", "rung": rung, "correct": ok,
                      "extracted": ext, "mode": mode, "margin": margin,
-                     "gold_logprob": -1.0 if mode == "loglik" else np.nan,
-                     "ref_answer_logprob": ref_lp})
+                     "gold_logprob": -0.2 - drop if mode == "loglik" else np.nan,
+                     "ref_answer_logprob": ref_lp, "n_gen_tokens": 10 if mode == "generate" else 0})
 
     for i in range(40):
         right = i < 30
@@ -54,11 +56,12 @@ def hand_sweep():
             dies = right and ((rung == "Q4_K_M" and i < 20) or (rung == "Q2_K" and i < 25))
             ok = right and not dies
             ext = "A" if ok else ("C" if (rung == NOISE_FLOOR and i == 35) else "B")
-            add("a", i, rung, ok, ext, m0 - (2.0 if dies else 0.0) + 1e-4 * rng.normal())
+            add("a", i, rung, ok, ext, m0 - (2.0 if dies else 0.0) + 1e-4 * rng.normal(),
+                drop=2.0 if dies else 0.0)
         for rung in rungs:
             dies = rung == "Q4_K_M" and i < 20
             add("d", i, rung, not dies, "B" if dies else "A", 2.0 - (2.0 if dies else 0.0)
-                + 1e-4 * rng.normal())
+                + 1e-4 * rng.normal(), drop=2.0 if dies else 0.0)
             lp = -5.0 - 0.1 * i - (1.0 if rung == "Q2_K" else 0.0) + 1e-3 * rng.normal()
             add("g", i, rung, i % 2 == 0, f"ans{i}", ref_lp=lp, mode="generate")
     for i in range(120):
@@ -96,7 +99,7 @@ def test_correctness_uses_every_item_and_matches_statsmodels(hand):
     assert row.p_value == pytest.approx(mcnemar([[10, 20], [0, 10]], exact=True).pvalue)
     ci = lenses.paired_diff_ci(20, 0, 40)
     assert (row.ci_low, row.ci_high) == pytest.approx((float(ci.low), float(ci.high)))
-    assert row.decision == lenses.LOSS and row.reject and row.kl_mean == pytest.approx(0.1)
+    assert row.decision == relevance.BEYOND and row.reject and row.kl_mean == pytest.approx(0.1)
 
 
 def test_death_rungs_known_by_construction(hand):
@@ -112,7 +115,7 @@ def test_death_rungs_known_by_construction(hand):
     assert d.loc["g", "death_rung_correctness"] == ""
     # d: Q4_K_M alone loses 20 items (raw p ~ 2e-6) but the sequence stops at intact Q2_K
     row = cell(t, "correctness", "d", "Q4_K_M")
-    assert row.p_value < 1e-5 and not row.reject and row.decision == lenses.UNDECIDED
+    assert row.p_value < 1e-5 and not row.reject and row.decision == relevance.UNDECIDED
 
 
 def test_untestable_family_and_tarone(hand):
@@ -126,15 +129,24 @@ def test_untestable_family_and_tarone(hand):
 
 
 def test_equivalence_needs_the_interval_inside_the_margin(hand):
-    _, _, t = hand
-    b = cell(t, "correctness", "b", "Q2_K")  # 120 items, no discordance: Tango within ±5 pp
-    assert b.decision == lenses.EQUIVALENT and b.ci_low > -0.05 and b.ci_high < 0.05
+    items, ladder, t = hand
+    b = cell(t, "correctness", "b", "Q2_K")  # 120 items, no discordance: Tango about ±3.1 pp
+    assert b.equivalence_margin == 0.03 and b.ci_low < -0.03 and b.ci_high < 0.05
+    assert b.decision == relevance.UNDECIDED  # not within the default 3 points
+    wide = results.stats_tables(items, ladder, settings=SETTINGS._replace(equivalence_margin=0.05))
+    b5 = cell(wide, "correctness", "b", "Q2_K")
+    assert b5.decision == relevance.EQUIVALENT and b5.equivalence_margin == 0.05
     a8 = cell(t, "correctness", "a", "Q8_0")  # 40 items, no discordance: interval too wide
-    assert a8.decision == lenses.UNDECIDED and a8.ci_low < -0.05
+    assert a8.decision == relevance.UNDECIDED and a8.ci_low < -0.05
     assert a8.planned_mde > 0.05 and "exact" in a8.mde_basis
-    m = cell(t, "margin", "b", "Q2_K")
-    assert m.decision == lenses.EQUIVALENT and m.unit == "nats"
-    assert cell(t, "margin", "a", "Q4_K_M").effect == pytest.approx(-1.0, abs=1e-3)
+    m = cell(t, "margin", "b", "Q2_K")  # no change on 120 items: collapses shown rare
+    assert m.decision == relevance.EQUIVALENT and m.unit == "gold-answer probability (pp)"
+    assert m.equivalence_margin == 3.0
+    a4 = cell(t, "margin", "a", "Q4_K_M")  # 20 of 40 items: gold probability 82 -> 11 points
+    assert a4.effect == pytest.approx(-50 * (np.exp(-0.2) - np.exp(-2.2)), abs=1e-6)
+    assert a4.effect_nats == pytest.approx(-1.0, abs=1e-3) and a4.decision == relevance.BEYOND
+    g = cell(t, "margin", "g", "Q2_K")  # 1 nat over 10 tokens: about -5 points per token
+    assert g.unit == "reply per-token probability (pp)" and g.effect < -4
 
 
 def test_noise_floor_present(hand):
@@ -142,7 +154,7 @@ def test_noise_floor_present(hand):
     f = cell(t, "fidelity", "a", "Q4_K_M")
     assert f.floor == "measured" and f.floor_flips == 1 and f.floor_flip_rate == 1 / 40
     assert f.flips == 20 and f.rung_only == 20 and f.floor_only == 1
-    assert f.effect == pytest.approx(19 / 40) and f.decision == lenses.LOSS
+    assert f.effect == pytest.approx(19 / 40) and f.decision == relevance.BEYOND
     for name in ("comparisons", "death_order", "decision"):
         table = getattr(t, name)
         assert NOISE_FLOOR not in set(table.get("rung", [])), name
@@ -181,7 +193,7 @@ def test_decision_matrix_and_recommendations(hand):
     dm = t.decision.set_index("rung")
     q4 = dm.loc["Q4_K_M"]
     assert q4.worst_family == "a" and q4.worst_min_diff == pytest.approx(-0.5)
-    assert q4.quality == lenses.LOSS and q4.n_loss_correctness == 1  # a; d is never reached
+    assert q4.quality == relevance.BEYOND and q4.n_loss_correctness == 1  # a; d is never reached
     sim = lenses.paired_diff_ci(20, 0, 40, alpha=0.05 / 5)  # five measurable families
     assert q4.worst_sim_low == pytest.approx(float(sim.low))
     assert dm.loc["F16", "quality"] == "reference"
@@ -214,7 +226,7 @@ def test_recommendations_follow_planned_memory_not_peak_rss(hand):
     assert (dm["peak_rss_bytes"] == 2.28e9).all()  # kept, as a secondary column
     rec = recommend(t.decision, budgets_gib=(2,)).set_index("budget_gib")
     # F16 fits 2 GiB; no rung is shown equivalent (c has 6 items), so the reference it is
-    assert not (dm["quality"] == lenses.EQUIVALENT).any()
+    assert not (dm["quality"] == relevance.EQUIVALENT).any()
     assert rec.loc[2, "rung"] == "F16" and rec.loc[2, "basis"] == "reference"
     assert rec.loc[2, "memory_source"] == "llama.cpp"
 
@@ -296,15 +308,19 @@ def test_synthetic_fixture_has_the_contract():
 
 
 def test_a_rung_identical_to_the_reference_is_shown_equivalent_on_margin():
-    """Every margin unchanged: the bootstrap has nothing to resample, the interval is [0, 0]."""
+    """Every margin unchanged: the bootstrap has nothing to resample, the nats interval is
+    [0, 0]; the points interval still charges the collapses 120 items cannot rule out
+    (Clopper-Pearson upper share of 0/120 at level 0.05/4, times the 50 points beyond)."""
     items, ladder = hand_sweep()
     ref = items[(items.rung == "F16") & (items.family == "b")]
     items = pd.concat([items[~((items.rung == "Q8_0") & (items.family == "b"))],
                        ref.assign(rung="Q8_0")], ignore_index=True)
     t = results.stats_tables(items, ladder, settings=SETTINGS)
     m = cell(t, "margin", "b", "Q8_0")
-    assert (m.effect, m.ci_low, m.ci_high) == (0.0, 0.0, 0.0)
-    assert m.decision == lenses.EQUIVALENT and not m.reject
+    assert (m.effect_nats, m.ci_low_nats, m.ci_high_nats) == (0.0, 0.0, 0.0)
+    assert (m.effect, m.ci_high) == (0.0, 0.0)
+    assert m.ci_low == pytest.approx(-50 * (1 - 0.0125 ** (1 / 120)))
+    assert m.decision == relevance.EQUIVALENT and not m.reject
 
 
 def test_calibration_usable_flags():

@@ -9,6 +9,7 @@ from scipy import stats as sps
 
 from gguf_fragility.report import claims
 from gguf_fragility.stats import results, transfer
+from gguf_fragility.stats.relevance import BEYOND
 from gguf_fragility.testing import synthetic_results
 
 RUNGS = ("F16", "Q8_0", "Q4_K_M", "Q2_K")
@@ -73,8 +74,8 @@ def test_decision_carry_over_by_hand():
     cmp = pd.DataFrame({
         "model": ["a"] * 4 + ["b"] * 4, "lens": "correctness",
         "family": ["f", "g", "h", "k"] * 2, "rung": "Q2_K",
-        "decision": ["loss shown", "equivalent within ±m shown", "undecided", "loss shown",
-                     "loss shown", "equivalent within ±m shown", "loss shown", "undecided"]})
+        "decision": [BEYOND, "equivalent within ±m shown", "undecided", BEYOND,
+                     BEYOND, "equivalent within ±m shown", BEYOND, "undecided"]})
     ladder = pd.DataFrame({"model": ["a", "a", "b", "b", "b"],
                            "rung": ["F16", "Q2_K", "F16", "Q4_K_M", "Q2_K"],
                            "is_reference": [True, False, True, False, False],

@@ -114,8 +114,11 @@ class Profile:
     correction: str = "holm"  # "holm": fixed sequence per family, Holm across families (graph)
     mcnemar: str = "exact"  # "exact" | "midp"
     alpha: float = 0.05  # test level; intervals are (1 - alpha)
-    equivalence_margin: float = 0.05  # correctness, fidelity: "equivalent" if the interval is in ±this
-    margin_equivalence_nats: float = 0.1  # margin lens: same, mean change in nats
+    equivalence_margin: float = 0.03  # correctness: relevance margin, share of items (3 points)
+    fidelity_margin: float = 0.03  # fidelity: excess flips over the floor that matter, share
+    gold_prob_margin_pp: float = 3.0  # margin lens, log-likelihood: gold-answer probability, pp
+    reply_prob_margin_pp: float = 3.0  # margin lens, generative: reply per-token probability, pp
+    margin_equivalence_nats: float = 0.1  # recipes: a lesion's material change, mean nats
     design_discordance: float = 0.2  # share of items expected to change answer (planned MDE)
     target_mde: float | None = None  # planner: items each family needs to detect this loss
     noise_floor: bool = True  # sweep the reference again under other batch shapes (NOISE_FLOOR)
@@ -247,7 +250,11 @@ _RANGES = {
     "demo_items": (0, None, "items per family"), "shift_passages": (1, None, "passages"),
     "shift_tokens": (4, None, "tokens"),
     "n_boot": (1, None, "resamples"), "alpha": (1e-9, 0.5, "a test level"),
-    "equivalence_margin": (1e-9, 1, "a share"), "design_discordance": (1e-9, 1, "a share"),
+    "equivalence_margin": (1e-9, 0.999, "a share of items: 0.03 is 3 accuracy points"),
+    "fidelity_margin": (1e-9, 0.999, "a share of items: 0.03 is 3 points of excess flips"),
+    "gold_prob_margin_pp": (1e-9, 99.9, "percentage points of gold-answer probability"),
+    "reply_prob_margin_pp": (1e-9, 99.9, "percentage points of per-token reply probability"),
+    "design_discordance": (1e-9, 1, "a share"),
     "target_mde": (1e-9, 1, "a share"), "transfer_min_usable": (0, None, "a count"),
 }
 _ENGINE_RANGES = {"n_ctx": (16, None, "tokens"), "n_threads": (1, None, "threads"),

@@ -15,7 +15,7 @@ import pandas as pd
 from gguf_fragility.artifacts import Results
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.profile import NOISE_FLOOR
-from gguf_fragility.stats.grid import ITEM_COLUMNS
+from gguf_fragility.stats.grid import ITEM_COLUMNS, OPTIONAL_COLUMNS
 from gguf_fragility.store import write_json_atomic, write_result_json, write_table_atomic
 
 LADDER_BPW = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q4_K_M": 4.89,
@@ -103,7 +103,9 @@ def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LAD
                 "margin": np.nan if gen else m_r.ravel(),
                 "gold_logprob": np.nan if gen else gold.ravel(),
                 "ref_answer_logprob": ref_lp.ravel() if gen else np.nan,
-                "answer_kl": kl.ravel(), "answer_same_top": same.ravel()})
+                "answer_kl": kl.ravel(), "answer_same_top": same.ravel(),
+                "n_gen_tokens": np.repeat(rng.integers(8, 200, n_items) if gen
+                                          else np.zeros(n_items, int), len(all_rungs))})
             frames.append(df)
         size = (bpw * n_params / 8).astype(np.int64)
         ladders.append(pd.DataFrame({"model": model, "rung": rungs, "is_reference": bpw == 16,
@@ -117,8 +119,8 @@ def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LAD
                                     "kl_median": 1 / bpw**2, "kl_p99": 20 / bpw**2,
                                     "same_top_rate": 1 - 1 / bpw**1.5,
                                     "ppl_ratio": 1 + 1 / bpw**2}))
-    return Results(_concat(frames)[[*ITEM_COLUMNS, "usable"]], _concat(ladders), _concat(costs),
-                   _concat(shifts))
+    return Results(_concat(frames)[[*ITEM_COLUMNS, *OPTIONAL_COLUMNS, "usable"]],
+                   _concat(ladders), _concat(costs), _concat(shifts))
 
 
 KV_FLIP = {"+kv_f16": 0.0, "+kv_q8_0": 0.02, "+kv_q4_0": 0.15}  # share of answers a cache flips

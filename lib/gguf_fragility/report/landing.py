@@ -28,7 +28,7 @@ from gguf_fragility.stats.decision import GIB, recommend
 from gguf_fragility.stats.grid import UNTESTABLE
 from gguf_fragility.stats.lens.base import ACCURACY
 from gguf_fragility.stats.lens.registry import LENSES, with_role
-from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
+from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT, UNDECIDED
 
 
 class Verdict(NamedTuple):
@@ -41,7 +41,7 @@ class Verdict(NamedTuple):
 
 # The decision labels of comparisons.csv as the page names and draws them: the one place to
 # rewire when the verdicts change (loss beyond the margin / change within it).
-VERDICTS = {LOSS: Verdict("loss shown", "#c62828", "triangle-down"),
+VERDICTS = {BEYOND: Verdict("loss shown", "#c62828", "triangle-down"),
             EQUIVALENT: Verdict("equivalent within the margin", "#2e7d32", "circle"),
             UNDECIDED: Verdict("undecided", "#8d8d8d", "diamond"),
             UNTESTABLE: Verdict("untestable", "#cfcfcf", "cross")}
@@ -104,7 +104,7 @@ def advice(decision: pd.DataFrame, comparisons: pd.DataFrame, budgets_gib, *,
             continue
         low = LENSES[acc].interval(g, alpha / len(g)).low
         for (_, f), lo in zip(g.iterrows(), low, strict=True):
-            if lo <= -margin or f["decision"] == LOSS:
+            if lo <= -margin or f["decision"] == BEYOND:
                 rows.append({"model": p.model, "budget_gib": p.budget_gib, "rung": p.rung,
                              "family": f["family"], "decision": f["decision"],
                              "worst_pp": -100 * lo})
@@ -157,7 +157,7 @@ def advice_sentences(adv: Advice, *, margin: float) -> dict[str, list[str]]:
                               & (adv.costs["budget_gib"] == p["budget_gib"])]
                 by = c.assign(v=c["worst_pp"].map("{:.1f}".format)).groupby("v", sort=False)
                 lost = _names(f"{_names(f['family'])} up to {v} points" for v, f in by)
-                shown = _names(c.loc[c["decision"] == LOSS, "family"])
+                shown = _names(c.loc[c["decision"] == BEYOND, "family"])
                 s = (f"{when}, the best that fits is **{p['rung']}** ({p['bpw']:.2f} bpw, {mem}): "
                      + (f"it may cost {lost} of accuracy" if lost else
                         f"it is not shown within {m} on every family")

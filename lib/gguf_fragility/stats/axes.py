@@ -43,7 +43,7 @@ from gguf_fragility.engine.rungs import (
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats.grid import lens_grid
 from gguf_fragility.stats.lens.registry import undirected
-from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
+from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT
 from gguf_fragility.stats.results import bpw_of, settings_of
 from gguf_fragility.stats.settings import DEFAULT_SETTINGS, Settings
 from gguf_fragility.store import write_tables
@@ -167,7 +167,7 @@ def axis_comparisons(items: pd.DataFrame, ladder: pd.DataFrame, *,
         cmp = lens_grid(sub, {model: comparator}, bits, settings=settings).comparisons
         cmp = _mark_gains(cmp, sub, model, comparator, bits, settings)
         if axis != "kv_cache":  # plain Q2_K is no standard for the imatrix: flips are changes
-            cmp.loc[cmp["lens"].isin(undirected()) & (cmp["decision"] == LOSS),
+            cmp.loc[cmp["lens"].isin(undirected()) & (cmp["decision"] == BEYOND),
                     "decision"] = CHANGE
         frames.append(cmp.assign(axis=axis, comparator=comparator, comparator_kind=kind,
                                  bits=cmp["bpw"]))
@@ -186,7 +186,7 @@ def _mark_gains(cmp: pd.DataFrame, sub: pd.DataFrame, model: str, comparator: st
     for rung in rungs:
         pair = sub[sub["rung"].isin([rung, comparator])]
         swap = lens_grid(pair, {model: rung}, bits, settings=level).comparisons
-        won = swap[(swap["decision"] == LOSS) & ~swap["lens"].isin(undirected())]
+        won = swap[(swap["decision"] == BEYOND) & ~swap["lens"].isin(undirected())]
         hit = out["rung"].eq(rung) & out.set_index(["lens", "family"]).index.isin(
             list(zip(won["lens"], won["family"], strict=True)))
         out.loc[hit, "decision"] = GAIN
@@ -244,7 +244,7 @@ def axis_findings(table: pd.DataFrame) -> str:
     for (model, axis, rung, comparator, kind), g in groups:
         parts = []
         for lens, h in g.groupby("lens", sort=False):
-            loss = h[h["decision"] == LOSS]
+            loss = h[h["decision"] == BEYOND]
             gain = h[h["decision"] == GAIN]
             changed = h[h["decision"] == CHANGE]
             eq = h[h["decision"] == EQUIVALENT]

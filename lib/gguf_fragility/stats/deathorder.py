@@ -18,7 +18,8 @@ from scipy import stats as sps
 from gguf_fragility.profile import NOISE_FLOOR
 from gguf_fragility.stats.grid import validate_items
 from gguf_fragility.stats.lens.registry import LENSES
-from gguf_fragility.stats.lenses import LOSS, expanded_level
+from gguf_fragility.stats.lenses import expanded_level
+from gguf_fragility.stats.relevance import BEYOND
 from gguf_fragility.stats.settings import cell_rng
 
 
@@ -40,7 +41,7 @@ def death_rungs(comparisons: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (model, lens, family), g in c.groupby(["model", "lens", "family"], sort=True):
         g = g.sort_values("bpw")  # lowest precision first
-        loss = (g["decision"] == LOSS).to_numpy()
+        loss = (g["decision"] == BEYOND).to_numpy()
         run = np.cumprod(loss).astype(bool)
         last = int(np.flatnonzero(run)[-1]) if run.any() else None
         rows.append({"model": model, "lens": lens, "family": family,

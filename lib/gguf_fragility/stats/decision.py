@@ -17,7 +17,7 @@ import pandas as pd
 from gguf_fragility.stats.grid import UNTESTABLE
 from gguf_fragility.stats.lens.base import ACCURACY
 from gguf_fragility.stats.lens.registry import LENSES, with_role
-from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
+from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT, NO_FLOOR, UNDECIDED
 
 MEMORY_COLUMNS = ("model_buffer_bytes", "kv_buffer_bytes", "compute_buffer_bytes",
                   "planned_memory_bytes")  # llama.cpp's buffers at load (sweep's _cost.json)
@@ -44,7 +44,7 @@ def _optional(table: pd.DataFrame | None, columns, name: str) -> pd.DataFrame:
 
 def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
                     costs: pd.DataFrame | None = None, shift: pd.DataFrame | None = None,
-                    *, alpha: float = 0.05, margin: float = 0.05) -> pd.DataFrame:
+                    *, alpha: float = 0.05, margin: float | None = None) -> pd.DataFrame:
     """
     One row per model × rung: size, measured cost, distribution shift, decisions, worst family.
 
@@ -58,16 +58,18 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
         ``model, rung`` + :data:`COST_COLUMNS` / :data:`SHIFT_COLUMNS`; missing tables or
         columns give NaN.
     alpha : float, default 0.05
-    margin : float, default 0.05
-        Correctness equivalence margin (fraction).
+    margin : float, optional
+        Correctness relevance margin (fraction); default the accuracy lens's own margin,
+        its rows' ``equivalence_margin`` in ``comparisons``.
 
     Returns
     -------
     pandas.DataFrame
         ``model, rung, is_reference, bpw, file_size_bytes``, cost and shift columns,
         ``memory_bytes`` and ``memory_source`` (see Notes);
-        per lens ``n_loss_<lens>, n_equivalent_<lens>, n_undecided_<lens>,
-        n_untestable_<lens>`` (measurable families); ``n_families``; ``worst_family`` and
+        per lens ``n_loss_<lens>`` (losses beyond the margin), ``n_change_<lens>,
+        n_equivalent_<lens>, n_undecided_<lens>, n_no_floor_<lens>, n_untestable_<lens>``
+        (measurable families); ``n_families``; ``worst_family`` and
         ``worst_min_diff`` (the smallest accuracy change over the ``n_families`` noisy
         families: a minimum, biased downward) with the selection-adjusted interval
         ``worst_sim_low``/``worst_sim_high``; ``quality`` ({"reference", "loss shown",
@@ -87,8 +89,8 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
     ``alpha / m`` (Bonferroni over the ``m`` families) and returns the minimum of the lower
     and of the upper bounds: when all ``m`` intervals cover (probability >= 1 - alpha), the
     true worst-family change lies between them, whichever family it is. ``quality`` reads
-    bounds, never point estimates: "loss shown" when some family shows a loss on the
-    correctness lens, "equivalent within ±m shown" when ``worst_sim_low > -margin`` (every
+    bounds, never point estimates: "loss beyond the margin shown" when some family shows
+    one on the correctness lens, "equivalent within ±m shown" when ``worst_sim_low > -margin`` (every
     family within the margin, simultaneously), else "undecided".
     """
     need = {"model", "rung", "is_reference", "bpw", "file_size_bytes"}
@@ -105,13 +107,19 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
     base["memory_source"] = np.select([planned, kv], ["llama.cpp", "file+kv"], "file")
     c = comparisons[comparisons["measurable"].astype(bool)]
     acc = with_role(ACCURACY)
+    if margin is None:
+        own = c.loc[c["lens"] == acc, "equivalence_margin"].dropna().unique()
+        if len(own) > 1:
+            raise ValueError(f"the {acc} rows hold several margins {sorted(own)}; pass margin=")
+        margin = float(own[0]) if len(own) else np.nan
     counts = []
     for (model, rung), g in c.groupby(["model", "rung"], sort=True):
         row = {"model": model, "rung": rung}
         for lens in LENSES:
             d = g.loc[g["lens"] == lens, "decision"]
-            for key, label in (("loss", LOSS), ("equivalent", EQUIVALENT),
-                               ("undecided", UNDECIDED), ("untestable", UNTESTABLE)):
+            for key, label in (("loss", BEYOND), ("change", CHANGE), ("equivalent", EQUIVALENT),
+                               ("undecided", UNDECIDED), ("no_floor", NO_FLOOR),
+                               ("untestable", UNTESTABLE)):
                 row[f"n_{key}_{lens}"] = int((d == label).sum())
         k = g[g["lens"] == acc]
         m = len(k)
@@ -127,9 +135,9 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
     out.loc[ref, "worst_family"] = ""
     out["quality"] = np.select(
         [ref, out.get(f"n_loss_{acc}", 0) > 0, out.get("worst_sim_low", np.nan) > -margin],
-        ["reference", LOSS, EQUIVALENT], UNDECIDED)
+        ["reference", BEYOND, EQUIVALENT], UNDECIDED)
     lens_cols = [f"n_{k}_{lens}" for lens in LENSES
-                 for k in ("loss", "equivalent", "undecided", "untestable")]
+                 for k in ("loss", "change", "equivalent", "undecided", "no_floor", "untestable")]
     order = ["model", "rung", "is_reference", "bpw", "file_size_bytes", *COST_COLUMNS,
              "memory_bytes", "memory_source", *SHIFT_COLUMNS, "n_families", *lens_cols,
              "worst_family", "worst_min_diff", "worst_sim_low", "worst_sim_high", "quality"]

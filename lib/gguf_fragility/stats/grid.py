@@ -22,13 +22,14 @@ import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
 from gguf_fragility.profile import NOISE_FLOOR
-from gguf_fragility.stats import multiplicity
+from gguf_fragility.stats import multiplicity, relevance
 from gguf_fragility.stats.lens.base import STATISTICS
 from gguf_fragility.stats.lens.registry import LENSES
 from gguf_fragility.stats.settings import DEFAULT_SETTINGS, Settings
 
 ITEM_COLUMNS = ("model", "rung", "family", "item_id", "correct", "extracted", "mode", "margin",
                 "gold_logprob", "ref_answer_logprob", "answer_kl", "answer_same_top")
+OPTIONAL_COLUMNS = ("n_gen_tokens",)  # NaN where absent (e.g. imported runs): no reply-token scale
 NOT_MEASURABLE = "not measurable"
 UNTESTABLE = "untestable"
 
@@ -68,6 +69,8 @@ def validate_items(items: pd.DataFrame, reference: Mapping[str, str]) -> pd.Data
     if missing:
         raise ValueError(f"items lacks columns {missing}; expected {list(ITEM_COLUMNS)}")
     df = items.loc[:, list(ITEM_COLUMNS)].copy()
+    for col in OPTIONAL_COLUMNS:
+        df[col] = pd.to_numeric(items[col], errors="raise").astype(float) if col in items else np.nan
     df["measurable"] = items["measurable"].astype(bool) if "measurable" in items else True
     for col in ("model", "rung", "family", "item_id", "correct"):
         if df[col].isna().any():
@@ -156,13 +159,17 @@ def _multiplicity(out: pd.DataFrame, order: Mapping[str, list[str]], s: Settings
         testable, reject = fam_tests.testable[fi, rj], fam_tests.reject[fi, rj]
         level, tar = fam_tests.level, fam_tests
         mde, basis = lens.mde(g["n"].to_numpy(np.int64), level, s)
-        lab = np.where(testable, lens.decide(g["ci_low"], g["ci_high"], reject, s), UNTESTABLE)
+        lab = np.where(testable, lens.decide(g, reject, level, s), UNTESTABLE)
+        reject = reject & np.isin(lab, [relevance.BEYOND, relevance.CHANGE])  # never contrary
         for col, v in (("testable", testable), ("reject", reject), ("level", level),
                        ("tarone_k", float(tar.tarone_k)), ("planned_mde", mde), ("mde_basis", basis),
                        ("decision", lab)):
             out.loc[g.index, col] = v
-    out["equivalence_margin"] = out["lens"].map({k: v.margin(s) for k, v in LENSES.items()})
-    out["unit"] = out["lens"].map({k: v.unit for k, v in LENSES.items()})
+    out["equivalence_margin"], out["unit"] = np.nan, ""
+    for name, lens in LENSES.items():
+        mine = out["lens"] == name
+        out.loc[mine, "equivalence_margin"] = lens.margins(out[mine], s)
+        out.loc[mine, "unit"] = lens.units(out[mine])
     out["mde_unit"] = out["lens"].map({k: v.mde_unit for k, v in LENSES.items()})
     return out
 
@@ -190,13 +197,18 @@ def lens_grid(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping, *
         ``comparisons``: one row per model × lens × family × rung with ``n``, the lens's
         own columns (``deaths, resurrections, acc_ref, accuracy``; ``flips, flip_rate,
         flip_ci_low, flip_ci_high, floor_flips, floor_flip_rate, rung_only, floor_only,
-        floor``; ``median, floor_mean, floor_sd``), ``effect`` (correctness: accuracy rung
-        minus reference; fidelity: flip rate minus the floor's; margin: mean change, nats)
-        with ``ci_low, ci_high`` (Tango for the first two, expanded BCa for the margin),
-        ``p_value, p_method``, ``min_p`` (smallest reachable p), ``testable`` (Tarone),
-        ``tarone_k``, ``level`` (the corrected level of a family's first step),
-        ``reject`` (the graph), ``planned_mde`` in ``mde_unit``, ``decision``,
-        ``equivalence_margin``, ``unit``, ``kl_mean, same_top_rate``, ``measurable``.
+        floor``; ``scale, median, effect_nats, ci_low_nats, ci_high_nats, n_collapse,
+        collapse_share_high, floor_mean, floor_sd``), ``effect`` (correctness: accuracy
+        rung minus reference; fidelity: flip rate minus the floor's; margin: mean change of
+        the gold-answer or reply per-token probability, points) with ``ci_low, ci_high``
+        (Tango for the first two, collapse-robust for the margin), ``p_value, p_method``,
+        ``min_p`` (smallest reachable p), ``p_beyond`` (p of "the loss is at most the
+        margin"), ``testable`` (Tarone), ``tarone_k``, ``level`` (the corrected level of a
+        family's first step), ``reject`` (the graph rejected "no change" and the decision
+        says a change or a loss beyond the margin: a rejection never sits beside a
+        contrary decision), ``planned_mde`` in ``mde_unit``, ``decision`` (a label of
+        :mod:`gguf_fragility.stats.relevance`), ``equivalence_margin`` (the row's relevance
+        margin) in ``unit``, ``kl_mean, same_top_rate``, ``measurable``.
         ``accuracy``: model × family × rung with Wilson intervals.
 
     Notes
@@ -208,7 +220,7 @@ def lens_grid(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping, *
     acc_rows, rows = [], []
     order = {}
     values = ["correct", "extracted", "mode", "margin", "gold_logprob", "ref_answer_logprob",
-              "answer_kl", "answer_same_top"]
+              "answer_kl", "answer_same_top", *OPTIONAL_COLUMNS]
     measurable = df.groupby(["model", "family"])["measurable"].first()
     for model, sub in df.groupby("model", sort=True):
         ref = reference[model]
@@ -234,9 +246,9 @@ def lens_grid(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping, *
         ["model", "_l", "family", "bpw"], ascending=[True, True, True, False],
         ignore_index=True).drop(columns=["_l", "p_seq"])
     first = ["model", "lens", "family", "rung", "bpw", "reference", "measurable", "n", "effect",
-             "ci_low", "ci_high", "unit", "p_value", "p_method", "testable", "reject",
-             "decision", "planned_mde", "mde_unit", "mde_basis", "level", "tarone_k", "min_p",
-             "equivalence_margin"]
+             "ci_low", "ci_high", "unit", "equivalence_margin", "decision", "p_value",
+             "p_beyond", "p_method", "testable", "reject", "planned_mde", "mde_unit",
+             "mde_basis", "level", "tarone_k", "min_p"]
     cmp = cmp[first + [c for c in cmp.columns if c not in first]]
     acc = pd.DataFrame(acc_rows)
     nn = np.maximum(acc["n"].to_numpy(), 1)

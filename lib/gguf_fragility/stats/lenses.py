@@ -1,4 +1,4 @@
-"""The three lenses of issue 12 (correctness, fidelity, margin) and the decision per cell.
+"""The statistics of the three lenses of issue 12 (correctness, fidelity, margin).
 
 Pure statistics (numpy, scipy, statsmodels). Every comparison uses every item the
 reference and the rung both saw; nothing selects on reference-correctness. The family of
@@ -7,10 +7,11 @@ applies both to a sweep in :mod:`gguf_fragility.stats.grid`.
 
 Usage::
 
-    from gguf_fragility.stats.lenses import paired_diff_ci, mcnemar_test, decide
+    from gguf_fragility.stats.lenses import paired_diff_ci, mcnemar_test
     ci = paired_diff_ci(deaths, resurrections, n)          # Tango score interval
     mc = mcnemar_test(deaths, resurrections)               # exact McNemar
-    label = decide(ci.low, ci.high, reject, margin=0.05)   # loss / equivalence / undecided
+
+The verdict per cell against a relevance margin lives in :mod:`gguf_fragility.stats.relevance`.
 
 Tested by ``tests/test_lenses.py`` (worked examples, null simulations, coverage, power).
 """
@@ -23,10 +24,6 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats as sps
 from statsmodels.stats.proportion import proportion_confint
-
-LOSS = "loss shown"
-EQUIVALENT = "equivalent within ±m shown"
-UNDECIDED = "undecided"
 
 
 def as_counts(*arrays) -> list[np.ndarray]:
@@ -51,7 +48,7 @@ class PairedDiffCI(NamedTuple):
     method: str
 
 
-def _tango_z(b, c, n, d0):
+def tango_z(b, c, n, d0):
     """Tango's score statistic for H0: (c - b)/n = d0, with the restricted MLE of p(death)."""
     # Tango (1998) eq. 3-5 with x12 = c (resurrections), x21 = b (deaths): under H0 the
     # MLE q of p(death) is the positive root of 2n q^2 + B q + C = 0.
@@ -115,7 +112,7 @@ def paired_diff_ci(b, c, n, alpha: float = 0.05) -> PairedDiffCI:
         # keep Z(lo) > target >= Z(hi); NaN (only at d0 = est with b = c = 0) counts as below
         for _ in range(60):
             mid = 0.5 * (lo + hi)
-            above = _tango_z(bf, cf, nn, mid) > target
+            above = tango_z(bf, cf, nn, mid) > target
             lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
         return 0.5 * (lo + hi)
 
@@ -356,46 +353,3 @@ def margin_test(delta, n_resamples: int = 999, rng=None, alpha: float = 0.05,
 
 
 # --------------------------------------------------------------------------- decisions
-
-
-def decide(ci_low, ci_high, p_adj_reject, margin: float) -> np.ndarray:
-    """
-    Decision per cell: "loss shown", "equivalent within ±m shown" or "undecided".
-
-    Parameters
-    ----------
-    ci_low, ci_high : array_like of float
-        Interval of rung minus reference (e.g. :func:`paired_diff_ci`).
-    p_adj_reject : array_like of bool
-        Rejected after the multiplicity procedure (e.g. :func:`fixed_sequence_graph`).
-    margin : float
-        Equivalence margin ``m`` (> 0), same units as the interval.
-
-    Returns
-    -------
-    numpy.ndarray of str
-        ``"equivalent within ±m shown"`` where ``-m < low`` and ``high < m`` (checked
-        first: a loss smaller than the margin is practically equivalent); ``"loss shown"``
-        where rejected and ``high < 0``; ``"undecided"`` otherwise, including NaN
-        intervals. "Not significant" alone is never a decision: it stays undecided.
-
-    Notes
-    -----
-    Equivalence by interval inclusion is the two one-sided tests procedure at level
-    alpha/2 per side when the interval is a 1 - alpha interval [1]_.
-
-    References
-    ----------
-    .. [1] Schuirmann, D. J. (1987). A comparison of the two one-sided tests procedure
-       and the power approach for assessing the equivalence of average bioavailability.
-       J. Pharmacokinetics and Biopharmaceutics 15(6), 657-680.
-    """
-    if not margin > 0:
-        raise ValueError(f"margin must be positive; got {margin}")
-    lo, hi = np.broadcast_arrays(np.asarray(ci_low, float), np.asarray(ci_high, float))
-    rej = np.broadcast_to(np.asarray(p_adj_reject, bool), lo.shape)
-    with np.errstate(invalid="ignore"):
-        equiv = (lo > -margin) & (hi < margin)
-        loss = rej & (hi < 0)
-    out = np.where(equiv, EQUIVALENT, np.where(loss, LOSS, UNDECIDED))
-    return out.astype(object)

@@ -27,7 +27,7 @@ from gguf_fragility.stats.grid import lens_grid, validate_items
 from gguf_fragility.stats.lens.base import ACCURACY, CHANGE
 from gguf_fragility.stats.lens.margin import item_delta
 from gguf_fragility.stats.lens.registry import LENSES, with_role
-from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
+from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT
 from gguf_fragility.stats.results import bpw_of, reference_rungs
 from gguf_fragility.stats.settings import DEFAULT_SETTINGS, Settings, cell_rng
 
@@ -232,7 +232,7 @@ def _shares(rows: pd.DataFrame, ref: str, lesions: list[str], full: set[str],
                         "share_ci_high": sh.ci_high, "share_method": sh.method,
                         "lesion_decision": ld["decision"],
                         "full_decision": fd["decision"],
-                        "full_loss_shown": fd["decision"] == LOSS})
+                        "full_loss_shown": fd["decision"] == BEYOND})
     return pd.DataFrame(out, columns=SHARE_COLUMNS)
 
 
@@ -307,7 +307,7 @@ def lesion_findings(lesion_map: pd.DataFrame, shares: pd.DataFrame) -> dict[str,
                         + (f" (not shown on {rest})" if rest else "") + ".")
         for lens in [change, *(k for k in LENSES if k not in (change, with_role(ACCURACY)))]:
             les = g[(g["role"] == LESION_ROLE) & (g["lens"] == lens)]
-            loss = les[les["decision"] == LOSS].sort_values(["effect", "group"])
+            loss = les[les["decision"] == BEYOND].sort_values(["effect", "group"])
             if len(loss):
                 cells = ", ".join(f"`{r.group}` on {r.family} "
                                   f"{ci_text(r.effect, r.ci_low, r.ci_high, r.unit)}"

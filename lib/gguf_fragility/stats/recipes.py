@@ -32,8 +32,8 @@ from gguf_fragility.stats.deathorder import death_rungs
 from gguf_fragility.stats.grid import lens_grid
 from gguf_fragility.stats.lens.base import ACCURACY, CHANGE
 from gguf_fragility.stats.lens.registry import with_role
-from gguf_fragility.stats.lenses import EQUIVALENT, LOSS
 from gguf_fragility.stats.lesions import LesionMap, ci_text, lesion_findings, lesion_map
+from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT
 from gguf_fragility.stats.results import bpw_of, reference_rungs, settings_of
 from gguf_fragility.stats.settings import DEFAULT_SETTINGS, Settings
 from gguf_fragility.store import write_tables
@@ -164,7 +164,7 @@ def protective_recipe(shares: pd.DataFrame, family: str, *, model: str, k: int =
         raise ValueError(f"no kind lesion of model {model!r} lowers the margin of family "
                          f"{family!r}: there is nothing to protect; sweep the kind lesions "
                          f"(e.g. 'Q8_0+ffn_down=Q2_K') first")
-    shown = s[(s["lesion_decision"] == LOSS)
+    shown = s[(s["lesion_decision"] == BEYOND)
               | ((s["lesion_ci_high"] < 0) & (s["lesion_effect"] < -material))]
     pool, basis = ((shown, "lesions with a margin loss shown, or an interval below zero and "
                     f"a mean loss beyond {material:g} nats") if len(shown) else
@@ -299,11 +299,11 @@ def recipe_findings(comp: pd.DataFrame, recipes: pd.DataFrame) -> str:
         mine = prot[prot["role"] == "recipe"]["decision"]
         verdict = mine.iloc[0] if len(mine) else ""
         s += {EQUIVALENT: f"The recipe keeps {rec.family} within the margin (equivalence shown).",
-              LOSS: f"The recipe does not keep {rec.family} alive: its loss is still shown."
+              BEYOND: f"The recipe does not keep {rec.family} alive: its loss is still shown."
               }.get(verdict, f"At the recipe, {rec.family}'s loss is not shown, nor is "
                              "equivalence: undecided, which is not safe.")
         for rung, h in c[~c["protected"].astype(bool)].groupby("rung", sort=False):
-            lost = h[h["decision"] == LOSS]["family"]
+            lost = h[h["decision"] == BEYOND]["family"]
             s += (f" {rung}: loss shown on {len(lost)} of {len(h)} other families"
                   + (f" ({', '.join(lost)})" if len(lost) else "") + ".")
         out.append(s)

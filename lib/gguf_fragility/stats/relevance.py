@@ -31,7 +31,7 @@ from scipy import special
 from scipy import stats as sps
 from statsmodels.stats.proportion import proportion_confint
 
-from gguf_fragility.stats.lenses import _tango_z, as_counts
+from gguf_fragility.stats.lenses import as_counts, tango_z
 
 BEYOND = "loss beyond the margin shown"
 CHANGE = "change shown, possibly within the margin"
@@ -129,8 +129,9 @@ def decide(low, high, margin: float, *, beyond=None, change=None) -> np.ndarray:
     low, high : array_like of float
         The cell's ``1 - alpha`` interval; a lens whose loss is positive (excess flips)
         passes ``-high, -low``.
-    margin : float
-        Relevance margin ``m > 0`` in the interval's unit (see :class:`Margins`).
+    margin : float or array_like of float
+        Relevance margin ``m > 0`` in the interval's unit (see :class:`Margins`), one per
+        cell or one for all.
     beyond : array_like of bool, optional
         ``H0: change >= -m`` rejected (e.g. by the family of tests on
         :func:`tango_beyond_p`); default ``high < -m``.
@@ -159,9 +160,10 @@ def decide(low, high, margin: float, *, beyond=None, change=None) -> np.ndarray:
        the power approach for assessing the equivalence of average bioavailability.
        J. Pharmacokinetics and Biopharmaceutics 15(6), 657-680.
     """
-    if not margin > 0:
+    m = np.asarray(margin, float)
+    if not np.all(m > 0):
         raise ValueError(f"margin must be positive; got {margin}")
-    lo, hi = np.broadcast_arrays(np.asarray(low, float), np.asarray(high, float))
+    lo, hi, margin = np.broadcast_arrays(np.asarray(low, float), np.asarray(high, float), m)
     with np.errstate(invalid="ignore"):
         bey = hi < -margin if beyond is None else np.broadcast_to(np.asarray(beyond, bool), lo.shape)
         chg = hi < 0 if change is None else np.broadcast_to(np.asarray(change, bool), lo.shape)
@@ -204,7 +206,7 @@ def tango_beyond_p(b, c, n, margin: float) -> np.ndarray:
     if np.any(b + c > n):
         raise ValueError("b + c exceeds n in some cell")
     nn = np.where(n > 0, n, 1).astype(float)
-    z = _tango_z(b.astype(float), c.astype(float), nn, -margin)
+    z = tango_z(b.astype(float), c.astype(float), nn, -margin)
     return np.where(n > 0, np.minimum(1.0, 2 * sps.norm.cdf(z)), np.nan)
 
 

@@ -27,7 +27,7 @@ from gguf_fragility.stats.decision import decision_matrix, recommend
 from gguf_fragility.stats.grid import UNTESTABLE, lens_grid
 from gguf_fragility.stats.lens.base import ACCURACY
 from gguf_fragility.stats.lens.registry import LENSES, with_role
-from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
+from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT, NO_FLOOR, UNDECIDED
 from gguf_fragility.stats.settings import DEFAULT_SETTINGS, MDE_POWER, Settings
 from gguf_fragility.store import write_json_atomic, write_tables
 
@@ -70,6 +70,9 @@ def settings_of(profile: Profile) -> Settings:
                          "use correction: holm")
     return Settings(alpha=profile.alpha, mcnemar=profile.mcnemar,
                     equivalence_margin=profile.equivalence_margin,
+                    fidelity_margin=profile.fidelity_margin,
+                    gold_prob_margin_pp=profile.gold_prob_margin_pp,
+                    reply_prob_margin_pp=profile.reply_prob_margin_pp,
                     margin_equivalence_nats=profile.margin_equivalence_nats,
                     design_discordance=profile.design_discordance, n_boot=profile.n_boot,
                     seed=profile.seed)
@@ -116,8 +119,7 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
     cmp = grid.comparisons
     order = death_order(items, cmp, refs, seed=settings.seed, n_boot=settings.n_boot,
                         alpha=settings.alpha)
-    dm = decision_matrix(cmp, ladder, costs, shift, alpha=settings.alpha,
-                         margin=settings.equivalence_margin)
+    dm = decision_matrix(cmp, ladder, costs, shift, alpha=settings.alpha)
     acc = grid.accuracy.assign(bpw=[bpw.get((m, r), np.nan) for m, r in
                                     zip(grid.accuracy["model"], grid.accuracy["rung"],
                                         strict=True)])
@@ -160,7 +162,8 @@ def lens_summary(comparisons: pd.DataFrame) -> pd.DataFrame:
     """
     Per model × lens: measurable cells, how many were decided, and what the rest could detect.
 
-    Columns ``model, lens, n_cells, n_testable, n_loss, n_equivalent, n_decided,
+    Columns ``model, lens, n_cells, n_testable, n_loss`` (losses beyond the margin),
+    ``n_change`` (changes possibly within it), ``n_no_floor``, ``n_equivalent, n_decided,
     n_undecided, n_untestable, undecided_mde_min, undecided_mde_max, mde_unit,
     n_dead_families, floor_flip_rate`` (the noise floor's mean flip rate against the
     reference over the model's measurable families, fidelity rows; NaN without a floor).
@@ -170,7 +173,7 @@ def lens_summary(comparisons: pd.DataFrame) -> pd.DataFrame:
     for (model, lens), g in c.groupby(["model", "lens"], sort=True):
         d = g["decision"]
         und = g.loc[d == UNDECIDED, "planned_mde"].astype(float)
-        n_loss, n_eq = int((d == LOSS).sum()), int((d == EQUIVALENT).sum())
+        n_loss, n_eq = int((d == BEYOND).sum()), int((d == EQUIVALENT).sum())
         fl = g.drop_duplicates("family")
         floor = (fl["floor_flips"].sum() / fl["n"].sum()
                  if LENSES[lens].against_floor and (fl["floor"] == "measured").all()
@@ -178,13 +181,14 @@ def lens_summary(comparisons: pd.DataFrame) -> pd.DataFrame:
                  else np.nan)
         rows.append({"model": model, "lens": lens, "n_cells": len(g),
                      "n_testable": int(g["testable"].sum()), "n_loss": n_loss,
+                     "n_change": int((d == CHANGE).sum()), "n_no_floor": int((d == NO_FLOOR).sum()),
                      "n_equivalent": n_eq, "n_decided": n_loss + n_eq,
                      "n_undecided": int((d == UNDECIDED).sum()),
                      "n_untestable": int((d == UNTESTABLE).sum()),
                      "undecided_mde_min": und.min() if und.notna().any() else np.nan,
                      "undecided_mde_max": und.max() if und.notna().any() else np.nan,
                      "mde_unit": g["mde_unit"].iloc[0],
-                     "n_dead_families": int(g.loc[d == LOSS, "family"].nunique()),
+                     "n_dead_families": int(g.loc[d == BEYOND, "family"].nunique()),
                      "floor_flip_rate": floor})
     return pd.DataFrame(rows)
 
@@ -194,6 +198,9 @@ def stats_config(profile: Profile) -> dict:
     return {"profile": profile.name, "n_boot": profile.n_boot, "seed": profile.seed,
             "correction": profile.correction, "mcnemar": profile.mcnemar,
             "alpha": profile.alpha, "equivalence_margin": profile.equivalence_margin,
+            "fidelity_margin": profile.fidelity_margin,
+            "gold_prob_margin_pp": profile.gold_prob_margin_pp,
+            "reply_prob_margin_pp": profile.reply_prob_margin_pp,
             "margin_equivalence_nats": profile.margin_equivalence_nats,
             "design_discordance": profile.design_discordance, "mde_power": MDE_POWER,
             "target_mde": profile.target_mde, "noise_floor": profile.noise_floor,

@@ -18,12 +18,20 @@ MDE_POWER = 0.8  # power of the planned minimum detectable effect
 
 
 class Settings(NamedTuple):
-    """The profile settings the statistics read (see :class:`gguf_fragility.profile.Profile`)."""
+    """
+    The profile settings the statistics read (see :class:`gguf_fragility.profile.Profile`).
+
+    The four relevance margins (what "matters to a user", issue 25) default to
+    :data:`gguf_fragility.stats.relevance.MARGINS`, whose docstring gives the sources.
+    """
 
     alpha: float = 0.05
     mcnemar: str = "exact"
-    equivalence_margin: float = 0.05  # correctness and fidelity, fraction of items
-    margin_equivalence_nats: float = 0.1  # margin lens, nats
+    equivalence_margin: float = 0.03  # correctness: relevance margin, share of items (3 points)
+    fidelity_margin: float = 0.03  # fidelity: excess flips over the floor, share of items
+    gold_prob_margin_pp: float = 3.0  # margin lens, log-likelihood families: gold probability, pp
+    reply_prob_margin_pp: float = 3.0  # margin lens, generative: reply per-token probability, pp
+    margin_equivalence_nats: float = 0.1  # recipes: a lesion's material change, nats
     design_discordance: float = 0.2
     n_boot: int = 10_000
     seed: int = 0

@@ -27,7 +27,7 @@ from gguf_fragility.artifacts import Results
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats.lens.base import ACCURACY
 from gguf_fragility.stats.lens.registry import LENSES, with_role
-from gguf_fragility.stats.lenses import EQUIVALENT, LOSS, UNDECIDED
+from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT, UNDECIDED
 from gguf_fragility.store import write_tables
 
 MIN_FAMILIES = 5  # common measurable families needed before a rank correlation is shown
@@ -227,7 +227,7 @@ def decision_tables(comparisons: pd.DataFrame, ladder: pd.DataFrame, a: str, b: 
                     if ka not in dec.index or kb not in dec.index:
                         continue
                     da, db = dec[ka], dec[kb]
-                    k += [1, da == db, da == LOSS, da == db == LOSS, da == EQUIVALENT,
+                    k += [1, da == db, da == BEYOND, da == db == BEYOND, da == EQUIVALENT,
                           da == db == EQUIVALENT, da == UNDECIDED, db == UNDECIDED]
                 if k[0] == 0:
                     continue

@@ -4,8 +4,10 @@ margin and loss side live.
 A lens compares a rung with its model's reference on one family's items and says, per
 cell, how large the change is (``effect`` with ``ci_low``/``ci_high`` in ``unit``), how
 surprising (``p_value``; ``p_seq``, the loss-side p-value the family of tests uses;
-``min_p``, the smallest p its test can reach), what it could have detected
-(:meth:`Lens.mde`) and the decision (:meth:`Lens.decide`). The grid
+``min_p``, the smallest p its test can reach; ``p_beyond``, the p-value of "the loss is
+at most the margin"), what it could have detected (:meth:`Lens.mde`) and the relevance
+verdict (:meth:`Lens.decide`, labels of :mod:`gguf_fragility.stats.relevance`) against
+its user margin (:meth:`Lens.margins`, one per row, in the row's unit). The grid
 (:func:`gguf_fragility.stats.grid.lens_grid`) runs every lens of the registry
 (:data:`gguf_fragility.stats.lens.registry.LENSES`) through the same family of tests;
 no other module compares lens names. A new lens is one module with a :class:`Lens`
@@ -26,13 +28,13 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from gguf_fragility.stats import lenses
+from gguf_fragility.stats import relevance
 from gguf_fragility.stats.settings import Settings
 
 ACCURACY = "accuracy"  # role: the effect is the paired accuracy change (deaths, resurrections)
 CHANGE = "change"  # role: the effect is the mean per-item change of a continuous score
 BELOW, ABOVE = "below", "above"  # loss side: the effect falls below zero / rises above it
-STATISTICS = ("effect", "ci_low", "ci_high", "p_value", "p_seq", "min_p")  # every lens's
+STATISTICS = ("effect", "ci_low", "ci_high", "p_value", "p_seq", "min_p", "p_beyond")  # every lens's
 
 
 class Lens(ABC):
@@ -75,8 +77,16 @@ class Lens(ABC):
     roles: ClassVar[frozenset[str]] = frozenset()
 
     def margin(self, s: Settings) -> float:
-        """The equivalence margin of this lens, in :attr:`unit`."""
+        """The relevance margin of this lens, in :attr:`unit` (the correctness margin)."""
         return s.equivalence_margin
+
+    def margins(self, rows: pd.DataFrame, s: Settings) -> np.ndarray:
+        """Relevance margin of each row, in that row's unit (:meth:`units`); default :meth:`margin`."""
+        return np.full(len(rows), self.margin(s))
+
+    def units(self, rows: pd.DataFrame) -> np.ndarray:
+        """Unit of each row's effect and interval; default :attr:`unit`."""
+        return np.full(len(rows), self.unit, dtype=object)
 
     @abstractmethod
     def cell(self, wide: pd.DataFrame, ref: str, rung: str, floor: str | None) -> dict:
@@ -108,10 +118,38 @@ class Lens(ABC):
     def mde(self, n: np.ndarray, level: float, s: Settings) -> tuple[np.ndarray, object]:
         """Planned minimum detectable effect (in :attr:`mde_unit`) at ``level`` and its basis."""
 
-    def decide(self, ci_low, ci_high, reject, s: Settings) -> np.ndarray:
-        """Loss, equivalence or undecided per cell (:func:`~gguf_fragility.stats.lenses.decide`),
-        on the loss side of this lens and within :meth:`margin`."""
-        lo, hi = np.asarray(ci_low, float), np.asarray(ci_high, float)
+    def decide(self, rows: pd.DataFrame, reject, level, s: Settings) -> np.ndarray:
+        """
+        Relevance verdict per row (:func:`gguf_fragility.stats.relevance.decide`).
+
+        Parameters
+        ----------
+        rows : pandas.DataFrame
+            This lens's rows with :data:`STATISTICS` (and ``floor`` where
+            :attr:`against_floor`).
+        reject : array_like of bool
+            The family of tests rejected "no change" on the loss side.
+        level : float or array_like
+            The corrected level of each row's test; "beyond the margin" needs
+            ``p_beyond <= level`` as well as ``reject`` (a lens that leaves ``p_beyond``
+            NaN never shows a loss beyond the margin).
+        s : Settings
+
+        Returns
+        -------
+        numpy.ndarray of str
+            :data:`~gguf_fragility.stats.relevance.BEYOND`, ``EQUIVALENT``, ``CHANGE`` or
+            ``UNDECIDED`` on the loss side of this lens, within :meth:`margins`; a lens
+            compared with a noise floor says ``NO_FLOOR`` where none was measured (its
+            flips may be re-run noise), so that cell never enters a death rung or ranking.
+        """
+        lo, hi = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
         if self.loss_side == ABOVE:  # loss = a larger effect: mirror the interval
             lo, hi = -hi, -lo
-        return lenses.decide(lo, hi, reject, self.margin(s))
+        rej = np.asarray(reject, bool)
+        with np.errstate(invalid="ignore"):
+            beyond = rej & (rows["p_beyond"].to_numpy(float) <= np.asarray(level, float))
+        out = relevance.decide(lo, hi, self.margins(rows, s), beyond=beyond, change=rej & (hi < 0))
+        if self.against_floor:
+            out[~rows["floor"].astype(str).str.startswith("measured").to_numpy()] = relevance.NO_FLOOR
+        return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gguf_fragility.stats import lenses, multiplicity
+from gguf_fragility.stats import lenses, multiplicity, relevance
 from gguf_fragility.stats.lens.base import ACCURACY, Lens
 from gguf_fragility.stats.settings import MDE_POWER, Settings
 
@@ -39,7 +39,10 @@ def paired_binary_mde(n: np.ndarray, level: float, s: Settings) -> tuple[np.ndar
 
 
 class Correctness(Lens):
-    """Accuracy change (fraction), Tango interval, exact McNemar; loss = accuracy falls."""
+    """Accuracy change (fraction), Tango interval, exact McNemar; loss = accuracy falls.
+
+    Its relevance margin is the profile's ``equivalence_margin`` (default 3 accuracy
+    points; :data:`gguf_fragility.stats.relevance.MARGINS` cites why)."""
 
     name = "correctness"
     unit = mde_unit = "accuracy (fraction)"
@@ -62,13 +65,15 @@ class Correctness(Lens):
         return lenses.paired_diff_ci(b, r, n, alpha=alpha)
 
     def statistics(self, rows: pd.DataFrame, s: Settings) -> pd.DataFrame:
-        """Tango interval, McNemar p (two-sided and loss side) and its smallest reachable p."""
+        """Tango interval, McNemar p (two-sided and loss side), its smallest reachable p, and
+        Tango's p of "the accuracy loss is at most the margin"."""
         b, r, n = (rows[k].to_numpy(np.int64) for k in ("deaths", "resurrections", "n"))
         ci = self.interval(rows, s.alpha)
         p, p_seq = correctness_p(b, r, s.mcnemar)
         return pd.DataFrame({
             "effect": ci.estimate, "ci_low": ci.low, "ci_high": ci.high, "p_value": p,
             "p_seq": p_seq, "min_p": lenses.mcnemar_min_pvalue(n),
+            "p_beyond": relevance.tango_beyond_p(b, r, n, self.margin(s)),
             "p_method": ("McNemar exact, two-sided" if s.mcnemar == "exact"
                          else "McNemar mid-p, two-sided (labelled option)")}, index=rows.index)
 

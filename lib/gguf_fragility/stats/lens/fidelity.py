@@ -2,8 +2,10 @@
 
 Flips (the rung's extracted answer differs from the reference's) are tested against the
 floor's flips on the same items (:func:`gguf_fragility.stats.lenses.flip_vs_floor`, exact
-paired, one-sided); the effect is the excess flip rate with Tango's interval. Without a
-floor, flips are tested against zero.
+paired, one-sided); the effect is the excess flip rate with Tango's interval, judged
+against the profile's ``fidelity_margin`` (default 3 points of excess flips). Without a
+floor, flips are tested against zero and the verdict is "answers changed (no floor)",
+never a loss: re-run noise alone would make it one with enough items.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gguf_fragility.stats import lenses
+from gguf_fragility.stats import lenses, relevance
 from gguf_fragility.stats.lens.base import ABOVE, Lens
 from gguf_fragility.stats.lens.correctness import paired_binary_mde
 from gguf_fragility.stats.settings import Settings
@@ -27,6 +29,10 @@ class Fidelity(Lens):
     loss_side = ABOVE
     directional = False  # a flip has no good side
     against_floor = True
+
+    def margin(self, s: Settings) -> float:
+        """Excess flips over the floor that matter (``fidelity_margin``, share of items)."""
+        return s.fidelity_margin
 
     def cell(self, wide: pd.DataFrame, ref: str, rung: str, floor: str | None) -> dict:
         """``n`` and the flip indicators of the rung and of the floor on the items all three saw."""
@@ -45,7 +51,8 @@ class Fidelity(Lens):
         out = []
         for fr, ff in zip(rows["_flips"], rows["_floor_flips"], strict=True):
             if len(fr) == 0:
-                out.append({"p_value": 1.0, "p_seq": 1.0, "min_p": 1.0, "p_method": ""})
+                out.append({"p_value": 1.0, "p_seq": 1.0, "min_p": 1.0, "p_beyond": 1.0,
+                            "p_method": ""})
                 continue
             f = lenses.flip_vs_floor(fr, ff, alpha=s.alpha)
             u, v, nn = int(f.rung_only), int(f.floor_only), int(f.n)
@@ -57,6 +64,7 @@ class Fidelity(Lens):
                 "rung_only": u, "floor_only": v, "effect": float(ci.estimate),
                 "ci_low": float(ci.low), "ci_high": float(ci.high), "p_value": float(f.pvalue),
                 "p_seq": float(f.pvalue), "min_p": 0.5 ** nn,
+                "p_beyond": float(relevance.tango_beyond_p(u, v, nn, self.margin(s))),
                 "p_method": "exact paired, one-sided (rung flips more than the floor)"})
         return pd.DataFrame(out, index=rows.index)
 

@@ -1,8 +1,14 @@
-"""Margin lens: how much less the rung believes the reference's answer, per item, in nats.
+"""Margin lens: how much less the rung believes the reference's answer, per item.
 
-The per-item paired change (:func:`item_delta`) gets Wilcoxon's signed-rank test and the
-expanded BCa interval of its mean (:func:`gguf_fragility.stats.lenses.margin_test`); the
-planned MDE is the normal shift the test detects, in SDs of the change.
+Decided in a unit a user reads (:func:`item_pp`): the change of the probability the model
+gives the gold answer (log-likelihood families) or of the reference reply's per-token
+probability (generative families), in percentage points, against the profile's
+``gold_prob_margin_pp`` / ``reply_prob_margin_pp`` (default 3 points each). The per-item
+change gets Wilcoxon's signed-rank test and the collapse-robust interval of its mean
+(:func:`gguf_fragility.stats.relevance.collapse_robust_ci`), whose lower bound charges
+unseen collapses. The change in nats (:func:`item_delta`) stays in the table for experts
+(``effect_nats`` with its expanded BCa interval). The planned MDE is the normal shift the
+test detects, in SDs of the change.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from gguf_fragility.stats import lenses
+from gguf_fragility.stats import lenses, relevance
 from gguf_fragility.stats.lens.base import CHANGE, Lens
 from gguf_fragility.stats.settings import MDE_POWER, Settings, cell_rng
 
@@ -32,6 +38,31 @@ def item_delta(wide: pd.DataFrame, a: str, b: str) -> np.ndarray:
              - wide["ref_answer_logprob"][a].to_numpy(float))
     ll = np.where(np.isfinite(d_margin), d_margin, d_gold)
     return np.where(mode == "generate", d_ref, ll)
+
+
+SCALES = {"gold": "gold-answer probability (pp)", "reply": "reply per-token probability (pp)"}
+
+
+def item_pp(wide: pd.DataFrame, a: str, b: str) -> tuple[np.ndarray, str]:
+    """
+    Per-item change in percentage points, rung ``b`` minus rung ``a``, and its scale.
+
+    Log-likelihood families (scale ``"gold"``): :func:`~gguf_fragility.stats.relevance.
+    gold_prob_change_pp` of ``gold_logprob``; generative families (``"reply"``):
+    :func:`~gguf_fragility.stats.relevance.reply_prob_change_pp` of
+    ``ref_answer_logprob`` over the reference reply's ``n_gen_tokens``. NaN where
+    unscorable. Log-probabilities above 0 (float rounding) count as 0.
+    """
+    gen = bool((wide["mode"][a].to_numpy(object) == "generate").any())
+    if gen:
+        lp = wide["ref_answer_logprob"]
+        d = relevance.reply_prob_change_pp(np.minimum(lp[a].to_numpy(float), 0),
+                                           np.minimum(lp[b].to_numpy(float), 0),
+                                           wide["n_gen_tokens"][a].to_numpy(float))
+        return d, "reply"
+    lp = wide["gold_logprob"]
+    return relevance.gold_prob_change_pp(np.minimum(lp[a].to_numpy(float), 0),
+                                         np.minimum(lp[b].to_numpy(float), 0)), "gold"
 
 
 def margin_p(delta) -> tuple[np.ndarray, np.ndarray]:
@@ -67,47 +98,70 @@ def wilcoxon_mde(n: np.ndarray, level: float) -> np.ndarray:
 
 
 class Margin(Lens):
-    """Mean per-item change (nats), expanded BCa interval, Wilcoxon; loss = belief falls."""
+    """Mean per-item change (pp), collapse-robust interval, Wilcoxon; loss = belief falls."""
 
     name = "margin"
-    unit = "nats"
+    unit = "probability (pp)"
     mde_unit = "SD of the per-item change"
-    columns = ("median",)
-    display_scale, display_unit = 1.0, "SD"
+    columns = ("median", "effect_nats", "ci_low_nats", "ci_high_nats", "n_collapse",
+               "collapse_share_high")
+    display_scale, display_unit = 1.0, "pp"
     roles = frozenset({CHANGE})
 
     def margin(self, s: Settings) -> float:
-        """The margin lens's own equivalence margin, in nats."""
-        return s.margin_equivalence_nats
+        """The log-likelihood families' margin, gold-answer probability in points."""
+        return s.gold_prob_margin_pp
+
+    def margins(self, rows: pd.DataFrame, s: Settings) -> np.ndarray:
+        """Gold-probability margin for log-likelihood rows, reply-probability for generative."""
+        return np.where(rows["scale"].to_numpy(object) == "reply", s.reply_prob_margin_pp,
+                        s.gold_prob_margin_pp)
+
+    def units(self, rows: pd.DataFrame) -> np.ndarray:
+        """:data:`SCALES`' unit of each row."""
+        return rows["scale"].map(SCALES).to_numpy(object)
 
     def cell(self, wide: pd.DataFrame, ref: str, rung: str, floor: str | None) -> dict:
-        """``n``, the finite per-item changes, and the floor's mean and SD of its own change."""
-        d = item_delta(wide, ref, rung)
+        """``n``, the finite per-item changes (points and nats), their scale, and the floor's
+        mean and SD of its own change (points)."""
+        d, scale = item_pp(wide, ref, rung)
         ok = np.isfinite(d)
-        floor_d = item_delta(wide, ref, floor) if floor is not None else np.full(len(d), np.nan)
+        nats = item_delta(wide, ref, rung)
+        floor_d = item_pp(wide, ref, floor)[0] if floor is not None else np.full(len(d), np.nan)
         fok = ok & np.isfinite(floor_d)
-        return {"n": int(ok.sum()), "_delta": d[ok],
+        return {"n": int(ok.sum()), "_delta": d[ok], "_nats": nats[np.isfinite(nats)],
+                "scale": scale,
                 "floor_mean": floor_d[fok].mean() if fok.any() else np.nan,
                 "floor_sd": floor_d[fok].std(ddof=1) if fok.sum() > 1 else np.nan,
                 "floor": "measured" if floor is not None else "absent"}
 
     def statistics(self, rows: pd.DataFrame, s: Settings) -> pd.DataFrame:
-        """Mean and median change, expanded BCa interval, Wilcoxon p (two-sided, loss side)."""
+        """Mean and median change, collapse-robust interval and p beyond the margin (points),
+        Wilcoxon p (two-sided, loss side); the mean in nats with its expanded BCa interval."""
         out = []
-        for (_, row), d in zip(rows.iterrows(), rows["_delta"], strict=True):
-            res = {"p_method": "Wilcoxon signed-rank, two-sided; BCa interval of the mean"}
+        margins = self.margins(rows, s)
+        for (_, row), d, nats, m in zip(rows.iterrows(), rows["_delta"], rows["_nats"], margins,
+                                        strict=True):
+            res = {"p_method": "Wilcoxon signed-rank, two-sided; collapse-robust interval of "
+                               "the mean (points)"}
+            if len(nats) >= 3:
+                b = lenses.margin_test(nats, n_resamples=s.n_boot, alpha=s.alpha, rng=cell_rng(
+                    s.seed, row["model"], row["family"], row["rung"]))
+                flat = np.ptp(nats) == 0  # every item moved alike: every resample has that mean
+                res.update(effect_nats=float(b.mean), median=float(b.median),
+                           ci_low_nats=float(b.mean if flat else b.ci_low),
+                           ci_high_nats=float(b.mean if flat else b.ci_high))
             if len(d) < 3:
-                out.append({**res, "p_value": np.nan, "p_seq": 1.0, "min_p": 1.0,
+                out.append({**res, "p_value": np.nan, "p_seq": 1.0, "min_p": 1.0, "p_beyond": 1.0,
                             "effect": d.mean() if len(d) else np.nan})
                 continue
-            m = lenses.margin_test(d, n_resamples=s.n_boot, alpha=s.alpha,
-                                   rng=cell_rng(s.seed, row["model"], row["family"], row["rung"]))
-            lo, hi = float(m.ci_low), float(m.ci_high)
-            if np.ptp(d) == 0:  # every item moved by the same amount: every resample has that mean
-                lo = hi = float(m.mean)
-            out.append({**res, "effect": float(m.mean), "median": float(m.median), "ci_low": lo,
-                        "ci_high": hi, "p_value": float(m.pvalue), "p_seq": float(margin_p(d)[1]),
-                        "min_p": min(1.0, 2 * 0.5 ** len(d))})
+            ci = relevance.collapse_robust_ci(d, s.alpha, margin=float(m))
+            p, p_seq = margin_p(d)
+            out.append({**res, "effect": float(ci.mean), "ci_low": float(ci.low),
+                        "ci_high": float(ci.high), "p_value": float(p), "p_seq": float(p_seq),
+                        "min_p": min(1.0, 2 * 0.5 ** len(d)), "p_beyond": float(ci.beyond_p),
+                        "n_collapse": int(ci.n_collapse),
+                        "collapse_share_high": float(ci.collapse_share_high)})
         return pd.DataFrame(out, index=rows.index)
 
     def mde(self, n: np.ndarray, level: float, s: Settings) -> tuple[np.ndarray, str]:

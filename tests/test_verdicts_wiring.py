@@ -1,0 +1,116 @@
+"""Issue 25 wired through the grid: every lens's decision is a relevance label against its
+own margin, in its own unit; a rejection never sits beside a contrary decision; floor-less
+fidelity cells never die; a shown loss smaller than the margin is a change, not a death."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gguf_fragility.profile import load_profile
+from gguf_fragility.stats import relevance as rel
+from gguf_fragility.stats import results
+from gguf_fragility.stats.lens.registry import LENSES
+from gguf_fragility.testing import synthetic_results
+
+SETTINGS = results.Settings(n_boot=100)
+RUNGS = ("F16", "Q8_0", "Q4_K_M", "Q2_K")
+
+
+@pytest.fixture(scope="module")
+def synth():
+    r = synthetic_results(n_models=2, n_families=5, n_items=80, rungs=RUNGS, seed=5)
+    return r, results.stats_tables(r.items, r.ladder, r.costs, r.shift, settings=SETTINGS)
+
+
+def test_every_row_states_unit_margin_and_a_label(synth):
+    _, t = synth
+    c = t.comparisons[t.comparisons["measurable"]]
+    assert set(c["decision"]) <= {*rel.LABELS, "untestable"}
+    assert (c["unit"].astype(str).str.len() > 0).all() and (c["equivalence_margin"] > 0).all()
+    m = c[c["lens"] == "margin"]
+    assert set(m["unit"]) == {"gold-answer probability (pp)", "reply per-token probability (pp)"}
+    assert (m.loc[m["unit"].str.startswith("gold"), "equivalence_margin"]
+            == SETTINGS.gold_prob_margin_pp).all()
+    assert m["effect_nats"].notna().any()  # nats stay for experts
+
+
+def test_a_rejection_never_sits_beside_a_contrary_decision(synth):
+    _, t = synth
+    c = t.comparisons
+    assert c.loc[c["reject"].astype(bool), "decision"].isin([rel.BEYOND, rel.CHANGE]).all()
+    beyond = c[c["decision"] == rel.BEYOND]
+    assert len(beyond) and beyond["reject"].all()
+    # the whole interval lies beyond the margin, on the lens's loss side
+    for name, lens in LENSES.items():
+        b = beyond[beyond["lens"] == name]
+        worst = -b["ci_low"] if lens.loss_side == "above" else b["ci_high"]
+        assert (worst < -b["equivalence_margin"] + 1e-12).all() or b.empty
+
+
+def test_death_rungs_read_only_losses_beyond_the_margin(synth):
+    _, t = synth
+    c, d = t.comparisons, t.death_order
+    for name in LENSES:
+        dead = d[d[f"death_rung_{name}"].fillna("") != ""]
+        for row in dead.itertuples():
+            cell = c[(c["model"] == row.model) & (c["lens"] == name) & (c["family"] == row.family)
+                     & (c["rung"] == getattr(row, f"death_rung_{name}"))]
+            assert cell["decision"].iloc[0] == rel.BEYOND
+
+
+def test_floor_less_fidelity_cells_never_die():
+    r = synthetic_results(n_models=1, n_families=4, n_items=80, rungs=RUNGS, seed=1,
+                          noise_floor=False)
+    t = results.stats_tables(r.items, r.ladder, r.costs, r.shift, settings=SETTINGS)
+    f = t.comparisons[(t.comparisons["lens"] == "fidelity") & t.comparisons["testable"]]
+    assert len(f) and (f["decision"] == rel.NO_FLOOR).all()
+    assert (t.death_order["death_rung_fidelity"].fillna("") == "").all()
+    assert (t.lens_summary.set_index("lens").loc["fidelity", "n_no_floor"] == len(f))
+
+
+def _loss_sweep(n: int, deaths: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One log-likelihood family of ``n`` items; Q2_K loses ``deaths`` of them (reference right)."""
+    rows = []
+    for i in range(n):
+        for rung in ("F16", "Q2_K"):
+            dies = rung == "Q2_K" and i < deaths
+            rows.append({"model": "m", "rung": rung, "family": "f", "item_id": f"f{i}",
+                         "correct": not dies, "extracted": "B" if dies else "A",
+                         "mode": "loglik", "margin": 1.0, "gold_logprob": -0.5,
+                         "ref_answer_logprob": np.nan, "answer_kl": 0.0, "answer_same_top": 1.0})
+    ladder = pd.DataFrame({"model": "m", "rung": ["F16", "Q2_K"], "is_reference": [True, False],
+                           "bpw": [16.0, 3.0], "file_size_bytes": [1600, 300]})
+    return pd.DataFrame(rows), ladder
+
+
+def test_a_loss_shown_but_smaller_than_the_margin_is_a_change_not_a_death():
+    # 15 of 1,000 items die (1.5 points): McNemar rejects (p = 2^-14) but the whole
+    # interval lies within the 3-point margin: equivalent, and no rejection is printed
+    items, ladder = _loss_sweep(1000, 15)
+    t = results.stats_tables(items, ladder, settings=SETTINGS)
+    k = t.comparisons.query("lens == 'correctness'").iloc[0]
+    assert k.ci_high < 0 and k.ci_low > -0.03 and k.p_value < 1e-4
+    assert k.decision == rel.EQUIVALENT and not k.reject
+    # 30 of 1,000 (3 points, on the margin): a change is shown, not a loss beyond it
+    items, ladder = _loss_sweep(1000, 30)
+    t = results.stats_tables(items, ladder, settings=SETTINGS)
+    k = t.comparisons.query("lens == 'correctness'").iloc[0]
+    assert k.reject and k.ci_high < 0 and k.ci_low < -0.03 < k.ci_high
+    assert k.decision == rel.CHANGE
+    assert (t.death_order["death_rung_correctness"].fillna("") == "").all()
+    assert t.decision.set_index("rung").loc["Q2_K", "quality"] != rel.BEYOND
+    # 80 of 1,000 (8 points): beyond the margin, and Q2_K dies
+    items, ladder = _loss_sweep(1000, 80)
+    t = results.stats_tables(items, ladder, settings=SETTINGS)
+    assert t.comparisons.query("lens == 'correctness'").iloc[0].decision == rel.BEYOND
+    assert t.death_order["death_rung_correctness"].iloc[0] == "Q2_K"
+
+
+@pytest.mark.parametrize(("key", "value"), [("fidelity_margin", 0), ("gold_prob_margin_pp", 150),
+                                            ("equivalence_margin", 1.5)])
+def test_a_bad_margin_is_named_with_its_unit(tmp_path, key, value):
+    p = tmp_path / "bad.yaml"
+    p.write_text(f"models: {{}}\n{key}: {value}\n")
+    with pytest.raises(ValueError, match=key) as e:
+        load_profile(p)
+    assert "points" in str(e.value)

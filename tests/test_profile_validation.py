@@ -100,6 +100,11 @@ def test_known_families_match_the_probe_registry():
     ("alpha: 1.5\n", r"alpha: 1.5 is out of range; use between"),
     ("engine: {n_threads: 0}\n", r"engine.n_threads: 0 is out of range; use >= 1"),
     ("budgets_gib: [4, -1]\n", r"budgets_gib: -1.0 is out of range"),
+    ("equivalence_margin: 3\n",  # points where a share is meant
+     r"equivalence_margin: 3.0 is out of range; use between .*0.03 is 3 accuracy points"),
+    ("fidelity_margin: 0\n", r"fidelity_margin: 0.0 is out of range; use between"),
+    ("gold_prob_margin_pp: 150\n", r"gold_prob_margin_pp: 150.0 is out of range; use between"),
+    ("reply_prob_margin_pp: -1\n", r"reply_prob_margin_pp: -1.0 is out of range; use between"),
 ])
 def test_counts_out_of_range(user_registry, tmp_path, text, match):
     (line,) = _problems(_profile(tmp_path, "models:\n  mine: {}\n" + text))

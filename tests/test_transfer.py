@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as sps
 
 from gguf_fragility.report import claims
-from gguf_fragility.stats import results, transfer
+from gguf_fragility.stats import relevance, results, transfer
 from gguf_fragility.stats.relevance import BEYOND
 from gguf_fragility.testing import synthetic_results
 
@@ -55,7 +55,29 @@ def test_identical_models_agree_and_decisions_carry():
     d = t.transfer_decisions.query("rung_a == 'all'")
     assert (d["same_decision"] == d["n_families"]).all()
     assert (d["loss_both"] == d["loss_a"]).all()
-    assert t.transfer_families["death_agree_correctness"].all()
+    f = t.transfer_families
+    # agreement is counted only where a loss beyond the margin exists: twins agree on every
+    # such family, and a family neither twin loses is never counted as agreement
+    assert f["death_counted_correctness"].any() and not f["death_counted_correctness"].all()
+    assert (f["death_agree_correctness"] == f["death_counted_correctness"]).all()
+    assert (row["n_death_agree_correctness"] == row["n_death_counted_correctness"]
+            == f["death_counted_correctness"].sum() // 2)  # both orders of the pair
+    text = transfer.conclusion(t.transfer_rank, t.transfer_decisions, "synth-0", "twin")
+    assert f"of the {row['n_death_counted_correctness']} families where either model" in text
+
+
+def test_joint_non_detection_is_not_agreement():
+    r = synthetic_results(n_models=1, n_families=6, n_items=80, rungs=RUNGS, seed=1)
+    items = pd.concat([r.items, r.items.assign(model="twin")], ignore_index=True)
+    ladder = pd.concat([r.ladder, r.ladder.assign(model="twin")], ignore_index=True)
+    st = results.stats_tables(items, ladder, settings=SETTINGS)
+    cmp = st.comparisons.assign(decision=relevance.UNDECIDED)  # nothing shown anywhere
+    t = transfer.transfer_tables(ladder, st.death_order.assign(**{
+        f"death_rung_{k}": "" for k in ("correctness", "fidelity", "margin")}), cmp)
+    assert not t.transfer_families["death_agree_correctness"].any()
+    text = transfer.conclusion(t.transfer_rank, t.transfer_decisions, "synth-0", "twin")
+    assert "death rungs cannot be shown" in text or "cannot be shown" in text
+    assert "agree by name" not in text
 
 
 def test_fewer_than_five_families_cannot_be_shown():

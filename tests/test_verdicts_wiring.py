@@ -114,3 +114,22 @@ def test_a_bad_margin_is_named_with_its_unit(tmp_path, key, value):
     with pytest.raises(ValueError, match=key) as e:
         load_profile(p)
     assert "points" in str(e.value)
+
+
+def test_first_to_die_names_inseparable_families_as_tied():
+    from gguf_fragility.report.pages import first_to_die
+
+    # b (10 items) and z (64 items) lose alike at Q4_K_M; only z's loss is shown beyond the
+    # margin (more items), yet b cannot be shown to lose less: both are named, tied
+    c = pd.DataFrame({
+        "family": ["b", "b", "z", "z", "a", "a"], "rung": ["Q8_0", "Q4_K_M"] * 3,
+        "bpw": [8.5, 4.9] * 3, "measurable": True,
+        "effect": [0.0, -0.30, 0.0, -0.30, 0.0, -0.01],
+        "ci_low": [-0.1, -0.55, -0.03, -0.42, -0.02, -0.03],
+        "ci_high": [0.1, -0.02, 0.03, -0.18, 0.02, 0.01],
+        "decision": [rel.UNDECIDED, rel.CHANGE, rel.EQUIVALENT, rel.BEYOND, rel.EQUIVALENT,
+                     rel.EQUIVALENT]})
+    names, rung, bpw = first_to_die(c, "correctness")
+    assert (names, rung, bpw) == ("b and z (tied)", "Q4_K_M", 4.9)
+    assert first_to_die(c.assign(decision=rel.CHANGE), "correctness") == ("", "", pytest.approx(
+        float("nan"), nan_ok=True))

@@ -28,7 +28,7 @@ from gguf_fragility.stats.decision import GIB, recommend
 from gguf_fragility.stats.grid import UNTESTABLE
 from gguf_fragility.stats.lens.base import ACCURACY
 from gguf_fragility.stats.lens.registry import LENSES, with_role
-from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT, UNDECIDED
+from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT, NO_FLOOR, UNDECIDED
 
 
 class Verdict(NamedTuple):
@@ -41,9 +41,11 @@ class Verdict(NamedTuple):
 
 # The decision labels of comparisons.csv as the page names and draws them: the one place to
 # rewire when the verdicts change (loss beyond the margin / change within it).
-VERDICTS = {BEYOND: Verdict("loss shown", "#c62828", "triangle-down"),
+VERDICTS = {BEYOND: Verdict("loss beyond the margin", "#c62828", "triangle-down"),
+            CHANGE: Verdict("change, possibly within the margin", "#ef6c00", "square"),
             EQUIVALENT: Verdict("equivalent within the margin", "#2e7d32", "circle"),
             UNDECIDED: Verdict("undecided", "#8d8d8d", "diamond"),
+            NO_FLOOR: Verdict("answers changed (no floor)", "#b0a0c0", "triangle-up"),
             UNTESTABLE: Verdict("untestable", "#cfcfcf", "cross")}
 MEMORY_WORDS = {"llama.cpp": ("planned", "{} planned"),  # decision.csv's memory_source:
                 "file+kv": ("file + KV", "{} as file + KV cache"),  # cost table header and
@@ -161,7 +163,7 @@ def advice_sentences(adv: Advice, *, margin: float) -> dict[str, list[str]]:
                 s = (f"{when}, the best that fits is **{p['rung']}** ({p['bpw']:.2f} bpw, {mem}): "
                      + (f"it may cost {lost} of accuracy" if lost else
                         f"it is not shown within {m} on every family")
-                     + (f" (a loss is shown on {shown})" if shown else "")
+                     + (f" (a loss beyond {m} is shown on {shown})" if shown else "")
                      + f"; none that fits is shown within {m} on every family.")
             out.setdefault(model, []).append(s)
     return out
@@ -261,22 +263,30 @@ def _counts(head: pd.DataFrame, run: RunLayout) -> str:
     """Counts per model and lens (a table), then the deaths, or "nothing was shown" once."""
     view = pd.DataFrame({
         "model": head["model"], "lens": head["lens"],
-        "families with a loss": [f"{a} of {b}" for a, b in zip(
+        "margin": head["margin"],
+        "families with a loss beyond it": [f"{a} of {b}" for a, b in zip(
             head["n_dead"], head["n_families"], strict=True)],
         "first to die": [f"{f} at {r}" if f else "" for f, r in zip(
             transfer.names(head["first_family"]), transfer.names(head["first_death_rung"]),
             strict=True)],
-        "cells": head["n_cells"], "loss shown": head["n_loss"],
-        "equivalent": head["n_equivalent"], "undecided": head["n_undecided"],
+        "cells": head["n_cells"], "loss beyond the margin": head["n_loss"],
+        "change, possibly within it": head["n_change"], "equivalent": head["n_equivalent"],
+        "undecided": head["n_undecided"], "no floor": head["n_no_floor"],
         "untestable": head["n_untestable"]})
-    out = ["\n## Counts\n\nEvery measurable cell (model × lens × family × rung) ends as *loss "
-           "shown*, *equivalent within the margin shown*, *undecided* or *untestable* "
-           "([Methods](methods.qmd)).\n\n", md_table(view)]
+    out = ["\n## Counts\n\nEvery measurable cell (model × lens × family × rung) is judged "
+           "against its lens's margin (the table's column: accuracy points, points of excess "
+           "flips, or points of the probability of the gold answer or of the reference's "
+           "reply per token) and ends as *loss beyond the margin shown* (the whole interval "
+           "beyond it: the only label that makes a family die), *change shown, possibly "
+           "within the margin*, *equivalent within the margin shown*, *undecided*, *answers "
+           "changed (no floor)* (fidelity without a measured noise floor) or *untestable* "
+           "([Methods](methods.qmd)). The first to die is ranked by effect; families whose "
+           "effects cannot be separated are named together as tied.\n\n", md_table(view)]
     deaths = {m: deaths_markdown(run, m) for m in sorted(head["model"].unique())}
     if not (head["n_loss"].sum() or head["n_equivalent"].sum()):
         out.append("\nNothing was shown: no cell has a loss or an equivalence shown.\n")
     elif any(deaths.values()):
-        out.append("\nWhere families died:\n\n" + "".join(
+        out.append("\nWhere families died (a loss beyond the margin):\n\n" + "".join(
             f"- **{m}**: {d}.\n" for m, d in deaths.items() if d))
     return "".join(out)
 

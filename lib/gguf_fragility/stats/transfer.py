@@ -25,6 +25,7 @@ from scipy import stats as sps
 
 from gguf_fragility.artifacts import Results
 from gguf_fragility.profile import Profile
+from gguf_fragility.stats import ranking
 from gguf_fragility.stats.lens.base import ACCURACY
 from gguf_fragility.stats.lens.registry import LENSES, with_role
 from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT, UNDECIDED
@@ -250,13 +251,18 @@ def _decision_row(a, b, lens, match, ra, rb, xa, xb, k) -> dict:
                     strict=True))
 
 
-def family_table(death_order: pd.DataFrame, a: str, b: str, families) -> pd.DataFrame:
+def family_table(death_order: pd.DataFrame, a: str, b: str, families,
+                 comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per common family: fragility, rank range and death rung per lens on each model.
 
     Columns: ``model_a, model_b, family, n_a, n_b, fragility_a, fragility_b, rank_low_a,
     rank_high_a, rank_low_b, rank_high_b`` (ranks re-computed among the common families,
     1 = most fragile, a tie spanning several ranks), and per lens ``death_rung_<lens>_a,
-    death_rung_<lens>_b, death_agree_<lens>`` (same rung name, or neither died).
+    death_rung_<lens>_b``, ``death_counted_<lens>`` (either model shows a loss beyond the
+    margin at some rung of ``comparisons``; without it, either has a death rung) and
+    ``death_agree_<lens>`` (counted and the same rung name:
+    :func:`gguf_fragility.stats.ranking.transfer_count`; joint non-detection is never
+    agreement).
     """
     from gguf_fragility.stats.deathorder import tie_ranks
 
@@ -271,14 +277,26 @@ def family_table(death_order: pd.DataFrame, a: str, b: str, families) -> pd.Data
     for lens in LENSES:
         for s in ("a", "b"):
             out[f"death_rung_{lens}_{s}"] = names(out[f"death_rung_{lens}_{s}"])
-        out[f"death_agree_{lens}"] = out[f"death_rung_{lens}_a"] == out[f"death_rung_{lens}_b"]
+        lost = [_lost(comparisons, m, lens, out["family"]) if comparisons is not None
+                else out[f"death_rung_{lens}_{s}"].to_numpy(object) != "" for m, s in ((a, "a"), (b, "b"))]
+        tc = ranking.transfer_count(out[f"death_rung_{lens}_a"], out[f"death_rung_{lens}_b"], *lost)
+        out[f"death_counted_{lens}"] = tc.counted
+        out[f"death_agree_{lens}"] = tc.counted & (out[f"death_rung_{lens}_a"]
+                                                   == out[f"death_rung_{lens}_b"]).to_numpy()
     out.insert(0, "model_b", b)
     out.insert(0, "model_a", a)
     cols = ["model_a", "model_b", "family", "n_a", "n_b", "fragility_a", "fragility_b",
             "rank_low_a", "rank_high_a", "rank_low_b", "rank_high_b",
             *[f"{k}" for lens in LENSES for k in (f"death_rung_{lens}_a", f"death_rung_{lens}_b",
-                                                  f"death_agree_{lens}")]]
+                                                  f"death_counted_{lens}", f"death_agree_{lens}")]]
     return out[cols].sort_values(["rank_low_a", "family"], ignore_index=True)
+
+
+def _lost(comparisons: pd.DataFrame, model: str, lens: str, families) -> np.ndarray:
+    """Per family: the model shows a loss beyond the margin on ``lens`` at some rung."""
+    c = comparisons[(comparisons["model"] == model) & (comparisons["lens"] == lens)]
+    beyond = set(c.loc[c["decision"] == BEYOND, "family"])
+    return np.array([f in beyond for f in families], bool)
 
 
 def transfer_tables(ladder: pd.DataFrame, death_order: pd.DataFrame,
@@ -312,15 +330,17 @@ def transfer_tables(ladder: pd.DataFrame, death_order: pd.DataFrame,
         families = common_families(death_order, a, b, min_items)
         row = {"model_a": a, "model_b": b,
                **rank_row(death_order, a, b, families, alpha=alpha, seed=seed)}
-        ft = family_table(death_order, a, b, families)
+        ft = family_table(death_order, a, b, families, comparisons)
         for lens in LENSES:
+            row[f"n_death_counted_{lens}"] = int(ft[f"death_counted_{lens}"].sum())
             row[f"n_death_agree_{lens}"] = int(ft[f"death_agree_{lens}"].sum())
         fam.append(ft)
         rank.append(row)
         dec.append(decision_tables(comparisons, ladder, a, b, families))
     rank_cols = ["model_a", "model_b", "n_families", "can_show", "verdict", "kendall_tau_b",
                  "kendall_p", "spearman_rho", "spearman_p", "p_method", "n_pairings",
-                 *[f"n_death_agree_{lens}" for lens in LENSES]]
+                 *[k for lens in LENSES for k in (f"n_death_counted_{lens}",
+                                                  f"n_death_agree_{lens}")]]
     return TransferTables(
         pd.concat(fam, ignore_index=True) if fam else family_table(death_order.iloc[:0], "", "", []),
         pd.DataFrame(rank, columns=rank_cols),
@@ -383,8 +403,7 @@ def conclusion(rank: pd.DataFrame, decisions: pd.DataFrame, a: str, b: str) -> s
         text = (f"Across {n} families measurable on both models, {verdict}: Kendall's tau-b "
                 f"between {a} and {b} is {_fmt(r['kendall_tau_b'])} ({r['p_method']} p = "
                 f"{_fmt(r['kendall_p'], 3)}; Spearman's rho {_fmt(r['spearman_rho'])}, p = "
-                f"{_fmt(r['spearman_p'], 3)}); {acc} death rungs agree by name for "
-                f"{_count(r[f'n_death_agree_{acc}'])} of {n} families.")
+                f"{_fmt(r['spearman_p'], 3)}); " + _death_agreement(r, acc))
     s = decisions[(decisions["model_a"] == a) & (decisions["model_b"] == b)
                   & (decisions["rung_a"] == "all") & (decisions["lens"] == acc)]
     for _, p in s[(s["equivalent_a"] > 0) | (s["loss_a"] > 0)].iterrows():
@@ -399,6 +418,16 @@ def conclusion(rank: pd.DataFrame, decisions: pd.DataFrame, a: str, b: str) -> s
         text += (f" On {acc}, nothing was shown on {a} (no loss, no equivalence) to carry "
                  f"over to {b}.")
     return text
+
+
+def _death_agreement(r: pd.Series, lens: str) -> str:
+    """The death-rung sentence: agreement counted only where a loss beyond the margin exists."""
+    k = int(r.get(f"n_death_counted_{lens}", 0))
+    if not k:
+        return (f"agreement of {lens} death rungs cannot be shown: no common family shows a "
+                "loss beyond the margin on either model.")
+    return (f"{lens} death rungs agree by name for {_count(r[f'n_death_agree_{lens}'])} of the "
+            f"{k} families where either model shows a loss beyond the margin.")
 
 
 def _count(k) -> str:

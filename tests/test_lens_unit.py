@@ -50,9 +50,9 @@ class Agreement(Lens):
                              "p_method": "exact binomial against 2% disagreement"},
                             index=rows.index)
 
-    def mde(self, n, level, s):
+    def mde(self, rows, level, s):
         z = sps.norm.isf(level) + sps.norm.isf(1 - MDE_POWER)
-        return z * np.sqrt(0.25 / n), "normal approximation"
+        return z * np.sqrt(0.25 / rows["n"].to_numpy(float)), "normal approximation"
 
 
 @pytest.fixture(scope="module")

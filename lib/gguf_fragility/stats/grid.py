@@ -137,7 +137,7 @@ def _lens_statistics(cmp: pd.DataFrame, s: Settings) -> pd.DataFrame:
             res = lens.statistics(out[mine], s)
             for col in res.columns:
                 out.loc[res.index, col] = res[col]
-    return out.drop(columns=[c for c in out.columns if c.startswith("_")])
+    return out
 
 
 def _multiplicity(out: pd.DataFrame, order: Mapping[str, list[str]], s: Settings) -> pd.DataFrame:
@@ -158,7 +158,7 @@ def _multiplicity(out: pd.DataFrame, order: Mapping[str, list[str]], s: Settings
         fam_tests = multiplicity.family_of_tests(pm, mp, s.alpha)
         testable, reject = fam_tests.testable[fi, rj], fam_tests.reject[fi, rj]
         level, tar = fam_tests.level, fam_tests
-        mde, basis = lens.mde(g["n"].to_numpy(np.int64), level, s)
+        mde, basis = lens.mde(g, level, s)
         lab = np.where(testable, lens.decide(g, reject, level, s), UNTESTABLE)
         reject = reject & np.isin(lab, [relevance.BEYOND, relevance.CHANGE])  # never contrary
         for col, v in (("testable", testable), ("reject", reject), ("level", level),
@@ -240,6 +240,7 @@ def lens_grid(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping, *
     if not rows:
         raise ValueError("no comparisons: every model has only its reference rung")
     cmp = _multiplicity(_lens_statistics(pd.DataFrame(rows), settings), order, settings)
+    cmp = cmp.drop(columns=[c for c in cmp.columns if c.startswith("_")])  # per-item arrays
     cmp["bpw"] = [float(bpw[(m, r)]) for m, r in zip(cmp["model"], cmp["rung"], strict=True)]
     lens_pos = {k: i for i, k in enumerate(LENSES)}
     cmp = cmp.assign(_l=cmp["lens"].map(lens_pos)).sort_values(

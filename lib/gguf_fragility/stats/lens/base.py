@@ -115,8 +115,9 @@ class Lens(ABC):
         """:data:`STATISTICS`, ``p_method`` and :attr:`columns` of this lens's rows (same index)."""
 
     @abstractmethod
-    def mde(self, n: np.ndarray, level: float, s: Settings) -> tuple[np.ndarray, object]:
-        """Planned minimum detectable effect (in :attr:`mde_unit`) at ``level`` and its basis."""
+    def mde(self, rows: pd.DataFrame, level: float, s: Settings) -> tuple[np.ndarray, object]:
+        """Planned minimum detectable effect (in :attr:`mde_unit`) of each row at ``level``, and
+        its basis; ``rows`` are this lens's rows with ``n`` and :meth:`cell`'s per-item arrays."""
 
     def decide(self, rows: pd.DataFrame, reject, level, s: Settings) -> np.ndarray:
         """

@@ -77,9 +77,9 @@ class Correctness(Lens):
             "p_method": ("McNemar exact, two-sided" if s.mcnemar == "exact"
                          else "McNemar mid-p, two-sided (labelled option)")}, index=rows.index)
 
-    def mde(self, n: np.ndarray, level: float, s: Settings) -> tuple[np.ndarray, np.ndarray]:
+    def mde(self, rows: pd.DataFrame, level: float, s: Settings) -> tuple[np.ndarray, np.ndarray]:
         """Exact planned MDE at the design discordance (:func:`paired_binary_mde`)."""
-        return paired_binary_mde(n, level, s)
+        return paired_binary_mde(rows["n"].to_numpy(np.int64), level, s)
 
 
 LENS = Correctness()

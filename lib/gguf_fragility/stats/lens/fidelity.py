@@ -68,9 +68,9 @@ class Fidelity(Lens):
                 "p_method": "exact paired, one-sided (rung flips more than the floor)"})
         return pd.DataFrame(out, index=rows.index)
 
-    def mde(self, n: np.ndarray, level: float, s: Settings) -> tuple[np.ndarray, np.ndarray]:
+    def mde(self, rows: pd.DataFrame, level: float, s: Settings) -> tuple[np.ndarray, np.ndarray]:
         """Exact planned MDE at the design discordance, as for correctness."""
-        return paired_binary_mde(n, level, s)
+        return paired_binary_mde(rows["n"].to_numpy(np.int64), level, s)
 
 
 LENS = Fidelity()

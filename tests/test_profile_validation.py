@@ -276,3 +276,34 @@ def test_empty_family_list_is_refused(user_registry, tmp_path):
                         "list family names, or leave 'families' out to run every family of "
                         "the battery")
     assert lines[1].startswith(f"{tmp_path / 'mine.yaml'}: models.mine.families: an empty list")
+
+
+def test_a_new_source_kind_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
+    """The registry parses ``source:`` through :data:`sources.SOURCES`, with no list of kinds
+    of its own: an unknown kind is refused naming the registered ones, and a registered
+    class parses its kind's block."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from gguf_fragility import sources
+
+    reg = tmp_path / "models.yaml"
+    reg.write_text(yaml.safe_dump({"models": {"m": {
+        "family": "X", "display": "m", "licence": "MIT",
+        "source": {"kind": "ftp", "url": "ftp://example.org/m.gguf"}}}}))
+    with pytest.raises(RegistryError, match=r"source.kind: 'ftp' is not one of 'pypi', 'local'"):
+        load_registry(reg)
+
+    @dataclass(frozen=True)
+    class FtpSource:
+        url: str
+        kind: ClassVar[str] = "ftp"
+        downloaded: ClassVar[bool] = True
+
+        @classmethod
+        def parse(cls, src, where):
+            return cls(src["url"]), []
+
+    monkeypatch.setitem(sources.SOURCES, "ftp", FtpSource)
+    spec = load_registry(reg)["m"]
+    assert spec.kind == "ftp" and spec.source == FtpSource("ftp://example.org/m.gguf")

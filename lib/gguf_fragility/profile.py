@@ -332,11 +332,10 @@ def _semantic(profile: Profile, path: Path) -> list[str]:
         if reg.keys and key not in reg.keys:
             problems.append(f"{where}: model key {key!r} is not in {paths.registry()}; known "
                             f"keys: {', '.join(sorted(reg.keys))}")
-        elif key in reg.specs and reg.specs[key].kind == "local":
-            src = reg.specs[key].local_path()
-            if not src.is_file():
-                problems.append(f"{where}: its local GGUF {src} does not exist; fix source.path "
-                                f"of {key!r} in {paths.registry()}")
+        elif (key in reg.specs and not (src := reg.specs[key].source).downloaded
+              and not src.file(key).is_file()):  # a file the user provides is missing
+            problems.append(f"{where}: its {src.kind} GGUF {src.file(key)} does not exist; "
+                            f"fix source.path of {key!r} in {paths.registry()}")
         problems += _twice(run.rungs, f"{where}.rungs")
         for rung in run.rungs:
             try:

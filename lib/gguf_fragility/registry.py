@@ -1,7 +1,8 @@
 """The model registry (``params/models.yaml``) as data: every model a profile may name.
 
 Reading and checking it needs only YAML, so a profile is validated against it before any
-notebook runs (and where llama.cpp is not installed). Obtaining the files is
+notebook runs (and where llama.cpp is not installed). Each entry's ``source:`` block is
+parsed by its kind's class in :data:`gguf_fragility.sources.SOURCES`; obtaining the files is
 :mod:`gguf_fragility.ladder.models`. Tests point ``GGUF_FRAGILITY_REGISTRY`` at their own file
 (:func:`gguf_fragility.paths.registry`).
 """
@@ -17,6 +18,7 @@ import yaml
 
 from gguf_fragility import paths
 from gguf_fragility.errors import ProblemsError
+from gguf_fragility.sources import SOURCES, ModelSource
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -33,16 +35,13 @@ class ModelSpec:
     family: str
     display: str
     licence: str
-    kind: str  # "pypi" | "local"
-    packages: tuple[str, ...] = ()
-    members: tuple[str, ...] = ()
-    path: str | None = None
+    source: ModelSource  # where the file comes from (a class of SOURCES)
     sha256: str | None = None
 
-    def local_path(self) -> Path:
-        """A local source's file: ``~`` expanded, relative paths taken from the repository."""
-        src = Path(self.path or "").expanduser()
-        return src if src.is_absolute() else paths.REPO / src
+    @property
+    def kind(self) -> str:
+        """The source kind (a key of :data:`gguf_fragility.sources.SOURCES`)."""
+        return self.source.kind
 
 
 _REQUIRED = {"family": str, "display": str, "licence": str, "source": dict}
@@ -76,21 +75,15 @@ def _entry(key, entry, where: str) -> tuple[ModelSpec | None, list[str]]:
     src = entry["source"]
     kind = src.get("kind")
     problems = check_sha256(src.get("sha256"), f"{where}.source.sha256")
-    base = (str(key), entry["family"], entry["display"], entry["licence"], kind)
-    if kind == "pypi":
-        pk, mb = src.get("packages"), src.get("members")
-        if not (isinstance(pk, list) and isinstance(mb, list) and pk and len(mb) == len(pk)):
-            return None, problems + [f"{where}.source: 'pypi' needs equal-length lists "
-                                     f"'packages' and 'members' (got {pk!r}, {mb!r})"]
-        spec = ModelSpec(*base, tuple(pk), tuple(mb), sha256=src.get("sha256"))
-    elif kind == "local":
-        if not isinstance(src.get("path"), str) or not src["path"].strip():
-            return None, problems + [f"{where}.source.path: a local source needs a file path "
-                                     f"(got {src.get('path')!r})"]
-        spec = ModelSpec(*base, path=src["path"], sha256=src.get("sha256"))
-    else:
-        return None, problems + [f"{where}.source.kind: {kind!r} is not one of 'pypi', 'local'"]
-    return (None if problems else spec), problems
+    if not isinstance(kind, str) or kind not in SOURCES:
+        known = ", ".join(repr(k) for k in SOURCES)
+        return None, problems + [f"{where}.source.kind: {kind!r} is not one of {known}"]
+    source, bad = SOURCES[kind].parse(src, where)
+    problems += bad
+    if source is None or problems:
+        return None, problems
+    return ModelSpec(str(key), entry["family"], entry["display"], entry["licence"], source,
+                     src.get("sha256")), problems
 
 
 class RegistryRead(NamedTuple):

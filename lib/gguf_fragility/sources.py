@@ -2,7 +2,8 @@
 
 Each class parses and checks its ``source:`` block of ``params/models.yaml`` (:meth:`parse`),
 says where the file lies (:meth:`file`), fetches it when this project downloads it
-(:meth:`fetch`) and says how to mend a mismatch (:meth:`mismatch_fix`). :data:`SOURCES` maps a kind to its class; the registry
+(:meth:`fetch`) and says how to mend a mismatch (:meth:`mismatch_fix`). :data:`SOURCES`
+maps a kind to its class; the registry
 (:mod:`gguf_fragility.registry`), the profile check and :func:`gguf_fragility.ladder.models.obtain`
 look the kind up there and never ask which one they hold. Adding a source kind is one class
 here plus one line in :data:`SOURCES`.

@@ -133,3 +133,14 @@ def test_first_to_die_names_inseparable_families_as_tied():
     assert (names, rung, bpw) == ("b and z (tied)", "Q4_K_M", 4.9)
     assert first_to_die(c.assign(decision=rel.CHANGE), "correctness") == ("", "", pytest.approx(
         float("nan"), nan_ok=True))
+
+
+def test_the_counts_table_states_each_margin_in_points(synth):
+    from gguf_fragility.report.pages import _margin_text
+
+    _, t = synth
+    c = t.comparisons[t.comparisons["model"] == "synth-0"]
+    assert _margin_text(c[c["lens"] == "correctness"], "correctness") == "±3 points of accuracy"
+    assert _margin_text(c[c["lens"] == "fidelity"], "fidelity") == "±3 points of flip rate"
+    assert _margin_text(c[c["lens"] == "margin"], "margin") == (
+        "±3 points of gold-answer probability; ±3 points of reply per-token probability")

@@ -45,13 +45,15 @@ def smol_engine(smol_ladder):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, smol_ladder):
     """Outputs root of the tiny profile (``tiny_profile``: TINY_FAMILIES, TINY_ITEMS items,
-    F16 and Q2_K of SmolLM2) with its ladder, calibration (the F16 cells of both variants) and
-    the reference's shift store done. Read only: tests copy it (``copy_tiny_run``)."""
+    F16 and Q2_K of SmolLM2) with its ladder, calibration (the F16 cells of both variants),
+    the reference's shift store and the whole Q2_K rung (one uninterrupted ``sweep_rung``:
+    its cells, cost record and shift) done. Read only: tests copy it (``copy_tiny_run``)."""
     from tiny_profile import TINY_FAMILIES, TINY_ITEMS, tiny_profile_yaml
 
     from gguf_fragility.ladder.quantize import build_ladder
     from gguf_fragility.profile import load_profile
     from gguf_fragility.run.calibrate import calibrate
+    from gguf_fragility.run.sweep import sweep_rung
 
     root = tmp_path_factory.mktemp("tiny-run")
     (root / "tiny.yaml").write_text(tiny_profile_yaml(TINY_FAMILIES, TINY_ITEMS, n_threads=2)
@@ -59,6 +61,7 @@ def tiny_run(tmp_path_factory, smol_ladder):
     profile = load_profile(root / "tiny.yaml")
     build_ladder(SMOL, ["F16", "Q2_K"], run=profile.layout, n_threads=2)
     calibrate(profile, SMOL)
+    sweep_rung(profile, SMOL, "Q2_K")
     return root / "outputs"
 
 

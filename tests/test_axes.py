@@ -5,12 +5,10 @@ import pandas as pd
 import pytest
 from synthetic_run import N_MODELS, RUNGS
 
-from gguf_fragility import paths
-from gguf_fragility.layout import RunLayout
 from gguf_fragility.stats import axes, results
 from gguf_fragility.stats.grid import Settings
 from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT
-from gguf_fragility.testing import IMATRIX_MEND, synthetic_results, with_axis_rungs, write_synthetic
+from gguf_fragility.testing import IMATRIX_MEND, synthetic_results, with_axis_rungs
 
 SETTINGS = Settings(n_boot=300)
 
@@ -136,20 +134,3 @@ def test_notebook_07_on_synthetic_sweep_without_llama_cpp(synthetic_chapters):
         ("imatrix_text", "Q2_K+imatrix_code")}
     assert (run.figures_dir / "axes.svg").is_file()
     assert "gain shown" in (synthetic_chapters.executed / "07_axes.ipynb").read_text()
-
-
-@pytest.mark.slow
-def test_notebook_07_says_so_when_a_profile_has_no_axis_rung(tmp_path, monkeypatch, no_llama_env):
-    papermill = pytest.importorskip("papermill")
-    write_synthetic(RunLayout.of("smoke", tmp_path), n_models=1, n_families=4, n_items=60,
-                    rungs=("F16", "Q8_0", "Q4_K_M", "Q2_K"), seed=2)
-    monkeypatch.setenv("GGUF_FRAGILITY_OUTPUTS", str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", no_llama_env["PYTHONPATH"])
-    out = tmp_path / "07_axes.ipynb"
-    papermill.execute_notebook(str(paths.NOTEBOOKS / "07_axes.ipynb"), str(out),
-                               parameters={"profile": "smoke"}, kernel_name="python3",
-                               cwd=str(paths.REPO), progress_bar=False)
-    tables = tmp_path / "smoke" / "tables"
-    table = pd.read_csv(tables / "axis_comparisons.csv")
-    assert len(pd.read_csv(tables / "kv_costs.csv")) == 4
-    assert table.empty and "no rung with a comparator" in out.read_text()

@@ -9,7 +9,7 @@ from tiny_profile import tiny_profile_yaml
 from gguf_fragility.profile import ProfileError, load_profile, local_workers
 
 MODEL = "smollm2-135m"
-FAMILIES = ["arithmetic", "science_mc", "knowledge_mc"]
+FAMILIES = ["arithmetic", "science_mc"]  # a generative family (with variant-1 cells) and a log-likelihood one
 N_ITEMS = 2
 # one thread per worker: 2 workers on 2 cores
 PROFILE_YAML = tiny_profile_yaml(FAMILIES, N_ITEMS, n_threads=1, scheduler="local:2")

@@ -177,7 +177,7 @@ def test_groups_fill_the_cache_in_order():
         plan_groups([1, 60], 6, n_ctx=64, n_seq_max=8, group_cells=32)
 
 
-GENERATIVE = {"arithmetic": 6, "string_ops": 6, "factual_recall": 4, "structured_output": 3}
+GENERATIVE = {"arithmetic": 3, "string_ops": 3, "factual_recall": 2, "structured_output": 2}
 
 
 def _parting_gaps(engine, items, ours, plain) -> list[float]:

@@ -17,7 +17,7 @@ from gguf_fragility.profile import load_profile
 pytestmark = pytest.mark.llama
 
 SMOL = "smollm2-135m"
-N_PASSAGES, N_CTX = 2, 128  # ~1,100 tokens: 8 chunks, 63 scored positions each
+N_PASSAGES, N_CTX = 1, 128  # ~550 tokens: 4 chunks, 63 scored positions each
 
 
 def test_setup_built_the_tools_and_recorded_the_build():
@@ -50,7 +50,7 @@ def test_unknown_tool_is_refused_with_the_known_ones():
 
 @pytest.fixture(scope="module")
 def shift_run(tmp_path_factory, smol_ladder):
-    """A profile with the F16/Q8_0/Q2_K ladder and the reference's store on 2 passages."""
+    """A profile with the F16/Q8_0/Q2_K ladder and the reference's store on one passage."""
     from gguf_fragility.ladder.quantize import build_ladder
     from gguf_fragility.run.sweep import ensure_reference
 

@@ -40,7 +40,7 @@ engine: {n_ctx: 1024, n_threads: 2}
 def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_source):
     """The suite's one CLI end-to-end run (issue 24: the user-model run it replaced differed
     only in the registry): every chapter, the site, the user's file untouched, then a rerun
-    that rebuilds one torn cell."""
+    that rebuilds one torn cell, then the user's changed file refused by `fetch`."""
     env, run, mine = user_model_setup(tmp_path, smol_source, TINY, name="tiny")
     source_bytes = mine.stat().st_size
     done = subprocess.run([sys.executable, "-m", "gguf_fragility.cli", "run", "--profile", "tiny"],
@@ -70,6 +70,10 @@ def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_
     assert set(comparisons.lens) == {"correctness", "fidelity", "margin"}
     assert (run / "site" / "index.html").is_file()
     assert "site: claim check passed" in done.stdout
+    # chapter 7 on a profile without KV or imatrix rungs says so (folded in from test_axes)
+    assert pd.read_csv(run / "tables" / "axis_comparisons.csv").empty
+    assert {"F16", "Q2_K"} <= set(pd.read_csv(run / "tables" / "kv_costs.csv").rung)
+    assert "no rung with a comparator" in (run / "notebooks" / "07_axes.ipynb").read_text()
     # a rerun finds every cell done but one torn cell, says so (a line its chapter's kernel
     # logged: the old code left it inside the executed notebook) and changes no row
     torn = run / "sweep" / MINE / "Q2_K" / "string_ops.parquet"
@@ -88,6 +92,16 @@ def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_
     rows2 = pd.concat(pd.read_parquet(p) for p in (run / "sweep").rglob("*.parquet"))
     key = ["rung", "family", "item_id", "raw_output", "correct", "params_hash"]
     pd.testing.assert_frame_equal(rows[key].reset_index(drop=True), rows2[key].reset_index(drop=True))
+    # the user's file changed after its first run: named in one line, never to be deleted
+    # (folded in from test_user_model: the run recorded its hash)
+    with open(mine, "ab") as f:
+        f.write(b"\x00" * 32)
+    fetch = subprocess.run([sys.executable, "-m", "gguf_fragility.cli", "fetch", MINE], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert fetch.returncode == 2
+    (line,) = fetch.stderr.splitlines()
+    assert "sha256 of" in line and f"set source.sha256 of '{MINE}' to the new hash" in line
+    assert "delete" not in line.lower()
 
 
 def _cli(tmp_path, mode: str, *args: str) -> subprocess.CompletedProcess:

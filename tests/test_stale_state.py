@@ -31,20 +31,10 @@ def _profile(folder, outputs, yaml: str = YAML):
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory, tiny_run):
-    """Outputs root of the tiny profile with its ladder, calibration, reference store (a copy
-    of the session's tiny run), one Q2_K cell and Q2_K's text-sample shift done; each test
-    works on its own copy."""
-    from gguf_fragility.run.calibrate import calibrate
-    from gguf_fragility.run.cluster import run_cells
-    from gguf_fragility.run.plan import plan_rung
-    from gguf_fragility.run.sweep import measure_shift
-
-    root = tmp_path_factory.mktemp("stale")
-    profile = _profile(root / "profiles", copy_tiny_run(tiny_run, root / "outputs", "stale"))
-    calibrate(profile, SMOL)
-    run_cells(plan_rung(profile, SMOL, "Q2_K", families=["arithmetic"]))
-    measure_shift(profile, SMOL, "Q2_K")
-    return root / "outputs"
+    """Outputs root of the tiny profile with its ladder, calibration, reference store, Q2_K
+    cells and Q2_K's text-sample shift done (a copy of the session's tiny run, under the
+    profile name ``stale``); each test works on its own copy."""
+    return copy_tiny_run(tiny_run, tmp_path_factory.mktemp("stale") / "outputs", "stale")
 
 
 @pytest.fixture

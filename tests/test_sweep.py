@@ -133,29 +133,29 @@ def _kill_after_cells(cmd: list[str], env: dict, folder: Path, n: int) -> dict[s
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_loss_or_duplicates(mini, tmp_path):
+    """Killed twice (SIGKILL) and resumed, a sweep in its own process ends with the rows of
+    the uninterrupted sweep of the same profile (the session's tiny run swept Q2_K straight
+    through, in-process: ``mini`` holds its cells)."""
     profile, _ = mini
     profile_path = tmp_path / "mini.yaml"
     profile_path.write_text(PROFILE_YAML)
-    runs = {}
-    for name in ["interrupted", "straight"]:
-        root = tmp_path / name
-        _copy_prefix(profile.layout, root)
-        env = {**os.environ, "GGUF_FRAGILITY_OUTPUTS": str(root)}
-        folder = root / "mini/sweep/smollm2-135m/Q2_K"
-        if name == "interrupted":
-            # killed once right after its first cell, and again (resumed) after its second:
-            # each kill lands inside the next family, with cells stored before it
-            first = _kill_after_cells(_sweep_cmd(profile_path), env, folder, 1)
-            second = _kill_after_cells(_sweep_cmd(profile_path), env, folder, len(first) + 1)
-            assert 1 <= len(first) < len(second) < len(FAMILIES)
-            assert all(second[c] == t for c, t in first.items())  # resumed, not redone
-        subprocess.run(_sweep_cmd(profile_path), env=env, check=True, stderr=subprocess.DEVNULL)
-        cells = sorted(folder.glob("*.parquet"))
-        assert len(cells) == len(FAMILIES) and not list(folder.glob("*.tmp*"))
-        if name == "interrupted":
-            assert all(c.stat().st_mtime_ns == second[c.name] for c in cells if c.name in second)
-        runs[name] = pd.concat([pd.read_parquet(c) for c in cells], ignore_index=True)
-    a, b = (runs[k].sort_values(["family", "item_id"]).reset_index(drop=True) for k in runs)
+    root = tmp_path / "interrupted"
+    _copy_prefix(profile.layout, root)
+    env = {**os.environ, "GGUF_FRAGILITY_OUTPUTS": str(root)}
+    folder = root / "mini/sweep/smollm2-135m/Q2_K"
+    # killed once right after its first cell, and again (resumed) after its second:
+    # each kill lands inside the next family, with cells stored before it
+    first = _kill_after_cells(_sweep_cmd(profile_path), env, folder, 1)
+    second = _kill_after_cells(_sweep_cmd(profile_path), env, folder, len(first) + 1)
+    assert 1 <= len(first) < len(second) < len(FAMILIES)
+    assert all(second[c] == t for c, t in first.items())  # resumed, not redone
+    subprocess.run(_sweep_cmd(profile_path), env=env, check=True, stderr=subprocess.DEVNULL)
+    cells = sorted(folder.glob("*.parquet"))
+    assert len(cells) == len(FAMILIES) and not list(folder.glob("*.tmp*"))
+    assert all(c.stat().st_mtime_ns == second[c.name] for c in cells if c.name in second)
+    straight = [profile.layout.cell("smollm2-135m", "Q2_K", c.stem) for c in cells]
+    a, b = (pd.concat([pd.read_parquet(c) for c in run], ignore_index=True)
+            .sort_values(["family", "item_id"]).reset_index(drop=True) for run in (cells, straight))
     assert len(a) == len(b) == len(FAMILIES) * N_ITEMS
     assert not a.duplicated(["family", "item_id"]).any()
     cols = ["family", "item_id", "raw_output", "correct", "params_hash"]

@@ -43,7 +43,7 @@ from gguf_fragility.engine.rungs import (
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats.grid import lens_grid
 from gguf_fragility.stats.lens.registry import undirected
-from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT
+from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT, NO_FLOOR
 from gguf_fragility.stats.results import bpw_of, settings_of
 from gguf_fragility.stats.settings import DEFAULT_SETTINGS, Settings
 from gguf_fragility.store import write_tables
@@ -167,7 +167,7 @@ def axis_comparisons(items: pd.DataFrame, ladder: pd.DataFrame, *,
         cmp = lens_grid(sub, {model: comparator}, bits, settings=settings).comparisons
         cmp = _mark_gains(cmp, sub, model, comparator, bits, settings)
         if axis != "kv_cache":  # plain Q2_K is no standard for the imatrix: flips are changes
-            cmp.loc[cmp["lens"].isin(undirected()) & (cmp["decision"] == BEYOND),
+            cmp.loc[cmp["lens"].isin(undirected()) & cmp["decision"].isin([BEYOND, NO_FLOOR]),
                     "decision"] = CHANGE
         frames.append(cmp.assign(axis=axis, comparator=comparator, comparator_kind=kind,
                                  bits=cmp["bpw"]))

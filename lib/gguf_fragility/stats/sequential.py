@@ -27,7 +27,8 @@ from typing import NamedTuple
 import numpy as np
 
 from gguf_fragility.stats import relevance
-from gguf_fragility.stats.lens.base import ABOVE, BELOW
+from gguf_fragility.stats.lens.base import ABOVE, BELOW, Lens
+from gguf_fragility.stats.lens.registry import LENSES
 from gguf_fragility.stats.multiplicity import fixed_sequence_graph
 
 TRUNCATION = 0.5  # bets capped at this share of the most the capital can lose (WSR 2024, sec. 5)
@@ -41,11 +42,14 @@ class Spec(NamedTuple):
     loss_side: str  # BELOW: a loss is a negative effect; ABOVE: a positive one (extra flips)
 
 
-SPECS: dict[str, Spec] = {
-    "correctness": Spec(-1.0, 1.0, BELOW),  # rung right minus reference right, per item
-    "fidelity": Spec(-1.0, 1.0, ABOVE),  # rung flipped minus floor flipped, per item
-    "margin": Spec(-100.0, 100.0, BELOW),  # gold (or reply per-token) probability change, pp
-}
+def spec_of(lens: Lens) -> Spec:
+    """The bounded per-item effect of ``lens``: its :attr:`~Lens.item_range` and loss side
+    (correctness: rung right minus reference right; fidelity: rung flipped minus floor
+    flipped; margin: gold or per-token reply probability change in points)."""
+    return Spec(*lens.item_range, lens.loss_side)
+
+
+SPECS: dict[str, Spec] = {name: spec_of(lens) for name, lens in LENSES.items()}
 
 
 def _check(x, spec: Spec) -> np.ndarray:

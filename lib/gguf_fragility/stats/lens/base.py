@@ -57,6 +57,9 @@ class Lens(ABC):
         The lens's rate is compared with the noise floor's, which the summaries report.
     display_scale, display_unit : float, str
         What the site multiplies an effect or MDE by, and the unit it then prints.
+    item_range : tuple of float
+        Bounds of one item's effect in :attr:`unit` (a paired 0/1 difference: -1 to 1),
+        which the anytime-valid sequences of :mod:`gguf_fragility.stats.sequential` need.
     roles : frozenset of str
         :data:`ACCURACY` (the decision matrix's worst family, the planner, the landing
         page's chart and advice, transfer of decisions read this lens; it also gives
@@ -74,6 +77,7 @@ class Lens(ABC):
     against_floor: ClassVar[bool] = False
     display_scale: ClassVar[float] = 100.0
     display_unit: ClassVar[str] = "pp"
+    item_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
     roles: ClassVar[frozenset[str]] = frozenset()
 
     def margin(self, s: Settings) -> float:
@@ -141,8 +145,9 @@ class Lens(ABC):
         numpy.ndarray of str
             :data:`~gguf_fragility.stats.relevance.BEYOND`, ``EQUIVALENT``, ``CHANGE`` or
             ``UNDECIDED`` on the loss side of this lens, within :meth:`margins`; a lens
-            compared with a noise floor says ``NO_FLOOR`` where none was measured (its
-            flips may be re-run noise), so that cell never enters a death rung or ranking.
+            compared with a noise floor says ``NO_FLOOR`` instead of ``BEYOND`` or ``CHANGE``
+            where none was measured (its flips may be re-run noise), so that cell never
+            enters a death rung or ranking.
         """
         lo, hi = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
         if self.loss_side == ABOVE:  # loss = a larger effect: mirror the interval
@@ -151,6 +156,7 @@ class Lens(ABC):
         with np.errstate(invalid="ignore"):
             beyond = rej & (rows["p_beyond"].to_numpy(float) <= np.asarray(level, float))
         out = relevance.decide(lo, hi, self.margins(rows, s), beyond=beyond, change=rej & (hi < 0))
-        if self.against_floor:
-            out[~rows["floor"].astype(str).str.startswith("measured").to_numpy()] = relevance.NO_FLOOR
+        if self.against_floor:  # a shown change without a floor may be re-run noise
+            no_floor = ~rows["floor"].astype(str).str.startswith("measured").to_numpy()
+            out[no_floor & np.isin(out, [relevance.BEYOND, relevance.CHANGE])] = relevance.NO_FLOOR
         return out

@@ -94,6 +94,7 @@ class Margin(Lens):
     columns = ("median", "effect_nats", "ci_low_nats", "ci_high_nats", "n_collapse",
                "collapse_share_high")
     display_scale, display_unit = 1.0, "pp"
+    item_range = (-100.0, 100.0)  # a probability change in points
     roles = frozenset({CHANGE})
 
     def margin(self, s: Settings) -> float:

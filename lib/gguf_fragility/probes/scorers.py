@@ -61,14 +61,14 @@ class TextScoreFn(Protocol):
 
 
 @dataclass(frozen=True)
-class LoglikScorer:
-    """A registered log-likelihood scorer (scores ``mc_loglik`` items)."""
+class _Registered:
+    """What every registered scorer holds: its name, version and scoring function."""
 
     name: str
     version: str
-    func: LoglikScoreFn
-    kind: ClassVar[str] = "mc_loglik"  # the item kind it scores
-    outputs: ClassVar[str] = "log-likelihood"  # what it reads
+    func: LoglikScoreFn | TextScoreFn
+    kind: ClassVar[str]  # the item kind it scores
+    outputs: ClassVar[str]  # what it reads
 
     @property
     def doc(self) -> str:
@@ -77,19 +77,21 @@ class LoglikScorer:
 
 
 @dataclass(frozen=True)
-class TextScorer:
+class LoglikScorer(_Registered):
+    """A registered log-likelihood scorer (scores ``mc_loglik`` items)."""
+
+    func: LoglikScoreFn
+    kind: ClassVar[str] = "mc_loglik"
+    outputs: ClassVar[str] = "log-likelihood"
+
+
+@dataclass(frozen=True)
+class TextScorer(_Registered):
     """A registered text scorer (scores ``generate`` items)."""
 
-    name: str
-    version: str
     func: TextScoreFn
-    kind: ClassVar[str] = "generate"  # the item kind it scores
-    outputs: ClassVar[str] = "text"  # what it reads
-
-    @property
-    def doc(self) -> str:
-        """The scoring function's docstring."""
-        return self.func.__doc__ or ""
+    kind: ClassVar[str] = "generate"
+    outputs: ClassVar[str] = "text"
 
 
 Scorer = LoglikScorer | TextScorer

@@ -19,8 +19,8 @@ PACKAGE = paths.REPO / "lib" / "gguf_fragility"
 # probes, 03-04 run, 05-08 stats; run and stats read what earlier chapters stored through
 # ``artifacts`` and never import each other (test below)
 RANKS = {"errors": 0, "paths": 0, "events": 0, "store": 0, "layout": 0, "downloads": 0, "registry": 0,
-         "artifacts": 0, "engine": 1, "profile": 2, "probes": 3, "ladder": 4, "run": 5, "stats": 6,
-         "report": 7, "interop": 7, "cli": 8, "testing": 8}
+         "sources": 0, "artifacts": 0, "engine": 1, "profile": 2, "probes": 3, "ladder": 4, "run": 5,
+         "stats": 6, "report": 7, "interop": 7, "cli": 8, "testing": 8}
 NO_LLAMA = ("stats", "report", "profile", "layout", "artifacts")  # rooms that must import without llama.cpp
 
 

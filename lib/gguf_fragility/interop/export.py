@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from gguf_fragility.artifacts import load_items, read_ladder
-from gguf_fragility.interop.lmeval import EXTRAS, LETTERS
+from gguf_fragility.interop.lmeval import EXTRAS, LETTERS, NUMERIC_EXTRAS
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.store import code_version, write_json_atomic
 
@@ -52,8 +52,7 @@ def sample_line(row: pd.Series, doc_id: int) -> dict:
     # the rendered prompt depends on the model's chat template, which a cell does not keep
     prompt_hash = _hash(f"{doc_hash}:variant{int(row.get('variant', 0))}")
     extras = {"correct": bool(row["correct"]), "extracted": str(row["extracted"]),
-              **{k: _num(row[k]) for k in ("margin", "gold_logprob", "ref_answer_logprob",
-                                           "answer_kl", "answer_same_top")}}
+              **{k: _num(row[k]) for k in NUMERIC_EXTRAS if k in row.index}}
     base = {"doc_id": doc_id, "doc": doc, "doc_hash": doc_hash, "prompt_hash": prompt_hash,
             "filter": "none", EXTRAS: extras}
     if row["mode"] == "loglik":

@@ -36,8 +36,9 @@ NO_MARGIN = ("not available: lm-eval's generate_until samples hold no log-probab
              "margin lens has no value for this family")
 LADDER_NAME = "lm-eval import"
 EXTRAS = "gguf_fragility"  # a sample's extra field: this project's own per-item quantities
-EXTRA_KEYS = ("correct", "extracted", "margin", "gold_logprob", "ref_answer_logprob", "answer_kl",
-              "answer_same_top")  # read back from EXTRAS when present (our own exports)
+NUMERIC_EXTRAS = ("margin", "gold_logprob", "ref_answer_logprob", "answer_kl", "answer_same_top",
+                  "n_gen_tokens")  # per-item numbers of our own exports (NaN -> null)
+EXTRA_KEYS = ("correct", "extracted", *NUMERIC_EXTRAS)  # read back from EXTRAS when present
 
 
 class ImportRefused(ValueError):

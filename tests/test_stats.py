@@ -170,7 +170,8 @@ def test_lens_grid_reaches_the_simulation_s_rejections():
         "model": [f"rep{x:03d}" for x in r.ravel()], "rung": np.array(names)[k.ravel()],
         "family": [f"fam{x}" for x in f.ravel()], "item_id": i.ravel().astype(str),
         "correct": ans.ravel() == 0, "extracted": np.array(list("ABCD"))[ans.ravel()],
-        "mode": "loglik", "margin": margin.ravel(), "gold_logprob": 0.0,
+        "mode": "loglik", "margin": margin.ravel(),
+        "gold_logprob": -np.logaddexp(0.0, -margin.ravel()),  # log sigmoid: two choices
         "ref_answer_logprob": np.nan, "answer_kl": 0.0, "answer_same_top": 1.0})
     bpw = {(f"rep{x:03d}", rr): v for x in range(reps)
            for rr, v in zip(rungs, (3.0, 4.9, 8.5), strict=True)}

@@ -138,13 +138,11 @@ class Evidence(NamedTuple):
     estimate: np.ndarray  # mean effect, lens unit, a loss negative (fidelity mirrored)
     p_beyond: np.ndarray  # H0: loss at most m (loss side); the family of tests reads this
     p_change: np.ndarray  # H0: no loss (loss side, against zero)
-    p_equiv_low: np.ndarray  # H0: effect <= -m  (one half of the equivalence pair)
-    p_equiv_high: np.ndarray  # H0: effect >= +m
 
 
 def evidence(x, spec: Spec, margin: float, alpha: float = 0.05) -> Evidence:
     """
-    Anytime-valid p-values of a cell's four decisions, on the lens's loss side.
+    Anytime-valid p-values of a cell's loss tests (beyond the margin, against zero).
 
     Parameters
     ----------
@@ -176,7 +174,7 @@ def evidence(x, spec: Spec, margin: float, alpha: float = 0.05) -> Evidence:
         return anytime_p(log_capital(x, spec, np.full(x.shape[:-1], null), side, alpha))[..., -1]
 
     return Evidence(np.full(x.shape[:-1], x.shape[-1]), x.mean(-1),
-                    p(-margin, BELOW), p(0.0, BELOW), p(-margin, ABOVE), p(margin, BELOW))
+                    p(-margin, BELOW), p(0.0, BELOW))
 
 
 class ConfidenceSequence(NamedTuple):

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from gguf_fragility.layout import RunLayout, Table
+
 REPO = Path(__file__).resolve().parents[1]
 CLI = [str(REPO / ".venv" / "bin" / "gguf-fragility")]
 CODE = REPO  # the code under test: the checkout, or a snapshot of it (``code``, ``--code``)
@@ -309,9 +311,9 @@ def qwen(work: Path, args) -> None:
     rc, text, s = cli(["run", "--profile", "mine"], base / "outputs", env=env,
                       timeout=args.timeout)
     tail = text.strip().splitlines()[-1:] if rc else ""
-    acc = base / "outputs" / "mine" / "tables" / "accuracy.csv"
+    acc = RunLayout(base / "outputs" / "mine").table(Table.ACCURACY)
     record(work, "qwen-own-model", "exit 0; accuracy per rung of my-qwen",
-           f"exit {rc}; accuracy.csv {'written' if acc.is_file() else 'absent'} {tail}",
+           f"exit {rc}; {acc.name} {'written' if acc.is_file() else 'absent'} {tail}",
            rc == 0 and acc.is_file(), s)
 
 

@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 from synthetic_run import N_MODELS, RUNGS
 
+from gguf_fragility.layout import Table
+from gguf_fragility.report import findings
 from gguf_fragility.stats import axes, results
 from gguf_fragility.stats.grid import Settings
 from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT
@@ -55,7 +57,7 @@ def test_kv_axis_shows_the_fabricated_q4_0_damage_and_not_q8_0s():
     assert (corr.effect <= 0).all()  # the fabricated cache only loses answers
     assert set(table.bits) == {8.5, 4.5} and set(table.axis) == {"kv_cache"}
     assert not (table.decision == axes.GAIN).any()  # the cache only harms
-    text = axes.axis_findings(table)
+    text = findings.axis_findings(table)
     assert "Q4_K_M+kv_q4_0** against Q4_K_M+kv_f16 (kv_cache" in text
     assert "margin: loss shown" in text
 
@@ -85,7 +87,7 @@ def test_imatrix_axes_show_the_fabricated_gains_where_they_are():
     assert (fid[fid.axis == "imatrix"].decision == axes.CHANGE).any()
     bits = table.set_index("rung")["bits"]
     assert (bits == 3.0).all()  # the files' bpw: ties, ordered by name
-    text = axes.axis_findings(table)
+    text = findings.axis_findings(table)
     assert "**synth-0 Q2_K+imatrix_wiki** against Q2_K (imatrix; " in text
     assert "margin: gain shown on" in text
 
@@ -107,7 +109,7 @@ def test_axes_without_axis_rungs_are_empty():
     r = synthetic_results(n_models=1, n_families=3, n_items=30, rungs=("F16", "Q2_K"))
     table = axes.axis_comparisons(r.items, r.ladder, settings=SETTINGS)
     assert table.empty and list(table.columns) == axes.COLUMNS
-    assert "no rung with a comparator" in axes.axis_findings(table)
+    assert "no rung with a comparator" in findings.axis_findings(table)
 
 
 def test_decision_matrix_carries_kv_cache_bytes():
@@ -124,8 +126,8 @@ def test_notebook_07_on_synthetic_sweep_without_llama_cpp(synthetic_chapters):
     """Notebook 07 reads only ``profile`` and runs where llama.cpp is absent (the shared
     synthetic run: KV rungs of Q4_K_M, imatrix rungs of Q2_K)."""
     run = synthetic_chapters.profile.layout
-    table = pd.read_csv(run.tables_dir / "axis_comparisons.csv")
-    costs = pd.read_csv(run.tables_dir / "kv_costs.csv")
+    table = pd.read_csv(run.table(Table.AXIS_COMPARISONS))
+    costs = pd.read_csv(run.table(Table.KV_COSTS))
     # per model: the ladder rungs, three KV rungs and two imatrix rungs (lesions cost nothing)
     assert len(costs) == N_MODELS * (len(RUNGS) + 5)
     assert set(zip(table.axis, table.rung, strict=True)) == {

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gguf_fragility.layout import RunLayout, outputs_root
+from gguf_fragility.layout import RunLayout, Table, outputs_root
 from gguf_fragility.report import claims
 
 
@@ -52,7 +52,7 @@ def _site(profile, body):
     t = run.tables_dir
     t.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"model": ["m"], "diff": [-0.0512], "bpw": [5.139419]}).to_csv(
-        t / "comparisons.csv", index=False)
+        run.table(Table.COMPARISONS), index=False)
     site = run.site_dir
     site.mkdir(parents=True, exist_ok=True)
     (site / "index.html").write_text(f"<html><main><p>{body}</p></main></html>")

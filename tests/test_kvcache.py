@@ -162,10 +162,11 @@ def test_kv_rung_cells_record_the_cache_and_reuse_the_weights_file(kv_run):
 def test_kv_rung_is_paired_in_the_axis_table_and_kept_out_of_the_ladder_grid(kv_run):
     from gguf_fragility import artifacts
     from gguf_fragility.stats import axes, results
+    from gguf_fragility.stats.settings import Settings
 
     profile, _ = kv_run
     r = artifacts.load_results(profile.layout)
-    settings = results.settings_of(profile)._replace(n_boot=200)
+    settings = Settings.of(profile).replace(n_boot=200)
     table = axes.axis_comparisons(r.items, r.ladder, settings=settings)
     assert set(table.axis) == {"kv_cache"}
     assert set(table.rung) == {"Q2_K+kv_q4_0"} and set(table.comparator) == {"Q2_K+kv_f16"}

@@ -14,7 +14,7 @@ from gguf_fragility.engine.rungs import (
     tensor_type_patterns,
     types_by_kind,
 )
-from gguf_fragility.layout import RunLayout
+from gguf_fragility.layout import RunLayout, Table
 from gguf_fragility.stats import lesions, recipes, results
 from gguf_fragility.stats.grid import Settings
 from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT
@@ -229,9 +229,9 @@ def test_notebook_08_on_synthetic_sweep_without_llama_cpp(synthetic_chapters):
     and proposes a recipe; the landing page states one lesion sentence per model (the shared
     synthetic run, chapter 5 executed before it)."""
     run = synthetic_chapters.profile.layout
-    shares = pd.read_csv(run.tables_dir / "lesion_shares.csv")
+    shares = pd.read_csv(run.table(Table.LESION_SHARES))
     assert set(shares.group) == {"ffn_down", "attn_k", "last_third"}
-    rec = pd.read_csv(run.tables_dir / "lesion_recipe.csv")
+    rec = pd.read_csv(run.table(Table.LESION_RECIPE))
     assert rec.recipe.iloc[0].startswith("Q2_K+ffn_down=Q4_K") and not rec.in_profile.iloc[0]
     assert (run.figures_dir / "lesion_map.svg").is_file()
     assert "not in this profile yet" in (synthetic_chapters.executed / "08_lesions.ipynb").read_text()
@@ -335,12 +335,12 @@ def test_the_landing_page_states_the_recipe_verdict_once_it_is_swept(tmp_path, f
 
     run = RunLayout.of("smoke", tmp_path)
     maps = lesions.lesion_map(fabricated.items, fabricated.ladder, settings=SETTINGS)
-    write_table_atomic(maps.lesion_shares.assign(model="m"), run.tables_dir / "lesion_shares.csv")
+    write_table_atomic(maps.lesion_shares.assign(model="m"), run.table(Table.LESION_SHARES))
     comp, rec = recipe_frames("undecided")
-    write_table_atomic(rec, run.tables_dir / "lesion_recipe.csv")
-    write_table_atomic(comp.iloc[:0], run.tables_dir / "recipe_comparison.csv")
+    write_table_atomic(rec, run.table(Table.LESION_RECIPE))
+    write_table_atomic(comp.iloc[:0], run.table(Table.RECIPE_COMPARISON))
     assert "protective recipe" not in _lesion_sentences(run)  # listed, not swept yet
-    write_table_atomic(comp, run.tables_dir / "recipe_comparison.csv")
+    write_table_atomic(comp, run.table(Table.RECIPE_COMPARISON))
     landing = _lesion_sentences(run)
     assert "**m**: recipe `Q2_K+ffn_down=Q4_K` at 3.90 bpw" in landing
     assert "undecided, which is not safe" in landing

@@ -18,7 +18,7 @@ from gguf_fragility.artifacts import load_items, read_ladder
 from gguf_fragility.interop.export import export_lm_eval
 from gguf_fragility.interop.importer import import_lm_eval
 from gguf_fragility.interop.lmeval import ImportRefused
-from gguf_fragility.layout import RunLayout
+from gguf_fragility.layout import RunLayout, Table
 from gguf_fragility.report import site
 from gguf_fragility.run import pipeline
 from gguf_fragility.stats.grid import Settings, lens_grid
@@ -169,14 +169,14 @@ def test_cli_import_then_chapters_5_6_and_site(tmp_path, monkeypatch, capsys):
     assert "arith_mini" in capsys.readouterr().out
     layout = RunLayout.of("smoke")
     pipeline.run("smoke", ["stats", "transfer"])
-    acc = pd.read_csv(layout.tables_dir / "accuracy.csv").set_index(["family", "rung"])
+    acc = pd.read_csv(layout.table(Table.ACCURACY)).set_index(["family", "rung"])
     for rung in ("F16", "Q2_K"):
         for task, metric, filt in (("arc_mini", "acc", "none"),
                                    ("arith_mini", "exact_match", "strict-match")):
             lm = [s[metric] for s in _samples(rung, task) if s["filter"] == filt]
             assert acc.loc[(task, rung), "n"] == len(lm) == 8
             assert acc.loc[(task, rung), "n_correct"] == sum(lm)  # lm-eval's own acc, per item
-    cmp = pd.read_csv(layout.tables_dir / "comparisons.csv").set_index(["lens", "family"])
+    cmp = pd.read_csv(layout.table(Table.COMPARISONS)).set_index(["lens", "family"])
     assert cmp.loc[("margin", "arith_mini"), "n"] == 0  # no log-probs: margin not available
     assert cmp.loc[("margin", "arc_mini"), "n"] == 8
     rendered = site.render(layout, check_claims=False)

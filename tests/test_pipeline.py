@@ -15,6 +15,8 @@ import pytest
 from test_run_lock import patched_env
 from test_user_model import user_model_setup
 
+from gguf_fragility.layout import RunLayout, Table
+
 MINE = "my-smol"
 
 TINY = """
@@ -54,25 +56,25 @@ def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_
                         "04_sweep__my-smol__Q2_K.ipynb", "05_stats.ipynb", "06_transfer.ipynb",
                         "07_axes.ipynb", "08_lesions.ipynb"]
     assert MINE in (run / "notebooks" / "02_probes.ipynb").read_text()
-    assert (run / "ladder" / MINE / "ladder.csv").is_file()
+    assert RunLayout(run).ladder_csv(MINE).is_file()
     # the user's file is read, never moved or changed
     assert mine.is_file() and mine.stat().st_size == source_bytes
-    timings = pd.read_csv(run / "timings.csv")
+    timings = pd.read_csv(RunLayout(run).timings)
     assert list(timings.stage.unique()) == ["ladder", "probes", "calibrate", "sweep", "stats",
                                             "transfer", "axes", "lesions"]
     assert "wall time per stage" in done.stdout
     rows = pd.concat(pd.read_parquet(p) for p in (run / "sweep").rglob("*.parquet"))
     assert len(rows) == 3 * 3 * 4  # (F16, floor, Q2_K) x families x items
     assert set(rows.rung) == {"F16", "F16-floor", "Q2_K"}
-    comparisons = pd.read_csv(run / "tables" / "comparisons.csv")
+    comparisons = pd.read_csv(RunLayout(run).table(Table.COMPARISONS))
     assert set(comparisons.family) == {"science_mc", "knowledge_mc", "string_ops"}
     assert set(comparisons.rung) == {"Q2_K"}  # the floor is a control, never a rung
     assert set(comparisons.lens) == {"correctness", "fidelity", "margin"}
     assert (run / "site" / "index.html").is_file()
     assert "site: claim check passed" in done.stdout
     # chapter 7 on a profile without KV or imatrix rungs says so (folded in from test_axes)
-    assert pd.read_csv(run / "tables" / "axis_comparisons.csv").empty
-    assert {"F16", "Q2_K"} <= set(pd.read_csv(run / "tables" / "kv_costs.csv").rung)
+    assert pd.read_csv(RunLayout(run).table(Table.AXIS_COMPARISONS)).empty
+    assert {"F16", "Q2_K"} <= set(pd.read_csv(RunLayout(run).table(Table.KV_COSTS)).rung)
     assert "no rung with a comparator" in (run / "notebooks" / "07_axes.ipynb").read_text()
     # a rerun finds every cell done but one torn cell, says so (a line its chapter's kernel
     # logged: the old code left it inside the executed notebook) and changes no row

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from synthetic_run import SITE_RUNGS, synthetic_profile
 
-from gguf_fragility.layout import RunLayout
+from gguf_fragility.layout import RunLayout, Table
 from gguf_fragility.report import browser, claims, site
 from gguf_fragility.stats import lenses, relevance, results, transfer
 from gguf_fragility.testing import write_synthetic
@@ -61,8 +61,7 @@ def test_render_offline_from_tables(capsys):
     methods = (r.site_dir / "methods.html").read_text()
     assert "The family of tests of this run" in methods and "Tarone K" in methods
     assert internal_link_problems(r.site_dir) == []
-    assert {"settings.csv", "site_headline.csv"} <= {
-        p.name for p in run.tables_dir.iterdir()}
+    assert run.table(Table.SETTINGS).is_file() and run.table(Table.SITE_HEADLINE).is_file()
     repro = re.sub(r"<[^>]+>", "", (r.site_dir / "reproducibility.html").read_text())
     assert "make autopsy PROFILE=site-fast" in repro and "system information" in repro
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from synthetic_run import N_BOOT
 
+from gguf_fragility.layout import Table
 from gguf_fragility.profile import Profile
 
 EXPECTED = {
@@ -42,23 +43,22 @@ def test_notebook_05_on_synthetic_sweep_without_llama_cpp(synthetic_chapters):
     """Notebook 05 reads only ``profile``: its settings come from the profile, and its
     kernel runs where llama.cpp cannot be imported (a laptop without a compiler)."""
     profile = synthetic_chapters.profile
-    tables = profile.layout.tables_dir
     for name, cols in EXPECTED.items():
-        df = pd.read_csv(tables / f"{name}.csv")
+        df = pd.read_csv(profile.layout.table(name))
         assert len(df), name
         assert set(cols) <= set(df.columns), (name, set(cols) - set(df.columns))
-    config = json.loads((tables / "stats_config.json").read_text())
+    config = json.loads(profile.layout.stats_config.read_text())
     # the profile's value, not a default
     assert config["n_boot"] == profile.n_boot == N_BOOT != Profile.n_boot
     assert config["seed"] == profile.seed and config["alpha"] == profile.alpha
-    assert config["correction"] == profile.correction
-    dm = pd.read_csv(tables / "decision.csv")  # memory is llama.cpp's planned memory
+    assert config["correction"] == "holm"  # the design's, not a setting
+    dm = pd.read_csv(profile.layout.table(Table.DECISION))  # memory is llama.cpp's planned memory
     assert (dm.memory_source == "llama.cpp").all()
     assert (dm.memory_bytes == dm.planned_memory_bytes).all()
     assert (dm.memory_bytes < dm.peak_rss_bytes).all()
-    rec = pd.read_csv(tables / "recommendations.csv").dropna(subset=["memory_bytes"])
+    rec = pd.read_csv(profile.layout.table(Table.RECOMMENDATIONS)).dropna(subset=["memory_bytes"])
     assert len(rec) and (rec.memory_source == "llama.cpp").all()
-    cmp = pd.read_csv(tables / "comparisons.csv")
+    cmp = pd.read_csv(profile.layout.table(Table.COMPARISONS))
     assert set(cmp["lens"]) == {"correctness", "fidelity", "margin"}
     assert "F16-floor" not in set(cmp["rung"])
     figs = {p.name for p in profile.layout.figures_dir.glob("*.svg")}

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from gguf_fragility.report import claims
+from gguf_fragility.report import claims, findings
 from gguf_fragility.stats import relevance, results, transfer
 from gguf_fragility.stats.relevance import BEYOND
 from gguf_fragility.testing import synthetic_results
@@ -62,7 +62,7 @@ def test_identical_models_agree_and_decisions_carry():
     assert (f["death_agree_correctness"] == f["death_counted_correctness"]).all()
     assert (row["n_death_agree_correctness"] == row["n_death_counted_correctness"]
             == f["death_counted_correctness"].sum() // 2)  # both orders of the pair
-    text = transfer.conclusion(t.transfer_rank, t.transfer_decisions, "synth-0", "twin")
+    text = findings.transfer_conclusion(t.transfer_rank, t.transfer_decisions, "synth-0", "twin")
     assert f"of the {row['n_death_counted_correctness']} families where either model" in text
 
 
@@ -75,7 +75,7 @@ def test_joint_non_detection_is_not_agreement():
     t = transfer.transfer_tables(ladder, st.death_order.assign(**{
         f"death_rung_{k}": "" for k in ("correctness", "fidelity", "margin")}), cmp)
     assert not t.transfer_families["death_agree_correctness"].any()
-    text = transfer.conclusion(t.transfer_rank, t.transfer_decisions, "synth-0", "twin")
+    text = findings.transfer_conclusion(t.transfer_rank, t.transfer_decisions, "synth-0", "twin")
     assert "death rungs cannot be shown" in text or "cannot be shown" in text
     assert "agree by name" not in text
 
@@ -87,7 +87,7 @@ def test_fewer_than_five_families_cannot_be_shown():
     row = t.transfer_rank.iloc[0]
     assert not row["can_show"] and row["verdict"].startswith("cannot be shown")
     assert np.isnan(row["kendall_tau_b"]) and np.isnan(row["spearman_p"])
-    text = transfer.conclusion(t.transfer_rank, t.transfer_decisions, "synth-0", "synth-1")
+    text = findings.transfer_conclusion(t.transfer_rank, t.transfer_decisions, "synth-0", "synth-1")
     assert "cannot be shown" in text and "tau" not in text.lower()
     assert "transfers" not in text and "safe" not in text
 
@@ -115,7 +115,7 @@ def test_decision_carry_over_by_hand():
 
 def test_conclusion_numbers_trace_to_the_tables(synth):
     _, _, t = synth
-    text = transfer.conclusion(t.transfer_rank, t.transfer_decisions, "synth-0", "synth-1")
+    text = findings.transfer_conclusion(t.transfer_rank, t.transfer_decisions, "synth-0", "synth-1")
     assert "Kendall's tau-b" in text and "real bits per weight" in text
     assert "safe" not in text and "transfers" not in text
     v = np.concatenate([df.apply(pd.to_numeric, errors="coerce").to_numpy(float).ravel()
@@ -131,10 +131,10 @@ def test_conclusion_says_nothing_was_shown_once_instead_of_zeros():
     dec = pd.DataFrame([{"model_a": "a", "model_b": "b", "lens": "correctness", "match": m,
                          "rung_a": "all", "equivalent_a": 0, "equivalent_both": 0,
                          "loss_a": 0, "loss_both": 0} for m in ("name", "bpw")])
-    text = transfer.conclusion(rank, dec, "a", "b")
+    text = findings.transfer_conclusion(rank, dec, "a", "b")
     assert "of 0" not in text and " 0 were" not in text and " 0 also" not in text, text
     assert text.count("nothing was shown") == 1, text
     dec.loc[0, ["equivalent_a", "equivalent_both"]] = [3, 2]
-    text = transfer.conclusion(rank, dec, "a", "b")
+    text = findings.transfer_conclusion(rank, dec, "a", "b")
     assert "of 3 correctness cells shown equivalent on a, 2 were also shown equivalent on b" in text
     assert "of 0" not in text and "with a loss shown" not in text, text

@@ -4,12 +4,15 @@ A :class:`RunLayout` is a value (the run's root folder), passed to whatever read
 writes a run's files; nothing mutates a global. :func:`RunLayout.of` resolves the root
 once: ``$GGUF_FRAGILITY_OUTPUTS/<profile>`` when that variable is set, else
 ``outputs/<profile>`` in the checkout. Model files live elsewhere (:mod:`.paths`).
+The tables under ``tables/`` are named by :class:`Table` and found with
+:meth:`RunLayout.table`; no other module spells a table's file name.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from gguf_fragility import paths
@@ -18,6 +21,62 @@ from gguf_fragility import paths
 def outputs_root() -> Path:
     """The folder that holds one sub-folder per profile (read from the environment now)."""
     return Path(os.environ.get("GGUF_FRAGILITY_OUTPUTS", paths.REPO / "outputs"))
+
+
+class Table(StrEnum):
+    """Every table of ``outputs/<profile>/tables/``: the value is the CSV's name without
+    ``.csv``, and a field of the chapter's NamedTuple of tables
+    (:func:`gguf_fragility.store.write_tables`)."""
+
+    # chapter 5 (gguf_fragility.stats.results.StatsTables)
+    ACCURACY = "accuracy"
+    COMPARISONS = "comparisons"
+    DEATH_ORDER = "death_order"
+    DECISION = "decision"
+    RECOMMENDATIONS = "recommendations"
+    PLANNER = "planner"
+    LENS_SUMMARY = "lens_summary"
+    # chapter 6 (stats.transfer.TransferTables)
+    TRANSFER_FAMILIES = "transfer_families"
+    TRANSFER_RANK = "transfer_rank"
+    TRANSFER_DECISIONS = "transfer_decisions"
+    # chapter 7 (stats.axes.AxesTables)
+    AXIS_COMPARISONS = "axis_comparisons"
+    KV_COSTS = "kv_costs"
+    # chapter 8 (stats.recipes.LesionTables)
+    LESION_MAP = "lesion_map"
+    LESION_SHARES = "lesion_shares"
+    LESION_RECIPE = "lesion_recipe"
+    RECIPE_COMPARISON = "recipe_comparison"
+    # lm-eval import (interop.importer.ImportedTables: imported_<field>)
+    IMPORTED_RUNGS = "imported_rungs"
+    IMPORTED_TASKS = "imported_tasks"
+    # the site's derived numbers (report.pages, report.landing)
+    SETTINGS = "settings"
+    SITE_HEADLINE = "site_headline"
+    SITE_ADVICE = "site_advice"
+    SITE_ADVICE_COSTS = "site_advice_costs"
+
+    @classmethod
+    def of(cls, name: Table | str) -> Table:
+        """The table named ``name``.
+
+        Raises
+        ------
+        ValueError
+            For a name that is no table, listing the known ones.
+        """
+        try:
+            return cls(name)
+        except ValueError:
+            raise ValueError(f"unknown table {name!r}; tables are: "
+                             f"{', '.join(t.value for t in cls)} (add new ones to "
+                             "gguf_fragility.layout.Table)") from None
+
+    @property
+    def file_name(self) -> str:
+        """The CSV's file name."""
+        return f"{self.value}.csv"
 
 
 @dataclass(frozen=True)
@@ -121,6 +180,15 @@ class RunLayout:
     def tables_dir(self) -> Path:
         """CSV tables: the single source of every number in the report."""
         return self.root / "tables"
+
+    def table(self, name: Table | str) -> Path:
+        """The CSV file of table ``name`` (a :class:`Table`, or its value: :meth:`Table.of`)."""
+        return self.tables_dir / Table.of(name).file_name
+
+    @property
+    def stats_config(self) -> Path:
+        """The statistics settings chapter 5 used (JSON, beside the tables)."""
+        return self.tables_dir / "stats_config.json"
 
     @property
     def figures_dir(self) -> Path:

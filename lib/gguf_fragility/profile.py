@@ -19,22 +19,17 @@ from pathlib import Path
 import yaml
 
 from gguf_fragility import paths
-from gguf_fragility.engine.rungs import RungSpec, parse_rung
+from gguf_fragility.engine.rungs import (
+    NOISE_FLOOR,  # noqa: F401  (read as profile.NOISE_FLOOR too)
+    REFERENCE,
+    parse_rung,
+    rung_spec,
+)
 from gguf_fragility.errors import ProblemsError
 from gguf_fragility.layout import RunLayout, outputs_root
 from gguf_fragility.registry import read_registry
 
-DEFAULT_RUNGS = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
-# The reference re-run with other batch shapes (a pseudo-rung of every model when
-# ``noise_floor`` is on): same weights, different floating-point paths. Its flips and margin
-# changes are the noise floor the other rungs are tested against.
-NOISE_FLOOR = "F16-floor"
-
-
-def rung_spec(rung: str) -> RungSpec:
-    """The ladder file a profile's rung loads and its KV cache: :func:`parse_rung`, with the
-    noise floor (:data:`NOISE_FLOOR`) loading the reference's file."""
-    return parse_rung("F16" if rung == NOISE_FLOOR else rung)
+DEFAULT_RUNGS = (REFERENCE, "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
 
 
 class ProfileError(ProblemsError):
@@ -52,7 +47,7 @@ class EngineParams:
     seed: int = 0
     group_cells: int = 512  # KV cells that replies decoded together may reserve (engine.greedy)
 
-    def settings(self, rung: str = "F16") -> dict:
+    def settings(self, rung: str = REFERENCE) -> dict:
         """How a rung is loaded (``Engine`` keyword arguments): these settings, the same for
         every rung and every chapter, except the noise floor, which re-runs the reference with
         other batch shapes, and the KV-cache rungs, which set the cache type and flash attention.
@@ -67,9 +62,10 @@ class EngineParams:
         out = {"n_ctx": self.n_ctx, "n_threads": self.n_threads, "seed": self.seed,
                "n_gpu_layers": self.n_gpu_layers, "n_batch": self.n_batch, "n_seq_max": 8,
                "group_cells": self.group_cells}
-        if rung == NOISE_FLOOR:
+        spec = rung_spec(rung)
+        if spec.is_floor:
             out.update(n_batch=max(16, self.n_batch // 8), n_seq_max=1)
-        elif (spec := rung_spec(rung)).kv_cache is not None:
+        elif spec.kv_cache is not None:
             out.update(kv_cache=spec.kv_cache, flash_attn=spec.flash_attn)
         return out
 
@@ -111,7 +107,6 @@ class Profile:
     shift_passages: int = 8  # Wikipedia passages joined into the KL-divergence text sample
     shift_tokens: int = 256  # tokens per chunk (llama-perplexity's -c); its second half is scored
     n_boot: int = 10_000  # bootstrap resamples (paired differences, ranks, transfer)
-    correction: str = "holm"  # "holm": fixed sequence per family, Holm across families (graph)
     mcnemar: str = "exact"  # "exact" | "midp"
     alpha: float = 0.05  # test level; intervals are (1 - alpha)
     equivalence_margin: float = 0.03  # correctness: relevance margin, share of items (3 points)
@@ -347,16 +342,14 @@ def _semantic(profile: Profile, path: Path) -> list[str]:
                 problems.append(f"{where}.rungs: KV-cache rung {rung!r} loads the file of rung "
                                 f"{spec.weights!r}, which is not in this model's rungs "
                                 f"{list(run.rungs)}; add {spec.weights!r} to the list")
-        if "F16" not in run.rungs:
-            problems.append(f"{where}.rungs: {list(run.rungs)} must include the reference 'F16'")
+        if REFERENCE not in run.rungs:
+            problems.append(f"{where}.rungs: {list(run.rungs)} must include the reference "
+                            f"{REFERENCE!r}")
         problems += _range(run.n_items, 1, None, "items per family", f"{where}.n_items")
         problems += fams(run.families, f"models.{key}.families")
         problems += _twice(run.families, f"{where}.families")
     if profile.mcnemar not in ("exact", "midp"):
         problems.append(f"{path}: mcnemar: must be 'exact' or 'midp', got {profile.mcnemar!r}")
-    if profile.correction != "holm":
-        problems.append(f"{path}: correction: must be 'holm' (fixed sequence down each family, "
-                        f"Holm across families), got {profile.correction!r}")
     if profile.scheduler is not None:
         try:
             local_workers(profile.scheduler)
@@ -395,6 +388,11 @@ def load_profile(name_or_path: str | Path) -> Profile:
     if isinstance(data["models"], dict):  # `my-model:` with nothing under it = all defaults
         data["models"] = {k: {} if v is None else v for k, v in data["models"].items()}
     problems: list[str] = []
+    if "correction" in data:  # a key until issue 24; the lens design fixes the procedure
+        problems.append(f"{path}: correction: {data.pop('correction')!r} is no longer a setting: "
+                        "the lens design fixes the multiplicity procedure (a fixed sequence "
+                        "down each family, Holm across families; see the Methods page); "
+                        "remove the key")
     profile = _build(Profile, data, f"{path}: ", problems)
     if profile is not _BAD:
         problems += _empty_lists(data, path) + _semantic(profile, path)

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gguf_fragility import events, paths
+from gguf_fragility.layout import Table
 
 
 @contextlib.contextmanager
@@ -96,12 +97,14 @@ def write_table_atomic(df: pd.DataFrame, path: Path, record: dict | None = None)
 
 
 def write_tables(tables: tuple, out_dir: Path) -> list[Path]:
-    """Write each field of a NamedTuple of DataFrames to ``out_dir/<field>.csv`` atomically."""
-    out_dir = Path(out_dir)
+    """Write each field of a NamedTuple of DataFrames to ``out_dir`` atomically, as the
+    file of the :class:`~gguf_fragility.layout.Table` the field is named after (ValueError
+    for a field that names no table)."""
     written = []
     for name, df in tables._asdict().items():
-        write_table_atomic(df, out_dir / f"{name}.csv")
-        written.append(out_dir / f"{name}.csv")
+        path = Path(out_dir) / Table.of(name).file_name
+        write_table_atomic(df, path)
+        written.append(path)
     return written
 
 

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 
 from gguf_fragility.artifacts import Results
+from gguf_fragility.engine.rungs import NOISE_FLOOR, REFERENCE
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.profile import NOISE_FLOOR
 from gguf_fragility.stats.grid import ITEM_COLUMNS, OPTIONAL_COLUMNS
 from gguf_fragility.store import write_json_atomic, write_result_json, write_table_atomic
 
-LADDER_BPW = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q4_K_M": 4.89,
+LADDER_BPW = {REFERENCE: 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q4_K_M": 4.89,
               "Q3_K_M": 3.91, "Q2_K": 3.0}  # typical real bpw, for synthetic ladders only
 
 
@@ -46,7 +46,7 @@ def synthetic_results(*, n_models=2, n_families=13, n_items=500, rungs=tuple(LAD
     Every third family is generative (``mode`` "generate": ``margin`` and ``gold_logprob``
     NaN, ``ref_answer_logprob`` set); the others are 4-choice log-likelihood families.
     With ``noise_floor`` each model also gets the pseudo-rung
-    :data:`~gguf_fragility.profile.NOISE_FLOOR` (no ladder row): the reference with 1% of
+    :data:`~gguf_fragility.engine.rungs.NOISE_FLOOR` (no ladder row): the reference with 1% of
     its answers flipped and its log-probabilities jittered by 0.01 nats. Cost rows carry
     llama.cpp's planned memory (model, KV and compute buffers, their sum) and a peak RSS
     2 GB above the file, as a Python process's is. Not data.

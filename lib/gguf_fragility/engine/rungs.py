@@ -31,6 +31,11 @@ from typing import NamedTuple
 
 from gguf_fragility.engine.ftypes import ftype
 
+REFERENCE = "F16"  # the rung every other rung is compared with (the reference's own file)
+# The reference re-run with other batch shapes (a pseudo-rung of every model when a profile's
+# ``noise_floor`` is on): same weights, different floating-point paths. Its flips and margin
+# changes are the noise floor the other rungs are tested against.
+NOISE_FLOOR = f"{REFERENCE}-floor"
 # cache types a KV rung may name -> ggml type id (``enum ggml_type`` in ggml.h), spelled as
 # llama.cpp's ``--cache-type-k`` spells them
 KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "q4_0": 2}
@@ -59,10 +64,22 @@ _EXAMPLES = "e.g. 'Q4_K_M+kv_q8_0', 'IQ3_XXS+imatrix_wiki', 'Q8_0+ffn_down=Q2_K'
 
 
 class RungSpec(NamedTuple):
-    """Result of :func:`parse_rung`: the ladder file a rung loads and its KV-cache type."""
+    """Result of :func:`parse_rung` and :func:`rung_spec`: the ladder file a rung loads, its
+    KV-cache type, and whether it is the noise floor."""
 
     weights: str  # the ladder rung whose file is loaded (the name without its +kv_ suffix)
     kv_cache: str | None  # cache type of a KV rung (key of KV_TYPES); None for a plain rung
+    floor: bool = False  # the noise floor (NOISE_FLOOR): the reference's file, other batches
+
+    @property
+    def is_reference(self) -> bool:
+        """The reference itself (not its noise floor, not a KV-cache rung of its file)."""
+        return self.weights == REFERENCE and self.kv_cache is None and not self.floor
+
+    @property
+    def is_floor(self) -> bool:
+        """The noise floor (:data:`NOISE_FLOOR`)."""
+        return self.floor
 
     @property
     def cache(self) -> str:
@@ -212,6 +229,12 @@ def parse_rung(rung: str) -> RungSpec:
             raise
         raise ValueError(f"rung {rung!r}: its weights: {exc}") from None
     return RungSpec(weights, kv_cache)
+
+
+def rung_spec(rung: str) -> RungSpec:
+    """The file a profile's rung loads, its KV cache and its role: :func:`parse_rung`, with the
+    noise floor (:data:`NOISE_FLOOR`, which no profile lists) loading the reference's file."""
+    return RungSpec(REFERENCE, None, floor=True) if rung == NOISE_FLOOR else parse_rung(rung)
 
 
 def is_kv_rung(rung: str) -> bool:

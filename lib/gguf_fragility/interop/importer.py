@@ -20,6 +20,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf_fragility.artifacts import load_items
 from gguf_fragility.engine.ftypes import ftype
 from gguf_fragility.engine.gguf import open_gguf, tensor_census
+from gguf_fragility.engine.rungs import NOISE_FLOOR, REFERENCE
 from gguf_fragility.interop.lmeval import (
     LADDER_NAME,
     NO_MARGIN,
@@ -29,8 +30,7 @@ from gguf_fragility.interop.lmeval import (
     check_pairing,
     read_run,
 )
-from gguf_fragility.layout import RunLayout
-from gguf_fragility.profile import NOISE_FLOOR
+from gguf_fragility.layout import RunLayout, Table
 from gguf_fragility.store import (
     code_version,
     params_hash,
@@ -38,8 +38,6 @@ from gguf_fragility.store import (
     write_json_atomic,
     write_table_atomic,
 )
-
-REFERENCE = "F16"  # the rung name every statistic compares with (whatever the user's precision)
 
 
 class Imported(NamedTuple):
@@ -217,6 +215,6 @@ def imported_tables(layout: RunLayout) -> ImportedTables:
                                                       "lmeval_model", "model_args", "bpw"]),
                          pd.DataFrame(tasks, columns=["model", "task", "family", "filter",
                                                       "n_items", "metric", "margin_lens"]))
-    write_table_atomic(out.rungs, layout.tables_dir / "imported_rungs.csv")
-    write_table_atomic(out.tasks, layout.tables_dir / "imported_tasks.csv")
+    write_table_atomic(out.rungs, layout.table(Table.IMPORTED_RUNGS))
+    write_table_atomic(out.tasks, layout.table(Table.IMPORTED_TASKS))
     return out

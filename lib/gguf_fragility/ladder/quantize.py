@@ -38,6 +38,7 @@ from gguf_fragility.engine.gguf import (
 )
 from gguf_fragility.engine.llama import Engine
 from gguf_fragility.engine.rungs import (
+    REFERENCE,
     WeightsSpec,
     absent_groups,
     parse_weights,
@@ -151,7 +152,7 @@ def build_rung(ref: Reference, key: str, rung: str, n_threads: int | None = None
     """
     spec = parse_weights(rung)  # validate the name before any work
     im, tensor_types = None, []
-    if rung == "F16":
+    if rung == REFERENCE:
         path, record = ref.path, {"sha256": ref.sha256, "quantize_s": 0.0, "reused": True}
     else:
         path = paths.model_dir(key) / f"{rung}.gguf"
@@ -181,11 +182,11 @@ def build_rung(ref: Reference, key: str, rung: str, n_threads: int | None = None
         else:
             record = {**record, "reused": True}
     reader = open_gguf(path)
-    census = tensor_census(reader, nominal_type(spec.ftype) if rung != "F16" else None)
+    census = tensor_census(reader, nominal_type(spec.ftype) if rung != REFERENCE else None)
     kinds = types_by_kind(((t.name, t.tensor_type.name) for t in reader.tensors),
                           len(kv_shape(reader).heads_kv))
     return {
-        "model": key, "rung": rung, "is_reference": rung == "F16", "file": str(path),
+        "model": key, "rung": rung, "is_reference": rung == REFERENCE, "file": str(path),
         "sha256": record["sha256"], "file_size_bytes": path.stat().st_size,
         "n_params": census.n_params, "bpw": census.bpw,
         "n_fallback_tensors": census.n_fallback, "fallback_params": census.fallback_params,

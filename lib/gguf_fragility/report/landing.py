@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from gguf_fragility import store
-from gguf_fragility.layout import RunLayout
-from gguf_fragility.report import charts, pages
+from gguf_fragility.layout import RunLayout, Table
+from gguf_fragility.report import charts, findings, pages
 from gguf_fragility.report.pages import cols, md_table, read_ladders, read_table
-from gguf_fragility.stats import axes, lesions, recipes, transfer
+from gguf_fragility.stats import lesions, recipes, transfer
 from gguf_fragility.stats.decision import GIB, recommend
 from gguf_fragility.stats.grid import UNTESTABLE
 from gguf_fragility.stats.lens.base import ACCURACY
@@ -211,7 +211,7 @@ def _cost_table(dm: pd.DataFrame) -> str:
 
 def first_screen_markdown(run: RunLayout) -> str:
     """The first screen: per model its chart, its recommendation per budget, its costs."""
-    dm, cmp = read_table(run, "decision"), read_table(run, "comparisons")
+    dm, cmp = read_table(run, Table.DECISION), read_table(run, Table.COMPARISONS)
     if dm is None or cmp is None:
         out = ["Notebook 05 (statistics) has not written its tables for this profile yet, so "
                "there is nothing to recommend. What the run did produce is below.\n"]
@@ -220,12 +220,12 @@ def first_screen_markdown(run: RunLayout) -> str:
             out.append("\n## Ladders\n\n" + md_table(cols(lad, "model", "rung", "bpw",
                                                             "file_size_bytes", "reference_kind")))
         return "".join(out)
-    cfg = run.tables_dir / "stats_config.json"
+    cfg = run.stats_config
     conf = json.loads(cfg.read_text()) if cfg.exists() else {}
     alpha, margin = float(conf.get("alpha", 0.05)), float(conf.get("equivalence_margin", 0.05))
     adv = advice(dm, cmp, conf.get("budgets_gib", (1, 2, 4, 8)), alpha=alpha, margin=margin)
-    store.write_table_atomic(adv.picks, run.tables_dir / "site_advice.csv")
-    store.write_table_atomic(adv.costs, run.tables_dir / "site_advice_costs.csv")
+    store.write_table_atomic(adv.picks, run.table(Table.SITE_ADVICE))
+    store.write_table_atomic(adv.costs, run.table(Table.SITE_ADVICE_COSTS))
     text = advice_sentences(adv, margin=margin)
     out = ["::::: {.gf-first}\n\n"]
     for model, g in dm.groupby("model", sort=True):
@@ -246,7 +246,7 @@ def first_screen_markdown(run: RunLayout) -> str:
 
 def deaths_markdown(run: RunLayout, model: str) -> str:
     """Which families died at which rung on which lens, for one model ("" when none did)."""
-    order = read_table(run, "death_order")
+    order = read_table(run, Table.DEATH_ORDER)
     g = order[order["model"] == model] if order is not None else pd.DataFrame()
     parts = []
     for lens in LENSES if not g.empty else ():
@@ -325,20 +325,20 @@ def details_markdown(run: RunLayout) -> str:
             out.append("\n## The family of tests\n\nOne per model and lens; its settings are "
                        "on the [Methods](methods.qmd) page.\n\n"
                        + md_table(fam.drop(columns=["rungs, lowest first"]), 4))
-    rank, dec = read_table(run, "transfer_rank"), read_table(run, "transfer_decisions")
+    rank, dec = read_table(run, Table.TRANSFER_RANK), read_table(run, Table.TRANSFER_DECISIONS)
     out.append("\n## Does the death order transfer?\n\n")
     if rank is not None and len(rank):
         a, b = rank.iloc[0]["model_a"], rank.iloc[0]["model_b"]
-        out.append(transfer.conclusion(rank, dec, a, b) + "\n")
+        out.append(findings.transfer_conclusion(rank, dec, a, b) + "\n")
     else:
         out.append("Transfer needs two models with sweep results; this profile has fewer.\n")
     out.append(_lesion_sentences(run))
-    beside = read_table(run, "axis_comparisons")
+    beside = read_table(run, Table.AXIS_COMPARISONS)
     if beside is not None and len(beside):
         out.append("\n## Beside the ladder: KV cache and importance matrix\n\n"
                    "Each rung below differs from its comparator in one setting (chapter 7): a "
                    "*gain shown* is the comparator's loss against it, tested the other way.\n\n"
-                   + axes.axis_findings(beside) + "\n")
+                   + findings.axis_findings(beside) + "\n")
     more = [run.figures_dir / f"{n}.svg" for n in CHART_PREFERENCE]
     more = [c for c in more if c.exists()] or _fragility_chart(run)
     if more:
@@ -349,7 +349,7 @@ def details_markdown(run: RunLayout) -> str:
 def _lesion_sentences(run: RunLayout) -> str:
     """Per model with lesion rungs: which group reproduces the full rung's loss, then the
     protective recipe's verdict where it was swept (chapter 8)."""
-    shares = read_table(run, "lesion_shares")
+    shares = read_table(run, Table.LESION_SHARES)
     if shares is None or shares.empty:
         return ""
     shares = shares.assign(kind=shares["kind"].fillna(""), depth=shares["depth"].fillna(""))
@@ -358,7 +358,7 @@ def _lesion_sentences(run: RunLayout) -> str:
            "group alone reproduces (the lesions chapter has the whole map).\n\n"]
     for model in sorted(shares["model"].unique()):
         out.append(f"- {lesions.lesion_sentence(shares, model)}\n")
-    comp, rec = read_table(run, "recipe_comparison"), read_table(run, "lesion_recipe")
+    comp, rec = read_table(run, Table.RECIPE_COMPARISON), read_table(run, Table.LESION_RECIPE)
     if comp is not None and rec is not None and (verdict := recipes.recipe_findings(comp, rec)):
         out.append("\nThe protective recipe, judged by the statistics chapter like every rung:"
                    "\n\n" + verdict + "\n")
@@ -367,7 +367,7 @@ def _lesion_sentences(run: RunLayout) -> str:
 
 def _fragility_chart(run: RunLayout) -> list[Path]:
     """A fragility-per-family chart from ``death_order.csv`` when notebook 05 drew none."""
-    order = read_table(run, "death_order")
+    order = read_table(run, Table.DEATH_ORDER)
     if order is None or order.empty:
         return []
     import altair as alt

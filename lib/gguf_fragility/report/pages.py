@@ -22,7 +22,7 @@ import yaml
 from gguf_fragility import paths, store
 from gguf_fragility.artifacts import read_ladder
 from gguf_fragility.ladder import imatrix
-from gguf_fragility.layout import RunLayout
+from gguf_fragility.layout import RunLayout, Table
 from gguf_fragility.stats import ranking, transfer
 from gguf_fragility.stats.lens.base import ABOVE
 from gguf_fragility.stats.lens.registry import LENSES
@@ -32,9 +32,9 @@ PACKAGES = ("llama_cpp_python", "numpy", "pandas", "scipy", "statsmodels", "alta
             "vl-convert-python", "papermill", "nbformat", "smalldocs")
 
 
-def read_table(run: RunLayout, name: str) -> pd.DataFrame | None:
-    """``tables/<name>.csv`` of a run, or None when absent."""
-    f = run.tables_dir / f"{name}.csv"
+def read_table(run: RunLayout, name: Table) -> pd.DataFrame | None:
+    """Table ``name`` of a run, or None when absent."""
+    f = run.table(name)
     return pd.read_csv(f, keep_default_na=True) if f.exists() else None
 
 
@@ -52,12 +52,12 @@ def read_ladders(run: RunLayout) -> pd.DataFrame | None:
 def settings_table(run: RunLayout) -> pd.DataFrame:
     """The run's settings as ``name, value, source`` rows (numbers the methods text may cite)."""
     rows = []
-    cfg = run.tables_dir / "stats_config.json"
+    cfg = run.stats_config
     conf = json.loads(cfg.read_text()) if cfg.exists() else {}
     for k, v in conf.items():
         for x in v if isinstance(v, list) else [v]:
             if isinstance(x, int | float) and not isinstance(x, bool):
-                rows.append((k, float(x), "stats_config.json"))
+                rows.append((k, float(x), cfg.name))
     alpha = float(conf.get("alpha", 0.05))
     rows.append(("confidence_level_pct", 100 * (1 - alpha), "1 - alpha"))
     rows.append(("min_transfer_families", float(transfer.MIN_FAMILIES), "transfer.MIN_FAMILIES"))
@@ -134,11 +134,11 @@ def headline_table(run: RunLayout) -> pd.DataFrame:
     ``mde_low, mde_high, mde_unit`` (planned MDE range of the undecided cells; percentage
     points for the fraction lenses, SDs for the margin), ``floor_flip_pct``.
     """
-    order, summ = read_table(run, "death_order"), read_table(run, "lens_summary")
-    cmp = read_table(run, "comparisons")
+    order, summ = read_table(run, Table.DEATH_ORDER), read_table(run, Table.LENS_SUMMARY)
+    cmp = read_table(run, Table.COMPARISONS)
     if order is None or summ is None or cmp is None:
         return pd.DataFrame()
-    cfg = run.tables_dir / "stats_config.json"
+    cfg = run.stats_config
     alpha = float(json.loads(cfg.read_text()).get("alpha", 0.05)) if cfg.exists() else 0.05
     rows = []
     for _, s in summ.iterrows():
@@ -188,7 +188,7 @@ def cols(df: pd.DataFrame, *names: str) -> pd.DataFrame:
 def limitations_counts(run: RunLayout) -> str:
     """Generated sentences for the limitations page: item counts and reference kinds."""
     out = []
-    acc = read_table(run, "accuracy")
+    acc = read_table(run, Table.ACCURACY)
     if acc is not None:
         ref = acc[acc["is_reference"].astype(bool)]
         for model, g in ref.groupby("model"):
@@ -269,7 +269,7 @@ def reproducibility_markdown(run: RunLayout) -> str:
 
 def family_table(run: RunLayout) -> pd.DataFrame | None:
     """The corrected family of tests of a run, one row per model and lens (None without tables)."""
-    cmp = read_table(run, "comparisons")
+    cmp = read_table(run, Table.COMPARISONS)
     if cmp is None:
         return None
     c = cmp[cmp["measurable"].astype(bool)]
@@ -292,13 +292,13 @@ def family_of_tests(run: RunLayout) -> str:
     fam = family_table(run)
     if fam is None:
         return "No tables yet for this profile.\n"
-    cfg = run.tables_dir / "stats_config.json"
+    cfg = run.stats_config
     conf = json.loads(cfg.read_text()) if cfg.exists() else {}
     used = pd.DataFrame({"setting": list(conf), "value": [
         ", ".join(map(str, v)) if isinstance(v, list) else str(v) for v in conf.values()]})
     return ("The family of tests of this run, one per model and lens (cells are data, see "
-            "`comparisons.csv`):\n\n" + md_table(fam, 4)
-            + "\nThe settings the statistics used, read from the profile (`stats_config.json`):"
+            f"`{Table.COMPARISONS.file_name}`):\n\n" + md_table(fam, 4)
+            + f"\nThe settings the statistics used, read from the profile (`{cfg.name}`):"
             "\n\n" + md_table(used, 4))
 
 

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import yaml
 
 from gguf_fragility import paths, store
-from gguf_fragility.layout import RunLayout
+from gguf_fragility.layout import RunLayout, Table
 from gguf_fragility.report import claims
 from gguf_fragility.report.landing import GENERATED
 from gguf_fragility.report.pages import headline_table, settings_table
@@ -55,7 +55,7 @@ class Rendered(NamedTuple):
         out = [f"the site loads {len(self.external)} resource(s) from outside it, e.g. "
                f"{self.external[0]}"] if self.external else []
         if self.claims_ok is False:
-            table = self.site_dir.parent / "claim_check.csv"  # RunLayout.claim_check
+            table = RunLayout(self.site_dir.parent).claim_check
             out.append(f"the site's claim check failed: {self.n_untraced} number(s) in its prose "
                        f"are in no generated table (listed above; all numbers in {table})"
                        if self.n_untraced else "the site's claim check failed: no rendered page")
@@ -110,12 +110,11 @@ def stage(run: RunLayout) -> Path:
         ``methods.qmd``, ``limitations.qmd``, ``reproducibility.qmd``, ``styles.css``,
         ``chapters/*.ipynb`` (executed copies) and ``figures/*.svg``.
     """
-    tables = run.tables_dir
-    tables.mkdir(parents=True, exist_ok=True)
-    store.write_table_atomic(settings_table(run), tables / "settings.csv")
+    run.tables_dir.mkdir(parents=True, exist_ok=True)
+    store.write_table_atomic(settings_table(run), run.table(Table.SETTINGS))
     head = headline_table(run)
     if not head.empty:
-        store.write_table_atomic(head, tables / "site_headline.csv")
+        store.write_table_atomic(head, run.table(Table.SITE_HEADLINE))
     out = run.site_src
     if out.exists():
         shutil.rmtree(out)

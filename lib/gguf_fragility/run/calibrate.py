@@ -20,6 +20,7 @@ from typing import NamedTuple
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
+from gguf_fragility.engine.rungs import REFERENCE
 from gguf_fragility.probes.evaluate import VARIANTS
 from gguf_fragility.profile import Profile
 from gguf_fragility.run.plan import plan_rung
@@ -77,10 +78,10 @@ def calibrate(profile: Profile, model: str) -> Calibration:
     sample to ``outputs/<profile>/sweep/<model>/_reference_logprobs.npz`` (kept while its
     parameters are unchanged: :func:`gguf_fragility.run.sweep.ensure_reference`).
     """
-    plan = plan_rung(profile, model, "F16")
+    plan = plan_rung(profile, model, REFERENCE)
     v0 = evaluate_rung(profile, plan)
     gen_ok = {f: set(g.item_id[g.correct]) for f, g in v0[v0["mode"] == "generate"].groupby("family")}
-    v1 = evaluate_rung(profile, plan_rung(profile, model, "F16", variant=1, keep=gen_ok))
+    v1 = evaluate_rung(profile, plan_rung(profile, model, REFERENCE, variant=1, keep=gen_ok))
     items = usable_flags(v0, v1, profile.margin_threshold)
     report = family_report(items, profile.min_usable)
     n_ok = int(report.measurable.sum())

@@ -24,6 +24,7 @@ import pandas as pd
 
 from gguf_fragility import probes
 from gguf_fragility.engine.llama import Engine, peak_rss_bytes, system_info, topk_rows
+from gguf_fragility.engine.rungs import REFERENCE
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes import codeexec
 from gguf_fragility.probes.evaluate import ItemResult, evaluate_batch
@@ -104,7 +105,7 @@ def nan_logprob_items(cell: pd.DataFrame) -> list[str]:
         bad |= loglik & cell.raw_output.map(_choice_logprobs_nan)
     if {"mode", "rung", "ref_answer_logprob", "gen_tokens"} <= set(cell.columns):
         replied = answered & cell["mode"].eq("generate") & cell.gen_tokens.map(len).gt(0)
-        bad |= replied & cell.rung.eq("F16") & cell.ref_answer_logprob.isna()
+        bad |= replied & cell.rung.eq(REFERENCE) & cell.ref_answer_logprob.isna()
     return sorted(cell.item_id[bad])
 
 
@@ -167,7 +168,7 @@ def _reference_answers(run: RunLayout, model: str, family: str) -> dict[str, dic
         When the F16 cell exists but is not intact (reported in one line first): the rung
         would be compared with a reference that is not the one computed.
     """
-    path = run.cell(model, "F16", family)
+    path = run.cell(model, REFERENCE, family)
     if not path.is_file():
         return None
     stored = read_table_checked(path)
@@ -254,7 +255,7 @@ def evaluate_cell(plan: RungPlan, cell: CellPlan, engine: LazyEngine | None = No
     load_before = lazy.engine is not None
     try:
         eng = lazy.get() if cell.items.items else None  # an empty cell needs no model
-        ref = None if plan.rung == "F16" else _reference_answers(plan.run, plan.model, cell.family)
+        ref = None if plan.spec.is_reference else _reference_answers(plan.run, plan.model, cell.family)
         df = run_cell(eng, cell.items, variant=cell.variant, reference=ref,
                       provenance={**_provenance(plan), "params_hash": cell.params_hash},
                       settings=plan.scoring)

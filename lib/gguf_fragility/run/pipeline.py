@@ -38,9 +38,10 @@ from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
 from gguf_fragility import events, paths
+from gguf_fragility.engine.rungs import NOISE_FLOOR, REFERENCE
 from gguf_fragility.errors import write_failure
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.profile import NOISE_FLOOR, Profile, ProfileError, load_profile
+from gguf_fragility.profile import Profile, ProfileError, load_profile
 from gguf_fragility.run.sweep import gate
 from gguf_fragility.store import hold_lock, write_table_atomic
 
@@ -162,7 +163,7 @@ def sweep_rungs(profile: Profile, model: str) -> list[str]:
     the reference when ``noise_floor`` is on."""
     rungs = list(profile.models[model].rungs)
     if profile.noise_floor_for(model):
-        rungs.insert(rungs.index("F16") + 1, NOISE_FLOOR)
+        rungs.insert(rungs.index(REFERENCE) + 1, NOISE_FLOOR)
     return rungs
 
 

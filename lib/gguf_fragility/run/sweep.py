@@ -20,10 +20,11 @@ from gguf_fragility.engine.gguf import kv_shape, open_gguf
 from gguf_fragility.engine.kvcache import kv_cache_bytes
 from gguf_fragility.engine.llama import FLASH_ATTN, system_info
 from gguf_fragility.engine.memory import PlannedMemory
+from gguf_fragility.engine.rungs import NOISE_FLOOR, REFERENCE
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes.evaluate import detail_json, regrade_result
 from gguf_fragility.probes.scorers import scorer_tag
-from gguf_fragility.profile import NOISE_FLOOR, Profile
+from gguf_fragility.profile import Profile
 from gguf_fragility.run.cells import CellRun
 from gguf_fragility.run.cluster import run_cells
 from gguf_fragility.run.plan import RungPlan, families_of, plan_rung
@@ -224,7 +225,7 @@ def ensure_reference(profile: Profile, model: str) -> Path:
     reason is reported in one line and the F16 rung is scored again
     (:func:`~gguf_fragility.run.shift.write_reference`, streamed chunk by chunk).
     """
-    plan = plan_rung(profile, model, "F16", families=())
+    plan = plan_rung(profile, model, REFERENCE, families=())
     path = profile.layout.reference_logprobs(model)
     key = reference_params(profile, plan)
     if path.is_file():
@@ -275,7 +276,7 @@ def measure_shift(profile: Profile, model: str, rung: str) -> dict:
                             f"(params_hash {stored.get('params_hash')}, now {key})")
     result = {"model": model, "rung": rung, "bpw": float(row.bpw), "params_hash": key}
     store = read_reference(ref_path, verify=False)  # read whole just above
-    if rung == "F16":
+    if plan.spec.is_reference:
         result.update(reference_shift(store)._asdict())
     else:
         with plan.open() as engine:
@@ -318,7 +319,7 @@ def floor_report(profile: Profile, model: str) -> pd.DataFrame:
     rows = []
     for family in families_of(profile, model):
         ref, floor = (read_cell(run.cell(model, r, family)).set_index("item_id")
-                      for r in ("F16", NOISE_FLOOR))
+                      for r in (REFERENCE, NOISE_FLOOR))
         floor = floor.loc[ref.index.intersection(floor.index)]
         ref = ref.loc[floor.index]
         loglik = ref["mode"] == "loglik"

@@ -22,6 +22,8 @@ Usage::
     from gguf_fragility.stats import axes
     r = artifacts.load_results(profile.layout)
     t = axes.analyse_axes(profile, r)   # axis_comparisons and kv_costs, written to tables/
+
+Its sentences are :func:`gguf_fragility.report.findings.axis_findings`.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ from gguf_fragility.engine.rungs import (
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats.grid import lens_grid
 from gguf_fragility.stats.lens.registry import undirected
-from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT, NO_FLOOR
-from gguf_fragility.stats.results import bpw_of, settings_of
+from gguf_fragility.stats.relevance import BEYOND, NO_FLOOR
+from gguf_fragility.stats.results import bpw_of
 from gguf_fragility.stats.settings import DEFAULT_SETTINGS, Settings
 from gguf_fragility.store import write_tables
 
@@ -125,7 +127,7 @@ def axis_comparisons(items: pd.DataFrame, ladder: pd.DataFrame, *,
     ladder : pandas.DataFrame
         The ladder manifests (``model, rung, bpw``): the bits of an imatrix rung.
     settings : Settings
-        Level, McNemar variant, margins, bootstrap (:func:`~gguf_fragility.stats.results.settings_of`).
+        Level, McNemar variant, margins, bootstrap (``Settings.of(profile)``).
 
     Returns
     -------
@@ -181,7 +183,7 @@ def _mark_gains(cmp: pd.DataFrame, sub: pd.DataFrame, model: str, comparator: st
     """``cmp`` with ``decision`` set to :data:`GAIN` where the comparator shows a loss
     against the rung (the rung as reference; see :func:`axis_comparisons`)."""
     rungs = sorted(set(cmp["rung"]))
-    level = settings._replace(alpha=settings.alpha / len(rungs))
+    level = settings.replace(alpha=settings.alpha / len(rungs))
     out = cmp.copy()
     for rung in rungs:
         pair = sub[sub["rung"].isin([rung, comparator])]
@@ -218,51 +220,7 @@ class AxesTables(NamedTuple):
 
 def analyse_axes(profile: Profile, r: Results) -> AxesTables:
     """The axes of a run with the profile's settings, written to ``tables/``."""
-    tables = AxesTables(axis_comparisons(r.items, r.ladder, settings=settings_of(profile)),
+    tables = AxesTables(axis_comparisons(r.items, r.ladder, settings=Settings.of(profile)),
                         kv_costs(r.costs))
     write_tables(tables, profile.layout.tables_dir)
     return tables
-
-
-def axis_findings(table: pd.DataFrame) -> str:
-    """
-    Generated sentences: per model × axis × rung, which families show a loss or
-    equivalence on each lens against the comparator, and which comparator that was.
-
-    Every number is a cell of ``axis_comparisons.csv`` (effects and intervals printed with
-    a plain hyphen as the minus sign, which the claim check parses).
-    """
-    if table.empty:
-        return ("This profile lists no rung with a comparator on these axes (`X+kv_q4_0` with "
-                "`X+kv_f16` or `X`; `Q2_K+imatrix_wiki` with `Q2_K`): there is nothing to "
-                "compare.")
-    out = []
-    keys = ["model", "axis", "rung", "comparator", "comparator_kind"]
-    axis_pos = {a: i for i, a in enumerate(AXES)}
-    groups = sorted(table[table["measurable"]].groupby(keys, sort=True),
-                    key=lambda kv: (kv[0][0], axis_pos[kv[0][1]], kv[0][2]))
-    for (model, axis, rung, comparator, kind), g in groups:
-        parts = []
-        for lens, h in g.groupby("lens", sort=False):
-            loss = h[h["decision"] == BEYOND]
-            gain = h[h["decision"] == GAIN]
-            changed = h[h["decision"] == CHANGE]
-            eq = h[h["decision"] == EQUIVALENT]
-            said = [f"loss shown on {_cells(loss)}" if len(loss) else "",
-                    f"gain shown on {_cells(gain)}" if len(gain) else "",
-                    f"answers differ from the comparator's on {_cells(changed)}"
-                    if len(changed) else "",
-                    f"equivalent within ±{h['equivalence_margin'].iloc[0]:g} "
-                    f"({h['unit'].iloc[0]}) on "
-                    f"{', '.join(eq['family'])}" if len(eq) else ""]
-            said = "; ".join(s for s in said if s) or f"no family decided of {len(h)}"
-            parts.append(f"{lens}: {said}")
-        out.append(f"**{model} {rung}** against {comparator} ({axis}; {kind}): "
-                   + ". ".join(parts) + ".")
-    return "\n\n".join(out) or "No measurable family: calibration left none to compare."
-
-
-def _cells(rows: pd.DataFrame) -> str:
-    """``family effect (low to high)`` for each row, as the findings print them."""
-    return ", ".join(f"{r.family} {r.effect:.3f} ({r.ci_low:.3f} to {r.ci_high:.3f} {r.unit})"
-                     for r in rows.itertuples())

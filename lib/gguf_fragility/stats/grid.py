@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from gguf_fragility.profile import NOISE_FLOOR
+from gguf_fragility.engine.rungs import NOISE_FLOOR
 from gguf_fragility.stats import multiplicity, relevance
 from gguf_fragility.stats.lens.base import STATISTICS
 from gguf_fragility.stats.lens.registry import LENSES
@@ -183,7 +183,7 @@ def lens_grid(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping, *
     ----------
     items : pandas.DataFrame
         The sweep's item rows (see :func:`validate_items`). Rows of the pseudo-rung
-        :data:`~gguf_fragility.profile.NOISE_FLOOR` are the noise floor, never a rung.
+        :data:`~gguf_fragility.engine.rungs.NOISE_FLOOR` are the noise floor, never a rung.
     reference : mapping of str to str
         Reference rung of each model (the ladder's ``is_reference``).
     bpw : mapping of (model, rung) to float

@@ -147,7 +147,7 @@ def lesion_map(items: pd.DataFrame, ladder: pd.DataFrame, *,
     ladder : pandas.DataFrame
         The ladder manifests (``model, rung, is_reference, bpw``).
     settings : Settings
-        Level, McNemar variant, margins, bootstrap (:func:`~gguf_fragility.stats.results.settings_of`).
+        Level, McNemar variant, margins, bootstrap (``Settings.of(profile)``).
 
     Returns
     -------

@@ -27,6 +27,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from gguf_fragility.artifacts import Results
 from gguf_fragility.engine.rungs import KINDS, is_kv_rung, parse_weights, recipe_rung
+from gguf_fragility.layout import Table
 from gguf_fragility.profile import NOISE_FLOOR, Profile
 from gguf_fragility.stats.deathorder import death_rungs
 from gguf_fragility.stats.grid import lens_grid
@@ -34,7 +35,7 @@ from gguf_fragility.stats.lens.base import ACCURACY, CHANGE
 from gguf_fragility.stats.lens.registry import with_role
 from gguf_fragility.stats.lesions import LesionMap, ci_text, lesion_findings, lesion_map
 from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT
-from gguf_fragility.stats.results import bpw_of, reference_rungs, settings_of
+from gguf_fragility.stats.results import bpw_of, reference_rungs
 from gguf_fragility.stats.settings import DEFAULT_SETTINGS, Settings
 from gguf_fragility.store import write_tables
 
@@ -259,12 +260,12 @@ def analyse_lesions(profile: Profile, r: Results) -> LesionTables:
     """The lesion map, the recipe and its comparison with the profile's settings, written to
     ``tables/``; the comparison reads chapter 5's ``comparisons.csv`` and ``decision.csv``
     there (empty when chapter 5 has not run)."""
-    s = settings_of(profile)
+    s = Settings.of(profile)
     maps = lesion_map(r.items, r.ladder, settings=s)
     rec = recipe_table(r, maps, settings=s,
                        rungs_by_model={m: run.rungs for m, run in profile.models.items()})
     tdir = profile.layout.tables_dir
-    ch5 = [tdir / "comparisons.csv", tdir / "decision.csv"]
+    ch5 = [profile.layout.table(Table.COMPARISONS), profile.layout.table(Table.DECISION)]
     comp = (recipe_comparison(*(pd.read_csv(f) for f in ch5), rec)
             if len(rec) and all(f.is_file() for f in ch5) else pd.DataFrame(columns=COMP_COLUMNS))
     tables = LesionTables(maps.lesion_map, maps.lesion_shares, rec, comp)

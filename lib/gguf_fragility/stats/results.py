@@ -13,6 +13,7 @@ Every setting (seed, resamples, correction, test, alpha, budgets) comes from the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import numpy as np
@@ -62,22 +63,6 @@ def bpw_of(ladder: pd.DataFrame) -> dict[tuple[str, str], float]:
                     lad["bpw"].astype(float), strict=True))
 
 
-def settings_of(profile: Profile) -> Settings:
-    """The grid's :class:`~gguf_fragility.stats.grid.Settings` from a profile."""
-    if profile.correction != "holm":
-        raise ValueError(f"correction {profile.correction!r}: the lens design tests a fixed "
-                         "sequence per family with Holm across families (the graph); "
-                         "use correction: holm")
-    return Settings(alpha=profile.alpha, mcnemar=profile.mcnemar,
-                    equivalence_margin=profile.equivalence_margin,
-                    fidelity_margin=profile.fidelity_margin,
-                    gold_prob_margin_pp=profile.gold_prob_margin_pp,
-                    reply_prob_margin_pp=profile.reply_prob_margin_pp,
-                    margin_equivalence_nats=profile.margin_equivalence_nats,
-                    design_discordance=profile.design_discordance, n_boot=profile.n_boot,
-                    seed=profile.seed)
-
-
 def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
                  costs: pd.DataFrame | None = None, shift: pd.DataFrame | None = None, *,
                  settings: Settings = DEFAULT_SETTINGS, budgets_gib=(1, 2, 4, 8),
@@ -94,8 +79,8 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
         are lesion rungs (``Q8_0+ffn_down=Q2_K``), which chapter 8 maps
         (:func:`gguf_fragility.stats.lesions.lesion_map`). Recipes stay: they are rungs.
     settings : Settings
-        Level, McNemar variant, margins, design discordance, bootstrap (see
-        :func:`settings_of`).
+        Level, McNemar variant, margins, design discordance, bootstrap
+        (:meth:`Settings.of <gguf_fragility.stats.settings.Settings.of>` a profile).
     budgets_gib : sequence of float, default (1, 2, 4, 8)
     target_mde : float, optional
         When set, ``planner.items_needed`` says how many items each family needs to
@@ -194,37 +179,20 @@ def lens_summary(comparisons: pd.DataFrame) -> pd.DataFrame:
 
 
 def stats_config(profile: Profile) -> dict:
-    """The profile settings the statistics used (``tables/stats_config.json``)."""
-    return {"profile": profile.name, "n_boot": profile.n_boot, "seed": profile.seed,
-            "correction": profile.correction, "mcnemar": profile.mcnemar,
-            "alpha": profile.alpha, "equivalence_margin": profile.equivalence_margin,
-            "fidelity_margin": profile.fidelity_margin,
-            "gold_prob_margin_pp": profile.gold_prob_margin_pp,
-            "reply_prob_margin_pp": profile.reply_prob_margin_pp,
-            "margin_equivalence_nats": profile.margin_equivalence_nats,
-            "design_discordance": profile.design_discordance, "mde_power": MDE_POWER,
-            "target_mde": profile.target_mde, "noise_floor": profile.noise_floor,
-            "budgets_gib": list(profile.budgets_gib)}
+    """The settings the statistics used (``tables/stats_config.json``): the profile's name and
+    every field of its :class:`~gguf_fragility.stats.settings.Settings`, as JSON."""
+    s = dataclasses.asdict(Settings.of(profile))
+    return {"profile": profile.name, **s, "budgets_gib": list(s["budgets_gib"])}
 
 
 def analyse(profile: Profile, r: Results) -> StatsTables:
     """Every statistics table of a run with the profile's settings, written to ``tables/``."""
-    tables = stats_tables(r.items, r.ladder, r.costs, r.shift, settings=settings_of(profile),
-                          budgets_gib=profile.budgets_gib, target_mde=profile.target_mde)
+    s = Settings.of(profile)
+    tables = stats_tables(r.items, r.ladder, r.costs, r.shift, settings=s,
+                          budgets_gib=s.budgets_gib, target_mde=s.target_mde)
     write_tables(tables, profile.layout.tables_dir)
-    write_json_atomic(profile.layout.tables_dir / "stats_config.json", stats_config(profile))
+    write_json_atomic(profile.layout.stats_config, stats_config(profile))
     return tables
-
-
-def summary(tables: StatsTables) -> str:
-    """Per model and lens: dead families, decided and undecided cells, in sentences."""
-    lines = []
-    for _, r in tables.lens_summary.iterrows():
-        lines.append(f"{r['model']} / {r['lens']}: {r['n_dead_families']} families show a loss; "
-                     f"{r['n_decided']} of {r['n_cells']} measurable cells decided "
-                     f"({r['n_loss']} loss, {r['n_equivalent']} equivalent), "
-                     f"{r['n_undecided']} undecided, {r['n_untestable']} untestable.")
-    return "\n".join(lines)
 
 
 def inputs_summary(r: Results) -> pd.DataFrame:

@@ -5,7 +5,8 @@ Notebook 06 calls this module on notebook 05's tables::
     from gguf_fragility import artifacts
     from gguf_fragility.stats import transfer
     t = transfer.analyse(profile, artifacts.load_results(profile.layout))  # writes tables/*.csv
-    print(transfer.conclusion(t.transfer_rank, t.transfer_decisions, "model-a", "model-b"))
+
+Its sentences are :func:`gguf_fragility.report.findings.transfer_conclusions`.
 
 Every table has ``model_a, model_b`` columns; each ordered pair of models gets its own
 rows. Only families measurable on both models are compared. With fewer than
@@ -24,11 +25,12 @@ import pandas as pd
 from scipy import stats as sps
 
 from gguf_fragility.artifacts import Results
+from gguf_fragility.layout import Table
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats import ranking
-from gguf_fragility.stats.lens.base import ACCURACY
-from gguf_fragility.stats.lens.registry import LENSES, with_role
+from gguf_fragility.stats.lens.registry import LENSES
 from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT, UNDECIDED
+from gguf_fragility.stats.settings import Settings
 from gguf_fragility.store import write_tables
 
 MIN_FAMILIES = 5  # common measurable families needed before a rank correlation is shown
@@ -350,86 +352,9 @@ def transfer_tables(ladder: pd.DataFrame, death_order: pd.DataFrame,
 def analyse(profile: Profile, r: Results) -> TransferTables:
     """Every transfer table of a run, from notebook 05's tables and the profile's settings,
     written to ``tables/``."""
-    tables = profile.layout.tables_dir
-    t = transfer_tables(r.ladder, pd.read_csv(tables / "death_order.csv"),
-                        pd.read_csv(tables / "comparisons.csv"),
-                        min_items=profile.transfer_min_usable, seed=profile.seed,
-                        alpha=profile.alpha)
-    write_tables(t, tables)
+    run, s = profile.layout, Settings.of(profile)
+    t = transfer_tables(r.ladder, pd.read_csv(run.table(Table.DEATH_ORDER)),
+                        pd.read_csv(run.table(Table.COMPARISONS)),
+                        min_items=profile.transfer_min_usable, seed=s.seed, alpha=s.alpha)
+    write_tables(t, run.tables_dir)
     return t
-
-
-def conclusions(t: TransferTables) -> str:
-    """:func:`conclusion` for every ordered pair of models, as Markdown paragraphs."""
-    pairs = t.transfer_rank[["model_a", "model_b"]].itertuples(index=False)
-    return ("\n\n".join(conclusion(t.transfer_rank, t.transfer_decisions, a, b) for a, b in pairs)
-            or "Fewer than two models: nothing to transfer.")
-
-
-def _fmt(x: float, nd: int = 2) -> str:
-    """A number as the sentences print it (a true minus sign is avoided: claims parse '-')."""
-    return f"{x:.{nd}f}"
-
-
-def conclusion(rank: pd.DataFrame, decisions: pd.DataFrame, a: str, b: str) -> str:
-    """
-    Generated sentences on whether A's fragility order and decisions carry over to B.
-
-    Every number in it is a cell of ``transfer_rank.csv`` or ``transfer_decisions.csv``, so
-    the claim check can trace it. Below :data:`MIN_FAMILIES` common families it prints no
-    correlation: transfer "cannot be shown".
-    """
-    r = rank[(rank["model_a"] == a) & (rank["model_b"] == b)]
-    if r.empty:
-        return f"No transfer comparison of {a} and {b} was computed."
-    r = r.iloc[0]
-    n = int(r["n_families"])
-    acc = with_role(ACCURACY)
-    if not bool(r["can_show"]):
-        text = (f"Only {n} families are measurable on both {a} and {b}: transfer of the fragility "
-                f"order cannot be shown (a rank correlation needs at least "
-                f"{MIN_FAMILIES} common families).")
-    elif not np.isfinite(r["kendall_tau_b"]):
-        text = (f"Across {n} families measurable on both {a} and {b}, one model's fragilities "
-                "all tie: no rank agreement can be shown.")
-    else:
-        verdict = {"agreement shown": "the fragility order agrees (the permutation test "
-                                      "rejects independence)",
-                   "reversal shown": "the fragility order is reversed (the permutation test "
-                                     "rejects independence)"}.get(
-            r["verdict"], "agreement of the fragility orders is not shown (the permutation "
-                          "test does not reject independence; this is not evidence of "
-                          "disagreement)")
-        text = (f"Across {n} families measurable on both models, {verdict}: Kendall's tau-b "
-                f"between {a} and {b} is {_fmt(r['kendall_tau_b'])} ({r['p_method']} p = "
-                f"{_fmt(r['kendall_p'], 3)}; Spearman's rho {_fmt(r['spearman_rho'])}, p = "
-                f"{_fmt(r['spearman_p'], 3)}); " + _death_agreement(r, acc))
-    s = decisions[(decisions["model_a"] == a) & (decisions["model_b"] == b)
-                  & (decisions["rung_a"] == "all") & (decisions["lens"] == acc)]
-    for _, p in s[(s["equivalent_a"] > 0) | (s["loss_a"] > 0)].iterrows():
-        how = "rung name" if p["match"] == "name" else "real bits per weight"
-        parts = [f"of {int(p[f'{k}_a'])} {what} on {a}, {_count(p[f'{k}_both'])} {also} on {b}"
-                 for k, what, also in (
-                     ("equivalent", f"{acc} cells shown equivalent", "were also shown "
-                      "equivalent"), ("loss", "with a loss shown", "also showed one"))
-                 if p[f"{k}_a"] > 0]
-        text += f" Matched by {how}, " + "; ".join(parts) + "."
-    if len(s) and not ((s["equivalent_a"] > 0) | (s["loss_a"] > 0)).any():
-        text += (f" On {acc}, nothing was shown on {a} (no loss, no equivalence) to carry "
-                 f"over to {b}.")
-    return text
-
-
-def _death_agreement(r: pd.Series, lens: str) -> str:
-    """The death-rung sentence: agreement counted only where a loss beyond the margin exists."""
-    k = int(r.get(f"n_death_counted_{lens}", 0))
-    if not k:
-        return (f"agreement of {lens} death rungs cannot be shown: no common family shows a "
-                "loss beyond the margin on either model.")
-    return (f"{lens} death rungs agree by name for {_count(r[f'n_death_agree_{lens}'])} of the "
-            f"{k} families where either model shows a loss beyond the margin.")
-
-
-def _count(k) -> str:
-    """A count as the sentences write it: "none" for zero, so no sentence is about zeros."""
-    return str(int(k)) if k else "none"

@@ -14,7 +14,7 @@ from gguf_fragility.stats import results
 from gguf_fragility.stats.deathorder import death_rungs
 from gguf_fragility.stats.grid import ITEM_COLUMNS
 from gguf_fragility.stats.lens import registry
-from gguf_fragility.stats.lens.base import Lens
+from gguf_fragility.stats.lens.base import Lens, PlannedMde
 from gguf_fragility.stats.relevance import BEYOND, LABELS, UNDECIDED
 from gguf_fragility.stats.settings import MDE_POWER, Settings
 from gguf_fragility.testing import synthetic_results
@@ -52,7 +52,8 @@ class Agreement(Lens):
 
     def mde(self, rows, level, s):
         z = sps.norm.isf(level) + sps.norm.isf(1 - MDE_POWER)
-        return z * np.sqrt(0.25 / rows["n"].to_numpy(float)), "normal approximation"
+        return PlannedMde(z * np.sqrt(0.25 / rows["n"].to_numpy(float)),
+                          np.full(len(rows), "normal approximation", dtype=object))
 
 
 @pytest.fixture(scope="module")

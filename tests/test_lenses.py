@@ -8,7 +8,6 @@ tolerances are three binomial standard errors of the simulated rate.
 """
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -26,9 +25,6 @@ from gguf_fragility.stats.lenses import (
 )
 from gguf_fragility.stats.multiplicity import (
     fixed_sequence_graph,
-    items_needed,
-    mcnemar_power,
-    planned_mde,
     tarone_testable,
 )
 from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT, UNDECIDED, decide
@@ -295,51 +291,6 @@ def test_tarone_hand_computed():
     for n in (1, 4, 9):  # min achievable p is the p of the most extreme table
         assert np.isclose(mcnemar_min_pvalue(n), mcnemar([[0, n], [0, 0]], exact=True).pvalue)
     assert tarone_testable(np.full(3, 0.001), 0.05).testable.all()
-
-
-# --------------------------------------------------------------------------- planning
-
-
-def test_power_matches_hand_case_and_simulation():
-    # delta = psi means every discordant item is a death; with n = 30 the exact test then
-    # rejects iff D >= 6 (2 * 0.5**6 = .031 <= .05 < 2 * 0.5**5), so power = P(Bin(30, .2) >= 6)
-    assert np.isclose(mcnemar_power(30, 0.2, 0.05, 0.2), stats.binom.sf(5, 30, 0.2))
-    assert np.isnan(planned_mde(30, 0.05, 0.8, 0.2))  # that is .57 < .8: not detectable
-
-
-def test_planned_mde_decreases_and_holds_power():
-    psi, reps = 0.2, 4000
-    ns = np.array([50, 100, 200, 500, 1000])
-    mde = planned_mde(ns, ALPHA, 0.8, psi)
-    assert np.all(np.diff(mde) < 0) and np.all(mde > 0)
-    rng = np.random.default_rng(11)
-    for n, m in zip(ns[:3], mde[:3], strict=True):
-        for delta, target in ((m, 0.8), (m / 2, None)):
-            t = rng.multinomial(n, [(psi + delta) / 2, (psi - delta) / 2, 1 - psi], size=reps)
-            sim = np.mean((mcnemar_test(t[:, 0], t[:, 1]).pvalue <= ALPHA) & (t[:, 0] > t[:, 1]))
-            formula = float(mcnemar_power(n, delta, ALPHA, psi))
-            assert abs(sim - formula) <= mc_tol(formula, reps), (n, delta, sim, formula)
-            if target is not None:
-                assert sim >= target - mc_tol(target, reps), (n, sim)  # measured 0.801-0.810
-    # a corrected (smaller) alpha can only raise the MDE
-    corrected = planned_mde(ns, ALPHA / 7, 0.8, psi)
-    assert np.all(np.isnan(corrected) | (corrected > mde)) and np.isnan(corrected[0])
-
-
-def test_items_needed_inverts_planned_mde():
-    for target, psi, alpha in ((0.05, 0.2, 0.05), (0.03, 0.1, 0.01), (0.1, 0.3, 0.05 / 7)):
-        n = items_needed(target, alpha, 0.8, psi)
-        assert planned_mde(n, alpha, 0.8, psi) <= target
-        before = planned_mde(n - 1, alpha, 0.8, psi)
-        assert np.isnan(before) or before > target
-    with pytest.raises(ValueError, match="discordance"):
-        items_needed(0.3, discordance=0.2)
-
-
-def test_planner_grid_is_fast():
-    t = time.perf_counter()
-    planned_mde(np.arange(37, 237), ALPHA / 9, 0.8, 0.15)  # 200 cells, all distinct n
-    assert time.perf_counter() - t < 1.0
 
 
 # --------------------------------------------------------------------------- decisions

@@ -15,6 +15,7 @@ from gguf_fragility.engine.rungs import (
     types_by_kind,
 )
 from gguf_fragility.layout import RunLayout, Table
+from gguf_fragility.report import lesions as lesion_text
 from gguf_fragility.stats import lesions, recipes, results
 from gguf_fragility.stats.grid import Settings
 from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT
@@ -130,7 +131,7 @@ def test_lesion_map_finds_the_fabricated_damage(fabricated):
     assert len(loss_at_q2k) >= 2
     # ffn_down reproduces 80% of Q2_K's change per item: a loss wherever Q2_K's is large
     assert (margin.loc["Q8_0+ffn_down=Q2_K"].loc[loss_at_q2k, "decision"] == BEYOND).all()
-    # attn_k changes nothing: equivalent within 0.1 nats everywhere
+    # attn_k changes nothing: equivalent within the margin (points) everywhere
     assert (margin.loc["Q8_0+attn_k=Q2_K", "decision"] == EQUIVALENT).all()
     row = cells[(cells.rung == "Q8_0+ffn_down.last_third=Q2_K")]
     assert row.empty  # not fabricated
@@ -168,18 +169,67 @@ def test_protective_recipe_keeps_the_damaging_kinds_and_skips_what_the_mix_keeps
         recipes.protective_recipe(m.lesion_shares, "nope", model="synth-0")
 
 
-def test_first_to_die_is_the_highest_bpw_death_and_ignores_lesions_and_recipes(fabricated):
+def test_first_to_die_is_chapter_5s_and_ignores_lesions_and_recipes(fabricated):
+    from gguf_fragility.stats.deathorder import first_death
+
     r = fabricated
     first = recipes.first_to_die(r.items, r.ladder, settings=SETTINGS)
     # the same grid without any lesion rung gives the same answer
     plain = r.items[~r.items.rung.map(lambda x: lesion_of(x) is not None)]
     again = recipes.first_to_die(plain, r.ladder, settings=SETTINGS)
     pd.testing.assert_frame_equal(first, again)
-    cmp = results.stats_tables(plain, r.ladder, settings=SETTINGS).death_order
-    top = cmp.sort_values("death_bpw_margin", ascending=False)
-    assert first.death_bpw.iloc[0] == top.death_bpw_margin.iloc[0]
-    assert first.family.iloc[0] in set(top[top.death_bpw_margin == top.death_bpw_margin.iloc[0]]
-                                       .family)
+    cmp = results.stats_tables(plain, r.ladder, settings=SETTINGS).comparisons
+    f = first_death(cmp[cmp.lens == "margin"], "margin")
+    assert list(first.family) == list(f.families) and (first.death_rung == f.rung).all()
+    assert (first.basis == (recipes.TIED_FIRST if f.tied else recipes.DIES_FIRST)).all()
+
+
+def test_first_to_die_names_none_when_no_loss_is_beyond_the_margin(fabricated):
+    """Issue 25 gap 5: with every rung's answers the reference's, nothing died: no family is
+    named (no "largest mean loss" fallback), no recipe is built, and the findings say so with
+    the margin."""
+    r = fabricated
+    ref = r.items[r.items.rung == "F16"]
+    intact = pd.concat([ref.assign(rung=x) if x != "F16" else ref for x in r.items.rung.unique()])
+    first = recipes.first_to_die(intact, r.ladder, settings=SETTINGS)
+    assert first.family.tolist() == [""] and first.basis.tolist() == [recipes.NO_DEATH]
+    maps = lesions.lesion_map(r.items, r.ladder, settings=SETTINGS)
+    rec = recipes.recipe_table(r._replace(items=intact), maps, settings=SETTINGS)
+    assert rec.recipe.tolist() == [""]
+    t = recipes.LesionTables(maps.lesion_map, maps.lesion_shares, rec,
+                             pd.DataFrame(columns=recipes.COMP_COLUMNS))
+    text = lesion_text.chapter_findings(t)
+    assert ("No recipe: on the plain ladder no family shows a loss beyond ±3 points of "
+            "gold-answer probability") in text
+
+
+def test_lesion_shares_are_in_the_margin_lens_points(fabricated):
+    """Issue 25 gap 3: a lesion's change is in the margin lens's points (the lesion map's
+    unit) with its margin beside it; ffn_down moves 80% of Q2_K's probability change."""
+    from gguf_fragility.stats.lens.margin import SCALES
+
+    m = lesions.lesion_map(fabricated.items, fabricated.ladder, settings=SETTINGS)
+    sh = m.lesion_shares
+    assert set(sh.unit) <= set(SCALES.values()) and (sh.margin == 3.0).all()
+    cells = m.lesion_map.query("lens == 'margin'").set_index(["rung", "family"])
+    for row in sh.itertuples():
+        lo, hi = cells.loc[(row.rung, row.family), ["ci_low", "ci_high"]]
+        assert (row.lesion_ci_low, row.lesion_ci_high) == (lo, hi)
+    big = sh[(sh.rung == "Q8_0+ffn_down=Q2_K") & (sh.full_effect < -3)]
+    assert len(big) and ((big.lesion_effect / big.full_effect - 0.8).abs() < 0.05).all()
+
+
+def test_a_profile_setting_the_removed_nats_margin_is_refused(tmp_path):
+    import dataclasses
+
+    from gguf_fragility.profile import load_profile
+
+    p = tmp_path / "old.yaml"
+    p.write_text("models: {}\nmargin_equivalence_nats: 0.1\n")
+    with pytest.raises(ValueError, match="margin_equivalence_nats: removed") as e:
+        load_profile(p)
+    assert "gold_prob_margin_pp" in str(e.value) and "reply_prob_margin_pp" in str(e.value)
+    assert "margin_equivalence_nats" not in {f.name for f in dataclasses.fields(SETTINGS)}
 
 
 def test_chapter_5_leaves_lesions_out_and_keeps_a_recipe(fabricated):
@@ -211,16 +261,17 @@ def test_recipe_comparison_copies_chapter_5s_cells(fabricated):
 
 def test_lesion_sentence_states_the_share_with_its_interval(fabricated):
     m = lesions.lesion_map(fabricated.items, fabricated.ladder, settings=SETTINGS)
-    text = lesions.lesion_sentence(m.lesion_shares, "synth-0")
+    text = lesion_text.lesion_sentence(m.lesion_shares, "synth-0")
     sh = m.lesion_shares
     worst = sh[sh.full_loss_shown].sort_values("full_effect").iloc[0]
     top = sh[sh.family == worst.family].sort_values("lesion_effect").iloc[0]
     assert top.group == "ffn_down"
     assert (f"a share of {top.share:.2f} ({top.share_ci_low:.2f} to {top.share_ci_high:.2f})"
             in text)
-    assert f"{worst.full_effect:.3f}" in text and "`Q8_0+ffn_down=Q2_K`" in text
+    assert f"{worst.full_effect:.1f}" in text and "`Q8_0+ffn_down=Q2_K`" in text
+    assert f"points of {worst.unit.split(' (')[0]}), a loss beyond ±3 points" in text
     none = m.lesion_shares.assign(full_loss_shown=False)
-    assert "shows no margin loss" in lesions.lesion_sentence(none, "synth-0")
+    assert "shows no loss beyond ±3 points of" in lesion_text.lesion_sentence(none, "synth-0")
 
 
 @pytest.mark.slow
@@ -312,22 +363,24 @@ def recipe_frames(decision: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             ("Q3_K_M", "standard rung near it", "reading", False, "undecided", 4.13)]
     comp = pd.DataFrame(rows, columns=["rung", "role", "family", "protected", "decision", "bpw"]
                         ).assign(model="m", lens="margin", effect=-0.5, ci_low=-0.9,
-                                 ci_high=-0.1, unit="nats")
+                                 ci_high=-0.1, unit="gold-answer probability (pp)")
     return comp, rec
 
 
 @pytest.mark.parametrize("decision, verdict", [
     (EQUIVALENT, "keeps arithmetic within the margin (equivalence shown)"),
-    (BEYOND, "does not keep arithmetic alive: its loss is still shown"),
-    ("undecided", "loss is not shown, nor is equivalence: undecided, which is not safe"),
+    (BEYOND, "does not keep arithmetic alive: its loss beyond the margin is still shown"),
+    ("undecided", "loss beyond the margin is not shown, nor is equivalence: undecided, which "
+                  "is not safe"),
 ])
 def test_recipe_verdict_reads_the_decision_never_a_missing_p(decision, verdict):
     comp, rec = recipe_frames(decision)
-    text = recipes.recipe_findings(comp, rec)
+    text = lesion_text.recipe_findings(comp, rec)
     assert verdict in text
     assert "at 3.90 bpw, against Q2_K at 3.36 bpw and Q3_K_M at 4.13 bpw" in text
-    assert "Q2_K: loss shown on 1 of 1 other families (reading)" in text
-    assert "Q3_K_M: loss shown on 0 of 1 other families." in text
+    assert "-0.5 (-0.9 to -0.1 points of gold-answer probability)" in text
+    assert "Q2_K: loss beyond the margin on 1 of 1 other families (reading)" in text
+    assert "Q3_K_M: loss beyond the margin on 0 of 1 other families." in text
 
 
 def test_the_landing_page_states_the_recipe_verdict_once_it_is_swept(tmp_path, fabricated):
@@ -355,7 +408,7 @@ def test_a_profile_without_lesions_gets_empty_tables_and_says_so(tmp_path):
     assert rec.empty
     t = recipes.LesionTables(m.lesion_map, m.lesion_shares, rec,
                              pd.DataFrame(columns=recipes.COMP_COLUMNS))
-    assert "no lesion rung" in recipes.chapter_findings(t)
+    assert "no lesion rung" in lesion_text.chapter_findings(t)
     for f in write_tables(t, tmp_path):  # the claim check and the site read them back
         back = pd.read_csv(f)
         assert back.empty and len(back.columns) > 0, f.name

@@ -23,7 +23,7 @@ EXPECTED = {
     "death_order": ["model", "family", "n", "death_rung_correctness", "death_bpw_correctness",
                     "death_rung_fidelity", "death_rung_margin", "fragility",
                     "fragility_ci_low", "fragility_ci_high", "rank_low", "rank_high",
-                    "rank_ci_low", "rank_ci_high"],
+                    "tied_with"],
     "decision": ["model", "rung", "bpw", "file_size_bytes", "model_buffer_bytes",
                  "kv_buffer_bytes", "compute_buffer_bytes", "planned_memory_bytes",
                  "peak_rss_bytes", "prompt_tps", "gen_tps", "memory_bytes", "memory_source",

@@ -25,12 +25,12 @@ def test_settings_carry_every_value_of_the_profile():
     p = dataclasses.replace(load_profile("smoke"), alpha=0.01, n_boot=123, seed=7,
                             mcnemar="midp", equivalence_margin=0.05, fidelity_margin=0.04,
                             gold_prob_margin_pp=5.0, reply_prob_margin_pp=6.0,
-                            margin_equivalence_nats=0.2, design_discordance=0.3,
+                            design_discordance=0.3,
                             target_mde=0.1, noise_floor=False, budgets_gib=(2.0, 16.0))
     s = Settings.of(p)
     assert (s.alpha, s.n_boot, s.seed, s.mcnemar) == (0.01, 123, 7, "midp")
     assert (s.equivalence_margin, s.fidelity_margin, s.gold_prob_margin_pp,
-            s.reply_prob_margin_pp, s.margin_equivalence_nats) == (0.05, 0.04, 5.0, 6.0, 0.2)
+            s.reply_prob_margin_pp) == (0.05, 0.04, 5.0, 6.0)
     assert (s.design_discordance, s.target_mde, s.noise_floor, s.budgets_gib) == (
         0.3, 0.1, False, (2.0, 16.0))
     assert (s.correction, s.mde_power) == (CORRECTION, MDE_POWER) == ("holm", 0.8)

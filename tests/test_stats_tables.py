@@ -179,13 +179,30 @@ def test_fragility_equal_weights_and_tie_ranks(hand):
     d = t.death_order.set_index("family")
     assert d.loc["a", "fragility"] == pytest.approx((0 + 50 + 62.5) / 3)
     assert d.loc["d", "fragility"] == pytest.approx(50 / 3)
-    assert d.loc["a", "rank_low"] == 1 and d.loc["a", "rank_ci_high"] >= 1
+    assert d.loc["a", "rank_low"] == 1
     # b and g never lose accuracy: tied at 0, both hold ranks 4-5
     assert (d.loc["b", "rank_low"], d.loc["b", "rank_high"]) == (4, 5)
     assert (d.loc["g", "rank_low"], d.loc["g", "rank_high"]) == (4, 5)
     assert d.loc["a", "fragility_ci_low"] <= d.loc["a", "fragility"] <= d.loc["a", "fragility_ci_high"]
     low, high = tie_ranks(np.array([3.0, 1.0, 3.0, 0.0]))
     assert low.tolist() == [1, 3, 1, 4] and high.tolist() == [2, 3, 2, 4]
+
+
+def test_death_order_ranks_are_rank_sets_of_the_fragility_intervals(hand):
+    """Issue 25 gap 1: a (37.5 pp, 40 items) and c (33.3 pp, 6 items) cannot be separated,
+    so both hold rank 1 and each names the other as tied; no bootstrap rank columns, no
+    order by name."""
+    from gguf_fragility.stats.ranking import rank_sets
+
+    _, _, t = hand
+    d = t.death_order
+    assert not {"rank_ci_low", "rank_ci_high"} & set(d.columns)
+    r = rank_sets(-d["fragility"], -d["fragility_ci_high"], -d["fragility_ci_low"])
+    assert d["rank_low"].tolist() == r.low.tolist() and d["rank_high"].tolist() == r.high.tolist()
+    x = d.set_index("family")
+    assert x.loc["a", "rank_low"] == x.loc["c", "rank_low"] == 1
+    assert "c" in x.loc["a", "tied_with"].split(", ") and "a" in x.loc["c", "tied_with"].split(", ")
+    assert set(x.loc["b", "tied_with"].split(", ")) == {"g"}
 
 
 def test_decision_matrix_and_recommendations(hand):
@@ -289,7 +306,8 @@ def test_write_and_load_roundtrip(tmp_path):
         back = pd.read_csv(run.table(name))
         assert list(back.columns) == list(getattr(t, name).columns)
     config = json.loads(run.stats_config.read_text())
-    assert config["n_boot"] == 200 and config["margin_equivalence_nats"] == 0.1
+    assert config["n_boot"] == 200 and config["gold_prob_margin_pp"] == 3.0
+    assert "margin_equivalence_nats" not in config
     assert not list(run.tables_dir.glob("*.tmp"))
     with pytest.raises(FileNotFoundError, match="no sweep cells"):
         artifacts.load_results(RunLayout.of("nothing-here", tmp_path))

@@ -37,3 +37,38 @@ def test_margin_lens_mde_is_nan_below_three_items():
     rows = pd.DataFrame({"model": "m", "family": "a", "rung": "Q2_K", "n": 2, "scale": "gold",
                          "_delta": [np.array([-1.0, 2.0])]})
     assert np.isnan(LENSES["margin"].mde(rows, LEVEL, S)[0]).all()
+
+
+def test_paired_lenses_plan_a_loss_beyond_the_margin_at_the_design_discordance():
+    """Issue 25 gap 2: correctness and fidelity plan the smallest loss their verdict's own
+    test (exact Tango beyond the margin) shows with power 0.8, not a change against zero;
+    the basis prints the design discordance; too few items fall back to one-way."""
+    s = Settings(equivalence_margin=0.03, fidelity_margin=0.05, design_discordance=0.3)
+    rows = pd.DataFrame({"n": [300, 300, 12]})
+    for name, margin in (("correctness", 0.03), ("fidelity", 0.05)):
+        planned = LENSES[name].mde(rows, LEVEL, s)
+        assert planned.mde[0] > margin and "design discordance 0.3" in planned.basis[0]
+        assert f"beyond {margin:g}" in planned.basis[0] and "one-way" in planned.basis[2]
+        want = rel.beyond_mde(300, margin, alpha=LEVEL, discordance=0.3)
+        assert planned.mde[0] == float(want.loss)
+    # its power, simulated with deaths and resurrections at the design discordance
+    rng = np.random.default_rng(11)
+    loss = float(LENSES["correctness"].mde(rows.iloc[:1], LEVEL, s).mde[0])
+    k = rng.multinomial(300, [(0.3 + loss) / 2, (0.3 - loss) / 2, 0.7], size=4000)
+    power = (rel.tango_beyond_p(k[:, 0], k[:, 1], 300, 0.03) <= LEVEL).mean()
+    assert abs(power - 0.8) <= 0.05, (loss, power)
+
+
+def test_the_planner_plans_the_verdicts_test():
+    """planner.csv's items_needed is what the beyond-the-margin test needs for target_mde:
+    exact power at that n reaches 0.8; its planned_mde is each family's smallest beyond-MDE."""
+    from gguf_fragility.stats import results
+    from gguf_fragility.testing import synthetic_results
+
+    r = synthetic_results(n_models=1, n_families=3, n_items=60, rungs=("F16", "Q8_0", "Q2_K"))
+    t = results.stats_tables(r.items, r.ladder, settings=Settings(n_boot=50), target_mde=0.12)
+    p = t.planner
+    assert (p["margin"] == 0.03).all() and p["mde_basis"].str.contains("beyond 0.03").all()
+    for row in p.itertuples():
+        assert row.items_needed == rel.beyond_items_needed(0.12, 0.03, alpha=row.level)
+        assert rel.beyond_power(int(row.items_needed), 0.12, 0.03, row.level) >= 0.8

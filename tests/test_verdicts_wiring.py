@@ -119,31 +119,47 @@ def test_a_bad_margin_is_named_with_its_unit(tmp_path, key, value):
     assert "points" in str(e.value)
 
 
-def test_first_to_die_names_inseparable_families_as_tied():
-    from gguf_fragility.report.pages import first_to_die
-
-    # b (10 items) and z (64 items) lose alike at Q4_K_M; only z's loss is shown beyond the
-    # margin (more items), yet b cannot be shown to lose less: both are named, tied
-    c = pd.DataFrame({
+def first_cells(decision_b: str) -> pd.DataFrame:
+    """b (10 items) and z (64 items) lose alike at Q4_K_M; z's loss is shown beyond the
+    margin, b's is ``decision_b``; a loses nothing."""
+    return pd.DataFrame({
         "family": ["b", "b", "z", "z", "a", "a"], "rung": ["Q8_0", "Q4_K_M"] * 3,
         "bpw": [8.5, 4.9] * 3, "measurable": True,
         "effect": [0.0, -0.30, 0.0, -0.30, 0.0, -0.01],
         "ci_low": [-0.1, -0.55, -0.03, -0.42, -0.02, -0.03],
-        "ci_high": [0.1, -0.02, 0.03, -0.18, 0.02, 0.01],
-        "decision": [rel.UNDECIDED, rel.CHANGE, rel.EQUIVALENT, rel.BEYOND, rel.EQUIVALENT,
+        "ci_high": [0.1, -0.04, 0.03, -0.18, 0.02, 0.01],
+        "decision": [rel.UNDECIDED, decision_b, rel.EQUIVALENT, rel.BEYOND, rel.EQUIVALENT,
                      rel.EQUIVALENT]})
-    names, rung, bpw = first_to_die(c, "correctness")
-    assert (names, rung, bpw) == ("b and z (tied)", "Q4_K_M", 4.9)
-    assert first_to_die(c.assign(decision=rel.CHANGE), "correctness") == ("", "", pytest.approx(
-        float("nan"), nan_ok=True))
+
+
+def test_first_to_die_names_inseparable_dead_families_as_tied():
+    from gguf_fragility.report.pages import first_to_die_text
+    from gguf_fragility.stats.deathorder import FirstDeath, first_death
+
+    f = first_death(first_cells(rel.BEYOND), "correctness")
+    assert isinstance(f, FirstDeath)
+    assert (f.families, f.rung, f.bpw, f.tied) == (("b", "z"), "Q4_K_M", 4.9, True)
+    assert first_to_die_text(f) == "b and z (tied)"
+    none = first_death(first_cells(rel.BEYOND).assign(decision=rel.CHANGE), "correctness")
+    assert none.families == () and none.rung == "" and np.isnan(none.bpw)
+    assert first_to_die_text(none) == ""
+
+
+def test_first_to_die_never_names_a_family_whose_loss_is_only_a_change():
+    """b's loss is as large as z's, but its own verdict is "change, possibly within the
+    margin": b did not die, so z alone is named (issue 25, gap 6)."""
+    from gguf_fragility.stats.deathorder import first_death
+
+    f = first_death(first_cells(rel.CHANGE), "correctness")
+    assert (f.families, f.rung, f.tied) == (("z",), "Q4_K_M", False)
 
 
 def test_the_counts_table_states_each_margin_in_points(synth):
-    from gguf_fragility.report.pages import _margin_text
+    from gguf_fragility.report.pages import margin_text
 
     _, t = synth
     c = t.comparisons[t.comparisons["model"] == "synth-0"]
-    assert _margin_text(c[c["lens"] == "correctness"], "correctness") == "±3 points of accuracy"
-    assert _margin_text(c[c["lens"] == "fidelity"], "fidelity") == "±3 points of flip rate"
-    assert _margin_text(c[c["lens"] == "margin"], "margin") == (
+    assert margin_text(c[c["lens"] == "correctness"]) == "±3 points of accuracy"
+    assert margin_text(c[c["lens"] == "fidelity"]) == "±3 points of flip rate"
+    assert margin_text(c[c["lens"] == "margin"]) == (
         "±3 points of gold-answer probability; ±3 points of reply per-token probability")

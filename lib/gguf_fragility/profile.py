@@ -113,7 +113,6 @@ class Profile:
     fidelity_margin: float = 0.03  # fidelity: excess flips over the floor that matter, share
     gold_prob_margin_pp: float = 3.0  # margin lens, log-likelihood: gold-answer probability, pp
     reply_prob_margin_pp: float = 3.0  # margin lens, generative: reply per-token probability, pp
-    margin_equivalence_nats: float = 0.1  # recipes: a lesion's material change, mean nats
     design_discordance: float = 0.2  # share of items expected to change answer (planned MDE)
     target_mde: float | None = None  # planner: items each family needs to detect this loss
     noise_floor: bool = True  # sweep the reference again under other batch shapes (NOISE_FLOOR)
@@ -224,7 +223,8 @@ def _build(cls, data, where: str, problems: list[str] | None = None):
         return _BAD
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    problems += [f"{_sub(where, k)}: {_REMOVED[k]}" for k in sorted(set(data) & set(_REMOVED))]
+    unknown = sorted(set(data) - known - set(_REMOVED))
     if unknown:
         problems.append(f"{where.removesuffix(': ')}: unknown key(s) {unknown}; allowed: "
                         f"{sorted(known)}")
@@ -236,6 +236,12 @@ def _build(cls, data, where: str, problems: list[str] | None = None):
         problems.append(f"{where.removesuffix(': ')}: {exc}")
         return _BAD
 
+
+# Keys a profile may no longer set: name -> what to write instead.
+_REMOVED = {"margin_equivalence_nats": (
+    "removed: lesions and recipes are judged against the margin lens's own margins in "
+    "points; set gold_prob_margin_pp (gold-answer probability) and reply_prob_margin_pp "
+    "(per-token reply probability) instead, one margin per unit")}
 
 # Allowed ranges of numeric settings: name -> (low, high, what), both ends inclusive; None = open.
 _RANGES = {

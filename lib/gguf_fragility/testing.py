@@ -173,10 +173,12 @@ LESIONS = {"Q8_0+ffn_down=Q2_K": (0.8, 7.0), "Q8_0+attn_k=Q2_K": (0.0, 8.3),
 
 def with_lesion_rungs(r: Results, lesions: dict | None = None, *, seed: int = 0) -> Results:
     """
-    Add lesion rungs to synthetic results that have ``Q8_0`` and ``Q2_K``: each lesion's
-    log-probabilities are Q8_0's plus ``share`` times Q2_K's change from Q8_0 on the same
-    item (0.01 nats of jitter), and it loses an answer Q2_K lost with probability ``share``.
-    ``lesions``: rung -> (share, bpw), default :data:`LESIONS`. Not data.
+    Add lesion rungs to synthetic results that have ``Q8_0`` and ``Q2_K``: on each item a
+    lesion moves the margin lens's probabilities (the gold answer's, the reference reply's
+    per token) ``share`` of the way from Q8_0's to Q2_K's, so its change in points is
+    ``share`` times Q2_K's (the margin column in nats likewise; 0.01 nats of jitter), and it
+    loses an answer Q2_K lost with probability ``share``. ``lesions``: rung -> (share, bpw),
+    default :data:`LESIONS`. Not data.
     """
     rng = np.random.default_rng(seed)
     key = ["model", "family", "item_id"]
@@ -185,8 +187,14 @@ def with_lesion_rungs(r: Results, lesions: dict | None = None, *, seed: int = 0)
     frames, ladders = [r.items], [r.ladder]
     for rung, (share, bpw) in (lesions or LESIONS).items():
         cols = {}
-        for c in ("margin", "gold_logprob", "ref_answer_logprob"):
-            cols[c] = base[c] + share * (low[c] - base[c]) + 0.01 * rng.normal(size=len(base))
+        t = np.where(base["n_gen_tokens"] >= 1, base["n_gen_tokens"], 1.0)  # per token
+        for c, k in (("margin", None), ("gold_logprob", 1.0), ("ref_answer_logprob", t)):
+            if k is None:
+                mid = base[c] + share * (low[c] - base[c])
+            else:  # interpolate the (per-token) probability, not its log
+                p0, p1 = np.exp(base[c] / k), np.exp(low[c] / k)
+                mid = k * np.log(p0 + share * (p1 - p0))
+            cols[c] = mid + 0.01 * rng.normal(size=len(base))
         lost = base.correct & ~low.correct & (rng.random(len(base)) < share)
         frames.append(base.assign(rung=rung, correct=base.correct & ~lost,
                                   extracted=np.where(lost, low.extracted, base.extracted),

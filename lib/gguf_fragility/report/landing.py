@@ -22,8 +22,9 @@ import pandas as pd
 from gguf_fragility import store
 from gguf_fragility.layout import RunLayout, Table
 from gguf_fragility.report import charts, findings, pages
+from gguf_fragility.report import lesions as lesion_text
 from gguf_fragility.report.pages import cols, md_table, read_ladders, read_table
-from gguf_fragility.stats import lesions, recipes, transfer
+from gguf_fragility.stats import transfer
 from gguf_fragility.stats.decision import GIB, recommend
 from gguf_fragility.stats.grid import UNTESTABLE
 from gguf_fragility.stats.lens.base import ACCURACY
@@ -291,8 +292,9 @@ def _counts(head: pd.DataFrame, run: RunLayout) -> str:
     return "".join(out)
 
 
-def _mdes(head: pd.DataFrame) -> str:
-    """What the undecided cells could have detected, per model and lens (a table)."""
+def _mdes(head: pd.DataFrame, discordance: float) -> str:
+    """What the undecided cells could have shown beyond the margin, per model and lens (a
+    table), with the design discordance the paired lenses' power assumes."""
     und = head[(head["n_undecided"] > 0) & np.isfinite(head["mde_low"])]
     out = ["\n## Planned minimum detectable effects\n\n"]
     if und.empty:
@@ -303,15 +305,20 @@ def _mdes(head: pd.DataFrame) -> str:
                                 for a, b in zip(und["mde_low"], und["mde_high"], strict=True)],
         "unit": np.where(und["mde_unit"] == "pp", "points",
                          "SD of the per-item change"),
+        "planned for": und["mde_basis"],
         "noise floor flips (%)": [f"{x:.1f}" if np.isfinite(x) else
                                   ("not measured" if LENSES[lens].against_floor else "")
                                   for x, lens in zip(und["floor_flip_pct"], und["lens"],
                                                      strict=True)]})
-    return "".join(out) + ("The loss each lens's undecided cells could have detected (planned, "
-                           "at their corrected level, with 80% power); fidelity is tested "
-                           "against the noise floor (the reference re-run with other batch "
-                           "shapes), or against zero where none was measured.\n\n"
-                           + md_table(view))
+    return "".join(out) + (
+        "The smallest loss *beyond the margin* each lens's undecided cells could have shown "
+        "with 80% power, at their corrected level, for the test the verdict uses (column "
+        "*planned for*). For correctness and fidelity the exact power assumes the profile's "
+        f"design discordance of {discordance:g} (the share of items whose answer changes "
+        "either way, `design_discordance`); where that cannot reach the power, every "
+        "discordant item a loss. The margin lens's is simulated from each cell's own "
+        "changes. Fidelity is tested against the noise floor (the reference re-run with "
+        "other batch shapes), or against zero where none was measured.\n\n" + md_table(view))
 
 
 def details_markdown(run: RunLayout) -> str:
@@ -319,7 +326,8 @@ def details_markdown(run: RunLayout) -> str:
     head = pages.headline_table(run)
     out = []
     if not head.empty:
-        out += [_counts(head, run), _mdes(head)]
+        conf = json.loads(run.stats_config.read_text()) if run.stats_config.exists() else {}
+        out += [_counts(head, run), _mdes(head, float(conf.get("design_discordance", 0.2)))]
         fam = pages.family_table(run)
         if fam is not None:
             out.append("\n## The family of tests\n\nOne per model and lens; its settings are "
@@ -354,12 +362,14 @@ def _lesion_sentences(run: RunLayout) -> str:
         return ""
     shares = shares.assign(kind=shares["kind"].fillna(""), depth=shares["depth"].fillna(""))
     out = ["\n## Why it dies: lesions\n\nEach lesion rung keeps the model at Q8_0 except one "
-           "tensor group; its share is the part of the full low rung's margin loss that the "
-           "group alone reproduces (the lesions chapter has the whole map).\n\n"]
+           "tensor group; its share is the part of the full low rung's loss on the margin "
+           "lens (points of gold-answer or per-token reply probability) that the group alone "
+           "reproduces (the lesions chapter has the whole map).\n\n"]
     for model in sorted(shares["model"].unique()):
-        out.append(f"- {lesions.lesion_sentence(shares, model)}\n")
+        out.append(f"- {lesion_text.lesion_sentence(shares, model)}\n")
     comp, rec = read_table(run, Table.RECIPE_COMPARISON), read_table(run, Table.LESION_RECIPE)
-    if comp is not None and rec is not None and (verdict := recipes.recipe_findings(comp, rec)):
+    if comp is not None and rec is not None and (verdict := lesion_text.recipe_findings(
+            comp, rec.fillna({"recipe": ""}))):
         out.append("\nThe protective recipe, judged by the statistics chapter like every rung:"
                    "\n\n" + verdict + "\n")
     return "".join(out)

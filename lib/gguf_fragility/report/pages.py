@@ -23,10 +23,10 @@ from gguf_fragility import paths, store
 from gguf_fragility.artifacts import read_ladder
 from gguf_fragility.ladder import imatrix
 from gguf_fragility.layout import RunLayout, Table
-from gguf_fragility.stats import ranking, transfer
-from gguf_fragility.stats.lens.base import ABOVE
+from gguf_fragility.stats import transfer
+from gguf_fragility.stats.deathorder import FirstDeath, first_death
 from gguf_fragility.stats.lens.registry import LENSES
-from gguf_fragility.stats.relevance import BEYOND
+from gguf_fragility.stats.relevance import UNDECIDED
 
 PACKAGES = ("llama_cpp_python", "numpy", "pandas", "scipy", "statsmodels", "altair",
             "vl-convert-python", "papermill", "nbformat", "smalldocs")
@@ -83,44 +83,27 @@ def settings_table(run: RunLayout) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "value", "source"])
 
 
-def _margin_text(c: pd.DataFrame, lens: str) -> str:
-    """The margins one model × lens was judged against, as "±3 points of accuracy"."""
-    scale = LENSES[lens].display_scale
-    ms = sorted(set(zip(c["equivalence_margin"].astype(float), c["unit"].astype(str),
-                        strict=True)))
-    return "; ".join(f"±{scale * m:g} points of {u.split(' (')[0]}" for m, u in ms
-                     if np.isfinite(m))
+def points_of(unit: str) -> str:
+    """``"gold-answer probability (pp)"`` -> ``"points of gold-answer probability"``."""
+    return f"points of {str(unit).split(' (')[0]}"
 
 
-def first_to_die(c: pd.DataFrame, lens: str, alpha: float = 0.05) -> tuple[str, str, float]:
-    """
-    The families that die first on one model × lens, tied where their effects cannot be
-    separated (:func:`gguf_fragility.stats.ranking.first_to_die`), the rung and its bpw.
+def margin_text(rows: pd.DataFrame, unit: str = "unit", margin: str = "equivalence_margin") -> str:
+    """The margins ``rows`` were judged against, in points: "±3 points of accuracy" (a
+    fraction unit times 100), several joined with "; "."""
+    pairs = sorted({(float(m), str(u)) for m, u in zip(rows[margin], rows[unit], strict=True)
+                    if np.isfinite(float(m))})
+    return "; ".join(f"±{(100 if u.endswith('(fraction)') else 1) * m:g} {points_of(u)}"
+                     for m, u in pairs)
 
-    ``c``: that model's comparisons rows of ``lens``. The rung is the highest-bpw one
-    where any family shows a loss beyond the margin; the names are every family whose
-    rank set there holds rank 1, joined with "and" and marked "(tied)" when several: never
-    a tie broken by name or item count. ``("", "", nan)`` when nothing died.
-    """
-    c = c[c["measurable"].astype(bool)]
-    if c.empty:
-        return "", "", np.nan
-    rungs = c.drop_duplicates("rung").sort_values("bpw", ascending=False)["rung"].tolist()
-    wide = c.pivot_table(index="family", columns="rung", aggfunc="first",
-                         values=["effect", "ci_low", "ci_high"]).reindex(columns=rungs, level=1)
-    bey = (c.assign(b=c["decision"] == BEYOND).pivot_table(index="family", columns="rung",
-                                                           values="b", aggfunc="first")
-           .reindex(index=wide.index, columns=rungs).fillna(False).to_numpy(bool))
-    e, lo, hi = (wide[k].to_numpy(float) for k in ("effect", "ci_low", "ci_high"))
-    if LENSES[lens].loss_side == ABOVE:  # a loss is a larger effect: rank its mirror
-        e, lo, hi = -e, -hi, -lo
-    f = ranking.first_to_die(e, lo, hi, bey, alpha)
-    if f.rung < 0:
-        return "", "", np.nan
-    names = list(wide.index[f.named])
-    text = (" and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0])
-    rung = rungs[f.rung]
-    return text + (" (tied)" if f.tied else ""), rung, float(c.loc[c["rung"] == rung, "bpw"].iloc[0])
+
+def first_to_die_text(f: FirstDeath) -> str:
+    """The families a :class:`~gguf_fragility.stats.deathorder.FirstDeath` names, as prose:
+    "a", "a and b (tied)", "a, b and c (tied)"; "" when none died."""
+    names = list(f.families)
+    if len(names) < 2:
+        return "".join(names)
+    return f"{', '.join(names[:-1])} and {names[-1]}" + (" (tied)" if f.tied else "")
 
 
 def headline_table(run: RunLayout) -> pd.DataFrame:
@@ -128,11 +111,13 @@ def headline_table(run: RunLayout) -> pd.DataFrame:
     One row per model × lens with the landing page's headline facts, from notebook 05's tables.
 
     Columns: ``model, lens, n_families`` (measurable), ``n_dead`` (families with a death
-    rung), ``first_family, first_death_rung, first_death_bpw`` (:func:`first_to_die`:
-    ranked by effect, ties named), ``n_cells, n_decided, n_loss, n_change, n_equivalent,
-    n_undecided, n_no_floor, n_untestable, margin`` (each margin with its unit),
-    ``mde_low, mde_high, mde_unit`` (planned MDE range of the undecided cells; percentage
-    points for the fraction lenses, SDs for the margin), ``floor_flip_pct``.
+    rung), ``first_family, first_death_rung, first_death_bpw``
+    (:func:`~gguf_fragility.stats.deathorder.first_death`: ranked by effect among the
+    families with a loss beyond the margin there, ties named), ``n_cells, n_decided,
+    n_loss, n_change, n_equivalent, n_undecided, n_no_floor, n_untestable, margin`` (each
+    margin with its unit), ``mde_low, mde_high, mde_unit`` (planned MDE range of the
+    undecided cells, points: the smallest loss beyond the margin each could show),
+    ``mde_basis`` (the test and design it was planned for), ``floor_flip_pct``.
     """
     order, summ = read_table(run, Table.DEATH_ORDER), read_table(run, Table.LENS_SUMMARY)
     cmp = read_table(run, Table.COMPARISONS)
@@ -147,20 +132,22 @@ def headline_table(run: RunLayout) -> pd.DataFrame:
         rung = transfer.names(g[f"death_rung_{lens}"])
         dead = g[rung != ""]
         pp = LENSES[lens].display_scale
-        first = first_to_die(cmp[(cmp["model"] == model) & (cmp["lens"] == lens)], lens, alpha)
+        mine = cmp[(cmp["model"] == model) & (cmp["lens"] == lens)]
+        first = first_death(mine, lens, alpha)
+        und = mine[mine["decision"] == UNDECIDED]
         rows.append({"model": model, "lens": lens, "n_families": len(g), "n_dead": len(dead),
-                     "first_family": first[0], "first_death_rung": first[1],
-                     "first_death_bpw": first[2],
+                     "first_family": first_to_die_text(first), "first_death_rung": first.rung,
+                     "first_death_bpw": first.bpw,
                      "n_cells": int(s["n_cells"]), "n_decided": int(s["n_decided"]),
                      "n_loss": int(s["n_loss"]), "n_equivalent": int(s["n_equivalent"]),
                      "n_change": int(s.get("n_change", 0)),
                      "n_no_floor": int(s.get("n_no_floor", 0)),
-                     "margin": _margin_text(cmp[(cmp["model"] == model) & (cmp["lens"] == lens)],
-                                            lens),
+                     "margin": margin_text(mine),
                      "n_undecided": int(s["n_undecided"]),
                      "n_untestable": int(s["n_untestable"]),
                      "mde_low": pp * s["undecided_mde_min"], "mde_high": pp * s["undecided_mde_max"],
                      "mde_unit": LENSES[lens].display_unit,
+                     "mde_basis": "; ".join(sorted(set(und["mde_basis"].dropna().astype(str)))),
                      "floor_flip_pct": 100 * s["floor_flip_rate"]})
     return pd.DataFrame(rows)
 

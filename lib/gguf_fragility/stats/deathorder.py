@@ -2,14 +2,16 @@
 
 Reads the lens grid (:func:`gguf_fragility.stats.grid.lens_grid`) and the item rows. Usage::
 
-    from gguf_fragility.stats.deathorder import death_order
+    from gguf_fragility.stats.deathorder import death_order, first_death
     order = death_order(items, grid.comparisons, reference, seed=0)
+    first = first_death(cmp[(cmp.model == m) & (cmp.lens == lens)], lens)
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -17,8 +19,10 @@ from scipy import stats as sps
 
 from gguf_fragility.profile import NOISE_FLOOR
 from gguf_fragility.stats.grid import validate_items
+from gguf_fragility.stats.lens.base import ABOVE
 from gguf_fragility.stats.lens.registry import LENSES
 from gguf_fragility.stats.lenses import expanded_level
+from gguf_fragility.stats.ranking import first_to_die, rank_sets
 from gguf_fragility.stats.relevance import BEYOND
 from gguf_fragility.stats.settings import cell_rng
 
@@ -52,12 +56,65 @@ def death_rungs(comparisons: pd.DataFrame) -> pd.DataFrame:
                                        "n_loss"])
 
 
+class FirstDeath(NamedTuple):
+    """Result of :func:`first_death`."""
+
+    families: tuple[str, ...]  # named first (several = tied); () when no loss beyond the margin
+    rung: str  # the highest-bpw rung with a loss beyond the margin; "" when none
+    bpw: float  # its bits per weight; NaN when none
+    tied: bool  # several families named
+
+
+def first_death(comparisons: pd.DataFrame, lens: str, alpha: float = 0.05) -> FirstDeath:
+    """
+    The families that die first on one model × lens, by effect, ties named.
+
+    Parameters
+    ----------
+    comparisons : pandas.DataFrame
+        That model's ``comparisons`` rows of ``lens`` (``family, rung, bpw, measurable,
+        effect, ci_low, ci_high, decision``).
+    lens : str
+        A key of :data:`~gguf_fragility.stats.lens.registry.LENSES` (its loss side).
+    alpha : float, default 0.05
+
+    Returns
+    -------
+    FirstDeath
+        The highest-bpw rung where a measurable family shows a loss beyond the margin and
+        the families :func:`gguf_fragility.stats.ranking.first_to_die` names there: only
+        families whose own cell there is :data:`~gguf_fragility.stats.relevance.BEYOND`,
+        tied where their effects cannot be separated, never a tie broken by name or item
+        count. Empty (``()``, ``""``, NaN) when no cell shows a loss beyond the margin.
+    """
+    c = comparisons[comparisons["measurable"].astype(bool)]
+    if c.empty:
+        return FirstDeath((), "", np.nan, False)
+    rungs = c.drop_duplicates("rung").sort_values("bpw", ascending=False)["rung"].tolist()
+    wide = c.pivot_table(index="family", columns="rung", aggfunc="first",
+                         values=["effect", "ci_low", "ci_high"]).reindex(columns=rungs, level=1)
+    bey = (c.assign(b=c["decision"] == BEYOND).pivot_table(index="family", columns="rung",
+                                                           values="b", aggfunc="first")
+           .reindex(index=wide.index, columns=rungs).fillna(False).to_numpy(bool))
+    e, lo, hi = (wide[k].to_numpy(float) for k in ("effect", "ci_low", "ci_high"))
+    if LENSES[lens].loss_side == ABOVE:  # a loss is a larger effect: rank its mirror
+        e, lo, hi = -e, -hi, -lo
+    f = first_to_die(e, lo, hi, bey, alpha)
+    if f.rung < 0:
+        return FirstDeath((), "", np.nan, False)
+    rung = rungs[f.rung]
+    return FirstDeath(tuple(wide.index[f.named]), rung,
+                      float(c.loc[c["rung"] == rung, "bpw"].iloc[0]), f.tied)
+
+
 def tie_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     Rank range of each value along the last axis, 1 = largest: ``(low, high)``.
 
     A value tied with others holds every rank the tie spans: ``low = 1 + #(larger)``,
-    ``high = #(larger or equal)``. The one tie rule of the point ranks and the bootstrap.
+    ``high = #(larger or equal)``: the point ranks of the transfer table
+    (:func:`gguf_fragility.stats.transfer.family_table`); the death order ranks by
+    :func:`~gguf_fragility.stats.ranking.rank_sets` instead.
     """
     x = np.asarray(x, float)
     greater = (x[..., None, :] > x[..., :, None]).sum(-1)  # for each i: #j with x_j > x_i
@@ -96,8 +153,9 @@ def death_order(items: pd.DataFrame, comparisons: pd.DataFrame, reference: Mappi
     pandas.DataFrame
         One row per model × measurable family: ``n`` (items seen at every rung),
         ``death_rung_<lens>, death_bpw_<lens>`` for each lens, ``fragility`` (pp) with
-        ``fragility_ci_low``/``high``, ``rank_low``/``rank_high`` (the ranks the family
-        holds, 1 = most fragile; a tie spans several) and ``rank_ci_low``/``high``.
+        ``fragility_ci_low``/``high``, ``rank_low``/``rank_high`` (the family's rank set,
+        1 = most fragile) and ``tied_with`` (the families it cannot be separated from,
+        comma-separated), sorted by rank set, then by fragility.
 
     Notes
     -----
@@ -106,23 +164,23 @@ def death_order(items: pd.DataFrame, comparisons: pd.DataFrame, reference: Mappi
     death at Q8_0 no longer outweighs a large loss at Q2_K as the old bpw-area did. It is
     the mean of per-item scores ``100 (x_ref - mean_r x_r)``, so its interval is
     ``scipy.stats.bootstrap(method="BCa")`` on those scores at Hesterberg's expanded level
-    (:func:`~gguf_fragility.stats.lenses.expanded_level`). **Ranks** use one tie rule for
-    the point and every resample (:func:`tie_ranks`): a tied family holds the whole range
-    of ranks the tie spans. The rank interval runs from the ``alpha/2`` quantile of the
-    resampled low ranks to the ``1 - alpha/2`` quantile of the resampled high ranks
-    (items resampled within each family), so ties widen it instead of splitting it
-    arbitrarily; bootstrap rank intervals remain approximate for near-ties [1]_.
+    (:func:`~gguf_fragility.stats.lenses.expanded_level`). **Ranks** are the simultaneous
+    rank sets of those effects and intervals (:func:`gguf_fragility.stats.ranking.rank_sets`,
+    the same ranking as "first to die"): ``rank_low = 1 +`` the families shown more
+    fragile, ``rank_high = K -`` the families shown less fragile; families whose
+    differences cannot be separated share ranks and are named in ``tied_with``, never
+    ordered by item count or by name [1]_. A family without items has no rank.
 
     References
     ----------
-    .. [1] Hall, P., Miller, H. (2009). Using the bootstrap to quantify the authority of
-       an empirical ranking. Annals of Statistics 37(6B), 3929-3959.
+    .. [1] Klein, M., Wright, T., Wieczorek, J. (2020). A joint confidence region for an
+       overall ranking of populations. JRSS C 69(3), 589-606.
     """
     df = validate_items(items, reference)
     deaths = death_rungs(comparisons)
     keep = comparisons[comparisons["measurable"].astype(bool)][["model", "family"]]
     keep = keep.drop_duplicates()
-    rows, reps = [], []
+    rows = []
     for model, fams in keep.groupby("model", sort=True):
         rng = cell_rng(seed, model, "death_order")
         sub = df[df["model"] == model]
@@ -138,8 +196,6 @@ def death_order(items: pd.DataFrame, comparisons: pd.DataFrame, reference: Mappi
                                        confidence_level=expanded_level(n, alpha),
                                        rng=rng).confidence_interval
                 lo, hi = ci.low, ci.high
-            rep = (s[rng.integers(0, n, (n_boot, n))].mean(1) if n
-                   else np.full(n_boot, np.nan))
             row = {"model": model, "family": family, "n": n, "fragility": point,
                    "fragility_ci_low": lo, "fragility_ci_high": hi}
             for lens in LENSES:
@@ -148,22 +204,24 @@ def death_order(items: pd.DataFrame, comparisons: pd.DataFrame, reference: Mappi
                 row[f"death_rung_{lens}"] = d["death_rung"].iloc[0] if len(d) else ""
                 row[f"death_bpw_{lens}"] = d["death_bpw"].iloc[0] if len(d) else np.nan
             rows.append(row)
-            reps.append(rep)
     cols = ["model", "family", "n", *[f"death_{k}_{lens}" for lens in LENSES
                                       for k in ("rung", "bpw")],
             "fragility", "fragility_ci_low", "fragility_ci_high", "rank_low", "rank_high",
-            "rank_ci_low", "rank_ci_high"]
+            "tied_with"]
     out = pd.DataFrame(rows)
     if out.empty:
         return pd.DataFrame(columns=cols)
-    reps = np.stack(reps, axis=1)  # (n_boot, n_rows)
+    out["tied_with"] = ""
     for _, g in out.groupby("model", sort=False):
         i = g.index.to_numpy()
-        low, high = tie_ranks(g["fragility"].to_numpy(float))
-        out.loc[i, "rank_low"], out.loc[i, "rank_high"] = low, high
-        bl, bh = tie_ranks(reps[:, i])
-        out.loc[i, "rank_ci_low"] = np.floor(np.percentile(bl, 100 * alpha / 2, axis=0))
-        out.loc[i, "rank_ci_high"] = np.ceil(np.percentile(bh, 100 * (1 - alpha / 2), axis=0))
-    for c in ("rank_low", "rank_high", "rank_ci_low", "rank_ci_high"):
-        out[c] = out[c].astype(int)
-    return out[cols].sort_values(["model", "rank_low", "family"], ignore_index=True)
+        f = (g[k].to_numpy(float) for k in ("fragility", "fragility_ci_high", "fragility_ci_low"))
+        r = rank_sets(*(-x for x in f), alpha)  # a loss is a positive fragility: rank its mirror
+        out.loc[i, "rank_low"], out.loc[i, "rank_high"] = r.low, r.high
+        apart = r.worse | r.worse.T | np.eye(len(i), dtype=bool)
+        names = g["family"].to_numpy(object)
+        out.loc[i, "tied_with"] = [", ".join(names[~a]) for a in apart]
+    for c in ("rank_low", "rank_high"):
+        out[c] = out[c].astype("Int64")
+    out["_by"] = -out["fragility"]
+    return (out.sort_values(["model", "rank_low", "rank_high", "_by"], ignore_index=True,
+                            kind="stable")[cols])

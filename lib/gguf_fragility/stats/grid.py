@@ -158,11 +158,12 @@ def _multiplicity(out: pd.DataFrame, order: Mapping[str, list[str]], s: Settings
         fam_tests = multiplicity.family_of_tests(pm, mp, s.alpha)
         testable, reject = fam_tests.testable[fi, rj], fam_tests.reject[fi, rj]
         level, tar = fam_tests.level, fam_tests
-        mde, basis = lens.mde(g, level, s)
+        planned = lens.mde(g, level, s)
         lab = np.where(testable, lens.decide(g, reject, level, s), UNTESTABLE)
         reject = reject & np.isin(lab, [relevance.BEYOND, relevance.CHANGE])  # never contrary
         for col, v in (("testable", testable), ("reject", reject), ("level", level),
-                       ("tarone_k", float(tar.tarone_k)), ("planned_mde", mde), ("mde_basis", basis),
+                       ("tarone_k", float(tar.tarone_k)), ("planned_mde", planned.mde),
+                       ("mde_basis", planned.basis),
                        ("decision", lab)):
             out.loc[g.index, col] = v
     out["equivalence_margin"], out["unit"] = np.nan, ""

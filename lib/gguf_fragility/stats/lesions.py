@@ -5,8 +5,10 @@ A *lesion rung* (:func:`gguf_fragility.engine.rungs.lesion_of`) is the intact ba
 like any rung, on the same items against the same F16 reference. Here, per model,
 :func:`lesion_map` compares every lesion, the intact base and the full low rung (``Q2_K``)
 with the reference on chapter 5's lenses (one :func:`~gguf_fragility.stats.grid.lens_grid`
-call: no new test), and :func:`damage_share` says which share of the full rung's margin loss
-each lesion alone reproduces, with a paired bootstrap interval. Usage::
+call: no new test), and :func:`damage_share` says which share of the full rung's loss on
+the margin lens (points of gold-answer or per-token reply probability) each lesion alone
+reproduces, with a paired bootstrap interval. The sentences about them are
+:mod:`gguf_fragility.report.lesions`'. Usage::
 
     from gguf_fragility import artifacts
     from gguf_fragility.stats import lesions
@@ -24,17 +26,18 @@ from scipy import stats as sps
 
 from gguf_fragility.engine.rungs import INTACT_BASE, lesion_of, split_group
 from gguf_fragility.stats.grid import lens_grid, validate_items
-from gguf_fragility.stats.lens.base import ACCURACY, CHANGE
-from gguf_fragility.stats.lens.margin import item_delta
-from gguf_fragility.stats.lens.registry import LENSES, with_role
-from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT
+from gguf_fragility.stats.lens.base import CHANGE
+from gguf_fragility.stats.lens.margin import item_pp
+from gguf_fragility.stats.lens.registry import with_role
+from gguf_fragility.stats.relevance import BEYOND
 from gguf_fragility.stats.results import bpw_of, reference_rungs
 from gguf_fragility.stats.settings import DEFAULT_SETTINGS, Settings, cell_rng
 
 LESION_ROLE, BASE_ROLE, FULL_ROLE = "lesion", "intact base", "full rung"
 SHARE_COLUMNS = ["model", "family", "rung", "group", "kind", "depth", "lesion_type",
-                 "full_rung", "measurable", "n", "lesion_effect", "lesion_ci_low",
-                 "lesion_ci_high", "full_effect", "full_ci_low", "full_ci_high", "share",
+                 "full_rung", "measurable", "n", "unit", "margin", "lesion_effect",
+                 "lesion_ci_low", "lesion_ci_high", "full_effect", "full_ci_low",
+                 "full_ci_high", "share",
                  "share_ci_low", "share_ci_high", "share_method", "lesion_decision",
                  "full_decision", "full_loss_shown"]
 MAP_KEYS = ["model", "lens", "family", "rung", "role", "group", "kind", "depth", "lesion_type",
@@ -59,9 +62,10 @@ def damage_share(lesion_delta, full_delta, *, n_resamples: int = 10_000, alpha: 
     Parameters
     ----------
     lesion_delta, full_delta : array_like of float, shape (n_items,)
-        Per-item paired change against the reference (nats, negative = damage;
-        :func:`gguf_fragility.stats.lens.margin.item_delta`) under the lesion and under the full
-        rung, aligned on item. Items where either is not finite are dropped.
+        Per-item paired change against the reference in one unit (negative = damage; the
+        lesion map passes points, :func:`gguf_fragility.stats.lens.margin.item_pp`) under the
+        lesion and under the full rung, aligned on item. Items where either is not finite
+        are dropped.
     n_resamples : int, default 10000
     alpha : float, default 0.05
         The interval is ``1 - alpha``.
@@ -158,8 +162,10 @@ def lesion_map(items: pd.DataFrame, ladder: pd.DataFrame, *,
         plus ``role`` ({"lesion", "intact base", "full rung"}), ``group``, ``kind``,
         ``depth`` and ``lesion_type``. ``lesion_shares``: :data:`SHARE_COLUMNS`, one row per
         model × measurable family × lesion whose full rung was swept: the margin-lens mean
-        changes (nats) of the lesion and of the full rung on the items both scored, the
-        share (:func:`damage_share`) and both decisions. Without lesion rungs both tables are
+        changes of the lesion and of the full rung on the items both scored, in the
+        family's ``unit`` (points of gold-answer or per-token reply probability) with the
+        lens's relevance ``margin`` in that unit, the share (:func:`damage_share`) and both
+        decisions. Without lesion rungs both tables are
         empty, with :data:`MAP_KEYS` and :data:`SHARE_COLUMNS` as their columns.
 
     Notes
@@ -205,7 +211,7 @@ def _shares(rows: pd.DataFrame, ref: str, lesions: list[str], full: set[str],
     model = str(df["model"].iloc[0])
     wide = df.set_index(["family", "item_id", "rung"])[
         ["correct", "extracted", "mode", "margin", "gold_logprob", "ref_answer_logprob",
-         "answer_kl", "answer_same_top"]].unstack("rung")
+         "answer_kl", "answer_same_top", "n_gen_tokens"]].unstack("rung")
     dec = cmp[cmp["lens"] == with_role(CHANGE)].set_index(["family", "rung"])
     fams = wide.index.get_level_values("family").to_numpy()
     out = []
@@ -216,7 +222,7 @@ def _shares(rows: pd.DataFrame, ref: str, lesions: list[str], full: set[str],
             if typ not in full:
                 continue
             kind, depth = split_group(group)
-            d_l, d_f = item_delta(w, ref, rung), item_delta(w, ref, typ)
+            d_l, d_f = item_pp(w, ref, rung)[0], item_pp(w, ref, typ)[0]
             sh = damage_share(d_l, d_f, n_resamples=s.n_boot, alpha=s.alpha,
                               rng=cell_rng(s.seed, model, family, rung, "share"))
             ok = np.isfinite(d_l) & np.isfinite(d_f)
@@ -224,6 +230,7 @@ def _shares(rows: pd.DataFrame, ref: str, lesions: list[str], full: set[str],
             out.append({"model": model, "family": family, "rung": rung, "group": group,
                         "kind": kind or "", "depth": depth or "", "lesion_type": typ,
                         "full_rung": typ, "measurable": bool(fd["measurable"]), "n": sh.n,
+                        "unit": fd["unit"], "margin": fd["equivalence_margin"],
                         "lesion_effect": d_l[ok].mean() if ok.any() else np.nan,
                         "lesion_ci_low": ld["ci_low"], "lesion_ci_high": ld["ci_high"],
                         "full_effect": d_f[ok].mean() if ok.any() else np.nan,
@@ -234,87 +241,3 @@ def _shares(rows: pd.DataFrame, ref: str, lesions: list[str], full: set[str],
                         "full_decision": fd["decision"],
                         "full_loss_shown": fd["decision"] == BEYOND})
     return pd.DataFrame(out, columns=SHARE_COLUMNS)
-
-
-# ----------------------------------------------------------------- sentences
-
-
-_UNIT_WORDS = {"flip rate (fraction)": "excess flip rate", "accuracy (fraction)": "accuracy"}
-
-
-def ci_text(e, lo, hi, unit="nats") -> str:
-    """``-0.123 (-0.200 to -0.050 nats)`` as the findings print an effect."""
-    return f"{e:.3f} ({lo:.3f} to {hi:.3f} {_UNIT_WORDS.get(unit, unit)})"
-
-
-def lesion_sentence(shares: pd.DataFrame, model: str) -> str:
-    """
-    One sentence for a model: the lesion that reproduces most of the full rung's margin loss
-    on the family the full rung hurts most (where that loss is shown), with intervals.
-
-    Every number is a cell of ``lesion_shares.csv``.
-    """
-    s = shares[(shares["model"] == model) & shares["measurable"].astype(bool)]
-    if s.empty:
-        return f"**{model}**: no lesion rung was swept."
-    shown = s[s["full_loss_shown"].astype(bool)]
-    if shown.empty:
-        return (f"**{model}**: the full {s['full_rung'].iloc[0]} rung shows no margin loss on "
-                "any family in the lesion map's family of tests, so no share of its damage "
-                "can be attributed.")
-    worst = shown.sort_values(["full_effect", "family"]).iloc[0]
-    fam = shown[shown["family"] == worst["family"]]
-    top = fam.sort_values(["lesion_effect", "group"]).iloc[0]
-    kinds = fam[fam["depth"] == ""].sort_values(["lesion_effect", "group"])
-    depths = fam[fam["kind"] == ""].sort_values(["lesion_effect", "group"])
-    full = ci_text(worst["full_effect"], worst["full_ci_low"], worst["full_ci_high"])
-    alone = ci_text(top["lesion_effect"], top["lesion_ci_low"], top["lesion_ci_high"])
-    out = (f"**{model}**: at {worst['full_rung']}, {worst['family']}'s margin changes by "
-           f"{full}; the `{top['group']}` lesion alone (`{top['rung']}`) costs {alone}, "
-           f"a share of {top['share']:.2f} "
-           f"({top['share_ci_low']:.2f} to {top['share_ci_high']:.2f}) of that loss "
-           f"({top['lesion_decision']})")
-    if len(kinds) and kinds.iloc[0]["group"] != top["group"]:
-        k = kinds.iloc[0]
-        out += f"; among tensor kinds `{k['group']}` {k['share']:.2f} " \
-               f"({k['share_ci_low']:.2f} to {k['share_ci_high']:.2f})"
-    if len(depths) and depths.iloc[0]["group"] != top["group"]:
-        d = depths.iloc[0]
-        out += f"; among thirds the {d['group'].replace('_', ' ')} {d['share']:.2f} " \
-               f"({d['share_ci_low']:.2f} to {d['share_ci_high']:.2f})"
-    return out + "."
-
-
-def lesion_findings(lesion_map: pd.DataFrame, shares: pd.DataFrame) -> dict[str, str]:
-    """
-    Generated paragraph per model: the headline share (:func:`lesion_sentence`), the intact
-    base against the reference, and the lesions with a loss shown on the margin and fidelity
-    lenses. Every number is a cell of ``lesion_map.csv`` or ``lesion_shares.csv``.
-    """
-    out = {}
-    m = lesion_map[lesion_map["measurable"].astype(bool)] if len(lesion_map) else lesion_map
-    for model, g in (m.groupby("model", sort=True) if len(m) else ()):
-        para = [lesion_sentence(shares, model)]
-        change = with_role(CHANGE)
-        base = g[(g["role"] == BASE_ROLE) & (g["lens"] == change)]
-        if len(base):
-            eq = base[base["decision"] == EQUIVALENT]
-            rest = ", ".join(base.loc[base["decision"] != EQUIVALENT, "family"])
-            para.append(f"The intact base {INTACT_BASE} against the reference on the {change} "
-                        f"lens: equivalent within ±{base['equivalence_margin'].iloc[0]:g} "
-                        f"{base['unit'].iloc[0]} "
-                        f"on {len(eq)} of {len(base)} families"
-                        + (f" (not shown on {rest})" if rest else "") + ".")
-        for lens in [change, *(k for k in LENSES if k not in (change, with_role(ACCURACY)))]:
-            les = g[(g["role"] == LESION_ROLE) & (g["lens"] == lens)]
-            loss = les[les["decision"] == BEYOND].sort_values(["effect", "group"])
-            if len(loss):
-                cells = ", ".join(f"`{r.group}` on {r.family} "
-                                  f"{ci_text(r.effect, r.ci_low, r.ci_high, r.unit)}"
-                                  for r in loss.itertuples())
-                para.append(f"On the {lens} lens, loss shown for: {cells}.")
-            else:
-                para.append(f"On the {lens} lens no single lesion of {les['rung'].nunique()} "
-                            "shows a loss after the correction (undecided is not harmless).")
-        out[model] = " ".join(para)
-    return out

@@ -3,30 +3,23 @@
 The family of tests of issue 12: per model and per lens, over measurable families only,
 Tarone's screen drops the cells that cannot reach significance at any outcome, then a
 fixed-sequence test runs down each family's ladder (lowest rung first) and Holm-like
-weight passing runs across families: one graph (Bretz et al. 2009). The planner gives the
-loss the exact McNemar test can detect with the items actually used, at the corrected
-level and a stated design discordance, and the items a target loss needs.
+weight passing runs across families: one graph (Bretz et al. 2009). What a cell could
+have shown (its planned MDE beyond the margin) is each lens's :meth:`~gguf_fragility.stats.
+lens.base.Lens.mde`, planned for the verdict's own test (:mod:`gguf_fragility.stats.relevance`).
 
 Usage::
 
-    from gguf_fragility.stats.multiplicity import fixed_sequence_graph, planned_mde
+    from gguf_fragility.stats.multiplicity import family_of_tests, fixed_sequence_graph
     seq = fixed_sequence_graph(p)            # p: (families, rungs), lowest rung first, NaN = out
-    mde = planned_mde(n, alpha=0.05 / m)     # loss detectable at the first step's level
 
 Pure numpy/scipy; tested by ``tests/test_lenses.py``.
 """
 
 from __future__ import annotations
 
-import math
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from scipy import special
-from scipy import stats as sps
-
-from gguf_fragility.stats.lenses import as_counts
 
 
 class SequenceResult(NamedTuple):
@@ -225,157 +218,3 @@ def family_of_tests(p_seq, min_p, alpha: float = 0.05) -> FamilyTests:
     seq = fixed_sequence_graph(np.where(testable, p, np.nan), alpha=alpha)
     m = max(int(seq.tested.any(axis=1).sum()), 1)
     return FamilyTests(testable, seq.reject, alpha / m, tar.k)
-
-
-# --------------------------------------------------------------------------- planning
-
-
-@lru_cache(maxsize=4096)
-def _rejection_region(n: int, alpha: float, discordance: float) -> tuple[np.ndarray, ...]:
-    """Discordant counts D with non-negligible P(D), their probabilities and critical death counts."""
-    lo = int(sps.binom.ppf(1e-13, n, discordance))
-    hi = int(sps.binom.isf(1e-13, n, discordance))
-    d = np.arange(max(lo, 0), min(hi, n) + 1)
-    # loss side of the two-sided exact test: reject at deaths >= k with 2 P(X >= k) <= alpha,
-    # X ~ Bin(D, 1/2); ppf gives k, then one step either way absorbs floating-point ties
-    k = sps.binom.ppf(1 - alpha / 2, d, 0.5) + 1
-
-    def rejects(kk):
-        return (2 * sps.binom.sf(kk - 1, d, 0.5) <= alpha * (1 + 1e-12)) & (kk <= d)
-
-    k = np.where(rejects(k - 1) & (2 * (k - 1) > d), k - 1, k)
-    k = np.where(rejects(k), k, k + 1)
-    k = np.where(rejects(k), k, n + 1)  # n + 1: this D can never reject
-    return d, sps.binom.pmf(d, n, discordance), k
-
-
-def mcnemar_power(n: int, delta, alpha: float = 0.05, discordance: float = 0.2) -> np.ndarray:
-    """
-    Power of the two-sided exact McNemar test to show an accuracy loss ``delta``.
-
-    ``D ~ Bin(n, discordance)``, deaths ``| D ~ Bin(D, (discordance + delta) / (2 discordance))``;
-    power = sum over D of P(D) P(deaths >= critical(D)), loss side only [1]_.
-
-    References
-    ----------
-    .. [1] Miettinen, O. S. (1968). The matched pairs design in the case of all-or-none
-       responses. Biometrics 24(2), 339-352.
-    """
-    d, pd, crit = _rejection_region(int(n), float(alpha), float(discordance))
-    theta = (discordance + np.asarray(delta, dtype=float)) / (2 * discordance)
-    # scipy.special.bdtrc(k, D, t) = P(X > k), X ~ Bin(D, t): binom.sf without its overhead
-    k = np.minimum(crit - 1.0, d)  # bdtrc is NaN for k > D; k = D gives the 0 wanted
-    tail = special.bdtrc(k[:, None], d[:, None], np.atleast_1d(theta)[None, :])
-    return (pd @ tail).reshape(np.shape(theta))
-
-
-@lru_cache(maxsize=4096)
-def _mde_one(n: int, alpha: float, power: float, discordance: float) -> float:
-    """Smallest loss with power >= target, to psi / 16**5 (about 2e-7); NaN if delta = psi fails."""
-    lo, hi = 0.0, discordance
-    if mcnemar_power(n, hi, alpha, discordance) < power:
-        return math.nan
-    for _ in range(5):  # invariant: power(lo) < target <= power(hi); shrinks 16-fold per step
-        grid = np.linspace(lo, hi, 17)
-        i = int(np.argmax(mcnemar_power(n, grid, alpha, discordance) >= power))
-        if i == 0:  # only if power(lo) already reaches the target (lo = 0 never does)
-            return float(lo)
-        lo, hi = grid[i - 1], grid[i]
-    return float(hi)
-
-
-def planned_mde(n, alpha: float = 0.05, power: float = 0.8, discordance: float = 0.2) -> np.ndarray:
-    """
-    Planned minimum detectable accuracy loss of the exact McNemar test.
-
-    Parameters
-    ----------
-    n : array_like of int
-        Items per cell (all items the reference and the rung both saw).
-    alpha : float, default 0.05
-        The corrected two-sided level the cell is tested at (e.g. ``alpha / m`` for the
-        first step of :func:`fixed_sequence_graph` with ``m`` families).
-    power : float, default 0.8
-        Target power.
-    discordance : float, default 0.2
-        Design discordance ``psi = P(death) + P(resurrection)``, stated in advance, not
-        taken from the observed table.
-
-    Returns
-    -------
-    numpy.ndarray of float
-        Smallest loss ``delta`` (fraction; rung accuracy ``delta`` below the reference)
-        with power >= ``power``; NaN where even ``delta = psi`` (every discordant item a
-        death) is not detectable.
-
-    Notes
-    -----
-    Exact power from the conditional-binomial model of the paired design [1]_: the
-    discordant count ``D ~ Bin(n, psi)``, deaths given ``D`` ~ ``Bin(D, (psi + delta) /
-    (2 psi))``, and the exact test's rejection region at each ``D``. Cached per
-    ``(n, alpha, power, psi)``, so a grid of cells costs one computation per distinct n.
-
-    References
-    ----------
-    .. [1] Miettinen, O. S. (1968). The matched pairs design in the case of all-or-none
-       responses. Biometrics 24(2), 339-352.
-    """
-    (n,) = as_counts(n)
-    if not 0 < discordance <= 1:
-        raise ValueError(f"discordance must be in (0, 1]; got {discordance}")
-    out = np.array([_mde_one(int(k), float(alpha), float(power), float(discordance)) for k in n.ravel()])
-    return out.reshape(n.shape)
-
-
-def items_needed(target_mde: float, alpha: float = 0.05, power: float = 0.8,
-                 discordance: float = 0.2, n_max: int = 100_000) -> int:
-    """
-    Items needed for the exact McNemar test to detect ``target_mde`` with ``power``.
-
-    Returns the ``n`` found by bisection with ``planned_mde(n) <= target_mde`` and
-    ``planned_mde(n - 1) > target_mde`` (exact power saw-tooths in n, so a smaller ``n``
-    can occasionally also suffice); raises ``ValueError`` when ``target_mde`` exceeds the
-    design discordance or ``n_max`` is not enough. See :func:`planned_mde`.
-    """
-    if not 0 < target_mde <= discordance:
-        raise ValueError(f"target_mde must be in (0, discordance={discordance}]; got {target_mde}")
-
-    def ok(k: int) -> bool:
-        m = _mde_one(k, float(alpha), float(power), float(discordance))
-        return not math.isnan(m) and m <= target_mde
-
-    lo, hi = 1, 2
-    while not ok(hi):  # doubling, then bisection: ok(hi) holds, ok(lo) does not
-        if hi >= n_max:
-            raise ValueError(f"more than n_max={n_max} items needed")
-        lo, hi = hi, min(2 * hi, n_max)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
-@lru_cache(maxsize=4096)
-def _one_way_one(n: int, alpha: float, power: float) -> float:
-    """Smallest loss on a 0.005 grid detectable when every discordant item is a death."""
-    for delta in np.arange(0.005, 1.0001, 0.005):
-        if mcnemar_power(n, delta, alpha, discordance=float(min(delta, 1.0))) >= power:
-            return float(delta)
-    return math.nan
-
-
-def planned_mde_one_way(n, alpha: float = 0.05, power: float = 0.8) -> np.ndarray:
-    """
-    Loss detectable when the rung only ever loses items (discordance = loss), to 0.005.
-
-    The fallback of :func:`planned_mde` where the design discordance is too small to hold
-    a detectable loss (few items): the most favourable case for the exact test, so this is
-    a lower bound on what the cell could detect. NaN where even losing every item is not
-    detectable with ``power`` (``2 * 0.5**n > alpha``).
-    """
-    (n,) = as_counts(n)
-    out = np.array([_one_way_one(int(k), float(alpha), float(power)) for k in n.ravel()])
-    return out.reshape(n.shape)

@@ -112,16 +112,20 @@ def first_to_die(effect, low, high, beyond, alpha: float = 0.05) -> FirstToDie:
     Returns
     -------
     FirstToDie
-        The first rung where any family shows a loss beyond the margin, and the families
-        whose rank set at that rung (:func:`rank_sets`) contains rank 1; none when no
-        cell shows such a loss.
+        The first rung where any family shows a loss beyond the margin, and, of the
+        families that show one there, those whose rank set among them (:func:`rank_sets`)
+        contains rank 1; none when no cell shows such a loss.
 
     Notes
     -----
-    A family with more items shows a given loss beyond the margin sooner, so naming the
-    family that crossed first would rank item counts. Here the rung is found by any
-    family's loss beyond the margin, and the name by effect: every family that cannot be
-    shown to lose less than the largest loss there is named, tied.
+    Only a family whose own cell shows a loss beyond the margin dies, so only such
+    families are named: one whose loss there may still lie within the margin ("change
+    shown") is never named, even when its effect is the largest. Among the families that
+    die at that rung the name goes by effect, not by which crossed with more items: every
+    one that cannot be shown to lose less than another of them is named, tied. Two
+    families with one true loss that both show it beyond the margin are named together
+    (with probability about ``1 - alpha``) whatever their item counts; a family with too
+    few items to show its loss beyond the margin is not named.
     """
     e, lo, hi = (np.asarray(a, float) for a in (effect, low, high))
     bey = np.asarray(beyond, bool)
@@ -132,7 +136,9 @@ def first_to_die(effect, low, high, beyond, alpha: float = 0.05) -> FirstToDie:
     if cols.size == 0:
         return FirstToDie(-1, np.zeros(e.shape[0], bool), False)
     j = int(cols[0])
-    named = rank_sets(e[:, j], lo[:, j], hi[:, j], alpha).low == 1
+    dead = bey[:, j]
+    only = (np.where(dead, a[:, j], np.nan) for a in (e, lo, hi))  # rank the dead ones only
+    named = rank_sets(*only, alpha).low == 1
     return FirstToDie(j, named, bool(named.sum() > 1))
 
 

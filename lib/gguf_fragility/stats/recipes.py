@@ -13,7 +13,8 @@ Notebook 08's calls::
     from gguf_fragility.stats import recipes
     r = artifacts.load_results(profile.layout)
     t = recipes.analyse_lesions(profile, r)   # lesion_map.csv, lesion_shares.csv, ... in tables/
-    recipes.chapter_findings(t)
+
+The sentences about them: :func:`gguf_fragility.report.lesions.chapter_findings`.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from gguf_fragility.artifacts import Results
 from gguf_fragility.engine.rungs import KINDS, is_kv_rung, parse_weights, recipe_rung
 from gguf_fragility.layout import Table
 from gguf_fragility.profile import NOISE_FLOOR, Profile
-from gguf_fragility.stats.deathorder import death_rungs
+from gguf_fragility.stats.deathorder import first_death
 from gguf_fragility.stats.grid import lens_grid
 from gguf_fragility.stats.lens.base import ACCURACY, CHANGE
 from gguf_fragility.stats.lens.registry import with_role
-from gguf_fragility.stats.lesions import LesionMap, ci_text, lesion_findings, lesion_map
-from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT
+from gguf_fragility.stats.lesions import LesionMap, lesion_map
+from gguf_fragility.stats.relevance import BEYOND
 from gguf_fragility.stats.results import bpw_of, reference_rungs
 from gguf_fragility.stats.settings import DEFAULT_SETTINGS, Settings
 from gguf_fragility.store import write_tables
@@ -49,53 +50,52 @@ def type_bits(typ: str) -> float:
     return 8.0 * size / block
 
 
+DIES_FIRST = "dies first (the highest-bpw loss beyond the margin)"
+TIED_FIRST = "tied first (the highest-bpw loss beyond the margin; effects inseparable)"
+NO_DEATH = "no loss beyond the margin shown at any rung"
+FIRST_COLUMNS = ["model", "family", "death_rung", "death_bpw", "low", "low_effect",
+                 "low_decision", "basis"]
+
+
 def first_to_die(items: pd.DataFrame, ladder: pd.DataFrame, *, lens: str | None = None,
                  low: str = "Q2_K", settings: Settings = DEFAULT_SETTINGS) -> pd.DataFrame:
     """
-    Per model, the family that dies first on the plain ladder (no lesion, recipe or KV rung).
+    Per model, the family (or tied families) that die first on the plain ladder.
 
-    The plain rungs are compared with the reference exactly as chapter 5 compares them
-    (:func:`~gguf_fragility.stats.grid.lens_grid`, then
-    :func:`~gguf_fragility.stats.deathorder.death_rungs`), so the answer does not change
-    when a recipe is added to the profile. The first to die is the measurable family whose
-    death rung on ``lens`` has the highest bpw; ties go to the larger mean loss at ``low``.
-    With no death on ``lens``, the family with the larger mean loss at ``low`` is named and
-    ``basis`` says so.
+    The plain rungs (no lesion, recipe or KV rung) are compared with the reference exactly
+    as chapter 5 compares them (:func:`~gguf_fragility.stats.grid.lens_grid`), and the
+    first to die is chapter 5's (:func:`~gguf_fragility.stats.deathorder.first_death`):
+    the families whose own cell shows a loss beyond the margin at the highest-bpw rung
+    where any does, by effect, tied where inseparable; so the answer does not change when
+    a recipe is added to the profile. A model where no family shows a loss beyond the
+    margin names none.
 
     Returns
     -------
     pandas.DataFrame
-        ``model, family, death_rung, death_bpw, low, low_effect, low_decision, basis``.
+        :data:`FIRST_COLUMNS`: one row per named family (``basis`` :data:`DIES_FIRST` or
+        :data:`TIED_FIRST`) with its effect and decision at ``low``; one row with
+        ``family = ""`` and ``basis`` :data:`NO_DEATH` for a model where none died.
     """
     lens = lens or with_role(CHANGE)
     plain = items[items["rung"].astype(str).map(_plain)]
-    refs = reference_rungs(ladder)
-    grid = lens_grid(plain, refs, bpw_of(ladder), settings=settings).comparisons
-    deaths = death_rungs(grid)
+    grid = lens_grid(plain, reference_rungs(ladder), bpw_of(ladder), settings=settings).comparisons
     rows = []
     for model, g in grid[(grid["lens"] == lens) & grid["measurable"]].groupby("model"):
         at_low = g[g["rung"] == low].set_index("family")
         if at_low.empty:
             continue
-        d = deaths[(deaths["model"] == model) & (deaths["lens"] == lens)]
-        d = d[d["death_rung"].fillna("").astype(str) != ""]
-        if len(d):
-            top = d[d["death_bpw"] == d["death_bpw"].max()]
-            fam = min(top["family"], key=lambda f: (at_low.loc[f, "effect"], f))
-            dr = top.set_index("family").loc[fam]
-            basis = f"dies first on the {lens} lens (highest-bpw death rung)"
-            death_rung, death_bpw = dr["death_rung"], float(dr["death_bpw"])
-        else:
-            fam = min(at_low.index, key=lambda f: (at_low.loc[f, "effect"], f))
-            basis = (f"no family shown to die on the {lens} lens: the family with the "
-                     f"largest mean loss at {low}")
-            death_rung, death_bpw = "", np.nan
-        rows.append({"model": model, "family": fam, "death_rung": death_rung,
-                     "death_bpw": death_bpw, "low": low,
-                     "low_effect": float(at_low.loc[fam, "effect"]),
-                     "low_decision": at_low.loc[fam, "decision"], "basis": basis})
-    return pd.DataFrame(rows, columns=["model", "family", "death_rung", "death_bpw", "low",
-                                       "low_effect", "low_decision", "basis"])
+        f = first_death(g, lens, settings.alpha)
+        if not f.families:
+            rows.append({"model": model, "family": "", "death_rung": "", "death_bpw": np.nan,
+                         "low": low, "low_effect": np.nan, "low_decision": "", "basis": NO_DEATH})
+        for fam in f.families:
+            rows.append({"model": model, "family": fam, "death_rung": f.rung,
+                         "death_bpw": f.bpw, "low": low,
+                         "low_effect": float(at_low.loc[fam, "effect"]),
+                         "low_decision": at_low.loc[fam, "decision"],
+                         "basis": TIED_FIRST if f.tied else DIES_FIRST})
+    return pd.DataFrame(rows, columns=FIRST_COLUMNS)
 
 
 def _plain(rung: str) -> bool:
@@ -117,7 +117,7 @@ class Recipe(NamedTuple):
 
 def protective_recipe(shares: pd.DataFrame, family: str, *, model: str, k: int = RECIPE_K,
                       high_type: str = RECIPE_TYPE, low: str = "Q2_K",
-                      low_types: dict | None = None, material: float = 0.1) -> Recipe:
+                      low_types: dict | None = None) -> Recipe:
     """
     The recipe rung that keeps one family's ``k`` most damaging tensor kinds at a higher type.
 
@@ -149,12 +149,12 @@ def protective_recipe(shares: pd.DataFrame, family: str, *, model: str, k: int =
     Notes
     -----
     Only kind lesions are ranked (a recipe by kind is a partition of the tensors; depth
-    groups overlap them), by their mean margin change on ``family`` (most negative first),
-    and only those whose margin loss is shown in the lesion map, or whose interval lies
-    below zero with a mean loss beyond ``material`` nats (the margin lens's equivalence
-    margin: the lesion map's fixed sequence leaves small groups untested, so a clear
-    interval counts too); when none is, the single most damaging kind is kept and ``basis``
-    says so.
+    groups overlap them), by their mean change on ``family`` on the margin lens (points,
+    most negative first), and only those whose loss beyond the margin is shown in the
+    lesion map, or whose interval lies below zero with a mean loss beyond the row's
+    ``margin`` (the margin lens's own margin in points: the lesion map's fixed sequence
+    leaves small groups untested, so a clear interval counts too); when none is, the
+    single most damaging kind is kept and ``basis`` says so.
     """
     if k < 1:
         raise ValueError(f"k={k}: a recipe keeps at least one group (k >= 1)")
@@ -166,10 +166,11 @@ def protective_recipe(shares: pd.DataFrame, family: str, *, model: str, k: int =
                          f"{family!r}: there is nothing to protect; sweep the kind lesions "
                          f"(e.g. 'Q8_0+ffn_down=Q2_K') first")
     shown = s[(s["lesion_decision"] == BEYOND)
-              | ((s["lesion_ci_high"] < 0) & (s["lesion_effect"] < -material))]
-    pool, basis = ((shown, "lesions with a margin loss shown, or an interval below zero and "
-                    f"a mean loss beyond {material:g} nats") if len(shown) else
-                   (s.iloc[:1], "no kind lesion shows a clear margin loss: the most damaging one"))
+              | ((s["lesion_ci_high"] < 0) & (s["lesion_effect"] < -s["margin"]))]
+    pool, basis = ((shown, "lesions with a loss beyond the margin shown, or an interval below "
+                    "zero and a mean loss beyond the margin") if len(shown) else
+                   (s.iloc[:1], "no kind lesion shows a loss beyond the margin: the most "
+                    "damaging one"))
     keep, skipped = [], []
     for g in pool["group"]:
         held = (low_types or {}).get(g, {})
@@ -189,7 +190,8 @@ def recipe_table(r: Results, maps: LesionMap, *, settings: Settings = DEFAULT_SE
                  rungs_by_model: dict | None = None) -> pd.DataFrame:
     """
     Per model: the family that dies first, the recipe that would protect it, and whether the
-    profile lists it (``in_profile``). One row per model with lesions.
+    profile lists it (``in_profile``). One row per family :func:`first_to_die` names (tied
+    families each get their recipe); a model where none died keeps one row with no recipe.
     """
     if maps.lesion_shares.empty:
         return pd.DataFrame(columns=["model", "family", "basis", "death_rung", "low",
@@ -199,13 +201,18 @@ def recipe_table(r: Results, maps: LesionMap, *, settings: Settings = DEFAULT_SE
     first = first_to_die(r.items, r.ladder, low=lows[0], settings=settings)
     rows = []
     for f in first.itertuples():
+        if not f.family:
+            rows.append({"model": f.model, "family": "", "basis": f.basis, "death_rung": "",
+                         "low": f.low, "low_effect": np.nan, "low_decision": "", "recipe": "",
+                         "groups": "", "skipped": "", "high_type": "", "groups_basis": "",
+                         "in_profile": False})
+            continue
         lad = r.ladder[(r.ladder["model"] == f.model) & (r.ladder["rung"] == f.low)]
         low_types = (json.loads(lad["types_by_kind"].iloc[0])
                      if "types_by_kind" in lad and len(lad)
                      and isinstance(lad["types_by_kind"].iloc[0], str) else None)
         rec = protective_recipe(maps.lesion_shares, f.family, model=f.model, low=f.low,
-                                low_types=low_types,
-                                material=settings.margin_equivalence_nats)
+                                low_types=low_types)
         listed = (rungs_by_model or {}).get(f.model, ())
         rows.append({"model": f.model, "family": f.family, "basis": f.basis,
                      "death_rung": f.death_rung, "low": f.low, "low_effect": f.low_effect,
@@ -232,7 +239,7 @@ def recipe_comparison(comparisons: pd.DataFrame, decision: pd.DataFrame,
     evaluate (a recipe not yet in the profile) are absent.
     """
     rows = []
-    for rec in recipes.itertuples():
+    for rec in recipes[recipes["recipe"].fillna("").astype(str) != ""].itertuples():
         roles = {rec.low: "low rung", rec.recipe: "recipe", near: "standard rung near it"}
         c = comparisons[(comparisons["model"] == rec.model) & comparisons["rung"].isin(roles)
                         & comparisons["lens"].isin([with_role(CHANGE), with_role(ACCURACY)])
@@ -271,63 +278,3 @@ def analyse_lesions(profile: Profile, r: Results) -> LesionTables:
     tables = LesionTables(maps.lesion_map, maps.lesion_shares, rec, comp)
     write_tables(tables, tdir)
     return tables
-
-
-def recipe_findings(comp: pd.DataFrame, recipes: pd.DataFrame) -> str:
-    """
-    The recipe against the low rung and the standard rung near it, in chapter 5's own
-    numbers (``recipe_comparison.csv``): sizes, the protected family's margin change at
-    each, a verdict, and the other families' losses.
-
-    The verdict reads decisions, never a missing p-value: "kept within the margin" only
-    when the recipe is shown equivalent on the protected family; a loss no longer shown
-    but not shown equivalent is *undecided*, not safe.
-    """
-    out = []
-    for rec in recipes.itertuples():
-        c = comp[(comp["model"] == rec.model) & (comp["lens"] == with_role(CHANGE))]
-        if rec.recipe not in set(c["rung"]):
-            continue
-        prot = c[c["protected"].astype(bool)].sort_values("bpw")
-        size = c.drop_duplicates("rung").set_index("role")
-        near = [f"{size.loc[role, 'rung']} at {size.loc[role, 'bpw']:.2f} bpw"
-                for role in ("low rung", "standard rung near it") if role in size.index]
-        s = (f"**{rec.model}**: recipe `{rec.recipe}` at {size.loc['recipe', 'bpw']:.2f} bpw, "
-             f"against {' and '.join(near)}. On {rec.family}, the family it protects "
-             "(margin lens): ")
-        s += "; ".join(f"{p.rung} {ci_text(p.effect, p.ci_low, p.ci_high, p.unit)}, {p.decision}"
-                       for p in prot.itertuples()) + ". "
-        mine = prot[prot["role"] == "recipe"]["decision"]
-        verdict = mine.iloc[0] if len(mine) else ""
-        s += {EQUIVALENT: f"The recipe keeps {rec.family} within the margin (equivalence shown).",
-              BEYOND: f"The recipe does not keep {rec.family} alive: its loss is still shown."
-              }.get(verdict, f"At the recipe, {rec.family}'s loss is not shown, nor is "
-                             "equivalence: undecided, which is not safe.")
-        for rung, h in c[~c["protected"].astype(bool)].groupby("rung", sort=False):
-            lost = h[h["decision"] == BEYOND]["family"]
-            s += (f" {rung}: loss shown on {len(lost)} of {len(h)} other families"
-                  + (f" ({', '.join(lost)})" if len(lost) else "") + ".")
-        out.append(s)
-    return "\n\n".join(out)
-
-
-def chapter_findings(t: LesionTables) -> str:
-    """
-    Chapter 8's generated findings: per model the lesion map's paragraph
-    (:func:`~gguf_fragility.stats.lesions.lesion_findings`) and the recipe it names, then
-    the recipe against the low rung and ``Q3_K_M`` in chapter 5's numbers. Every number is
-    a cell of a table in ``tables/``.
-    """
-    if t.lesion_map.empty:
-        return ("This profile lists no lesion rung (`Q8_0+<group>=<TYPE>`): there is no "
-                "lesion map. The `lesions` profile sweeps one per tensor kind and third.")
-    out = []
-    for model, para in lesion_findings(t.lesion_map, t.lesion_shares).items():
-        for r in t.lesion_recipe[t.lesion_recipe["model"] == model].itertuples():
-            para += (f" Recipe for {r.family} ({r.basis}): `{r.recipe}`"
-                     + ("" if r.in_profile else
-                        f" (not in this profile yet: add it to the rungs of {model} and "
-                        "rerun; the second run reuses every stored cell)") + ".")
-        out.append(para)
-    out.append(recipe_findings(t.recipe_comparison, t.lesion_recipe))
-    return "\n\n".join(x for x in out if x)

@@ -253,7 +253,7 @@ class Mde(NamedTuple):
 
 
 def beyond_mde(n, margin: float, alpha: float = 0.05, power: float = 0.8,
-               discordance: float = 0.2) -> Mde:
+               discordance: float | None = 0.2) -> Mde:
     """
     Smallest accuracy loss the beyond-the-margin test shows with ``power``, exactly.
 
@@ -266,15 +266,17 @@ def beyond_mde(n, margin: float, alpha: float = 0.05, power: float = 0.8,
     alpha : float, default 0.05
         The cell's level (the corrected level of the family of tests).
     power : float, default 0.8
-    discordance : float, default 0.2
-        Design discordance ``psi = P(death) + P(resurrection)``, stated in advance.
+    discordance : float or None, default 0.2
+        Design discordance ``psi = P(death) + P(resurrection)``, stated in advance; None:
+        one-way, every discordant item a loss (``psi = loss``), the most favourable design
+        for the test.
 
     Returns
     -------
     Mde
         ``loss`` to 1e-4 (NaN where even ``loss = psi``, every discordant item a death,
-        is not shown with that power) and the basis, e.g. "exact Tango beyond 0.03 at
-        level 0.025, design discordance 0.2".
+        is not shown with that power) and the basis, e.g. "exact Tango test beyond 0.03
+        at level 0.025, design discordance 0.2".
 
     Notes
     -----
@@ -283,17 +285,54 @@ def beyond_mde(n, margin: float, alpha: float = 0.05, power: float = 0.8,
     """
     (nn,) = as_counts(n)
     out = np.full(nn.shape, np.nan)
+    top = 1.0 if discordance is None else discordance
+
+    def pw(k: int, loss: float) -> float:
+        return float(beyond_power(k, loss, margin, alpha, loss if discordance is None
+                                  else discordance))
+
     for i, k in np.ndenumerate(nn):
-        if k == 0 or beyond_power(int(k), discordance, margin, alpha, discordance) < power:
+        if k == 0 or pw(int(k), top) < power:
             continue
-        lo, hi = margin, discordance
+        lo, hi = margin, top
         for _ in range(14):  # (psi - m) / 2**14 < 1e-4 for psi <= 1
             mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if beyond_power(int(k), mid, margin, alpha, discordance) >= power \
-                else (mid, hi)
+            lo, hi = (lo, mid) if pw(int(k), mid) >= power else (mid, hi)
         out[i] = hi
-    return Mde(out, power, f"exact Tango test beyond {margin:g} at level {alpha:.3g}, "
-                           f"design discordance {discordance:g}")
+    design = ("one-way (every discordant item a loss)" if discordance is None
+              else f"design discordance {discordance:g}")
+    return Mde(out, power, f"exact Tango test beyond {margin:g} at level {alpha:.3g}, {design}")
+
+
+def beyond_items_needed(target: float, margin: float, alpha: float = 0.05, power: float = 0.8,
+                        discordance: float = 0.2, n_max: int = 2000) -> int:
+    """
+    Items the beyond-the-margin test needs to show a true loss of ``target`` with ``power``.
+
+    The smallest ``n`` found by bisection with exact power (:func:`beyond_power`) at least
+    ``power``; exact power saw-tooths in ``n``, so a few smaller ``n`` may also suffice.
+
+    Raises
+    ------
+    ValueError
+        When ``target`` is not between the margin and the design discordance (a loss at or
+        below the margin is never shown beyond it), or ``n_max`` items are not enough.
+    """
+    if not margin < target <= discordance:
+        raise ValueError(f"target {target:g} must exceed the margin {margin:g} and be at most "
+                         f"the design discordance {discordance:g}")
+
+    def ok(k: int) -> bool:
+        return float(beyond_power(k, target, margin, alpha, discordance)) >= power
+
+    if not ok(n_max):
+        raise ValueError(f"{n_max} items do not show a loss of {target:g} beyond {margin:g} "
+                         f"with power {power:g}; raise n_max or the target")
+    lo, hi = 1, n_max
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
+    return lo
 
 
 # --------------------------------------------------------------------------- continuous lens

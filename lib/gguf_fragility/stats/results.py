@@ -22,7 +22,7 @@ import pandas as pd
 from gguf_fragility.artifacts import Results
 from gguf_fragility.engine.rungs import is_kv_rung, lesion_of
 from gguf_fragility.profile import Profile
-from gguf_fragility.stats import multiplicity
+from gguf_fragility.stats import relevance
 from gguf_fragility.stats.deathorder import death_order
 from gguf_fragility.stats.decision import decision_matrix, recommend
 from gguf_fragility.stats.grid import UNTESTABLE, lens_grid
@@ -84,7 +84,7 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
     budgets_gib : sequence of float, default (1, 2, 4, 8)
     target_mde : float, optional
         When set, ``planner.items_needed`` says how many items each family needs to
-        detect this accuracy loss at its corrected level.
+        show this accuracy loss beyond the margin at its corrected level.
 
     Returns
     -------
@@ -117,25 +117,29 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
 def planner(comparisons: pd.DataFrame, settings: Settings,
             target_mde: float | None = None) -> pd.DataFrame:
     """
-    Planned MDE of each measurable family (correctness lens) and, with a target, items needed.
+    Planned MDE of each measurable family (accuracy lens) and, with a target, items needed.
 
     Columns ``model, family, n, level, planned_mde, mde_basis, design_discordance,
-    target_mde, items_needed``: ``level`` is the corrected level of the family's first
-    step (alpha over the tested families); ``items_needed`` is
-    :func:`gguf_fragility.stats.multiplicity.items_needed` at that level with the design
-    discordance (NaN without a target, or when the target exceeds the discordance).
+    margin, target_mde, items_needed``: ``level`` is the corrected level of the family's
+    first step (alpha over the tested families); ``planned_mde`` the smallest loss the
+    verdict's own test shows beyond ``margin`` (:meth:`~gguf_fragility.stats.lens.base.
+    Lens.mde`); ``items_needed`` what that test needs to show ``target_mde`` beyond the
+    margin (:func:`gguf_fragility.stats.relevance.beyond_items_needed`) at that level and
+    the design discordance (NaN without a target, or when the target is not between the
+    margin and the discordance).
     """
     c = comparisons[(comparisons["lens"] == with_role(ACCURACY)) & comparisons["measurable"]]
     fam = c.groupby(["model", "family"], as_index=False).agg(
         n=("n", "max"), level=("level", "first"), planned_mde=("planned_mde", "min"),
         mde_basis=("mde_basis", "first"))
     fam["design_discordance"] = settings.design_discordance
+    fam["margin"] = margin = LENSES[with_role(ACCURACY)].margin(settings)
     fam["target_mde"] = np.nan if target_mde is None else float(target_mde)
     need = []
     for lvl in fam["level"]:
         try:
-            need.append(np.nan if target_mde is None else multiplicity.items_needed(
-                target_mde, alpha=float(lvl), power=MDE_POWER,
+            need.append(np.nan if target_mde is None else relevance.beyond_items_needed(
+                target_mde, margin, alpha=float(lvl), power=MDE_POWER,
                 discordance=settings.design_discordance))
         except ValueError:
             need.append(np.nan)

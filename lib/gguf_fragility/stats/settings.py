@@ -47,7 +47,6 @@ class Settings:
     fidelity_margin: float = _PROFILE["fidelity_margin"]
     gold_prob_margin_pp: float = _PROFILE["gold_prob_margin_pp"]
     reply_prob_margin_pp: float = _PROFILE["reply_prob_margin_pp"]
-    margin_equivalence_nats: float = _PROFILE["margin_equivalence_nats"]
     design_discordance: float = _PROFILE["design_discordance"]
     mde_power: float = field(default=MDE_POWER, init=False)
     target_mde: float | None = _PROFILE["target_mde"]

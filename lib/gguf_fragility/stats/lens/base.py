@@ -23,7 +23,7 @@ Usage::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,13 @@ ACCURACY = "accuracy"  # role: the effect is the paired accuracy change (deaths,
 CHANGE = "change"  # role: the effect is the mean per-item change of a continuous score
 BELOW, ABOVE = "below", "above"  # loss side: the effect falls below zero / rises above it
 STATISTICS = ("effect", "ci_low", "ci_high", "p_value", "p_seq", "min_p", "p_beyond")  # every lens's
+
+
+class PlannedMde(NamedTuple):
+    """Result of :meth:`Lens.mde`; one entry per row."""
+
+    mde: np.ndarray  # smallest true loss shown beyond the margin with power 0.8, mde_unit
+    basis: np.ndarray  # of str: the test, level and design assumption it was planned for
 
 
 class Lens(ABC):
@@ -119,9 +126,11 @@ class Lens(ABC):
         """:data:`STATISTICS`, ``p_method`` and :attr:`columns` of this lens's rows (same index)."""
 
     @abstractmethod
-    def mde(self, rows: pd.DataFrame, level: float, s: Settings) -> tuple[np.ndarray, object]:
-        """Planned minimum detectable effect (in :attr:`mde_unit`) of each row at ``level``, and
-        its basis; ``rows`` are this lens's rows with ``n`` and :meth:`cell`'s per-item arrays."""
+    def mde(self, rows: pd.DataFrame, level: float, s: Settings) -> PlannedMde:
+        """Planned minimum detectable effect (in :attr:`mde_unit`) of each row at ``level``: the
+        smallest true loss the test of the verdict shows *beyond the row's margin* with power
+        :data:`~gguf_fragility.stats.settings.MDE_POWER`, with its basis; ``rows`` are this
+        lens's rows with ``n`` and :meth:`cell`'s per-item arrays."""
 
     def decide(self, rows: pd.DataFrame, reject, level, s: Settings) -> np.ndarray:
         """

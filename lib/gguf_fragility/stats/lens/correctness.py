@@ -2,8 +2,9 @@
 
 Deaths (reference right, rung wrong) and resurrections (the reverse) give Tango's score
 interval of the accuracy change and exact McNemar's test
-(:mod:`gguf_fragility.stats.lenses`); the planned MDE is exact at the profile's design
-discordance (:mod:`gguf_fragility.stats.multiplicity`).
+(:mod:`gguf_fragility.stats.lenses`); the planned MDE is the smallest loss the exact
+beyond-the-margin test shows, at the profile's design discordance
+(:func:`gguf_fragility.stats.relevance.beyond_mde`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gguf_fragility.stats import lenses, multiplicity, relevance
-from gguf_fragility.stats.lens.base import ACCURACY, Lens
+from gguf_fragility.stats import lenses, relevance
+from gguf_fragility.stats.lens.base import ACCURACY, Lens, PlannedMde
 from gguf_fragility.stats.settings import MDE_POWER, Settings
 
 
@@ -22,20 +23,28 @@ def correctness_p(b, c, mcnemar: str = "exact") -> tuple[np.ndarray, np.ndarray]
     return p, np.where(np.asarray(b) > np.asarray(c), p, 1.0)
 
 
-def paired_binary_mde(n: np.ndarray, level: float, s: Settings) -> tuple[np.ndarray, np.ndarray]:
+def paired_binary_mde(n: np.ndarray, margin: float, level: float, s: Settings) -> PlannedMde:
     """
-    Planned MDE of an exact paired test of binary outcomes (fraction of items) and its basis.
+    Planned MDE of the beyond-the-margin Tango test of a paired binary outcome.
 
-    At the profile's design discordance (:func:`~gguf_fragility.stats.multiplicity.planned_mde`);
-    where that cannot reach the power, one-way (every discordant item a loss).
+    The smallest loss (share of items) that :func:`~gguf_fragility.stats.relevance.
+    tango_beyond_p` shows beyond ``margin`` at ``level`` with power
+    :data:`~gguf_fragility.stats.settings.MDE_POWER`, exactly
+    (:func:`~gguf_fragility.stats.relevance.beyond_mde`), at the profile's design
+    discordance; where that cannot reach the power, one-way (every discordant item a
+    loss, a lower bound on what the cell could detect). The basis states which.
     """
-    mde = multiplicity.planned_mde(n, alpha=level, power=MDE_POWER,
-                                   discordance=s.design_discordance)
-    one_way = np.isnan(mde)
-    mde[one_way] = multiplicity.planned_mde_one_way(n[one_way], alpha=level, power=MDE_POWER)
-    basis = np.where(one_way, "exact, one-way (every discordant item a loss)",
-                     f"exact, design discordance {s.design_discordance:g}")
-    return mde, basis
+    out = np.full(n.shape, np.nan)
+    basis = np.empty(n.shape, dtype=object)
+    for k in np.unique(n):
+        at = n == k
+        m = relevance.beyond_mde(int(k), margin, alpha=level, power=MDE_POWER,
+                                 discordance=s.design_discordance)
+        if np.isnan(m.loss).all():
+            m = relevance.beyond_mde(int(k), margin, alpha=level, power=MDE_POWER,
+                                     discordance=None)
+        out[at], basis[at] = float(m.loss), m.basis
+    return PlannedMde(out, basis)
 
 
 class Correctness(Lens):
@@ -77,9 +86,9 @@ class Correctness(Lens):
             "p_method": ("McNemar exact, two-sided" if s.mcnemar == "exact"
                          else "McNemar mid-p, two-sided (labelled option)")}, index=rows.index)
 
-    def mde(self, rows: pd.DataFrame, level: float, s: Settings) -> tuple[np.ndarray, np.ndarray]:
-        """Exact planned MDE at the design discordance (:func:`paired_binary_mde`)."""
-        return paired_binary_mde(rows["n"].to_numpy(np.int64), level, s)
+    def mde(self, rows: pd.DataFrame, level: float, s: Settings) -> PlannedMde:
+        """Exact planned MDE beyond the margin at the design discordance (:func:`paired_binary_mde`)."""
+        return paired_binary_mde(rows["n"].to_numpy(np.int64), self.margin(s), level, s)
 
 
 LENS = Correctness()

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gguf_fragility.stats import lenses, relevance
-from gguf_fragility.stats.lens.base import ABOVE, Lens
+from gguf_fragility.stats.lens.base import ABOVE, Lens, PlannedMde
 from gguf_fragility.stats.lens.correctness import paired_binary_mde
 from gguf_fragility.stats.settings import Settings
 
@@ -68,9 +68,10 @@ class Fidelity(Lens):
                 "p_method": "exact paired, one-sided (rung flips more than the floor)"})
         return pd.DataFrame(out, index=rows.index)
 
-    def mde(self, rows: pd.DataFrame, level: float, s: Settings) -> tuple[np.ndarray, np.ndarray]:
-        """Exact planned MDE at the design discordance, as for correctness."""
-        return paired_binary_mde(rows["n"].to_numpy(np.int64), level, s)
+    def mde(self, rows: pd.DataFrame, level: float, s: Settings) -> PlannedMde:
+        """Exact planned MDE of excess flips beyond the margin, as for correctness (the design
+        discordance is the share of items where rung and floor disagree on flipping)."""
+        return paired_binary_mde(rows["n"].to_numpy(np.int64), self.margin(s), level, s)
 
 
 LENS = Fidelity()

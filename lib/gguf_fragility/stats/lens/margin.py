@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from gguf_fragility.stats import lenses, relevance
-from gguf_fragility.stats.lens.base import CHANGE, Lens
+from gguf_fragility.stats.lens.base import CHANGE, Lens, PlannedMde
 from gguf_fragility.stats.settings import MDE_POWER, Settings, cell_rng
 
 
@@ -153,7 +153,7 @@ class Margin(Lens):
                         "collapse_share_high": float(ci.collapse_share_high)})
         return pd.DataFrame(out, index=rows.index)
 
-    def mde(self, rows: pd.DataFrame, level: float, s: Settings) -> tuple[np.ndarray, np.ndarray]:
+    def mde(self, rows: pd.DataFrame, level: float, s: Settings) -> PlannedMde:
         """
         Smallest mean loss (points) each cell shows *beyond its margin* with power 0.8.
 
@@ -168,8 +168,8 @@ class Margin(Lens):
             rng=cell_rng(s.seed, "mde", row["model"], row["family"], row["rung"]))
             for (_, row), d, m in zip(rows.iterrows(), rows["_delta"], self.margins(rows, s),
                                       strict=True)]
-        return (np.array([float(r.loss) for r in out]),
-                np.array([r.basis for r in out], dtype=object))
+        return PlannedMde(np.array([float(r.loss) for r in out]),
+                          np.array([r.basis for r in out], dtype=object))
 
 
 LENS = Margin()

@@ -163,3 +163,21 @@ def test_the_counts_table_states_each_margin_in_points(synth):
     assert margin_text(c[c["lens"] == "fidelity"]) == "±3 points of flip rate"
     assert margin_text(c[c["lens"] == "margin"]) == (
         "±3 points of gold-answer probability; ±3 points of reply per-token probability")
+
+
+def test_the_deaths_sentence_states_each_lens_margin(synth, tmp_path):
+    """Issue 25 acceptance: "where families died" names the margin each loss lies beyond."""
+    from gguf_fragility.layout import RunLayout
+    from gguf_fragility.report.landing import deaths_markdown
+    from gguf_fragility.store import write_tables
+
+    _, t = synth
+    run = RunLayout.of("unit", tmp_path)
+    write_tables(t, run.tables_dir)
+    dead = t.death_order[t.death_order["death_rung_correctness"].fillna("") != ""]
+    assert len(dead)
+    text = deaths_markdown(run, dead["model"].iloc[0])
+    assert "on **correctness** (beyond ±3 points of accuracy), " in text
+    for lens in ("fidelity", "margin"):
+        if f"on **{lens}**" in text:
+            assert f"on **{lens}** (beyond ±3 points of" in text

@@ -246,15 +246,18 @@ def first_screen_markdown(run: RunLayout) -> str:
 
 
 def deaths_markdown(run: RunLayout, model: str) -> str:
-    """Which families died at which rung on which lens, for one model ("" when none did)."""
-    order = read_table(run, Table.DEATH_ORDER)
+    """Which families died at which rung on which lens, with the margin each lens's loss lies
+    beyond, for one model ("" when none did)."""
+    order, cmp = read_table(run, Table.DEATH_ORDER), read_table(run, Table.COMPARISONS)
     g = order[order["model"] == model] if order is not None else pd.DataFrame()
     parts = []
     for lens in LENSES if not g.empty else ():
         dead = g[transfer.names(g[f"death_rung_{lens}"]) != ""].sort_values(
             [f"death_bpw_{lens}", "family"], ascending=[False, True])
         if len(dead):
-            parts.append(f"on **{lens}**, " + ", ".join(
+            mine = (cmp[(cmp["model"] == model) & (cmp["lens"] == lens)] if cmp is not None
+                    else pd.DataFrame(columns=["unit", "equivalence_margin"]))
+            parts.append(f"on **{lens}** (beyond {pages.margin_text(mine)}), " + ", ".join(
                 f"{r['family']} at {r[f'death_rung_{lens}']} ({r[f'death_bpw_{lens}']:.2f} bpw)"
                 for _, r in dead.iterrows()))
     return "; ".join(parts)

@@ -317,9 +317,9 @@ def _mdes(head: pd.DataFrame, discordance: float) -> str:
         "The smallest loss *beyond the margin* each lens's undecided cells could have shown "
         "with 80% power, at their corrected level, for the test the verdict uses (column "
         "*planned for*). For correctness and fidelity the exact power assumes the profile's "
-        f"design discordance of {discordance:g} (the share of items whose answer changes "
-        "either way, `design_discordance`); where that cannot reach the power, every "
-        "discordant item a loss. The margin lens's is simulated from each cell's own "
+        f"design discordance (`design_discordance`): {100 * discordance:g}% of items change "
+        "their answer, either way; where that cannot reach the power, every discordant item "
+        "a loss. The margin lens's is simulated from each cell's own "
         "changes. Fidelity is tested against the noise floor (the reference re-run with "
         "other batch shapes), or against zero where none was measured.\n\n" + md_table(view))
 

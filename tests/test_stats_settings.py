@@ -58,5 +58,5 @@ def test_correction_is_no_longer_a_profile_key(tmp_path):
     with pytest.raises(ProfileError) as e:
         load_profile(prof)
     msg = str(e.value)
-    assert "correction" in msg and "fdr_bh" in msg and "remove" in msg
+    assert "mine.yaml: correction: removed" in msg and "remove the key" in msg
     assert "Holm across families" in msg and len(msg.splitlines()) == 1

@@ -241,7 +241,10 @@ def _build(cls, data, where: str, problems: list[str] | None = None):
 _REMOVED = {"margin_equivalence_nats": (
     "removed: lesions and recipes are judged against the margin lens's own margins in "
     "points; set gold_prob_margin_pp (gold-answer probability) and reply_prob_margin_pp "
-    "(per-token reply probability) instead, one margin per unit")}
+    "(per-token reply probability) instead, one margin per unit"),
+    "correction": (  # a key until issue 24
+    "removed: the lens design fixes the multiplicity procedure (a fixed sequence down each "
+    "family, Holm across families; see the Methods page); remove the key")}
 
 # Allowed ranges of numeric settings: name -> (low, high, what), both ends inclusive; None = open.
 _RANGES = {
@@ -394,11 +397,6 @@ def load_profile(name_or_path: str | Path) -> Profile:
     if isinstance(data["models"], dict):  # `my-model:` with nothing under it = all defaults
         data["models"] = {k: {} if v is None else v for k, v in data["models"].items()}
     problems: list[str] = []
-    if "correction" in data:  # a key until issue 24; the lens design fixes the procedure
-        problems.append(f"{path}: correction: {data.pop('correction')!r} is no longer a setting: "
-                        "the lens design fixes the multiplicity procedure (a fixed sequence "
-                        "down each family, Holm across families; see the Methods page); "
-                        "remove the key")
     profile = _build(Profile, data, f"{path}: ", problems)
     if profile is not _BAD:
         problems += _empty_lists(data, path) + _semantic(profile, path)

@@ -3,8 +3,13 @@
 A *cell* is one model × rung × family: ``outputs/<profile>/sweep/<model>/<rung>/<family>.parquet``,
 written atomically. A cell whose stored ``params_hash`` matches the current parameters is
 skipped, so a killed run resumes where it stopped and a changed parameter re-runs only the
-cells it affects. Every row carries its provenance (model file sha256, quant type, probe
-file hash, scorer version, code version, llama.cpp system info, params hash).
+cells it affects. Items come in each family's pre-registered order (the frozen probe file's
+seeded order, :func:`gguf_fragility.probes.load_family`), so a stored cell of fewer items
+than planned is *extended* (only the new items are scored and appended, the file rewritten
+atomically with its new digest) and one of more items is used as its prefix
+(:func:`stored_prefix`); it is never redone for its size. Every row carries its provenance
+(model file sha256, quant type, probe file hash, scorer version, code version, llama.cpp
+system info, params hash).
 
 Cells are planned by :mod:`gguf_fragility.run.plan` and independent
 (:func:`evaluate_cell`); a profile's ``scheduler`` key runs them
@@ -15,6 +20,7 @@ in-process (default) or as tasks on a Dask cluster (:mod:`gguf_fragility.run.clu
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import NamedTuple
@@ -29,7 +35,7 @@ from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes import codeexec
 from gguf_fragility.probes.evaluate import ItemResult, evaluate_batch
 from gguf_fragility.probes.scorers import DEFAULT_SETTINGS, ScoreSettings, scorer_tag
-from gguf_fragility.run.plan import ANSWER_TOP_K, CellPlan, RungPlan
+from gguf_fragility.run.plan import ANSWER_TOP_K, CellPlan, RungPlan, cell_hash
 from gguf_fragility.run.shift import kl_topk
 from gguf_fragility.store import code_version, read_table_checked, report_rebuild, write_table_atomic
 
@@ -188,6 +194,62 @@ class CellRun(NamedTuple):
     load_s: float  # seconds spent loading the rung for this cell; nan if none was loaded here
     peak_rss_bytes: int  # peak RSS of the process that ran the cell; 0 when reused
     memory: tuple | None = None  # the loaded rung's Engine.memory (llama.cpp's buffers)
+    scored: int = 0  # items scored now (the new ones of an extended cell)
+    seconds: float = 0.0  # wall seconds of those items
+
+
+def stored_prefix(plan: RungPlan, cell: CellPlan) -> pd.DataFrame | None:
+    """
+    The stored rows of a cell that are a prefix of its planned items, or None.
+
+    Parameters
+    ----------
+    plan : RungPlan
+    cell : CellPlan
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        The stored rows (all of them: a cell of more items than planned is its plan's
+        prefix and more) when the cell is intact, is this cell's, was made with these
+        parameters *for its own items* (its ``params_hash`` is
+        :func:`~gguf_fragility.run.plan.cell_hash` of its rows' ``item_hash`` in row
+        order) and its items and the planned ones agree on their common prefix; None when
+        absent or empty, or when it fails a check (reported in one line, as
+        :func:`is_done` does: the caller rebuilds it).
+
+    Notes
+    -----
+    Cells stored before extension existed hold the hash of exactly their items, so a plan
+    of the same size finds them done as before.
+    """
+    stored = read_table_checked(cell.path)
+    if stored is None or stored.frame.empty:
+        return None
+    rows = stored.frame
+    if "item_hash" not in rows.columns:
+        report_rebuild(cell.path, "not a sweep cell (no column item_hash)")
+        return None
+    own = [str(h) for h in rows.item_hash]
+    planned = [it["hash"] for it in cell.items.items]
+    k = min(len(own), len(planned))
+    if own[:k] != planned[:k]:
+        report_rebuild(cell.path, f"its items are not the first {len(own)} of the family's "
+                                  "pre-registered order (another probe set or order)")
+        return None
+    phash = cell_hash(plan.engine, plan.row.sha256, own, cell.variant)
+    why = _stale_cell(rows, phash, cell_owner(plan.model, plan.rung, cell.family, cell.variant),
+                      scorer_tags(cell.items))
+    if why:
+        report_rebuild(cell.path, why)
+        return None
+    return rows
+
+
+def cell_done(plan: RungPlan, cell: CellPlan) -> bool:
+    """Whether a stored cell holds every planned item (see :func:`stored_prefix`)."""
+    rows = stored_prefix(plan, cell)
+    return rows is not None and len(rows) >= len(cell.items.items) > 0
 
 
 class LazyEngine:
@@ -246,25 +308,32 @@ def evaluate_cell(plan: RungPlan, cell: CellPlan, engine: LazyEngine | None = No
     :mod:`gguf_fragility.run.cluster` sends to Dask workers. A non-reference rung reads the
     F16 cell of the same family (answer-position KL), so F16 must be swept first.
     """
-    owner = cell_owner(plan.model, plan.rung, cell.family, cell.variant)
-    if is_done(cell.path, cell.params_hash, owner, scorer_tags(cell.items)):
+    old = stored_prefix(plan, cell)
+    have = 0 if old is None else len(old)
+    if have >= len(cell.items.items) > 0:
         return CellRun(cell.path, False, float("nan"), 0)
-    if any(it["scorer"] == "code_exec" for it in cell.items.items):  # refuse before loading
+    new = cell.items._replace(items=cell.items.items[have:])  # only the items not stored
+    if any(it["scorer"] == "code_exec" for it in new.items):  # refuse before loading
         codeexec.require_isolation(allow_unisolated=plan.scoring.allow_unisolated_code)
     lazy = engine or LazyEngine(plan)
     load_before = lazy.engine is not None
     try:
-        eng = lazy.get() if cell.items.items else None  # an empty cell needs no model
+        eng = lazy.get() if new.items else None  # an empty cell needs no model
         ref = None if plan.spec.is_reference else _reference_answers(plan.run, plan.model, cell.family)
-        df = run_cell(eng, cell.items, variant=cell.variant, reference=ref,
+        t0 = time.perf_counter()
+        df = run_cell(eng, new, variant=cell.variant, reference=ref,
                       provenance={**_provenance(plan), "params_hash": cell.params_hash},
                       settings=plan.scoring)
+        seconds = time.perf_counter() - t0
+        if old is not None:  # extended: earlier rows kept as they are, under the new hash
+            df = pd.concat([old.assign(params_hash=cell.params_hash), df], ignore_index=True)
         write_table_atomic(df, cell.path)
     finally:
         if engine is None:
             lazy.close()
     load_s = lazy.load_s if eng is not None and not load_before else float("nan")
-    return CellRun(cell.path, True, load_s, peak_rss_bytes(), eng.memory if eng is not None else None)
+    return CellRun(cell.path, True, load_s, peak_rss_bytes(), eng.memory if eng is not None else None,
+                   len(new.items), seconds)
 
 
 def _provenance(plan: RungPlan) -> dict:

@@ -22,7 +22,7 @@ import uuid
 from tqdm import tqdm
 
 from gguf_fragility.profile import local_workers
-from gguf_fragility.run.cells import CellRun, LazyEngine, cell_owner, evaluate_cell, is_done, scorer_tags
+from gguf_fragility.run.cells import CellRun, LazyEngine, cell_done, evaluate_cell
 from gguf_fragility.run.plan import RungPlan
 
 _CLIENTS: dict[str, tuple] = {}  # scheduler spec -> (Client, LocalCluster or None), per process
@@ -106,8 +106,7 @@ def run_cells(plan: RungPlan, scheduler: str | None = None) -> list[CellRun]:
     runs: list[CellRun | None] = [None] * len(plan.cells)
     pending = []
     for i, c in enumerate(plan.cells):
-        owner = cell_owner(plan.model, plan.rung, c.family, c.variant)
-        if is_done(c.path, c.params_hash, owner, scorer_tags(c.items)):
+        if cell_done(plan, c):
             runs[i] = CellRun(c.path, False, float("nan"), 0)
         else:
             pending.append(i)

@@ -74,16 +74,22 @@ def manifest_row(run: RunLayout, model: str, rung: str, spec: RungSpec) -> pd.Se
         spec.weights)
 
 
-def cell_hash(engine: dict, rung_sha: str, pf: probes.ProbeFile, variant: int) -> str:
-    """Hash of everything that can change a cell's rows."""
+def cell_hash(engine: dict, rung_sha: str, item_hashes: Sequence[str], variant: int) -> str:
+    """Hash of everything that can change a cell's rows, its items' hashes in their order.
+
+    A stored cell is checked against the hash of its *own* items (its rows' ``item_hash``),
+    so a cell of the first k items of the pre-registered order is recognised as a prefix of
+    a plan of n items (:func:`gguf_fragility.run.cells.stored_prefix`).
+    """
     return params_hash({"engine": engine, "model_sha256": rung_sha,
-                        "items": [it["hash"] for it in pf.items], "variant": variant,
+                        "items": list(item_hashes), "variant": variant,
                         "answer_top_k": ANSWER_TOP_K, "scoring_version": SCORING_VERSION})
 
 
 def plan_rung(profile: Profile, model: str, rung: str, *, variant: int = 0,
               families: Sequence[str] | None = None,
-              keep: Mapping[str, Collection[str]] | None = None) -> RungPlan:
+              keep: Mapping[str, Collection[str]] | None = None,
+              n_items: Mapping[str, int] | None = None) -> RungPlan:
     """
     The plan of one rung of one model: its file, settings and cells.
 
@@ -97,6 +103,9 @@ def plan_rung(profile: Profile, model: str, rung: str, *, variant: int = 0,
         The cells' families; default :func:`families_of`.
     keep : mapping family -> item ids, optional
         Plan only these items of each family (calibration's second pass).
+    n_items : mapping family -> int, optional
+        Items of these families (the first n of the pre-registered order), instead of the
+        profile's (a budgeted sweep's looks: :mod:`gguf_fragility.run.looks`).
 
     Raises
     ------
@@ -109,12 +118,14 @@ def plan_rung(profile: Profile, model: str, rung: str, *, variant: int = 0,
     engine = profile.engine.settings(rung)
     cells = []
     for family in families_of(profile, model) if families is None else families:
-        pf = probes.load_family(family, n=profile.items_for(model, family))
+        pf = probes.load_family(family, n=(n_items or {}).get(family)
+                                or profile.items_for(model, family))
         if keep is not None:
             wanted = set(keep.get(family, ()))
             pf = pf._replace(items=[it for it in pf.items if it["item_id"] in wanted])
         cells.append(CellPlan(family, variant, pf, run.cell(model, rung, family, variant),
-                              cell_hash(engine, row.sha256, pf, variant)))
+                              cell_hash(engine, row.sha256, [it["hash"] for it in pf.items],
+                                        variant)))
     return RungPlan(model, rung, spec, row, engine, run,
                     ScoreSettings(allow_unisolated_code=profile.allow_unisolated_code),
                     tuple(cells))

@@ -70,7 +70,8 @@ def evaluate_rung(profile: Profile, plan: RungPlan,
     Either way the cells are the same files, so the rows do not depend on the scheduler.
     """
     runs = run_cells(plan, profile.scheduler)
-    frames = [read_cell(r.path) for r in runs]
+    frames = [read_cell(r.path).iloc[:len(c.items.items)]  # a larger stored cell: its prefix
+              for r, c in zip(runs, plan.cells, strict=True)]
     variant = plan.cells[0].variant if plan.cells else 0
     if frames and variant == 0:
         _write_cost(profile, plan, [r for r in runs if r.ran], pd.concat(frames))

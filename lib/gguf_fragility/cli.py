@@ -2,6 +2,7 @@
 
     gguf-fragility run --profile smoke            # every chapter, then the site
     gguf-fragility run --profile default --stages ladder
+    gguf-fragility run --profile default --budget 45m   # a budgeted, sequential sweep
     gguf-fragility ladder smollm2-135m --rungs F16 Q8_0 Q2_K
     gguf-fragility regrade --profile default     # re-score stored raw outputs, no model
     gguf-fragility fetch qwen2.5-coder-1.5b
@@ -18,17 +19,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
 from gguf_fragility.engine.gguf import GGUFError
 from gguf_fragility.errors import write_failure
 from gguf_fragility.interop import commands as lmeval
 from gguf_fragility.ladder import models, quantize
-from gguf_fragility.profile import DEFAULT_RUNGS, ProfileError, load_profile, registry_warnings
+from gguf_fragility.profile import (
+    DEFAULT_RUNGS,
+    ProfileError,
+    load_profile,
+    parse_minutes,
+    registry_warnings,
+    with_budget_minutes,
+)
 from gguf_fragility.registry import RegistryError
 from gguf_fragility.report import site
 from gguf_fragility.run import pipeline
 from gguf_fragility.run.pipeline import ChapterError, Terminated
 from gguf_fragility.run.sweep import regrade
+from gguf_fragility.stats.sequential import judge_run
+from gguf_fragility.stats.settings import Settings
 from gguf_fragility.store import LockHeld
 
 
@@ -41,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                                                "stats transfer axes lesions); the site is "
                                                "rendered only when every stage runs")
     r.add_argument("--no-site", action="store_true", help="do not render the report site")
+    r.add_argument("--budget", metavar="DURATION", help="a budgeted, sequential sweep of this "
+                   "wall time (45m, 1.5h, 90s): the profile's budget with these minutes")
     lad = sub.add_parser("ladder", help="build one model's ladder outside the notebooks")
     lad.add_argument("model")
     lad.add_argument("--rungs", nargs="+", default=list(DEFAULT_RUNGS))
@@ -62,13 +75,17 @@ def _error(message: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     """``gguf-fragility run``: the notebooks, then the site unless some stages were left out;
     1 when a check of the site fails."""
+    minutes = None if args.budget is None else parse_minutes(args.budget)
     profile = load_profile(args.profile)
+    if minutes is not None:
+        profile = with_budget_minutes(profile, minutes)
     for line in registry_warnings(profile):
         print(f"gguf-fragility: warning: {line} (profile {profile.name!r} does not use it)",
               file=sys.stderr)
     layout = profile.layout
     with pipeline.run_lock(layout):  # the site too: it reads what the run wrote
-        pipeline.run(args.profile, args.stages)
+        pipeline.run(args.profile, args.stages, budget_minutes=minutes,
+                     judge=partial(judge_run, s=Settings.of(profile)))
         skipped = pipeline.left_out(args.stages)
         if args.no_site:
             return 0

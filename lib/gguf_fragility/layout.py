@@ -56,6 +56,8 @@ class Table(StrEnum):
     SITE_HEADLINE = "site_headline"
     SITE_ADVICE = "site_advice"
     SITE_ADVICE_COSTS = "site_advice_costs"
+    # a budgeted sweep's looks (run.looks: stats.sequential.decide_cells per look)
+    SEQUENTIAL = "sequential"
 
     @classmethod
     def of(cls, name: Table | str) -> Table:

@@ -71,6 +71,21 @@ class EngineParams:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A budgeted sweep (issue 27): looks of a few items per undecided cell until it is spent.
+
+    Without ``budget`` a profile's sweep is the fixed design (``n_items`` per family). With it
+    every cell first gets the profile's ``n_items``, then each look adds ``look_items`` to
+    every cell the sequential statistics (:mod:`gguf_fragility.stats.sequential`) have not
+    decided, cheapest first, until ``minutes`` of sweeping or ``max_items`` per cell are spent.
+    """
+
+    minutes: float | None = None  # wall minutes of the sweep's looks; None = no clock limit
+    look_items: int = 4  # items each look adds to every undecided cell
+    max_items: int | None = None  # items per cell at most; None = every item of the family
+
+
+@dataclass(frozen=True)
 class ModelRun:
     """One model in a profile."""
 
@@ -121,6 +136,7 @@ class Profile:
     scheduler: str | None = None  # None = cells in-process; "local:N" = LocalCluster; else an address
     allow_unisolated_code: bool = False  # True = run model code unsandboxed where no bwrap/unshare
     outputs: str | None = None  # folder of outputs/<profile>; None: $GGUF_FRAGILITY_OUTPUTS or ./outputs
+    budget: Budget | None = None  # None = the fixed design; else a budgeted, sequential sweep
 
     @property
     def layout(self) -> RunLayout:
@@ -357,6 +373,7 @@ def _semantic(profile: Profile, path: Path) -> list[str]:
         problems += _range(run.n_items, 1, None, "items per family", f"{where}.n_items")
         problems += fams(run.families, f"models.{key}.families")
         problems += _twice(run.families, f"{where}.families")
+    problems += _budget_problems(profile, path)
     if profile.mcnemar not in ("exact", "midp"):
         problems.append(f"{path}: mcnemar: must be 'exact' or 'midp', got {profile.mcnemar!r}")
     if profile.scheduler is not None:
@@ -365,6 +382,50 @@ def _semantic(profile: Profile, path: Path) -> list[str]:
         except ValueError as exc:
             problems.append(f"{path}: scheduler: {exc}")
     return problems
+
+
+def _budget_problems(profile: Profile, path: Path) -> list[str]:
+    """The problems of a profile's ``budget``: ranges, and a budget that never stops."""
+    b = profile.budget
+    if b is None:
+        return []
+    where = f"{path}: budget"
+    problems = (_range(b.minutes, 0.01, None, "wall minutes", f"{where}.minutes")
+                + _range(b.look_items, 1, None, "items per look", f"{where}.look_items")
+                + _range(b.max_items, 1, None, "items per cell", f"{where}.max_items"))
+    if b.minutes is None and b.max_items is None:
+        problems.append(f"{where}: neither minutes nor max_items is set, so the looks would only "
+                        "stop when every cell is decided or has every item of its family; set "
+                        "e.g. budget: {minutes: 30} or budget: {max_items: 200}")
+    if b.max_items is not None and b.max_items < profile.n_items:
+        problems.append(f"{where}.max_items: {b.max_items} is below n_items {profile.n_items}, "
+                        "the items every cell gets before the first look; raise max_items or "
+                        "lower n_items")
+    return problems
+
+
+def parse_minutes(text: str) -> float:
+    """Minutes of a ``--budget`` value: ``45m``, ``45``, ``1.5h`` or ``90s``.
+
+    Raises
+    ------
+    ValueError
+        Naming the value and the forms allowed.
+    """
+    m = _DURATION.fullmatch(text.strip())
+    if m is None or float(m["n"]) <= 0:
+        raise ValueError(f"--budget {text!r}: expected a positive duration such as 45m, 1.5h or "
+                         "90s (minutes when no unit is given)")
+    return float(m["n"]) * {"s": 1 / 60, "m": 1.0, "min": 1.0, "h": 60.0, None: 1.0}[m["unit"]]
+
+
+_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|min|h)?")
+
+
+def with_budget_minutes(profile: Profile, minutes: float) -> Profile:
+    """``profile`` with its budget's ``minutes`` set (a budget with defaults if it had none)."""
+    return dataclasses.replace(profile, budget=dataclasses.replace(profile.budget or Budget(),
+                                                                   minutes=minutes))
 
 
 def load_profile(name_or_path: str | Path) -> Profile:

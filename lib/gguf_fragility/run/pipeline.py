@@ -41,7 +41,8 @@ from gguf_fragility import events, paths
 from gguf_fragility.engine.rungs import NOISE_FLOOR, REFERENCE
 from gguf_fragility.errors import write_failure
 from gguf_fragility.layout import RunLayout
-from gguf_fragility.profile import Profile, ProfileError, load_profile
+from gguf_fragility.profile import Profile, ProfileError, load_profile, with_budget_minutes
+from gguf_fragility.run.looks import Judge, run_looks
 from gguf_fragility.run.sweep import gate
 from gguf_fragility.store import hold_lock, write_table_atomic
 
@@ -245,8 +246,20 @@ def run_lock(run: RunLayout) -> Iterator[Path]:
         yield path
 
 
-def run(profile_name: str, stages: list[str] | None = None) -> pd.DataFrame:
+def run(profile_name: str, stages: list[str] | None = None, *, budget_minutes: float | None = None,
+        judge: Judge | None = None) -> pd.DataFrame:
     """Run a profile's notebooks in order; print and store the wall time of each stage.
+
+    Parameters
+    ----------
+    profile_name : str
+    stages : list of str, optional
+        Only these stages (default: all).
+    budget_minutes : float, optional
+        ``--budget``: the budget's wall minutes (a budget with defaults if the profile has none).
+    judge : Judge, optional
+        The sequential decisions a budgeted sweep needs (:mod:`gguf_fragility.run.looks`;
+        the command line passes :func:`gguf_fragility.stats.sequential.judge_run`).
 
     Returns
     -------
@@ -261,18 +274,30 @@ def run(profile_name: str, stages: list[str] | None = None) -> pd.DataFrame:
         SIGTERM arrived (under :func:`stop_on_sigterm`) while a notebook ran; it is named.
     """
     profile = load_profile(profile_name)
+    if budget_minutes is not None:
+        profile = with_budget_minutes(profile, budget_minutes)
+    if profile.budget is not None and judge is None:
+        raise ValueError(f"profile {profile.name!r} has a budget, whose looks need the sequential "
+                         "statistics: run it with `gguf-fragility run`")
     jobs = plan(profile, stages)
     for job in jobs:
         check_parameters(job)
     with run_lock(profile.layout):
-        return _run_jobs(profile, jobs)
+        return _run_jobs(profile, jobs, judge)
 
 
-def _run_jobs(profile: Profile, jobs: list[Job]) -> pd.DataFrame:
-    """Execute planned jobs in order (the caller holds the run's lock)."""
+def _run_jobs(profile: Profile, jobs: list[Job], judge: Judge | None = None) -> pd.DataFrame:
+    """Execute planned jobs in order (the caller holds the run's lock); a budgeted profile's
+    looks run before its first sweep notebook."""
     rows = []
     bar = tqdm(jobs, desc=f"autopsy {profile.name}", unit="notebook")
+    looked = profile.budget is None
     for job in bar:
+        if job.stage == "sweep" and not looked:
+            t0, looked = time.perf_counter(), True
+            run_looks(profile, judge, progress=lambda line: tqdm.write(line, file=sys.stderr))
+            rows.append({"stage": "looks", "notebook": "", "parameters": str(profile.budget),
+                         "seconds": round(time.perf_counter() - t0, 1), "skipped": ""})
         bar.set_postfix_str(job.output.stem)
         refusal = _gate_refusal(profile.layout, job)
         if refusal:

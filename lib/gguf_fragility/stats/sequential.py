@@ -17,19 +17,28 @@ with anytime-valid p-values (:func:`family_reject`). Usage::
     label = sq.label(cs, reject, 0.03, spec)    # issue 25's labels (one family row here)
     plan = sq.items_to_decide(cs.estimate, cs.high - cs.low, cs.n, 0.03, cost_s=2.0)
 
-Pure numpy; tested by ``tests/test_sequential.py`` (worked example, seeded simulations).
+A budgeted sweep (:mod:`gguf_fragility.run.looks`) decides every cell of a run at each
+look with :func:`decide_cells`. Pure numpy and pandas; tested by
+``tests/test_sequential.py`` (worked example, seeded simulations) and ``tests/test_looks.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 
+from gguf_fragility.artifacts import load_items, read_ladder
+from gguf_fragility.engine.rungs import NOISE_FLOOR
+from gguf_fragility.layout import RunLayout
 from gguf_fragility.stats import relevance
+from gguf_fragility.stats.grid import ITEM_COLUMNS, OPTIONAL_COLUMNS, validate_items
 from gguf_fragility.stats.lens.base import ABOVE, BELOW, Lens
 from gguf_fragility.stats.lens.registry import LENSES
 from gguf_fragility.stats.multiplicity import fixed_sequence_graph
+from gguf_fragility.stats.settings import Settings
 
 TRUNCATION = 0.5  # bets capped at this share of the most the capital can lose (WSR 2024, sec. 5)
 
@@ -346,3 +355,159 @@ def items_to_decide(estimate, width, n, margin: float, cost_s, n_max=np.inf) -> 
     more = np.where((need > 0) & (n_star <= n_max) & np.isfinite(target) | (h <= need),
                     n_star - n, np.inf)
     return Plan(more, more * np.asarray(cost_s, float), need)
+
+
+DECIDED_COLUMNS = ("model", "rung", "family", "lens", "n", "estimate", "cs_low", "cs_high",
+                   "margin", "p_beyond", "label", "can_decide", "decided")
+
+
+class CellDecisions(NamedTuple):
+    """Result of :func:`decide_cells`."""
+
+    lenses: pd.DataFrame  # model × rung × family × lens: DECIDED_COLUMNS
+    cells: pd.DataFrame  # model × rung × family: n, decided, undecided_lenses (judge_run: seconds)
+
+
+def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping,
+                 positions: Mapping[tuple[str, str], int], s: Settings) -> CellDecisions:
+    """
+    The sequential decision of every cell of a run at this look.
+
+    Parameters
+    ----------
+    items : pandas.DataFrame
+        The sweep's item rows (:func:`gguf_fragility.stats.grid.validate_items`), cells of
+        any length; the pseudo-rung :data:`~gguf_fragility.engine.rungs.NOISE_FLOOR` is the floor.
+    reference : mapping of str to str
+        Reference rung of each model.
+    bpw : mapping of (model, rung) to float
+        Orders each family's fixed sequence (lowest first).
+    positions : mapping of (family, item_id) to int
+        Each item's place in its family's pre-registered order: the sequences read the
+        items in this order, the order they were drawn in.
+    s : Settings
+        ``alpha`` and the lens margins.
+
+    Returns
+    -------
+    CellDecisions
+        Per lens: :func:`confidence_sequence`, :func:`evidence`'s ``p_beyond``,
+        :func:`family_reject` per model × lens, and :func:`label`. ``can_decide``: the lens
+        has items in the cell and, if it is compared with a floor, a measured floor.
+        ``decided`` (per lens): a loss beyond the margin was shown (the family of tests
+        rejected) or ruled out (the sequence's loss-side bound lies inside the margin:
+        equivalence, a change within the margin, or a gain). A cell is decided when every
+        lens that can decide it has, and at least one can.
+
+    Notes
+    -----
+    Valid at every look: the sequences and the anytime-valid p-values hold at any stopping
+    time, and the family of tests on them keeps its familywise rate (:func:`family_reject`),
+    so a cell may stop when decided and a later, larger budget may extend any other.
+    """
+    df = validate_items(items, reference)
+    values = [c for c in (*ITEM_COLUMNS, *OPTIONAL_COLUMNS)
+              if c not in ("model", "rung", "family", "item_id")]
+    rows = []
+    for model, sub in df.groupby("model", sort=True):
+        ref = reference[model]
+        floor = NOISE_FLOOR if NOISE_FLOOR in set(sub["rung"]) else None
+        rungs = sorted((r for r in set(sub["rung"]) if r not in (ref, NOISE_FLOOR)),
+                       key=lambda r: (float(bpw[(model, r)]), r))
+        wide = sub.set_index(["family", "item_id", "rung"])[values].unstack("rung")
+        fams = wide.index.get_level_values("family")
+        for name, lens in LENSES.items():
+            spec = spec_of(lens)
+            block = []
+            for family in sorted(set(fams)):
+                w = wide[fams == family]
+                for rung in rungs:
+                    x = lens.item_effects(w, ref, rung, floor)
+                    x = x.iloc[np.argsort([positions[(family, i)] for i in x.index], kind="stable")]
+                    m = float(lens.margins(pd.DataFrame([lens.cell(w, ref, rung, floor)]), s)[0])
+                    can = len(x) > 0 and (floor is not None or not lens.against_floor)
+                    if len(x):
+                        cs = confidence_sequence(x.to_numpy(float), spec, s.alpha)
+                        p = float(evidence(x.to_numpy(float), spec, m, s.alpha).p_beyond)
+                        est, lo, hi = float(cs.estimate), float(cs.low), float(cs.high)
+                    else:
+                        est = lo = hi = p = np.nan
+                    block.append({"model": model, "rung": rung, "family": family, "lens": name,
+                                  "n": len(x), "estimate": est, "cs_low": lo, "cs_high": hi,
+                                  "margin": m, "p_beyond": p, "can_decide": can})
+            if not block:
+                continue
+            b = pd.DataFrame(block)
+            fi = {f: i for i, f in enumerate(sorted(set(b.family)))}
+            rj = {r: j for j, r in enumerate(rungs)}
+            pm = np.full((len(fi), len(rj)), np.nan)
+            pm[b.family.map(fi), b.rung.map(rj)] = b.p_beyond.fillna(1.0)
+            beyond = family_reject(pm, s.alpha)[b.family.map(fi), b.rung.map(rj)]
+            cs = ConfidenceSequence(b.n.to_numpy(), b.estimate.to_numpy(float),
+                                    b.cs_low.to_numpy(float), b.cs_high.to_numpy(float))
+            b["label"] = label(cs, beyond & b.can_decide.to_numpy(), b.margin.to_numpy(float), spec)
+            loss_bound = -b.cs_high if spec.loss_side == ABOVE else b.cs_low
+            b["decided"] = b.can_decide & ((b.label == relevance.BEYOND) | (loss_bound > -b.margin))
+            rows.append(b)
+    out = pd.concat(rows, ignore_index=True)[list(DECIDED_COLUMNS)]
+    key = ["model", "rung", "family"]
+    cells = out.groupby(key, sort=False).apply(lambda g: pd.Series({
+        "n": int(g.n.max()), "decided": bool(g.can_decide.any() and g.decided[g.can_decide].all()),
+        "undecided_lenses": ", ".join(g.lens[g.can_decide & ~g.decided])}),
+        include_groups=False).reset_index()
+    return CellDecisions(out, cells)
+
+
+def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
+              positions: Mapping[tuple[str, str], int], s: Settings,
+              cost: Mapping[tuple[str, str, str], float], cap: Mapping[tuple[str, str, str], int]
+              ) -> CellDecisions:
+    """
+    :func:`decide_cells` on a run's stored cells, with each cell's projected seconds to decide.
+
+    Parameters
+    ----------
+    run : RunLayout
+    steered : collection of (model, rung, family)
+        The cells a budgeted sweep steers (reference and floor included); others are ignored.
+    positions : mapping (family, item_id) -> int
+        The pre-registered order (:func:`decide_cells`).
+    s : Settings
+    cost : mapping (model, rung, family) -> float
+        Seconds per item measured so far; a cell without one takes the median of the others
+        (1 s when none is known yet).
+    cap : mapping (model, rung, family) -> int
+        Items a cell may reach (``n_max`` of :func:`items_to_decide`).
+
+    Returns
+    -------
+    CellDecisions
+        ``cells`` gains ``seconds``: :func:`items_to_decide` of its slowest undecided lens
+        (0 when decided, ``inf`` when it cannot be decided within ``cap``).
+    """
+    steered = set(steered)
+    models = sorted({m for m, _, _ in steered})
+    items = load_items(run, models)
+    key = list(zip(items.model, items.rung, items.family, strict=True))
+    items = items[[k in steered for k in key]]
+    ladder = read_ladder(run, models)
+    bpw = dict(zip(zip(ladder.model.astype(str), ladder.rung.astype(str), strict=True),
+                   ladder.bpw.astype(float), strict=True))
+    refs = ladder[ladder.is_reference.astype(bool)]
+    dec = decide_cells(items, dict(zip(refs.model, refs.rung, strict=True)), bpw, positions, s)
+    open_ = dec.lenses[dec.lenses.can_decide & ~dec.lenses.decided]
+    lk = list(zip(open_.model, open_.rung, open_.family, strict=True))
+    default = float(np.median(list(cost.values()))) if cost else 1.0
+    mirror = np.where([LENSES[n].loss_side == ABOVE for n in open_.lens], -1.0, 1.0)
+    plan = items_to_decide(mirror * open_.estimate.to_numpy(float),
+                           (open_.cs_high - open_.cs_low).to_numpy(float),
+                           np.maximum(open_.n.to_numpy(float), 1), open_.margin.to_numpy(float),
+                           cost_s=[cost.get(k, default) for k in lk],
+                           n_max=[cap.get(k, np.inf) for k in lk])
+    secs = pd.Series(plan.seconds, index=pd.MultiIndex.from_tuples(lk, names=["model", "rung", "family"])
+                     ) if lk else pd.Series(dtype=float)
+    secs = secs.groupby(level=[0, 1, 2]).max() if lk else secs
+    cells = dec.cells.assign(seconds=[0.0 if d else float(secs.get(k, np.inf)) for d, k in zip(
+        dec.cells.decided, zip(dec.cells.model, dec.cells.rung, dec.cells.family, strict=True),
+        strict=True)])
+    return CellDecisions(dec.lenses, cells)

@@ -122,6 +122,12 @@ class Lens(ABC):
         """
 
     @abstractmethod
+    def item_effects(self, wide: pd.DataFrame, ref: str, rung: str, floor: str | None) -> pd.Series:
+        """Each compared item's effect in :attr:`unit`, within :attr:`item_range`, indexed by
+        ``item_id`` (``wide`` as in :meth:`cell`; items the cell cannot score left out): the
+        per-item sequence of :mod:`gguf_fragility.stats.sequential`, whose mean is the effect."""
+
+    @abstractmethod
     def statistics(self, rows: pd.DataFrame, s: Settings) -> pd.DataFrame:
         """:data:`STATISTICS`, ``p_method`` and :attr:`columns` of this lens's rows (same index)."""
 

@@ -68,6 +68,13 @@ class Correctness(Lens):
                 "acc_ref": x0.mean() if len(x0) else np.nan,
                 "accuracy": x1.mean() if len(x1) else np.nan}
 
+    def item_effects(self, wide: pd.DataFrame, ref: str, rung: str, floor: str | None) -> pd.Series:
+        """Rung right minus reference right (-1, 0 or 1) on the items both answered."""
+        corr = wide["correct"]
+        both = corr[ref].notna() & corr[rung].notna()
+        d = corr[rung][both].astype(float) - corr[ref][both].astype(float)
+        return d.droplevel("family") if "family" in d.index.names else d
+
     def interval(self, rows: pd.DataFrame, alpha: float) -> lenses.PairedDiffCI:
         """Tango's interval of each row's accuracy change at level ``1 - alpha``."""
         b, r, n = (rows[k].to_numpy(np.int64) for k in ("deaths", "resurrections", "n"))

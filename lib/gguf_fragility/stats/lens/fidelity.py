@@ -46,6 +46,15 @@ class Fidelity(Lens):
         return {"n": int(fl.sum()), "_flips": f_r.astype(bool), "_floor_flips": f_f.astype(bool),
                 "floor": "measured" if floor is not None else "absent: tested against zero"}
 
+    def item_effects(self, wide: pd.DataFrame, ref: str, rung: str, floor: str | None) -> pd.Series:
+        """Rung flipped minus floor flipped (-1, 0 or 1; no floor: 0) on the items all saw."""
+        c = self.cell(wide, ref, rung, floor)
+        present = wide["correct"].notna()
+        seen = present[ref] & present[rung] & (present[floor] if floor is not None else True)
+        ids = seen[seen].index
+        ids = ids.droplevel("family") if "family" in ids.names else ids
+        return pd.Series(c["_flips"].astype(float) - c["_floor_flips"], index=ids)
+
     def statistics(self, rows: pd.DataFrame, s: Settings) -> pd.DataFrame:
         """Flip rates with Wilson intervals, excess flips with Tango's, the exact one-sided p."""
         out = []

@@ -124,6 +124,12 @@ class Margin(Lens):
                 "floor_sd": floor_d[fok].std(ddof=1) if fok.sum() > 1 else np.nan,
                 "floor": "measured" if floor is not None else "absent"}
 
+    def item_effects(self, wide: pd.DataFrame, ref: str, rung: str, floor: str | None) -> pd.Series:
+        """The gold-answer or reply per-token probability change (points) of each scorable item."""
+        d = pd.Series(item_pp(wide, ref, rung)[0], index=wide.index)
+        d = d[np.isfinite(d.to_numpy())]
+        return d.droplevel("family") if "family" in d.index.names else d
+
     def statistics(self, rows: pd.DataFrame, s: Settings) -> pd.DataFrame:
         """Mean and median change, collapse-robust interval and p beyond the margin (points),
         Wilcoxon p (two-sided, loss side); the mean in nats with its expanded BCa interval."""

@@ -233,13 +233,14 @@ def stored_prefix(plan: RungPlan, cell: CellPlan) -> pd.DataFrame | None:
     own = [str(h) for h in rows.item_hash]
     planned = [it["hash"] for it in cell.items.items]
     k = min(len(own), len(planned))
-    if own[:k] != planned[:k]:
-        report_rebuild(cell.path, f"its items are not the first {len(own)} of the family's "
-                                  "pre-registered order (another probe set or order)")
-        return None
-    phash = cell_hash(plan.engine, plan.row.sha256, own, cell.variant)
+    prefix = own[:k] == planned[:k]  # else only say so when nothing more telling is wrong
+    phash = (cell_hash(plan.engine, plan.row.sha256, own, cell.variant) if prefix
+             else str(rows.params_hash.iloc[0]) if "params_hash" in rows.columns else "")
     why = _stale_cell(rows, phash, cell_owner(plan.model, plan.rung, cell.family, cell.variant),
                       scorer_tags(cell.items))
+    if not why and not prefix:
+        why = (f"its items are not the first {len(own)} of the family's pre-registered order "
+               "(another probe set or order)")
     if why:
         report_rebuild(cell.path, why)
         return None

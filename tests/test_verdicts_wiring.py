@@ -140,6 +140,9 @@ def test_first_to_die_names_inseparable_dead_families_as_tied():
     assert isinstance(f, FirstDeath)
     assert (f.families, f.rung, f.bpw, f.tied) == (("b", "z"), "Q4_K_M", 4.9, True)
     assert first_to_die_text(f) == "b and z (tied)"
+    maybe = f._replace(possible=("c", "d"))
+    assert first_to_die_text(maybe) == ("b and z (tied); maybe c and d too "
+                                        "(not shown beyond the margin)")
     none = first_death(first_cells(rel.BEYOND).assign(decision=rel.CHANGE), "correctness")
     assert none.families == () and none.rung == "" and np.isnan(none.bpw)
     assert first_to_die_text(none) == ""
@@ -147,11 +150,14 @@ def test_first_to_die_names_inseparable_dead_families_as_tied():
 
 def test_first_to_die_never_names_a_family_whose_loss_is_only_a_change():
     """b's loss is as large as z's, but its own verdict is "change, possibly within the
-    margin": b did not die, so z alone is named (issue 25, gap 6)."""
+    margin": b did not die, so z alone is named (issue 25, gap 6); b cannot be shown less
+    fragile than z, so it is marked possible, and a (a 1-point loss, shown smaller) is not."""
+    from gguf_fragility.report.pages import first_to_die_text
     from gguf_fragility.stats.deathorder import first_death
 
     f = first_death(first_cells(rel.CHANGE), "correctness")
-    assert (f.families, f.rung, f.tied) == (("z",), "Q4_K_M", False)
+    assert (f.families, f.rung, f.tied, f.possible) == (("z",), "Q4_K_M", False, ("b",))
+    assert first_to_die_text(f) == "z; maybe b too (not shown beyond the margin)"
 
 
 def test_the_counts_table_states_each_margin_in_points(synth):

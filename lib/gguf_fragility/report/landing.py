@@ -285,7 +285,9 @@ def _counts(head: pd.DataFrame, run: RunLayout) -> str:
            "within the margin*, *equivalent within the margin shown*, *undecided*, *answers "
            "changed (no floor)* (fidelity without a measured noise floor) or *untestable* "
            "([Methods](methods.qmd)). The first to die is ranked by effect; families whose "
-           "effects cannot be separated are named together as tied.\n\n", md_table(view)]
+           "effects cannot be separated are named together as tied, and a family whose "
+           "loss there is not shown beyond the margin (too few items, say) but cannot be "
+           "shown smaller is added as *maybe*.\n\n", md_table(view)]
     deaths = {m: deaths_markdown(run, m) for m in sorted(head["model"].unique())}
     if not (head["n_loss"].sum() or head["n_equivalent"].sum()):
         out.append("\nNothing was shown: no cell has a loss or an equivalence shown.\n")

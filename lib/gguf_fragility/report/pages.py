@@ -99,11 +99,18 @@ def margin_text(rows: pd.DataFrame, unit: str = "unit", margin: str = "equivalen
 
 def first_to_die_text(f: FirstDeath) -> str:
     """The families a :class:`~gguf_fragility.stats.deathorder.FirstDeath` names, as prose:
-    "a", "a and b (tied)", "a, b and c (tied)"; "" when none died."""
-    names = list(f.families)
-    if len(names) < 2:
-        return "".join(names)
-    return f"{', '.join(names[:-1])} and {names[-1]}" + (" (tied)" if f.tied else "")
+    "a", "a and b (tied)", "a, b and c (tied)", then "; maybe c too (not shown beyond the
+    margin)" for the families that cannot be shown less fragile; "" when none died."""
+    text = _and(f.families) + (" (tied)" if f.tied else "")
+    if f.families and f.possible:
+        text += f"; maybe {_and(f.possible)} too (not shown beyond the margin)"
+    return text
+
+
+def _and(names) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    names = list(names)
+    return f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else "".join(names)
 
 
 def headline_table(run: RunLayout) -> pd.DataFrame:
@@ -113,7 +120,8 @@ def headline_table(run: RunLayout) -> pd.DataFrame:
     Columns: ``model, lens, n_families`` (measurable), ``n_dead`` (families with a death
     rung), ``first_family, first_death_rung, first_death_bpw``
     (:func:`~gguf_fragility.stats.deathorder.first_death`: ranked by effect among the
-    families with a loss beyond the margin there, ties named), ``n_cells, n_decided,
+    families with a loss beyond the margin there, ties named, then those not shown less
+    fragile as "maybe"), ``n_cells, n_decided,
     n_loss, n_change, n_equivalent, n_undecided, n_no_floor, n_untestable, margin`` (each
     margin with its unit), ``mde_low, mde_high, mde_unit`` (planned MDE range of the
     undecided cells, points: the smallest loss beyond the margin each could show),

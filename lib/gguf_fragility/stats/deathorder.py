@@ -63,6 +63,7 @@ class FirstDeath(NamedTuple):
     rung: str  # the highest-bpw rung with a loss beyond the margin; "" when none
     bpw: float  # its bits per weight; NaN when none
     tied: bool  # several families named
+    possible: tuple[str, ...] = ()  # not shown beyond the margin there, yet not shown less fragile
 
 
 def first_death(comparisons: pd.DataFrame, lens: str, alpha: float = 0.05) -> FirstDeath:
@@ -85,7 +86,9 @@ def first_death(comparisons: pd.DataFrame, lens: str, alpha: float = 0.05) -> Fi
         the families :func:`gguf_fragility.stats.ranking.first_to_die` names there: only
         families whose own cell there is :data:`~gguf_fragility.stats.relevance.BEYOND`,
         tied where their effects cannot be separated, never a tie broken by name or item
-        count. Empty (``()``, ``""``, NaN) when no cell shows a loss beyond the margin.
+        count; ``possible`` the families there whose loss is not shown beyond the margin
+        (too few items, say) but cannot be separated from the first's. Empty (``()``,
+        ``""``, NaN) when no cell shows a loss beyond the margin.
     """
     c = comparisons[comparisons["measurable"].astype(bool)]
     if c.empty:
@@ -104,7 +107,8 @@ def first_death(comparisons: pd.DataFrame, lens: str, alpha: float = 0.05) -> Fi
         return FirstDeath((), "", np.nan, False)
     rung = rungs[f.rung]
     return FirstDeath(tuple(wide.index[f.named]), rung,
-                      float(c.loc[c["rung"] == rung, "bpw"].iloc[0]), f.tied)
+                      float(c.loc[c["rung"] == rung, "bpw"].iloc[0]), f.tied,
+                      tuple(wide.index[f.possible]))
 
 
 def tie_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -94,6 +94,7 @@ class FirstToDie(NamedTuple):
     rung: int  # column of the first rung (from the top) with a loss beyond the margin; -1: none
     named: np.ndarray  # bool (K,): families named first there (several = tied)
     tied: bool  # more than one family named
+    possible: np.ndarray  # bool (K,): not shown beyond the margin there, yet as fragile as any
 
 
 def first_to_die(effect, low, high, beyond, alpha: float = 0.05) -> FirstToDie:
@@ -114,7 +115,10 @@ def first_to_die(effect, low, high, beyond, alpha: float = 0.05) -> FirstToDie:
     FirstToDie
         The first rung where any family shows a loss beyond the margin, and, of the
         families that show one there, those whose rank set among them (:func:`rank_sets`)
-        contains rank 1; none when no cell shows such a loss.
+        contains rank 1; none when no cell shows such a loss. ``possible`` marks the
+        families that do not show a loss beyond the margin there but whose rank set among
+        every family with an effect there contains rank 1: nothing shows them less
+        fragile than the first to die.
 
     Notes
     -----
@@ -125,7 +129,9 @@ def first_to_die(effect, low, high, beyond, alpha: float = 0.05) -> FirstToDie:
     one that cannot be shown to lose less than another of them is named, tied. Two
     families with one true loss that both show it beyond the margin are named together
     (with probability about ``1 - alpha``) whatever their item counts; a family with too
-    few items to show its loss beyond the margin is not named.
+    few items to show its loss beyond the margin is not named, but it is marked
+    ``possible`` whenever its effect cannot be separated from the largest: equal true
+    losses with 10 and 64 items are named or marked alike (``tests/test_verdicts.py``).
     """
     e, lo, hi = (np.asarray(a, float) for a in (effect, low, high))
     bey = np.asarray(beyond, bool)
@@ -134,12 +140,14 @@ def first_to_die(effect, low, high, beyond, alpha: float = 0.05) -> FirstToDie:
                          f"got {e.shape}, {lo.shape}, {hi.shape}, {bey.shape}")
     cols = np.flatnonzero(bey.any(0))
     if cols.size == 0:
-        return FirstToDie(-1, np.zeros(e.shape[0], bool), False)
+        none = np.zeros(e.shape[0], bool)
+        return FirstToDie(-1, none, False, none)
     j = int(cols[0])
     dead = bey[:, j]
     only = (np.where(dead, a[:, j], np.nan) for a in (e, lo, hi))  # rank the dead ones only
     named = rank_sets(*only, alpha).low == 1
-    return FirstToDie(j, named, bool(named.sum() > 1))
+    possible = ~dead & (rank_sets(e[:, j], lo[:, j], hi[:, j], alpha).low == 1)
+    return FirstToDie(j, named, bool(named.sum() > 1), possible)
 
 
 class TransferCount(NamedTuple):

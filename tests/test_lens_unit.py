@@ -37,6 +37,13 @@ class Agreement(Lens):
         return {"n": int(both.sum()),
                 "_changed": ext[rung].to_numpy(object)[both] != ext[ref].to_numpy(object)[both]}
 
+    def item_effects(self, wide, ref, rung, floor):
+        present = wide["correct"].notna()
+        both = present[ref] & present[rung]
+        ids = both[both].index
+        ids = ids.droplevel("family") if "family" in ids.names else ids
+        return pd.Series(-self.cell(wide, ref, rung, floor)["_changed"].astype(float), index=ids)
+
     def statistics(self, rows, s):
         k = np.array([int(c.sum()) for c in rows["_changed"]])
         n = rows["n"].to_numpy(np.int64)

@@ -251,7 +251,7 @@ def test_first_to_die_none_and_transfer_counts():
 @pytest.mark.parametrize("n,level", [(64, ALPHA), (200, ALPHA / 6)])
 def test_correctness_mde_has_its_power(n, level):
     mde = rel.beyond_mde(n, M_ACC, alpha=level, discordance=0.3)
-    assert "discordance 0.3" in mde.basis
+    assert "discordance 30% of items" in mde.basis
     rng = np.random.default_rng(n)
     reps = 4000
     b, c, nn = trinomial(rng, reps, n, float(mde.loss), psi=0.3)

@@ -47,8 +47,8 @@ def test_paired_lenses_plan_a_loss_beyond_the_margin_at_the_design_discordance()
     rows = pd.DataFrame({"n": [300, 300, 12]})
     for name, margin in (("correctness", 0.03), ("fidelity", 0.05)):
         planned = LENSES[name].mde(rows, LEVEL, s)
-        assert planned.mde[0] > margin and "design discordance 0.3" in planned.basis[0]
-        assert f"beyond {margin:g}" in planned.basis[0] and "one-way" in planned.basis[2]
+        assert planned.mde[0] > margin and "design discordance 30% of items" in planned.basis[0]
+        assert f"beyond {100 * margin:g} points" in planned.basis[0] and "one-way" in planned.basis[2]
         want = rel.beyond_mde(300, margin, alpha=LEVEL, discordance=0.3)
         assert planned.mde[0] == float(want.loss)
     # its power, simulated with deaths and resurrections at the design discordance
@@ -68,7 +68,7 @@ def test_the_planner_plans_the_verdicts_test():
     r = synthetic_results(n_models=1, n_families=3, n_items=60, rungs=("F16", "Q8_0", "Q2_K"))
     t = results.stats_tables(r.items, r.ladder, settings=Settings(n_boot=50), target_mde=0.12)
     p = t.planner
-    assert (p["margin"] == 0.03).all() and p["mde_basis"].str.contains("beyond 0.03").all()
+    assert (p["margin"] == 0.03).all() and p["mde_basis"].str.contains("beyond 3 points").all()
     for row in p.itertuples():
         assert row.items_needed == rel.beyond_items_needed(0.12, 0.03, alpha=row.level)
         assert rel.beyond_power(int(row.items_needed), 0.12, 0.03, row.level) >= 0.8

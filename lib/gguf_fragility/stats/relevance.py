@@ -275,8 +275,8 @@ def beyond_mde(n, margin: float, alpha: float = 0.05, power: float = 0.8,
     -------
     Mde
         ``loss`` to 1e-4 (NaN where even ``loss = psi``, every discordant item a death,
-        is not shown with that power) and the basis, e.g. "exact Tango test beyond 0.03
-        at level 0.025, design discordance 0.2".
+        is not shown with that power) and the basis in the units a user reads, e.g.
+        "exact Tango test beyond 3 points at level 0.025, design discordance 20% of items".
 
     Notes
     -----
@@ -300,8 +300,9 @@ def beyond_mde(n, margin: float, alpha: float = 0.05, power: float = 0.8,
             lo, hi = (lo, mid) if pw(int(k), mid) >= power else (mid, hi)
         out[i] = hi
     design = ("one-way (every discordant item a loss)" if discordance is None
-              else f"design discordance {discordance:g}")
-    return Mde(out, power, f"exact Tango test beyond {margin:g} at level {alpha:.3g}, {design}")
+              else f"design discordance {100 * discordance:g}% of items")
+    return Mde(out, power, f"exact Tango test beyond {100 * margin:g} points at level "
+                           f"{alpha:.3g}, {design}")
 
 
 def beyond_items_needed(target: float, margin: float, alpha: float = 0.05, power: float = 0.8,

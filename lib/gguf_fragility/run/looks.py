@@ -129,15 +129,17 @@ def run_looks(profile: Profile, judge: Judge, *,
     models = [m for m in profile.models if _gate_ok(profile, m)]
     target: dict[tuple[str, str, str], int] = {}
     cap: dict[tuple[str, str, str], int] = {}
+    order: dict[str, list[dict]] = {}  # each family's items in their pre-registered order
     for model in models:
         for family in _families(profile, model):
-            size = len(probes.load_family(family, validate=False).items)
+            if family not in order:
+                order[family] = probes.load_family(family, validate=False).items
+            size = len(order[family])
             for rung in looked_rungs(profile, model):
                 cap[(model, rung, family)] = min(size, budget.max_items or size)
                 target[(model, rung, family)] = min(profile.items_for(model, family),
                                                     cap[(model, rung, family)])
-    positions = {(f, it["item_id"]): i for f in {f for _, _, f in target}
-                 for i, it in enumerate(probes.load_family(f, validate=False).items)}
+    positions = {(f, it["item_id"]): i for f, items in order.items() for i, it in enumerate(items)}
     cost: dict = {}
     log, first, look = [], {}, 0
     while True:
@@ -193,7 +195,6 @@ def _extend(profile: Profile, models: list[str], target: dict, cost: dict, stop_
                     if done.scored:
                         scored += done.scored
                         cost[(model, rung, cell.family)] = done.seconds / done.scored
-                        cost.setdefault("default", done.seconds / done.scored)
     return scored
 
 

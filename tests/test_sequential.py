@@ -48,8 +48,9 @@ def test_bets_match_confseq_predmix_eb():
                   6.963092, 6.963092]),
 ])
 def test_capital_matches_confseq_betting_mart(null, side, ref):
-    # one side of the hedged capital, bets tuned at alpha / 2: pass 2 * 0.05
-    got = np.exp(sq.log_capital(X, UNIT, null, side, alpha=0.1))
+    # one side of the hedged capital, bets tuned at alpha / 2: pass 2 * 0.05; confseq's
+    # default trunc_scale is 1/2
+    got = np.exp(sq.log_capital(X, UNIT, null, side, alpha=0.1, truncation=0.5))
     np.testing.assert_allclose(got, ref, atol=2e-6)
 
 
@@ -248,3 +249,29 @@ def test_planner_edges():
     assert plan.items[3] == np.inf  # needs more items than the family has
     wider = sq.items_to_decide(-0.2, [0.3, 0.5], 100, 0.03, cost_s=1.0)
     assert wider.items[0] < wider.items[1]
+
+
+def test_budgeted_stats_read_the_sequences():
+    """A budgeted run's chapter-5 tables come from the sequences, read in the pre-registered
+    order: wider than the fixed intervals at the same items, dependent on the order, labelled
+    by the anytime method; the fixed design's planned MDE is not claimed for them."""
+    from gguf_fragility.stats.results import stats_tables
+    from gguf_fragility.testing import synthetic_results
+
+    r = synthetic_results(n_models=1, n_families=2, n_items=60, rungs=("F16", "Q4_K_M", "Q2_K"))
+    keys = list(dict.fromkeys(zip(r.items.family, r.items.item_id, strict=True)))
+    fwd = {k: i for i, k in enumerate(keys)}
+    rev = {k: -i for i, k in enumerate(keys)}
+    fixed = stats_tables(r.items, r.ladder).comparisons
+    seq = stats_tables(r.items, r.ladder, positions=fwd).comparisons
+    back = stats_tables(r.items, r.ladder, positions=rev).comparisons
+    m = seq["measurable"].astype(bool)
+    assert (seq.loc[m, "p_method"] == sq.ANYTIME_METHOD).all()
+    assert not (fixed["p_method"] == sq.ANYTIME_METHOD).any()
+    assert seq.loc[m, "planned_mde"].isna().all() and fixed.loc[m, "planned_mde"].notna().any()
+    paired = seq["lens"].isin(["correctness", "fidelity"]) & m
+    width = lambda t: (t["ci_high"] - t["ci_low"])[paired]  # noqa: E731
+    assert (width(seq) >= width(fixed) - 1e-9).all() and (width(seq) > width(fixed)).any()
+    assert ((seq["ci_low"] <= seq["effect"] + 1e-9) & (seq["effect"] <= seq["ci_high"] + 1e-9))[m].all()
+    assert not np.allclose(seq.loc[m, "ci_low"], back.loc[m, "ci_low"])  # the order is read
+    np.testing.assert_allclose(seq["effect"], back["effect"])  # the mean is not

@@ -212,6 +212,14 @@ def family_path(family: str, root: str | Path | None = None) -> Path:
     return Path(root or paths.PROBES) / f"{family}.jsonl"
 
 
+def item_positions(families: Iterable[str], root: str | Path | None = None
+                   ) -> dict[tuple[str, str], int]:
+    """Each item's place in its family's frozen, seeded order, keyed ``(family, item_id)``:
+    the pre-registered order a budgeted sweep draws items in and its sequences read them in."""
+    return {(f, it["item_id"]): i for f in families
+            for i, it in enumerate(load_family(f, root, validate=False).items)}
+
+
 def load_family(family: str, root: str | Path | None = None, *, n: int | None = None,
                 validate: bool = True) -> ProbeFile:
     """

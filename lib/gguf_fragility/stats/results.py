@@ -14,6 +14,7 @@ Every setting (seed, resamples, correction, test, alpha, budgets) comes from the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -21,6 +22,7 @@ import pandas as pd
 
 from gguf_fragility.artifacts import Results
 from gguf_fragility.engine.rungs import is_kv_rung, lesion_of
+from gguf_fragility.probes import item_positions
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats import relevance
 from gguf_fragility.stats.deathorder import death_order
@@ -29,6 +31,7 @@ from gguf_fragility.stats.grid import UNTESTABLE, lens_grid
 from gguf_fragility.stats.lens.base import ACCURACY
 from gguf_fragility.stats.lens.registry import LENSES, with_role
 from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT, NO_FLOOR, UNDECIDED
+from gguf_fragility.stats.sequential import anytime_comparisons, decide_cells
 from gguf_fragility.stats.settings import DEFAULT_SETTINGS, MDE_POWER, Settings
 from gguf_fragility.store import write_json_atomic, write_tables
 
@@ -66,7 +69,8 @@ def bpw_of(ladder: pd.DataFrame) -> dict[tuple[str, str], float]:
 def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
                  costs: pd.DataFrame | None = None, shift: pd.DataFrame | None = None, *,
                  settings: Settings = DEFAULT_SETTINGS, budgets_gib=(1, 2, 4, 8),
-                 target_mde: float | None = None) -> StatsTables:
+                 target_mde: float | None = None,
+                 positions: Mapping[tuple[str, str], int] | None = None) -> StatsTables:
     """
     Compute every statistics table of the report from the sweep's outputs.
 
@@ -85,6 +89,11 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
     target_mde : float, optional
         When set, ``planner.items_needed`` says how many items each family needs to
         show this accuracy loss beyond the margin at its corrected level.
+    positions : mapping of (family, item_id) to int, optional
+        A budgeted run's pre-registered item order
+        (:func:`gguf_fragility.probes.item_positions`): its measurable cells are judged by
+        the sequential statistics (:func:`gguf_fragility.stats.sequential.anytime_comparisons`),
+        the only ones valid after looks; without it, the fixed design's.
 
     Returns
     -------
@@ -102,6 +111,11 @@ def stats_tables(items: pd.DataFrame, ladder: pd.DataFrame,
     bpw = bpw_of(ladder)
     grid = lens_grid(items, refs, bpw, settings=settings)
     cmp = grid.comparisons
+    if positions is not None:
+        steered = (items[items["measurable"].astype(bool)] if "measurable" in items.columns
+                   else items)  # a family calibration found unmeasurable keeps n_items
+        cmp = anytime_comparisons(
+            cmp, decide_cells(steered, refs, bpw, positions, settings).lenses, settings)
     order = death_order(items, cmp, refs, seed=settings.seed, n_boot=settings.n_boot,
                         alpha=settings.alpha)
     dm = decision_matrix(cmp, ladder, costs, shift, alpha=settings.alpha)
@@ -192,8 +206,10 @@ def stats_config(profile: Profile) -> dict:
 def analyse(profile: Profile, r: Results) -> StatsTables:
     """Every statistics table of a run with the profile's settings, written to ``tables/``."""
     s = Settings.of(profile)
+    positions = None if profile.budget is None else item_positions(
+        sorted(set(r.items["family"].astype(str))))
     tables = stats_tables(r.items, r.ladder, r.costs, r.shift, settings=s,
-                          budgets_gib=s.budgets_gib, target_mde=s.target_mde)
+                          budgets_gib=s.budgets_gib, target_mde=s.target_mde, positions=positions)
     write_tables(tables, profile.layout.tables_dir)
     write_json_atomic(profile.layout.stats_config, stats_config(profile))
     return tables

@@ -40,7 +40,9 @@ from gguf_fragility.stats.lens.registry import LENSES
 from gguf_fragility.stats.multiplicity import fixed_sequence_graph
 from gguf_fragility.stats.settings import Settings
 
-TRUNCATION = 0.5  # bets capped at this share of the most the capital can lose (WSR 2024, sec. 5)
+TRUNCATION = 0.75  # bets capped at this share of the most the capital can lose (WSR 2024, sec. 5:
+# any value below 1 keeps validity; 3/4 rather than 1/2 narrows low-variance sequences, e.g. the
+# margin lens on items that barely move, about 1.5x: measurements.qmd)
 
 
 class Spec(NamedTuple):
@@ -84,7 +86,8 @@ def _bets(y: np.ndarray, alpha: float) -> np.ndarray:
     return np.sqrt(2 * np.log(1 / alpha) / (t * np.log1p(t) * var_prev))
 
 
-def log_capital(x, spec: Spec, null, side: str, alpha: float = 0.05) -> np.ndarray:
+def log_capital(x, spec: Spec, null, side: str, alpha: float = 0.05,
+                truncation: float = TRUNCATION) -> np.ndarray:
     """
     Log of the betting capital against a null mean, after each item.
 
@@ -100,6 +103,9 @@ def log_capital(x, spec: Spec, null, side: str, alpha: float = 0.05) -> np.ndarr
         ``"above"`` tests ``H0: mean <= theta``.
     alpha : float, default 0.05
         Level the bets are tuned for (any value keeps validity).
+    truncation : float, default :data:`TRUNCATION`
+        Share in ``(0, 1)`` of the largest bet that keeps the capital nonnegative; any
+        value keeps validity (confseq's ``trunc_scale``, 1/2 there).
 
     Returns
     -------
@@ -111,8 +117,8 @@ def log_capital(x, spec: Spec, null, side: str, alpha: float = 0.05) -> np.ndarr
     -----
     ``K_t = prod_i (1 + s lambda_i (y_i - theta'))`` on ``y = (x - low)/(high - low)``
     with ``s = +1`` (above) or ``-1`` (below), ``lambda_i`` the predictable plug-in
-    empirical-Bernstein bet at ``alpha / 2`` capped at ``0.5 / theta'`` (above) or
-    ``0.5 / (1 - theta')`` (below): the hedged capital of [1]_ (Sec. 4.2, 5.1), as in
+    empirical-Bernstein bet at ``alpha / 2`` capped at ``truncation / theta'`` (above) or
+    ``truncation / (1 - theta')`` (below): the hedged capital of [1]_ (Sec. 4.2, 5.1), as in
     the authors' ``confseq.betting.betting_mart``.
 
     References
@@ -121,6 +127,9 @@ def log_capital(x, spec: Spec, null, side: str, alpha: float = 0.05) -> np.ndarr
        variables by betting. J. R. Stat. Soc. B 86(1), 1-27.
     """
     x = _check(x, spec)
+    if not 0 < truncation < 1:
+        raise ValueError(f"truncation must lie in (0, 1) (1 lets one item take all the capital); "
+                         f"got {truncation}")
     if side not in (BELOW, ABOVE):
         raise ValueError(f"side must be {BELOW!r} or {ABOVE!r}; got {side!r}")
     width = spec.high - spec.low
@@ -128,7 +137,7 @@ def log_capital(x, spec: Spec, null, side: str, alpha: float = 0.05) -> np.ndarr
     th = (np.asarray(null, float)[..., None] - spec.low) / width
     sign, room = (1.0, th) if side == ABOVE else (-1.0, 1.0 - th)
     with np.errstate(divide="ignore", invalid="ignore"):
-        lam = np.minimum(_bets(y, alpha / 2), TRUNCATION / room)
+        lam = np.minimum(_bets(y, alpha / 2), truncation / room)
         step = np.where(lam == np.inf, np.where(y == th, 0.0, np.inf),
                         np.log1p(sign * lam * (y - th)))
     out = np.cumsum(np.nan_to_num(step, nan=np.inf, neginf=-np.inf), -1)
@@ -218,7 +227,7 @@ def confidence_sequence(x, spec: Spec, alpha: float = 0.05, grid: int = 801) -> 
     Notes
     -----
     The hedged capital confidence sequence of Waudby-Smith & Ramdas [1]_ (Theorem 3,
-    ``theta = 1/2``, predictable plug-in empirical-Bernstein bets, truncation 1/2); see
+    ``theta = 1/2``, predictable plug-in empirical-Bernstein bets, truncation :data:`TRUNCATION`); see
     :func:`log_capital`. Unlike a bootstrap interval its coverage needs nothing but the
     bounds, so rare collapses (a few items losing 100 points) widen it instead of
     breaking it; and unlike a fixed-sample interval it may be read after every look.
@@ -285,18 +294,21 @@ def family_reject(p_beyond, alpha: float = 0.05) -> np.ndarray:
     return fixed_sequence_graph(p_beyond, alpha=alpha).reject
 
 
-def label(cs: ConfidenceSequence, beyond, margin: float, spec: Spec) -> np.ndarray:
+def label(cs: ConfidenceSequence, beyond, margin: float, spec: Spec, change=None) -> np.ndarray:
     """
     Issue 25's label of each cell from its sequence and the family's rejections.
 
-    :data:`~gguf_fragility.stats.relevance.BEYOND` where :func:`family_reject` rejected;
-    else EQUIVALENT where the whole sequence lies inside ``(-m, m)``; else CHANGE where it
-    lies on the loss side of zero; else UNDECIDED
-    (:func:`gguf_fragility.stats.relevance.decide` on the sequence, mirrored for a lens
-    whose loss is positive). Valid at any look.
+    :data:`~gguf_fragility.stats.relevance.BEYOND` where :func:`family_reject` rejected
+    "the loss is at most the margin"; else EQUIVALENT where the whole sequence lies inside
+    ``(-m, m)``; else CHANGE where ``change`` (the family of tests rejected "no loss") and
+    the sequence lies on the loss side of zero (without ``change``: where it lies there);
+    else UNDECIDED (:func:`gguf_fragility.stats.relevance.decide` on the sequence, mirrored
+    for a lens whose loss is positive). Valid at any look.
     """
     lo, hi = (-cs.high, -cs.low) if spec.loss_side == ABOVE else (cs.low, cs.high)
-    return relevance.decide(lo, hi, margin, beyond=beyond)
+    if change is not None:
+        change = np.asarray(change, bool) & (np.asarray(hi, float) < 0)
+    return relevance.decide(lo, hi, margin, beyond=beyond, change=change)
 
 
 class Plan(NamedTuple):
@@ -358,7 +370,20 @@ def items_to_decide(estimate, width, n, margin: float, cost_s, n_max=np.inf) -> 
 
 
 DECIDED_COLUMNS = ("model", "rung", "family", "lens", "n", "estimate", "cs_low", "cs_high",
-                   "margin", "p_beyond", "label", "can_decide", "decided")
+                   "margin", "p_beyond", "p_change", "label", "can_decide", "decided")
+
+
+DECIDED_LABELS = (relevance.BEYOND, relevance.EQUIVALENT)  # what stops a cell (and counts as
+# decided on the site): a loss beyond the margin shown, or equivalence within it shown
+
+
+def _family(b: pd.DataFrame, column: str, fi: Mapping[str, int], rj: Mapping[str, int],
+            alpha: float) -> np.ndarray:
+    """:func:`family_reject` on one p-value column of a model × lens block (a cell that cannot
+    decide, e.g. fidelity without a floor, enters with p = 1)."""
+    pm = np.full((len(fi), len(rj)), np.nan)
+    pm[b.family.map(fi), b.rung.map(rj)] = b[column].where(b.can_decide, 1.0).fillna(1.0)
+    return family_reject(pm, alpha)[b.family.map(fi), b.rung.map(rj)] & b.can_decide.to_numpy()
 
 
 class CellDecisions(NamedTuple):
@@ -391,13 +416,14 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
     Returns
     -------
     CellDecisions
-        Per lens: :func:`confidence_sequence`, :func:`evidence`'s ``p_beyond``,
-        :func:`family_reject` per model × lens, and :func:`label`. ``can_decide``: the lens
-        has items in the cell and, if it is compared with a floor, a measured floor.
-        ``decided`` (per lens): a loss beyond the margin was shown (the family of tests
-        rejected) or ruled out (the sequence's loss-side bound lies inside the margin:
-        equivalence, a change within the margin, or a gain). A cell is decided when every
-        lens that can decide it has, and at least one can.
+        Per lens: :func:`confidence_sequence`, :func:`evidence`'s ``p_beyond`` and
+        ``p_change``, :func:`family_reject` on each per model × lens, and :func:`label`
+        (``NO_FLOOR`` for a shown change of a lens compared with a floor that was not
+        measured). ``can_decide``: the lens has items in the cell and, if it is compared
+        with a floor, a measured floor. ``decided`` (per lens): a label of
+        :data:`DECIDED_LABELS` (a loss beyond the margin shown, or equivalence within it),
+        the site's count of decided cells. A cell is decided when every lens that can
+        decide it has, and at least one can.
 
     Notes
     -----
@@ -428,26 +454,27 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
                     can = len(x) > 0 and (floor is not None or not lens.against_floor)
                     if len(x):
                         cs = confidence_sequence(x.to_numpy(float), spec, s.alpha)
-                        p = float(evidence(x.to_numpy(float), spec, m, s.alpha).p_beyond)
+                        ev = evidence(x.to_numpy(float), spec, m, s.alpha)
+                        p, pc = float(ev.p_beyond), float(ev.p_change)
                         est, lo, hi = float(cs.estimate), float(cs.low), float(cs.high)
                     else:
-                        est = lo = hi = p = np.nan
+                        est = lo = hi = p = pc = np.nan
                     block.append({"model": model, "rung": rung, "family": family, "lens": name,
                                   "n": len(x), "estimate": est, "cs_low": lo, "cs_high": hi,
-                                  "margin": m, "p_beyond": p, "can_decide": can})
+                                  "margin": m, "p_beyond": p, "p_change": pc, "can_decide": can})
             if not block:
                 continue
             b = pd.DataFrame(block)
             fi = {f: i for i, f in enumerate(sorted(set(b.family)))}
             rj = {r: j for j, r in enumerate(rungs)}
-            pm = np.full((len(fi), len(rj)), np.nan)
-            pm[b.family.map(fi), b.rung.map(rj)] = b.p_beyond.fillna(1.0)
-            beyond = family_reject(pm, s.alpha)[b.family.map(fi), b.rung.map(rj)]
+            beyond, change = (_family(b, col, fi, rj, s.alpha) for col in ("p_beyond", "p_change"))
             cs = ConfidenceSequence(b.n.to_numpy(), b.estimate.to_numpy(float),
                                     b.cs_low.to_numpy(float), b.cs_high.to_numpy(float))
-            b["label"] = label(cs, beyond & b.can_decide.to_numpy(), b.margin.to_numpy(float), spec)
-            loss_bound = -b.cs_high if spec.loss_side == ABOVE else b.cs_low
-            b["decided"] = b.can_decide & ((b.label == relevance.BEYOND) | (loss_bound > -b.margin))
+            b["label"] = label(cs, beyond, b.margin.to_numpy(float), spec, change=change)
+            if lens.against_floor:  # a shown change without a floor may be re-run noise
+                b.loc[~b.can_decide & b.label.isin([relevance.BEYOND, relevance.CHANGE]),
+                      "label"] = relevance.NO_FLOOR
+            b["decided"] = b.can_decide & b.label.isin(list(DECIDED_LABELS))
             rows.append(b)
     out = pd.concat(rows, ignore_index=True)[list(DECIDED_COLUMNS)]
     key = ["model", "rung", "family"]
@@ -456,6 +483,60 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
         "undecided_lenses": ", ".join(g.lens[g.can_decide & ~g.decided])}),
         include_groups=False).reset_index()
     return CellDecisions(out, cells)
+
+
+ANYTIME_METHOD = "anytime-valid betting (Waudby-Smith & Ramdas 2024)"
+SEQUENTIAL_BASIS = "sequential design: no fixed-sample MDE (Budgeted sweep: minutes to decide)"
+
+
+def anytime_comparisons(comparisons: pd.DataFrame, decisions: pd.DataFrame,
+                        s: Settings) -> pd.DataFrame:
+    """
+    The grid's comparisons of a budgeted run, with its sequential statistics in place of the
+    fixed-sample ones.
+
+    Parameters
+    ----------
+    comparisons : pandas.DataFrame
+        :func:`gguf_fragility.stats.grid.lens_grid`'s ``comparisons``.
+    decisions : pandas.DataFrame
+        :attr:`CellDecisions.lenses` of the same items (:func:`decide_cells`), measurable
+        families only.
+    s : Settings
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``comparisons`` where every measurable row's ``ci_low, ci_high`` is its confidence
+        sequence, ``p_value`` / ``p_beyond`` its anytime-valid p-values against no loss and
+        against a loss of the margin, ``decision`` :func:`decide_cells`'s label, ``reject``
+        whether the family of tests showed a loss (``BEYOND`` or ``CHANGE``), ``testable``
+        whether the lens can decide the cell, ``level`` Holm's first step (``alpha`` over the
+        model × lens's families), ``p_method`` :data:`ANYTIME_METHOD`; ``planned_mde``,
+        ``min_p`` and ``tarone_k`` are NaN (the fixed design's power and screen do not apply;
+        the budgeted sweep's planner gives minutes instead).
+
+    Notes
+    -----
+    A run whose cells grew look by look is read only by these statistics: a fixed-sample
+    test applied after looking and extending no longer keeps its error rate
+    (``tests/test_sequential.py`` shows both).
+    """
+    key = ["model", "lens", "family", "rung"]
+    d = decisions.assign(level=decisions.groupby(["model", "lens"]).family.transform(
+        lambda f: s.alpha / max(f.nunique(), 1))).set_index(key)
+    out = comparisons.copy()
+    idx = pd.MultiIndex.from_frame(out[key])
+    hit = out["measurable"].astype(bool).to_numpy() & idx.isin(d.index)
+    r = d.reindex(idx[hit])
+    for col, value in (("ci_low", r.cs_low), ("ci_high", r.cs_high), ("p_value", r.p_change),
+                       ("p_beyond", r.p_beyond), ("decision", r.label),
+                       ("reject", r.label.isin([relevance.BEYOND, relevance.CHANGE])),
+                       ("testable", r.can_decide), ("level", r.level),
+                       ("planned_mde", np.nan), ("min_p", np.nan), ("tarone_k", np.nan),
+                       ("p_method", ANYTIME_METHOD), ("mde_basis", SEQUENTIAL_BASIS)):
+        out.loc[hit, col] = value.to_numpy() if isinstance(value, pd.Series) else value
+    return out
 
 
 def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],

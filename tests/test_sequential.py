@@ -11,6 +11,7 @@ standard errors of the simulated rate.
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import optimize
 
@@ -275,3 +276,53 @@ def test_budgeted_stats_read_the_sequences():
     assert ((seq["ci_low"] <= seq["effect"] + 1e-9) & (seq["effect"] <= seq["ci_high"] + 1e-9))[m].all()
     assert not np.allclose(seq.loc[m, "ci_low"], back.loc[m, "ci_low"])  # the order is read
     np.testing.assert_allclose(seq["effect"], back["effect"])  # the mean is not
+
+
+def _looked_cells() -> pd.DataFrame:
+    """sequential.csv of one model's four cells after 3 looks: Q8_0 decided at look 2, the
+    others open with projections of 300 s, 500 s and never (fidelity cannot decide: no floor)."""
+    rows = []
+    for rung, decided, look, secs in (("Q8_0", True, 2, 0.0), ("Q4_K_M", False, np.nan, 300.0),
+                                      ("Q3_K_M", False, np.nan, 500.0),
+                                      ("Q2_K", False, np.nan, np.inf)):
+        for lens, can in (("correctness", True), ("fidelity", False)):
+            rows.append({"model": "m", "rung": rung, "family": "f", "lens": lens,
+                         "n": 40 if decided else 64, "can_decide": can,
+                         "decided": decided and can, "look_decided": look,
+                         "seconds_to_decide": secs, "looks": 3})
+    return pd.DataFrame(rows)
+
+
+def test_budget_summary_prices_further_minutes():
+    """Cells decided when every lens that can decide them has; further minutes settle the
+    cheapest undecided cells first; a cell that cannot be decided within its items is counted
+    apart, never as likely."""
+    b = sq.budget_summary(_looked_cells(), minutes=(5, 10, 30))
+    cells = b.cells.set_index("rung")
+    assert bool(cells.loc["Q8_0", "decided"]) and cells.loc["Q8_0", "look_decided"] == 2
+    assert not cells.loc["Q4_K_M", "decided"] and cells.loc["Q4_K_M", "undecided_lenses"] == "correctness"
+    f = b.further.set_index("minutes")
+    assert f.likely_decided.tolist() == [1, 1, 2]  # 300 s, then 300 + 500 s
+    assert (f.undecided == 3).all() and (f.not_within_items == 1).all()
+    assert (f.cells == 4).all() and (f.decided == 1).all()
+    assert (f.items_min == 40).all() and (f.items_max == 64).all()
+    with pytest.raises(ValueError, match="seconds_to_decide"):
+        sq.budget_summary(_looked_cells().drop(columns="seconds_to_decide"))
+
+
+def test_landing_reports_what_the_budget_decided(tmp_path):
+    """The landing's details say how many cells the budget decided per model and what further
+    minutes would likely settle, and write the numbers as tables the claim check traces; a
+    fixed design gets no such section."""
+    from gguf_fragility import store
+    from gguf_fragility.layout import RunLayout, Table
+    from gguf_fragility.report.landing import budget_markdown
+
+    run = RunLayout(tmp_path / "p")
+    assert budget_markdown(run) == ""
+    store.write_table_atomic(_looked_cells(), run.table(Table.SEQUENTIAL))
+    text = budget_markdown(run)
+    assert "## Budgeted sweep" in text and "3 looks" in text and "m: 1 of 4 cells" in text
+    assert "| m | 4 | 1 | 40 to 64 | 1 | 2 | 2 | 1 |" in text
+    further = pd.read_csv(run.table(Table.SITE_BUDGET_FURTHER))
+    assert set(further.minutes) == set(sq.FURTHER_MINUTES)

@@ -56,6 +56,8 @@ class Table(StrEnum):
     SITE_HEADLINE = "site_headline"
     SITE_ADVICE = "site_advice"
     SITE_ADVICE_COSTS = "site_advice_costs"
+    SITE_BUDGET_CELLS = "site_budget_cells"  # stats.sequential.budget_summary of a budgeted run
+    SITE_BUDGET_FURTHER = "site_budget_further"
     # a budgeted sweep's looks (run.looks: stats.sequential.decide_cells per look)
     SEQUENTIAL = "sequential"
 
@@ -172,6 +174,13 @@ class RunLayout:
         """The reference's full log-prob rows on the text sample (llama-perplexity's uint16
         encoding, :func:`gguf_fragility.run.shift.write_reference`)."""
         return self.sweep_dir / model / "_reference_logprobs.npz"
+
+    @property
+    def looks_state(self) -> Path:
+        """A budgeted sweep's look state (JSON, :mod:`gguf_fragility.run.looks`): the look in
+        progress, each steered cell's target, the look that decided it and its measured cost,
+        written before each look extends, so a killed run resumes that look exactly."""
+        return self.sweep_dir / "_looks.json"
 
     def rung_jsons(self, name: str) -> list[Path]:
         """Every rung's ``name`` file (``_cost.json`` or ``_shift.json``), sorted."""

@@ -30,6 +30,7 @@ from gguf_fragility.stats.grid import UNTESTABLE
 from gguf_fragility.stats.lens.base import ACCURACY
 from gguf_fragility.stats.lens.registry import LENSES, with_role
 from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT, NO_FLOOR, UNDECIDED
+from gguf_fragility.stats.sequential import budget_summary
 
 
 class Verdict(NamedTuple):
@@ -297,13 +298,50 @@ def _counts(head: pd.DataFrame, run: RunLayout) -> str:
     return "".join(out)
 
 
+def budget_markdown(run: RunLayout) -> str:
+    """A budgeted run's looks: the cells its budget decided, the items each used, and what a
+    further few minutes would likely settle ("" for a fixed design)."""
+    seq = read_table(run, Table.SEQUENTIAL)
+    if seq is None or seq.empty:
+        return ""
+    b = budget_summary(seq)
+    store.write_table_atomic(b.cells, run.table(Table.SITE_BUDGET_CELLS))
+    store.write_table_atomic(b.further, run.table(Table.SITE_BUDGET_FURTHER))
+    per = b.further.drop_duplicates("model").set_index("model")
+    view = pd.DataFrame({"model": per.index, "cells": per["cells"].to_numpy(),
+                         "decided": per["decided"].to_numpy(),
+                         "items per cell": [f"{a}" if a == z else f"{a} to {z}" for a, z in zip(
+                             per["items_min"], per["items_max"], strict=True)]})
+    f = b.further.pivot(index="model", columns="minutes", values="likely_decided")
+    for m in f.columns:
+        view[f"likely decided in {m:g} more min"] = f[m].reindex(per.index).to_numpy()
+    view["not within the family's items"] = per["not_within_items"].to_numpy()
+    decided = "; ".join(f"{m}: {r['decided']} of {r['cells']} cells" for m, r in per.iterrows())
+    return ("\n## Budgeted sweep\n\n"
+            f"The sweep ran in {int(seq['looks'].max())} looks; its budget decided {decided} "
+            "(a cell, model × rung × family, is decided when every lens that can decide it "
+            "shows a loss beyond its margin or equivalence within it; it then gets no more "
+            "items). Every cell was "
+            "judged by anytime-valid confidence sequences, which stay valid at every look and "
+            "when a larger budget extends the run ([Methods](methods.qmd)): rerun with a "
+            "larger `--budget` to continue the undecided cells. The last columns are a "
+            "projection from each cell's estimate and its measured seconds per item on this "
+            "machine (the reference's items for the same positions come on top), cheapest "
+            "cells first; cells whose projection needs more items than their family has are "
+            "counted apart.\n\n" + md_table(view))
+
+
 def _mdes(head: pd.DataFrame, discordance: float) -> str:
     """What the undecided cells could have shown beyond the margin, per model and lens (a
     table), with the design discordance the paired lenses' power assumes."""
-    und = head[(head["n_undecided"] > 0) & np.isfinite(head["mde_low"])]
     out = ["\n## Planned minimum detectable effects\n\n"]
-    if und.empty:
+    if not (head["n_undecided"] > 0).any():
         return out[0] + "No cell is undecided.\n"
+    und = head[(head["n_undecided"] > 0) & np.isfinite(head["mde_low"])]
+    if und.empty:
+        return out[0] + ("A budgeted run's cells are judged by sequences, not by a fixed-sample "
+                         "design, so no planned MDE applies; the Budgeted sweep section prices "
+                         "further minutes instead.\n")
     view = pd.DataFrame({
         "model": und["model"], "lens": und["lens"], "undecided cells": und["n_undecided"],
         "could have detected": [f"{a:.1f}" if f"{a:.1f}" == f"{b:.1f}" else f"{a:.1f} to {b:.1f}"
@@ -332,7 +370,8 @@ def details_markdown(run: RunLayout) -> str:
     out = []
     if not head.empty:
         conf = json.loads(run.stats_config.read_text()) if run.stats_config.exists() else {}
-        out += [_counts(head, run), _mdes(head, float(conf.get("design_discordance", 0.2)))]
+        out += [_counts(head, run), budget_markdown(run),
+                _mdes(head, float(conf.get("design_discordance", 0.2)))]
         fam = pages.family_table(run)
         if fam is not None:
             out.append("\n## The family of tests\n\nOne per model and lens; its settings are "

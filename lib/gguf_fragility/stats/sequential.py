@@ -539,6 +539,72 @@ def anytime_comparisons(comparisons: pd.DataFrame, decisions: pd.DataFrame,
     return out
 
 
+FURTHER_MINUTES = (10, 30, 60)  # the further budgets the planner prices
+
+
+class BudgetSummary(NamedTuple):
+    """Result of :func:`budget_summary`."""
+
+    cells: pd.DataFrame  # model × rung × family: n, decided, look_decided, seconds_to_decide
+    further: pd.DataFrame  # model × further minutes: cells, decided, likely decided, not within items
+
+
+def budget_summary(sequential: pd.DataFrame, minutes=FURTHER_MINUTES) -> BudgetSummary:
+    """
+    Per cell, what a budgeted sweep spent and decided, and what further minutes would settle.
+
+    Parameters
+    ----------
+    sequential : pandas.DataFrame
+        ``tables/sequential.csv`` (:mod:`gguf_fragility.run.looks`): one row per cell and
+        lens with ``n, can_decide, decided, look_decided, looks, seconds_to_decide``.
+    minutes : sequence of float, default :data:`FURTHER_MINUTES`
+
+    Returns
+    -------
+    BudgetSummary
+        ``cells``: ``model, rung, family, n`` (items used), ``decided`` (every lens that can
+        decide it has), ``look_decided`` (NaN while undecided), ``undecided_lenses``,
+        ``seconds_to_decide`` (projected; 0 when decided, inf when not within the family's
+        items). ``further``: per model its ``cells``, ``decided``, ``items_min``,
+        ``items_max`` (items per cell), and per ``minutes``, ``likely_decided`` (undecided cells
+        whose projected seconds, cheapest first, add up to at most those minutes),
+        ``undecided`` and ``not_within_items`` (cells whose projection needs more items
+        than their family has, or sits on the margin).
+
+    Notes
+    -----
+    A plug-in projection (:func:`items_to_decide` at each cell's own estimate and measured
+    seconds per item, the rung's own scoring; the reference's and floor's items for the
+    same positions come on top), for choosing a further budget, not a power calculation.
+    """
+    need = {"model", "rung", "family", "lens", "n", "can_decide", "decided", "look_decided",
+            "seconds_to_decide"}
+    missing = need - set(sequential.columns)
+    if missing:
+        raise ValueError(f"sequential.csv lacks {sorted(missing)}: it was written by an older "
+                         "version; rerun the budgeted sweep (gguf-fragility run --budget ...)")
+    key = ["model", "rung", "family"]
+    cells = sequential.groupby(key, sort=True).apply(lambda g: pd.Series({
+        "n": int(g.n.max()),
+        "decided": bool(g.can_decide.any() and g.decided[g.can_decide.astype(bool)].all()),
+        "look_decided": g.look_decided.min(),
+        "undecided_lenses": ", ".join(g.lens[g.can_decide.astype(bool) & ~g.decided.astype(bool)]),
+        "seconds_to_decide": float(g.seconds_to_decide.max())}), include_groups=False).reset_index()
+    rows = []
+    for model, g in cells.groupby("model", sort=True):
+        open_ = g[~g.decided.astype(bool)].seconds_to_decide.astype(float)
+        finite = np.sort(open_[np.isfinite(open_)].to_numpy())
+        for m in minutes:
+            rows.append({"model": model, "cells": len(g), "decided": len(g) - len(open_),
+                         "items_min": int(g.n.min()), "items_max": int(g.n.max()), "minutes": m,
+                         "likely_decided": int((np.cumsum(finite) <= 60 * m).sum()),
+                         "undecided": len(open_), "not_within_items": int((~np.isfinite(open_)).sum())})
+    return BudgetSummary(cells, pd.DataFrame(rows, columns=[
+        "model", "cells", "decided", "items_min", "items_max", "minutes", "likely_decided",
+        "undecided", "not_within_items"]))
+
+
 def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
               positions: Mapping[tuple[str, str], int], s: Settings,
               cost: Mapping[tuple[str, str, str], float], cap: Mapping[tuple[str, str, str], int]

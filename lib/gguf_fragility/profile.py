@@ -75,14 +75,16 @@ class Budget:
     """A budgeted sweep (issue 27): looks of a few items per undecided cell until it is spent.
 
     Without ``budget`` a profile's sweep is the fixed design (``n_items`` per family). With it
-    every cell first gets the profile's ``n_items``, then each look adds ``look_items`` to
-    every cell the sequential statistics (:mod:`gguf_fragility.stats.sequential`) have not
-    decided, cheapest first, until ``minutes`` of sweeping or ``max_items`` per cell are spent.
+    every cell first gets ``first_items`` (at most the fixed design's count for its model and
+    family, which calibration uses), then each look adds ``look_items`` to every cell the
+    sequential statistics (:mod:`gguf_fragility.stats.sequential`) have not decided, cheapest
+    first, until ``minutes`` of sweeping or ``max_items`` per cell are spent.
     """
 
     minutes: float | None = None  # wall minutes of the sweep's looks; None = no clock limit
     look_items: int = 4  # items each look adds to every undecided cell
     max_items: int | None = None  # items per cell at most; None = every item of the family
+    first_items: int | None = None  # items before the first look; None = the fixed design's
 
 
 @dataclass(frozen=True)
@@ -392,15 +394,17 @@ def _budget_problems(profile: Profile, path: Path) -> list[str]:
     where = f"{path}: budget"
     problems = (_range(b.minutes, 0.01, None, "wall minutes", f"{where}.minutes")
                 + _range(b.look_items, 1, None, "items per look", f"{where}.look_items")
-                + _range(b.max_items, 1, None, "items per cell", f"{where}.max_items"))
+                + _range(b.max_items, 1, None, "items per cell", f"{where}.max_items")
+                + _range(b.first_items, 1, None, "items per cell", f"{where}.first_items"))
     if b.minutes is None and b.max_items is None:
         problems.append(f"{where}: neither minutes nor max_items is set, so the looks would only "
                         "stop when every cell is decided or has every item of its family; set "
                         "e.g. budget: {minutes: 30} or budget: {max_items: 200}")
-    if b.max_items is not None and b.max_items < profile.n_items:
-        problems.append(f"{where}.max_items: {b.max_items} is below n_items {profile.n_items}, "
-                        "the items every cell gets before the first look; raise max_items or "
-                        "lower n_items")
+    first = b.first_items or profile.n_items
+    if b.max_items is not None and b.max_items < first:
+        problems.append(f"{where}.max_items: {b.max_items} is below the {first} items every cell "
+                        "gets before the first look (first_items, else n_items); raise max_items "
+                        "or lower first_items")
     return problems
 
 

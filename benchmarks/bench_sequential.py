@@ -1,0 +1,131 @@
+"""Decided cells per lens: the budgeted, sequential sweep against the fixed design (issue 27).
+
+Run, after the setup stages of the profile (``gguf-fragility run --profile default --stages
+ladder probes calibrate``), with nothing else on the machine::
+
+    .venv/bin/python benchmarks/bench_sequential.py --profile default [--budget-minutes 20]
+
+It copies ``outputs/<profile>`` (ladders, probe tables, calibration and the reference's
+stored cells; no sweep cell of another rung) twice under a scratch folder and runs, one after
+the other, the profile's ``sweep`` and ``stats`` stages in each copy:
+
+* **fixed**: the profile without its ``budget`` (every cell gets the fixed design's
+  ``n_items``), judged by the fixed-sample tests;
+* **sequential**: the profile with its budget, judged by the anytime-valid sequences. Its
+  looks get ``--budget-minutes`` (default: the fixed arm's sweep minutes less the sequential
+  arm's measured non-look work, KL shift and costs, as estimated by ``--overhead-minutes``),
+  so that both sweeps take about the same wall time.
+
+Prints per arm the sweep's wall seconds and the decided cells per model × lens (loss beyond
+the margin shown, or equivalence within it: ``tables/lens_summary.csv``'s ``n_decided``), the
+totals and their ratio. Both sweeps run the real llama.cpp; quote the figures with the date
+and the machine (Measurements page).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+import yaml
+
+from gguf_fragility.engine.rungs import REFERENCE
+from gguf_fragility.layout import RunLayout, Table, outputs_root
+from gguf_fragility.paths import REPO, profiles_dir
+from gguf_fragility.profile import load_profile
+
+SETUP = ("ladder", "probes", "calibration")  # what the setup stages leave under outputs/<profile>
+LOGPROBS = RunLayout(Path()).reference_logprobs("m").name  # the reference's KL rows, per model
+
+
+class Arm(NamedTuple):
+    """One design's run: its sweep wall seconds and decided cells per model × lens."""
+
+    name: str
+    sweep_s: float
+    looks_s: float  # of which the budgeted looks (0 for the fixed design)
+    decided: pd.DataFrame  # model, lens, n_cells, n_decided
+
+
+def copy_setup(profile: str, scratch: Path) -> Path:
+    """``outputs/<profile>``'s setup (and the reference's stored cells) under ``scratch``."""
+    src = outputs_root() / profile
+    missing = [d for d in SETUP if not (src / d).is_dir()]
+    if missing:
+        raise SystemExit(f"{src} lacks {missing}: run `gguf-fragility run --profile {profile} "
+                         "--stages ladder probes calibrate` first")
+    dst = scratch / profile
+    for d in SETUP:
+        shutil.copytree(src / d, dst / d)
+    for model in load_profile(profile).models:  # calibration scored the reference's cells
+        ref, logprobs = src / "sweep" / model / REFERENCE, src / "sweep" / model / LOGPROBS
+        if ref.is_dir():
+            shutil.copytree(ref, dst / "sweep" / model / REFERENCE)
+        if logprobs.is_file():
+            shutil.copy2(logprobs, dst / "sweep" / model / LOGPROBS)
+    return dst
+
+
+def run_arm(name: str, profile_arg: str, outputs: Path, extra: list[str]) -> Arm:
+    """``gguf-fragility run --stages sweep stats --no-site`` on one copy; its decided cells."""
+    env = {**os.environ, "GGUF_FRAGILITY_OUTPUTS": str(outputs)}
+    cmd = [str(REPO / ".venv" / "bin" / "gguf-fragility"), "run", "--profile", profile_arg,
+           "--stages", "sweep", "stats", "--no-site", *extra]
+    print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, cwd=REPO)
+    wall = time.perf_counter() - t0
+    root = outputs / Path(profile_arg).stem
+    timings = pd.read_csv(root / "timings.csv")
+    sweep = timings[timings["stage"].isin(["sweep", "looks"])]
+    summary = pd.read_csv(root / "tables" / Table.LENS_SUMMARY.file_name)
+    print(f"[{name}] {wall:.0f} s in all, sweep {sweep['seconds'].sum():.0f} s", flush=True)
+    return Arm(name, float(sweep["seconds"].sum()),
+               float(timings.loc[timings["stage"] == "looks", "seconds"].sum()),
+               summary[["model", "lens", "n_cells", "n_decided"]])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="default", help="a profile with a budget (params/)")
+    ap.add_argument("--budget-minutes", type=float, default=None,
+                    help="the sequential arm's look minutes (default: fixed sweep less overhead)")
+    ap.add_argument("--overhead-minutes", type=float, default=3.0,
+                    help="the sequential arm's sweep work outside its looks (KL shift, costs)")
+    ap.add_argument("--scratch", default=None, help="folder for the two copies (default: a temp)")
+    args = ap.parse_args()
+    prof = load_profile(args.profile)
+    if prof.budget is None:
+        raise SystemExit(f"profile {args.profile!r} has no budget: nothing to compare")
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="bench_sequential_"))
+    print(f"scratch: {scratch}; machine: {os.cpu_count()} CPUs, {sys.platform}", flush=True)
+    fixed_yaml = scratch / "fixed-params" / f"{args.profile}.yaml"
+    fixed_yaml.parent.mkdir(parents=True)
+    data = yaml.safe_load((profiles_dir() / f"{args.profile}.yaml").read_text())
+    data.pop("budget")
+    fixed_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
+    copy_setup(args.profile, scratch / "fixed")
+    copy_setup(args.profile, scratch / "sequential")
+    fixed = run_arm("fixed", str(fixed_yaml), scratch / "fixed", [])
+    minutes = args.budget_minutes or max(fixed.sweep_s / 60 - args.overhead_minutes, 1.0)
+    seq = run_arm("sequential", args.profile, scratch / "sequential", ["--budget", f"{minutes:.2f}m"])
+    table = fixed.decided.merge(seq.decided, on=["model", "lens"], suffixes=("_fixed", "_sequential"))
+    print()
+    print(table.to_string(index=False))
+    a, b = int(table["n_decided_fixed"].sum()), int(table["n_decided_sequential"].sum())
+    print(f"\nsweep wall: fixed {fixed.sweep_s:.0f} s, sequential {seq.sweep_s:.0f} s "
+          f"(looks {seq.looks_s:.0f} s, budget {minutes:.2f} min)")
+    print(f"decided cells: fixed {a}, sequential {b}, ratio {b / a if a else float('inf'):.2f}"
+          " (goal: >= 2)")
+
+
+if __name__ == "__main__":
+    main()

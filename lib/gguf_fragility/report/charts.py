@@ -74,8 +74,8 @@ def effects_chart(df, *, margin_pp: float, verdicts) -> alt.FacetChart:
     labels = [v[0] for v in verdicts]
     colour = alt.Color("verdict:N", title=None, scale=alt.Scale(
         domain=labels, range=[v[1] for v in verdicts]),
-        legend=alt.Legend(orient="bottom", direction="horizontal", labelLimit=0,
-                          labelFontSize=11))
+        legend=alt.Legend(orient="bottom", direction="horizontal", columns=2, labelLimit=0,
+                          labelFontSize=11))  # two columns: as wide as the plot, not wider
     shape = alt.Shape("verdict:N", title=None, scale=alt.Scale(
         domain=labels, range=[v[2] for v in verdicts]))
     y = alt.Y("change:Q", title=None, axis=alt.Axis(tickCount=3, grid=False, labelFontSize=10))

@@ -30,7 +30,7 @@ from gguf_fragility.stats.grid import UNTESTABLE
 from gguf_fragility.stats.lens.base import ACCURACY
 from gguf_fragility.stats.lens.registry import LENSES, with_role
 from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT, NO_FLOOR, UNDECIDED
-from gguf_fragility.stats.sequential import budget_summary
+from gguf_fragility.stats.sequential import ANYTIME_METHOD, budget_summary
 
 
 class Verdict(NamedTuple):
@@ -230,9 +230,11 @@ def first_screen_markdown(run: RunLayout) -> str:
     store.write_table_atomic(adv.costs, run.table(Table.SITE_ADVICE_COSTS))
     text = advice_sentences(adv, margin=margin)
     out = ["::::: {.gf-first}\n\n"]
+    interval = ("confidence sequence (valid at every look of the budgeted sweep)"
+                if (cmp["p_method"] == ANYTIME_METHOD).any() else "interval")
     for model, g in dm.groupby("model", sort=True):
         cap = (f"Each rung's accuracy change against {model}'s reference, with its "
-               f"{100 * (1 - alpha):g}% interval. Band: the ±{100 * margin:g}-point "
+               f"{100 * (1 - alpha):g}% {interval}. Band: the ±{100 * margin:g}-point "
                "equivalence margin. Colour: the decision after the corrected family of tests.")
         chart = _effects(run, model, cmp, margin)
         out.append(f":::: {{.gf-model}}\n\n### {model}\n\n"

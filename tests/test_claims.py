@@ -25,6 +25,12 @@ def test_numbers_extraction(text, expected):
     assert [c.number for c in claims.numbers(text)] == expected
 
 
+def test_chapter_cross_references_are_not_claims():
+    page = ("<main><p>Notebook 06 asks it; chapters 5-8 and chapter 3 read 0.42 of "
+            "12 notebooks.</p></main>")
+    assert [c.number for c in claims.numbers(claims.prose(page))] == ["0.42", "12"]
+
+
 def test_prose_skips_code_tables_svg_and_chrome():
     page = """<html><body><nav>Chapter 77</nav><main class="content">
     <p>Rho is 0.42 <code>n=991</code></p><pre>printed 123.456</pre>

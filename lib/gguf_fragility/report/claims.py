@@ -11,7 +11,8 @@ Seed 000's hand-kept ``CLAIM_CHECK.csv``, made automatic. Definitions:
   script, style`` and ``.cell-code`` / stream outputs. Markdown cells of the executed
   notebooks, generated sentences and ``text/markdown`` outputs are prose; code, printed
   output, data tables (with the ``N rows × M columns`` line pandas writes under a long one)
-  and chart internals are not (they come from the data directly).
+  and chart internals are not (they come from the data directly); nor are cross-references
+  to chapters ("notebook 06", "chapters 5-8").
 * **Number**: a run of digits, optionally signed, with thousands commas and a decimal part,
   that is not glued to a letter, digit, ``_`` or ``.`` on either side. So ``Q4_K_M``,
   ``SmolLM2``, ``135M``, ``sha256`` and dotted versions such as ``3.11.2`` are names, not
@@ -45,6 +46,8 @@ from gguf_fragility.layout import RunLayout
 # of bad input), not numbers of this run: they say so at their top and are not checked.
 QUOTED_PAGES = frozenset({"measurements.html", "troubleshooting.html"})
 PANDAS_SHAPE = re.compile(r"\b\d+ rows × \d+ columns\b")
+# a cross-reference to a chapter ("notebook 06", "chapters 5-8") names a page, not a measure
+CROSS_REFERENCE = re.compile(r"\b(?:[Cc]hapters?|[Nn]otebooks?)\s+\d+(?:\s*(?:[-\u2013]|and|to)\s*\d+)?\b")
 SKIP_TAGS = {"pre", "code", "kbd", "samp", "table", "svg", "math", "script", "style", "nav",
              "head", "button"}
 SKIP_CLASSES = {"cell-code", "cell-output-stdout", "cell-output-stderr", "sourceCode",
@@ -114,7 +117,7 @@ def prose(html_text: str) -> str:
     p = _Prose(require_main=re.search(r"<main\b", html_text) is not None)
     p.feed(html_text)  # a fragment, or a page without <main>, is read whole
     # pandas writes the shape of a long table under it ("120 rows × 14 columns"): data
-    return PANDAS_SHAPE.sub(" ", "".join(p.chunks))
+    return CROSS_REFERENCE.sub(" ", PANDAS_SHAPE.sub(" ", "".join(p.chunks)))
 
 
 def numbers(text: str, page: str = "") -> list[Claim]:

@@ -74,16 +74,20 @@ def copy_setup(profile: str, scratch: Path) -> Path:
     return dst
 
 
-def run_arm(name: str, profile_arg: str, outputs: Path, extra: list[str]) -> Arm:
-    """``gguf-fragility run --stages sweep stats --no-site`` on one copy; its decided cells."""
+def run_arm(name: str, profile: str, outputs: Path, extra: list[str],
+            profiles: Path | None = None) -> Arm:
+    """``gguf-fragility run --stages sweep stats --no-site`` on one copy (profiles looked up in
+    ``profiles``, default ``params/``); its decided cells."""
     env = {**os.environ, "GGUF_FRAGILITY_OUTPUTS": str(outputs)}
-    cmd = [str(REPO / ".venv" / "bin" / "gguf-fragility"), "run", "--profile", profile_arg,
+    if profiles is not None:
+        env["GGUF_FRAGILITY_PROFILES"] = str(profiles)
+    cmd = [str(REPO / ".venv" / "bin" / "gguf-fragility"), "run", "--profile", profile,
            "--stages", "sweep", "stats", "--no-site", *extra]
     print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, cwd=REPO)
     wall = time.perf_counter() - t0
-    root = outputs / Path(profile_arg).stem
+    root = outputs / profile
     timings = pd.read_csv(root / "timings.csv")
     sweep = timings[timings["stage"].isin(["sweep", "looks"])]
     summary = pd.read_csv(root / "tables" / Table.LENS_SUMMARY.file_name)
@@ -114,7 +118,7 @@ def main() -> None:
     fixed_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
     copy_setup(args.profile, scratch / "fixed")
     copy_setup(args.profile, scratch / "sequential")
-    fixed = run_arm("fixed", str(fixed_yaml), scratch / "fixed", [])
+    fixed = run_arm("fixed", args.profile, scratch / "fixed", [], profiles=fixed_yaml.parent)
     minutes = args.budget_minutes or max(fixed.sweep_s / 60 - args.overhead_minutes, 1.0)
     seq = run_arm("sequential", args.profile, scratch / "sequential", ["--budget", f"{minutes:.2f}m"])
     table = fixed.decided.merge(seq.decided, on=["model", "lens"], suffixes=("_fixed", "_sequential"))

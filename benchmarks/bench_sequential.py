@@ -105,6 +105,9 @@ def main() -> None:
     ap.add_argument("--overhead-minutes", type=float, default=3.0,
                     help="the sequential arm's sweep work outside its looks (KL shift, costs)")
     ap.add_argument("--scratch", default=None, help="folder for the two copies (default: a temp)")
+    ap.add_argument("--extend-minutes", type=float, default=None,
+                    help="then rerun the sequential arm with this budget: it continues the "
+                         "undecided cells (a user who runs longer)")
     args = ap.parse_args()
     prof = load_profile(args.profile)
     if prof.budget is None:
@@ -129,6 +132,15 @@ def main() -> None:
           f"(looks {seq.looks_s:.0f} s, budget {minutes:.2f} min)")
     print(f"decided cells: fixed {a}, sequential {b}, ratio {b / a if a else float('inf'):.2f}"
           " (goal: >= 2)")
+    if args.extend_minutes:
+        more = run_arm("extended", args.profile, scratch / "sequential",
+                       ["--budget", f"{args.extend_minutes:.2f}m"])
+        seq_csv = pd.read_csv(scratch / "sequential" / args.profile / "tables"
+                              / Table.SEQUENTIAL.file_name)
+        print(f"\nextended by {args.extend_minutes:g} min: sweep {more.sweep_s:.0f} s (looks "
+              f"{more.looks_s:.0f} s), now {int(seq_csv['looks'].max())} looks; decided cells "
+              f"{b} -> {int(more.decided['n_decided'].sum())}")
+        print(more.decided.to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -326,3 +326,17 @@ def test_landing_reports_what_the_budget_decided(tmp_path):
     assert "| m | 4 | 1 | 40 to 64 | 1 | 2 | 2 | 1 |" in text
     further = pd.read_csv(run.table(Table.SITE_BUDGET_FURTHER))
     assert set(further.minutes) == set(sq.FURTHER_MINUTES)
+
+
+def test_decide_cells_before_any_rung_has_items():
+    """A look whose clock ran out while only the reference had items decides nothing, and says
+    so with empty tables rather than an error."""
+    from gguf_fragility.testing import synthetic_results
+
+    r = synthetic_results(n_models=1, n_families=1, n_items=5, rungs=("F16", "Q2_K"))
+    ref = r.items[r.items["rung"] == "F16"]
+    pos = {(f, i): k for k, (f, i) in enumerate(zip(ref.family, ref.item_id, strict=True))}
+    dec = sq.decide_cells(ref, {"synth-0": "F16"}, {("synth-0", "Q2_K"): 2.6}, pos,
+                          sq.Settings())
+    assert dec.lenses.empty and dec.cells.empty
+    assert list(dec.lenses.columns) == list(sq.DECIDED_COLUMNS)

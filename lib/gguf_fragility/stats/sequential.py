@@ -476,8 +476,11 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
                       "label"] = relevance.NO_FLOOR
             b["decided"] = b.can_decide & b.label.isin(list(DECIDED_LABELS))
             rows.append(b)
-    out = pd.concat(rows, ignore_index=True)[list(DECIDED_COLUMNS)]
     key = ["model", "rung", "family"]
+    if not rows:  # no rung has items beside its reference yet (e.g. the clock ran out first)
+        return CellDecisions(pd.DataFrame(columns=list(DECIDED_COLUMNS)),
+                             pd.DataFrame(columns=[*key, "n", "decided", "undecided_lenses"]))
+    out = pd.concat(rows, ignore_index=True)[list(DECIDED_COLUMNS)]
     cells = out.groupby(key, sort=False).apply(lambda g: pd.Series({
         "n": int(g.n.max()), "decided": bool(g.can_decide.any() and g.decided[g.can_decide].all()),
         "undecided_lenses": ", ".join(g.lens[g.can_decide & ~g.decided])}),

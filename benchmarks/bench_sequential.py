@@ -4,6 +4,7 @@ Run, after the setup stages of the profile (``gguf-fragility run --profile defau
 ladder probes calibrate``), with nothing else on the machine::
 
     .venv/bin/python benchmarks/bench_sequential.py --profile default [--budget-minutes 20]
+        [--models smollm2-135m] [--extend-minutes 5]
 
 It copies ``outputs/<profile>`` (ladders, probe tables, calibration and the reference's
 stored cells; no sweep cell of another rung) twice under a scratch folder and runs, one after
@@ -11,7 +12,8 @@ the other, the profile's ``sweep`` and ``stats`` stages in each copy:
 
 * **fixed**: the profile without its ``budget`` (every cell gets the fixed design's
   ``n_items``), judged by the fixed-sample tests;
-* **sequential**: the profile with its budget, judged by the anytime-valid sequences. Its
+* **sequential**: the profile with its budget, judged by the anytime-valid sequences (with
+  ``--models``, both arms keep only those models of the profile). Its
   looks get ``--budget-minutes`` (default: the fixed arm's sweep minutes less the sequential
   arm's measured non-look work, KL shift and costs, as estimated by ``--overhead-minutes``),
   so that both sweeps take about the same wall time.
@@ -104,6 +106,8 @@ def main() -> None:
                     help="the sequential arm's look minutes (default: fixed sweep less overhead)")
     ap.add_argument("--overhead-minutes", type=float, default=3.0,
                     help="the sequential arm's sweep work outside its looks (KL shift, costs)")
+    ap.add_argument("--models", nargs="+", default=None,
+                    help="only these models of the profile (both arms; default: all)")
     ap.add_argument("--scratch", default=None, help="folder for the two copies (default: a temp)")
     ap.add_argument("--extend-minutes", type=float, default=None,
                     help="then rerun the sequential arm with this budget: it continues the "
@@ -114,16 +118,25 @@ def main() -> None:
         raise SystemExit(f"profile {args.profile!r} has no budget: nothing to compare")
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="bench_sequential_"))
     print(f"scratch: {scratch}; machine: {os.cpu_count()} CPUs, {sys.platform}", flush=True)
-    fixed_yaml = scratch / "fixed-params" / f"{args.profile}.yaml"
-    fixed_yaml.parent.mkdir(parents=True)
     data = yaml.safe_load((profiles_dir() / f"{args.profile}.yaml").read_text())
-    data.pop("budget")
-    fixed_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
+    if args.models:
+        unknown = set(args.models) - set(data["models"])
+        if unknown:
+            raise SystemExit(f"--models {sorted(unknown)}: not in the profile's models "
+                             f"{sorted(data['models'])}")
+        data["models"] = {m: v for m, v in data["models"].items() if m in args.models}
+    seq_yaml = scratch / "sequential-params" / f"{args.profile}.yaml"
+    fixed_yaml = scratch / "fixed-params" / f"{args.profile}.yaml"
+    for path, profile in ((seq_yaml, data), (fixed_yaml, {k: v for k, v in data.items()
+                                                            if k != "budget"})):
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(profile, sort_keys=False))
     copy_setup(args.profile, scratch / "fixed")
     copy_setup(args.profile, scratch / "sequential")
     fixed = run_arm("fixed", args.profile, scratch / "fixed", [], profiles=fixed_yaml.parent)
     minutes = args.budget_minutes or max(fixed.sweep_s / 60 - args.overhead_minutes, 1.0)
-    seq = run_arm("sequential", args.profile, scratch / "sequential", ["--budget", f"{minutes:.2f}m"])
+    seq = run_arm("sequential", args.profile, scratch / "sequential",
+                  ["--budget", f"{minutes:.2f}m"], profiles=seq_yaml.parent)
     table = fixed.decided.merge(seq.decided, on=["model", "lens"], suffixes=("_fixed", "_sequential"))
     print()
     print(table.to_string(index=False))
@@ -134,7 +147,7 @@ def main() -> None:
           " (goal: >= 2)")
     if args.extend_minutes:
         more = run_arm("extended", args.profile, scratch / "sequential",
-                       ["--budget", f"{args.extend_minutes:.2f}m"])
+                       ["--budget", f"{args.extend_minutes:.2f}m"], profiles=seq_yaml.parent)
         seq_csv = pd.read_csv(scratch / "sequential" / args.profile / "tables"
                               / Table.SEQUENTIAL.file_name)
         print(f"\nextended by {args.extend_minutes:g} min: sweep {more.sweep_s:.0f} s (looks "

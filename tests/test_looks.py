@@ -1,7 +1,15 @@
 """The budgeted, sequential sweep (issue 27 stage 2): the profile's ``budget``, the cells'
-sequential decisions, and the looks on the real SmolLM2 (Q2_K, one family, 2-5 items)."""
+sequential decisions, and the looks on the real SmolLM2 (Q2_K, one or two families, 2-5
+items): extension, the clock, cheapest-first visits, the planning columns of
+``sequential.csv`` and an exact resume after SIGKILL."""
 
+import signal
+import subprocess
+import sys
+import time
 from functools import partial
+from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -39,7 +47,7 @@ def test_budget_loads(tmp_path):
 @pytest.mark.parametrize("budget, says", [
     ("budget: {minutes: 0, look_items: 4}", "budget.minutes: 0.0 is out of range; use >= 0.01"),
     ("budget: {minutes: 5, look_items: 0}", "budget.look_items: 0 is out of range; use >= 1"),
-    ("budget: {max_items: 2}", "budget.max_items: 2 is below n_items 4"),
+    ("budget: {max_items: 2}", "budget.max_items: 2 is below"),
     ("budget: {look_items: 4}", "budget: neither minutes nor max_items is set"),
     ("budget: {minutez: 5}", "budget: unknown key(s) ['minutez']"),
     ("budget: 45", "budget: expected a mapping, got 45"),
@@ -89,20 +97,21 @@ def test_decide_cells_beyond_equivalent_and_undecided():
     assert not small.lenses.set_index("lens").loc["fidelity", "can_decide"]  # no floor
 
 
-def _looks_profile(folder, max_items, minutes=None):
+def _looks_profile(folder, max_items, minutes=None, families=(FAMILY,), settings=""):
     budget = f"budget: {{look_items: 1, max_items: {max_items}" + (
         f", minutes: {minutes}" if minutes else "") + "}\n"
-    (folder / "look.yaml").write_text(tiny_profile_yaml([FAMILY], 2, n_threads=2)
+    (folder / "look.yaml").write_text(tiny_profile_yaml(list(families), 2, n_threads=2)
                                       + f"outputs: {str(folder / 'outputs')!r}\n"
-                                      + "noise_floor: false\n" + budget)
+                                      + "noise_floor: false\n" + settings + budget)
     return load_profile(folder / "look.yaml")
 
 
-def _run_looks(profile):
+def _run_looks(profile, progress=None):
     from gguf_fragility.run.looks import run_looks
 
     lines = []
-    log = run_looks(profile, partial(sq.judge_run, s=Settings.of(profile)), progress=lines.append)
+    log = run_looks(profile, partial(sq.judge_run, s=Settings.of(profile)),
+                    progress=progress or lines.append)
     return log, lines
 
 
@@ -127,6 +136,9 @@ def test_looks_extend_and_a_larger_budget_only_adds(tmp_path, tiny_run):
     log2, _ = _run_looks(_looks_profile(tmp_path, 5))
     after = pd.read_parquet(cell)
     assert len(after) == 5 and log2.items_scored.sum() == 2
+    # the looks go on from the last one (it is judged again, then one more), not from look 1
+    assert log2.look.tolist() == [log.look.iloc[-1], log.look.iloc[-1] + 1]
+    assert (pd.read_csv(profile.layout.table(Table.SEQUENTIAL)).looks == log2.look.iloc[-1]).all()
     pd.testing.assert_frame_equal(after.iloc[:4].drop(columns="params_hash"),
                                   before.drop(columns="params_hash"))
 
@@ -142,3 +154,180 @@ def test_looks_stop_when_the_minutes_are_spent(tmp_path, tiny_run):
     assert lines[-1].endswith("0.0 min left")
     cell = tmp_path / "outputs/look/sweep" / SMOL / "Q2_K" / f"{FAMILY}.parquet"
     assert len(pd.read_parquet(cell)) < 10
+    table = pd.read_csv(tmp_path / "outputs/look/tables/sequential.csv")
+    assert (table.seconds_to_decide > 0).all()  # undecided: some further seconds, or inf
+
+
+TWO = ("knowledge_mc", "science_mc")
+# margins so wide (95 accuracy points, 68.5 points of gold-answer probability) that the tiny
+# run's Q2_K cells are decided within a few items, at different looks: the correctness
+# sequences from 3 items, science_mc's gold-probability one from 4, knowledge_mc's (one item
+# loses 12 points) from 5, which also makes it the dearer to decide (up to 12 items)
+WIDE = "equivalence_margin: 0.95\ngold_prob_margin_pp: 68.5\n"
+
+
+class Visited(NamedTuple):
+    """One evaluate_cell call of the looks."""
+
+    look: int
+    rung: str
+    family: str
+    scored: int
+
+
+class Straight(NamedTuple):
+    """An uninterrupted budgeted run (the ``straight`` fixture)."""
+
+    profile: object
+    log: pd.DataFrame
+    visits: list  # Visited, in call order
+    tables: list  # tables/sequential.csv after each look
+    seconds: float  # wall seconds of run_looks
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, tiny_run):
+    """Two families under WIDE margins, one item per look up to 12, no clock: run straight
+    through, every cell visit (the real evaluate_cell) and each look's table recorded."""
+    from gguf_fragility.run import looks
+
+    folder = tmp_path_factory.mktemp("straight")
+    copy_tiny_run(tiny_run, folder / "outputs", "look", list(TWO))
+    profile = _looks_profile(folder, 12, families=TWO, settings=WIDE)
+    visits, tables, real = [], [], looks.evaluate_cell
+
+    def record(plan, cell, engine=None):
+        done = real(plan, cell, engine)
+        visits.append(Visited(len(tables) + 1, plan.rung, cell.family, done.scored))
+        return done
+
+    def after_look(line):
+        tables.append(pd.read_csv(profile.layout.table(Table.SEQUENTIAL)))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(looks, "evaluate_cell", record)
+        t0 = time.perf_counter()
+        log, _ = _run_looks(profile, after_look)
+    return Straight(profile, log, visits, tables, time.perf_counter() - t0)
+
+
+def _cells(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell of a sequential table (its per-cell columns repeat on each lens row),
+    ``decided`` when every lens that can decide it has."""
+    cells = table.drop_duplicates(["model", "rung", "family"]).set_index("family")
+    return cells.assign(decided=table[table.can_decide].groupby("family").decided.all())
+
+
+@pytest.mark.llama
+def test_a_look_visits_cells_cheapest_first(straight):
+    """Within a look the reference's cells come first, then the rung's cells in order of the
+    previous look's projected seconds to decide (inf last); the reference's in the same order.
+    Old code visited every cell in ladder and family order, whatever the projections."""
+    reordered = False
+    for look in range(2, len(straight.tables) + 1):
+        seen = [v for v in straight.visits if v.look == look]
+        rungs = [v.rung for v in seen]
+        assert rungs == sorted(rungs, key=lambda r: r != "F16"), (look, seen)
+        secs = _cells(straight.tables[look - 2]).seconds_to_decide
+        q2 = [v.family for v in seen if v.rung == "Q2_K"]
+        assert q2 == sorted(q2, key=lambda f: (not np.isfinite(secs[f]),
+                                               secs[f] if np.isfinite(secs[f]) else 0, f)), look
+        assert [v.family for v in seen if v.rung == "F16"] == q2
+        reordered |= q2 != sorted(q2)
+    assert reordered, "premise: a look where science_mc is projected the cheaper (see WIDE)"
+
+
+@pytest.mark.llama
+def test_sequential_table_plans_in_seconds(straight):
+    """seconds_to_decide is 0 once decided and positive before; seconds_per_item is the cell's
+    measured cost, one value per cell, and the looks' items at those costs fit in the run's
+    wall time."""
+    first, last = _cells(straight.tables[0]), _cells(straight.tables[-1])
+    assert not first.decided.any() and (first.seconds_to_decide > 0).all()
+    assert last.decided.all() and (last.seconds_to_decide == 0).all()
+    table = pd.read_csv(straight.profile.layout.table(Table.SEQUENTIAL))
+    assert (table.groupby("family").seconds_per_item.nunique() == 1).all()
+    scored = pd.DataFrame(straight.visits).query("rung == 'Q2_K'").groupby("family").scored.sum()
+    assert (scored > 0).all() and (last.seconds_per_item[scored.index] > 0).all()
+    assert (last.seconds_per_item[scored.index] * scored).sum() < straight.seconds
+
+
+def _looks_cmd(profile_path) -> list[str]:
+    code = ("from functools import partial; from gguf_fragility.profile import load_profile; "
+            "from gguf_fragility.run.looks import run_looks; "
+            "from gguf_fragility.stats.sequential import judge_run; "
+            "from gguf_fragility.stats.settings import Settings; "
+            f"p = load_profile({str(profile_path)!r}); "
+            "run_looks(p, partial(judge_run, s=Settings.of(p)))")
+    return [sys.executable, "-c", code]
+
+
+def _kill_after_a_decision(cmd: list[str], layout) -> None:
+    """Start ``cmd``; SIGKILL it at the first cell written after a table that shows a decided
+    cell (inside the next look, its other cells not yet extended)."""
+    table, seen, decided = layout.table(Table.SEQUENTIAL), None, None
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while decided is None or not any(c.stat().st_mtime_ns > decided for c in layout.cells()):
+            assert proc.poll() is None, "the looks ended before a look after a decision"
+            if table.is_file() and table.stat().st_mtime_ns != seen:
+                seen = table.stat().st_mtime_ns
+                decided = seen if pd.read_csv(table).decided.any() else None
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
+TIMED = ["seconds_to_decide", "seconds_per_item"]  # measured wall times differ between runs
+
+
+@pytest.mark.llama
+def test_a_run_killed_during_a_look_resumes_it_exactly(straight, tiny_run, tmp_path):
+    """Killed (SIGKILL) during the look after the first decision and rerun, the looks end with
+    the cells and the sequential table of the uninterrupted run; a larger budget afterwards
+    keeps each cell's look_decided. Old code restarted from look 1 on the stored cells: the
+    cell decided earlier was decided again at look 1."""
+    copy_tiny_run(tiny_run, tmp_path / "outputs", "look", list(TWO))
+    profile = _looks_profile(tmp_path, 12, families=TWO, settings=WIDE)
+    want = pd.read_csv(straight.profile.layout.table(Table.SEQUENTIAL))
+    assert want.look_decided.nunique() == 2, "premise: the families are decided at different looks"
+    _kill_after_a_decision(_looks_cmd(tmp_path / "look.yaml"), profile.layout)
+    log, _ = _run_looks(profile)
+    assert log.look.iloc[0] > 1  # resumed the killed look
+    got = pd.read_csv(profile.layout.table(Table.SEQUENTIAL))
+    pd.testing.assert_frame_equal(got.drop(columns=TIMED), want.drop(columns=TIMED))
+    cells = [c.relative_to(profile.layout.root) for c in profile.layout.cells()]
+    assert cells == [c.relative_to(straight.profile.layout.root)
+                     for c in straight.profile.layout.cells()]
+    cols = ["item_id", "raw_output", "correct", "gold_logprob", "params_hash"]
+    for c in cells:
+        pd.testing.assert_frame_equal(pd.read_parquet(profile.layout.root / c)[cols],
+                                      pd.read_parquet(straight.profile.layout.root / c)[cols])
+    log2, _ = _run_looks(_looks_profile(tmp_path, 13, families=TWO, settings=WIDE))
+    again = pd.read_csv(profile.layout.table(Table.SEQUENTIAL))
+    assert log2.look.tolist() == [log.look.iloc[-1]] and log2.items_scored.sum() == 0
+    pd.testing.assert_series_equal(again.look_decided, want.look_decided)
+
+
+@pytest.mark.llama
+def test_the_clock_is_checked_before_each_cell(tiny_run, tmp_path, monkeypatch):
+    """Under a clock that jumps 10 minutes with each scored cell, a 5-minute budget scores
+    one cell and starts no other. Old code checked the clock only before each rung, so the
+    reference's second family was scored after the minutes were spent."""
+    from gguf_fragility.run import looks
+
+    copy_tiny_run(tiny_run, tmp_path / "outputs", "look", list(TWO))
+    skew, late, real = [0.0], [], looks.evaluate_cell
+
+    def record(plan, cell, engine=None):
+        late.append(skew[0] > 0)
+        done = real(plan, cell, engine)
+        skew[0] += 600.0 * (done.scored > 0)
+        return done
+
+    monkeypatch.setattr(looks, "evaluate_cell", record)
+    monkeypatch.setattr(looks, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + skew[0]))
+    log, _ = _run_looks(_looks_profile(tmp_path, 8, minutes=5, families=TWO))
+    assert log.items_scored.sum() == 1 and late.count(True) == 0
+    assert log.minutes_left.iloc[-1] == 0

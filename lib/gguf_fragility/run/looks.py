@@ -5,10 +5,13 @@ With a profile's ``budget`` (:class:`~gguf_fragility.profile.Budget`), the pipel
 ladder rung × family, the noise floor included) first get the profile's ``n_items``; each
 further look adds ``look_items`` to every cell that the sequential statistics
 (:func:`gguf_fragility.stats.sequential.decide_cells`) have not decided, cheapest projected
-decision first (:func:`gguf_fragility.stats.sequential.items_to_decide` with the run's own
-seconds per item), until ``minutes`` or ``max_items`` per cell are spent. A cell is only ever
-extended (:mod:`gguf_fragility.run.cells`), so a killed, resumed or later larger budget
-continues the same sequences; the statistics are valid at every look. Chapter 4 then finds
+decision first (a look visits its cells in the order of
+:func:`gguf_fragility.stats.sequential.items_to_decide` with the run's own seconds per item,
+checking the clock before each), until ``minutes`` or ``max_items`` per cell are spent. A cell
+is only ever extended (:mod:`gguf_fragility.run.cells`), and each look's state is stored
+before it extends (``RunLayout.looks_state``), so a killed run resumes the look it was in
+and a later, larger budget continues the numbering; the statistics are valid at every
+look. Chapter 4 then finds
 every cell stored and measures the rest of each rung (cost, KL shift). Usage::
 
     from functools import partial
@@ -36,7 +39,7 @@ from gguf_fragility.profile import Profile
 from gguf_fragility.run.cells import LazyEngine, evaluate_cell
 from gguf_fragility.run.plan import families_of, plan_rung
 from gguf_fragility.run.sweep import gate
-from gguf_fragility.store import write_table_atomic
+from gguf_fragility.store import read_result_json, report_rebuild, write_result_json, write_table_atomic
 
 
 class Look(NamedTuple):
@@ -67,16 +70,63 @@ def _families(profile: Profile, model: str) -> list[str]:
     return sorted(set(m.family[m.measurable.astype(bool)]) & set(families_of(profile, model)))
 
 
-def _write(profile: Profile, lenses: pd.DataFrame, cells: pd.DataFrame, look: int,
-           first: dict) -> None:
-    """``tables/sequential.csv``: per cell and lens, items used, the look that decided the
-    cell, the label and the confidence sequence."""
-    for c in cells.itertuples():
-        if c.decided:
-            first.setdefault((c.model, c.rung, c.family), look)
-    keys = zip(lenses.model, lenses.rung, lenses.family, strict=True)
-    write_table_atomic(lenses.assign(look_decided=[first.get(k) for k in keys], looks=look),
-                       profile.layout.table(Table.SEQUENTIAL))
+Key = tuple[str, str, str]  # (model, rung, family): one cell
+
+
+class Spent(NamedTuple):
+    """What the looks spent scoring one cell (its measured cost per item), across resumes."""
+
+    seconds: float  # wall seconds of the items scored (model loads excluded)
+    items: int
+
+
+class LookState(NamedTuple):
+    """The state :func:`run_looks` persists (``RunLayout.looks_state``) before a look extends."""
+
+    look: int  # the look about to extend (1 for the first)
+    target: dict[Key, int]  # items each steered cell holds once the look is done
+    first: dict[Key, int]  # the look that first decided each decided cell
+    seconds: dict[Key, float]  # projected seconds to decide at the look's start (visit order)
+    spent: dict[Key, Spent]
+
+
+def _cost(spent: Mapping[Key, Spent]) -> dict[Key, float]:
+    """Seconds per item of every cell this run scored."""
+    return {k: s.seconds / s.items for k, s in spent.items() if s.items}
+
+
+def _write(profile: Profile, lenses: pd.DataFrame, cells: pd.DataFrame, st: LookState) -> None:
+    """
+    Write ``tables/sequential.csv``: one row per cell and lens (and record in ``st.first``
+    the look that decided each newly decided cell).
+
+    Columns are :data:`~gguf_fragility.stats.sequential.DECIDED_COLUMNS` (items used ``n``,
+    estimate, confidence sequence ``cs_low``/``cs_high``, margin, ``p_beyond``, label,
+    ``can_decide``, ``decided``), then, the same on every lens row of a cell:
+
+    - ``look_decided``: the look that first decided the cell (empty while undecided); kept
+      across resumed and extended runs;
+    - ``looks``: looks run so far (the numbering goes on across runs);
+    - ``seconds_to_decide``: projected wall seconds of further items until the cell is
+      decided (the judge's ``seconds``: 0 when decided, ``inf`` when it cannot be decided
+      within its item cap at the current estimate);
+    - ``seconds_per_item``: the cell's measured wall seconds per item in the looks so far
+      (kept across resumed and extended runs; model loads excluded; empty when the looks
+      scored none of its items, e.g. a cell stored by a fixed sweep and decided at once).
+
+    A site plans "a further N minutes" from the last two: the undecided cells whose
+    ``seconds_to_decide`` fit in N x 60 seconds, cheapest first.
+    """
+    cost = _cost(st.spent)
+    keyed = cells.set_index(["model", "rung", "family"])
+    for k in keyed.index[keyed.decided.astype(bool)]:
+        st.first.setdefault(k, st.look)
+    keys = list(zip(lenses.model, lenses.rung, lenses.family, strict=True))
+    write_table_atomic(lenses.assign(
+        look_decided=[st.first.get(k) for k in keys], looks=st.look,
+        seconds_to_decide=[float(keyed.seconds.get(k, math.inf)) for k in keys],
+        seconds_per_item=[cost.get(k, math.nan) for k in keys]),
+        profile.layout.table(Table.SEQUENTIAL))
 
 
 class Judge(Protocol):
@@ -84,10 +134,9 @@ class Judge(Protocol):
     :func:`gguf_fragility.stats.sequential.judge_run` with its settings bound (``run`` and
     ``stats`` never import each other; the command line joins them)."""
 
-    def __call__(self, run: RunLayout, steered: Collection[tuple[str, str, str]],
+    def __call__(self, run: RunLayout, steered: Collection[Key],
                  positions: Mapping[tuple[str, str], int], *,
-                 cost: Mapping[tuple[str, str, str], float],
-                 cap: Mapping[tuple[str, str, str], int]):
+                 cost: Mapping[Key, float], cap: Mapping[Key, int]):
         """An object with ``lenses`` (one row per cell and lens) and ``cells`` (``model, rung,
         family, decided, seconds``: projected seconds to decide)."""
 
@@ -109,17 +158,30 @@ def run_looks(profile: Profile, judge: Judge, *,
     Returns
     -------
     pandas.DataFrame
-        One row per look (:class:`Look`). ``tables/sequential.csv`` holds the decisions
-        after the last one.
+        One row per look of this run (:class:`Look`). ``tables/sequential.csv`` holds the
+        decisions after the last one (:func:`_write`).
 
     Notes
     -----
-    The clock is checked before each rung of a look (the reference first, then the floor,
-    then the rungs), so a look may end early when the minutes are spent; the cells it
-    extended stay extended (every cell write is atomic), and a rerun continues from the
-    stored cells. A cell's seconds per item are those of its own scoring so far (cells not
-    yet scored in this run take the median of the others: :func:`~gguf_fragility.stats.
-    sequential.judge_run`).
+    Before a look extends any cell its state (:class:`LookState`: look number, each cell's
+    target, the look that decided each decided cell, the measured costs) is written
+    atomically to ``RunLayout.looks_state``. A rerun resumes from it: it finishes that look
+    with the same targets, so a run killed during a look ends with the cells and decisions
+    of an uninterrupted one, and a later run with more minutes or a larger ``max_items``
+    continues the numbering (its first look is the stored one, judged again: no items when it
+    had finished) and keeps each cell's ``look_decided``. A state of other cells,
+    another ``look_items`` or a smaller ``max_items`` is ignored (said in one line) and the
+    looks start over from look 1 on the stored cells.
+
+    Within a look the cells are visited cheapest projected decision first (the judge's
+    ``seconds``; cells that cannot be decided within their cap last), each model's
+    reference and floor first for the families extended (they must hold every item a rung
+    is compared on). The clock is checked before each cell, so the minutes go where
+    decisions are likely and a look overruns them by one cell's extension at most; the
+    cells extended so far stay extended (every cell write is atomic). A cell's seconds per
+    item are those of its own scoring in this run's looks, kept across resumes (cells not
+    yet scored take the median of the others: :func:`~gguf_fragility.stats.sequential.
+    judge_run`).
     """
     budget = profile.budget
     if budget is None:
@@ -127,8 +189,8 @@ def run_looks(profile: Profile, judge: Judge, *,
                          "budget: {minutes: 30, look_items: 4} or run with --budget 30m")
     stop_at = time.monotonic() + (budget.minutes * 60 if budget.minutes else math.inf)
     models = [m for m in profile.models if _gate_ok(profile, m)]
-    target: dict[tuple[str, str, str], int] = {}
-    cap: dict[tuple[str, str, str], int] = {}
+    target: dict[Key, int] = {}
+    cap: dict[Key, int] = {}
     order: dict[str, list[dict]] = {}  # each family's items in their pre-registered order
     for model in models:
         for family in _families(profile, model):
@@ -140,27 +202,95 @@ def run_looks(profile: Profile, judge: Judge, *,
                 target[(model, rung, family)] = min(profile.items_for(model, family),
                                                     cap[(model, rung, family)])
     positions = {(f, it["item_id"]): i for f, items in order.items() for i, it in enumerate(items)}
-    cost: dict = {}
-    log, first, look = [], {}, 0
+    st = _resume(profile, target, cap) or LookState(1, _covered(profile, models, target), {}, {}, {})
+    todo = set(st.target)  # a process's first look visits every cell
+    log = []
     while True:
-        look += 1
-        scored = _extend(profile, models, target, cost, stop_at)
-        dec = judge(profile.layout, list(target), positions, cost=cost, cap=cap)
-        _write(profile, dec.lenses, dec.cells, look, first)
+        _save(profile, st)
+        scored = _extend(profile, models, st, todo, stop_at)
+        dec = judge(profile.layout, list(st.target), positions, cost=_cost(st.spent), cap=cap)
+        _write(profile, dec.lenses, dec.cells, st)
         cells = dec.cells.set_index(["model", "rung", "family"])
         open_ = [k for k in cells.index[~cells.decided] if k[1] not in (REFERENCE, NOISE_FLOOR)]
-        grow = [k for k in open_ if target[k] < cap[k]]
+        grow = [k for k in open_ if st.target[k] < cap[k]]
         left = (stop_at - time.monotonic()) / 60
-        row = Look(look, len(cells), int(cells.decided.sum()), len(open_), len(open_) - len(grow),
-                   scored, round(max(left, 0), 1) if math.isfinite(left) else math.inf)
+        row = Look(st.look, len(cells), int(cells.decided.sum()), len(open_),
+                   len(open_) - len(grow), scored,
+                   round(max(left, 0), 1) if math.isfinite(left) else math.inf)
         log.append(row)
-        progress(f"look {look}: {row.decided} of {row.cells} cells decided, {row.undecided} "
+        progress(f"look {st.look}: {row.decided} of {row.cells} cells decided, {row.undecided} "
                  f"undecided ({row.exhausted} at their item cap), {scored} items scored, "
                  + (f"{max(left, 0):.1f} min left" if math.isfinite(left) else "no clock limit"))
         if not grow or time.monotonic() >= stop_at:
             return pd.DataFrame(log)
-        for k in sorted(grow, key=lambda k: (cells.seconds.get(k, math.inf), k)):  # cheapest first
+        target = dict(st.target)
+        for k in grow:
             target[k] = min(target[k] + budget.look_items, cap[k])
+        todo = set(grow)
+        st = st._replace(look=st.look + 1, target=_covered(profile, models, target),
+                         seconds=dict(cells.seconds.astype(float)))
+
+
+def _covered(profile: Profile, models: list[str], target: dict[Key, int]) -> dict[Key, int]:
+    """``target`` with each model's reference and floor raised to the most items any of its
+    rungs holds in that family (they must hold every item a rung is compared on)."""
+    out = dict(target)
+    for model in models:
+        rungs = looked_rungs(profile, model)
+        for f in {f for (m, _, f) in target if m == model}:
+            need = max(target[(model, r, f)] for r in rungs)
+            for r in (REFERENCE, NOISE_FLOOR):
+                if (model, r, f) in out:
+                    out[(model, r, f)] = need
+    return out
+
+
+def _save(profile: Profile, st: LookState) -> None:
+    """Write the look state atomically (with its digest: an edited file is ignored)."""
+    b = profile.budget
+    write_result_json(profile.layout.looks_state, {
+        "look": st.look, "look_items": b.look_items, "max_items": b.max_items,
+        "cells": [{"model": m, "rung": r, "family": f, "target": n,
+                   "look_decided": st.first.get((m, r, f)),
+                   "seconds_to_decide": st.seconds.get((m, r, f)),
+                   "spent_seconds": st.spent.get((m, r, f), Spent(0.0, 0)).seconds,
+                   "spent_items": st.spent.get((m, r, f), Spent(0.0, 0)).items}
+                  for (m, r, f), n in sorted(st.target.items())]})
+
+
+def _resume(profile: Profile, target: Mapping[Key, int], cap: Mapping[Key, int]
+            ) -> LookState | None:
+    """The stored look state when it may be continued (its targets capped at ``cap``), else
+    None, saying in one line why a stored one is ignored."""
+    path, b = profile.layout.looks_state, profile.budget
+    obj = read_result_json(path)  # an unreadable or edited file is reported there
+    if obj is None:
+        return None
+    try:
+        rows = {(c["model"], c["rung"], c["family"]): c for c in obj["cells"]}
+        look, look_items, max_items = int(obj["look"]), obj["look_items"], obj["max_items"]
+    except (KeyError, TypeError, ValueError) as exc:
+        report_rebuild(path, f"not a look state ({type(exc).__name__}: {exc}); looks start over")
+        return None
+    why = ""
+    if set(rows) != set(target):
+        why = (f"it steers other cells ({len(set(rows) - set(target))} no longer steered, "
+               f"{len(set(target) - set(rows))} new)")
+    elif look_items != b.look_items:
+        why = f"its looks added look_items {look_items}, now {b.look_items}"
+    elif max_items is None and b.max_items is not None or (
+            b.max_items is not None and b.max_items < max_items):
+        why = f"its max_items was {max_items}, now {b.max_items} (a smaller cap)"
+    if why:
+        report_rebuild(path, f"{why}; looks start over from look 1 on the stored cells")
+        return None
+    return LookState(
+        look, {k: min(int(c["target"]), cap[k]) for k, c in rows.items()},
+        {k: int(c["look_decided"]) for k, c in rows.items() if c["look_decided"] is not None},
+        {k: float(c["seconds_to_decide"]) for k, c in rows.items()
+         if c["seconds_to_decide"] is not None},
+        {k: Spent(float(c["spent_seconds"]), int(c["spent_items"])) for k, c in rows.items()
+         if c["spent_items"]})
 
 
 def _gate_ok(profile: Profile, model: str) -> bool:
@@ -172,30 +302,58 @@ def _gate_ok(profile: Profile, model: str) -> bool:
     return True
 
 
-def _extend(profile: Profile, models: list[str], target: dict, cost: dict, stop_at: float) -> int:
-    """Bring every steered cell to its target items, reference and floor first (they must
-    hold every item a rung is compared on), one rung load each; returns the items scored."""
+class Visit(NamedTuple):
+    """One rung load of a look: the cells of ``families`` at ``model`` x ``rung``, in order."""
+
+    model: str
+    rung: str
+    families: list[str]
+
+
+def _visits(profile: Profile, models: list[str], todo: Collection[Key],
+            seconds: Mapping[Key, float]) -> list[Visit]:
+    """The rung loads of a look, cheapest projected decision first: each rung when its
+    cheapest cell's turn comes (cells that cannot be decided within their cap, ``inf``,
+    last; unknown projections count 0, so a first look goes in ladder order), each model's
+    reference and floor before its first rung, for every family it extends."""
+    place = {(m, r): i for m in models for i, r in enumerate(looked_rungs(profile, m))}
+
+    def key(k: Key) -> tuple:
+        s = seconds.get(k, 0.0)
+        return not math.isfinite(s), s if math.isfinite(s) else 0.0, place[k[:2]], k
+
+    cells = sorted((k for k in todo if k[1] not in (REFERENCE, NOISE_FLOOR)), key=key)
+    visits: list[Visit] = []
+    for model, rung in dict.fromkeys(k[:2] for k in cells):
+        if not any(v.model == model for v in visits):
+            fams = list(dict.fromkeys(f for m, _, f in cells if m == model))
+            visits += [Visit(model, r, fams) for r in (REFERENCE, NOISE_FLOOR)
+                       if (model, r) in place]
+        visits.append(Visit(model, rung, [f for m, r, f in cells if (m, r) == (model, rung)]))
+    return visits
+
+
+def _extend(profile: Profile, models: list[str], st: LookState, todo: Collection[Key],
+            stop_at: float) -> int:
+    """Bring the cells of ``todo`` (and their reference and floor) to their targets, one
+    rung load each (:func:`_visits`), until the clock stops; returns the items scored and
+    adds each cell's cost to ``st.spent``."""
     scored = 0
-    for model in models:
-        rungs = looked_rungs(profile, model)
-        fams = sorted({f for (m, _, f) in target if m == model})
-        for f in fams:  # the reference and floor cover every item of the family's rungs
-            need = max(target[(model, r, f)] for r in rungs)
-            for r in (REFERENCE, NOISE_FLOOR):
-                if (model, r, f) in target:
-                    target[(model, r, f)] = need
-        for rung in rungs:
-            if time.monotonic() >= stop_at:  # the cells extended so far stay extended
-                return scored
-            plan = plan_rung(profile, model, rung, families=fams,
-                             n_items={f: target[(model, rung, f)] for f in fams})
-            with LazyEngine(plan) as engine:
-                for cell in plan.cells:
-                    done = evaluate_cell(plan, cell, engine)
-                    if done.scored:
-                        scored += done.scored
-                        cost[(model, rung, cell.family)] = done.seconds / done.scored
+    for visit in _visits(profile, models, todo, st.seconds):
+        plan = plan_rung(profile, visit.model, visit.rung, families=visit.families,
+                         n_items={f: st.target[(visit.model, visit.rung, f)]
+                                  for f in visit.families})
+        with LazyEngine(plan) as engine:
+            for cell in plan.cells:
+                if time.monotonic() >= stop_at:  # the cells extended so far stay extended
+                    return scored
+                done = evaluate_cell(plan, cell, engine)
+                if done.scored:
+                    k = (visit.model, visit.rung, cell.family)
+                    was = st.spent.get(k, Spent(0.0, 0))
+                    st.spent[k] = Spent(was.seconds + done.seconds, was.items + done.scored)
+                    scored += done.scored
     return scored
 
 
-__all__ = ["Judge", "Look", "looked_rungs", "run_looks"]
+__all__ = ["Judge", "Look", "LookState", "looked_rungs", "run_looks"]

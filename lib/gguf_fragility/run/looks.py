@@ -2,10 +2,10 @@
 
 With a profile's ``budget`` (:class:`~gguf_fragility.profile.Budget`), the pipeline runs
 :func:`run_looks` before chapter 4's notebooks. Every measurable family's cells (model ×
-ladder rung × family, the noise floor included) first get the profile's ``n_items``; each
-further look adds ``look_items`` to every cell that the sequential statistics
-(:func:`gguf_fragility.stats.sequential.decide_cells`) have not decided, cheapest projected
-decision first (a look visits its cells in the order of
+ladder rung × family, the noise floor included) first get the budget's ``first_items`` (at
+most the profile's ``n_items``); each further look adds ``look_items`` to every cell that
+the sequential statistics (:func:`gguf_fragility.stats.sequential.decide_cells`) have not
+decided, cheapest projected decision first (a look visits its cells in the order of
 :func:`gguf_fragility.stats.sequential.items_to_decide` with the run's own seconds per item,
 checking the clock before each), until ``minutes`` or ``max_items`` per cell are spent. A cell
 is only ever extended (:mod:`gguf_fragility.run.cells`), and each look's state is stored
@@ -199,7 +199,8 @@ def run_looks(profile: Profile, judge: Judge, *,
             size = len(order[family])
             for rung in looked_rungs(profile, model):
                 cap[(model, rung, family)] = min(size, budget.max_items or size)
-                target[(model, rung, family)] = min(profile.items_for(model, family),
+                first = profile.items_for(model, family)  # the fixed design's count
+                target[(model, rung, family)] = min(budget.first_items or first, first,
                                                     cap[(model, rung, family)])
     positions = {(f, it["item_id"]): i for f, items in order.items() for i, it in enumerate(items)}
     st = _resume(profile, target, cap) or LookState(1, _covered(profile, models, target), {}, {}, {})

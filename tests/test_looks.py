@@ -40,6 +40,8 @@ def test_budget_loads(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text(f"models:\n  {SMOL}: {{}}\nbudget: {{minutes: 30, look_items: 4, max_items: 200}}\n")
     assert load_profile(path).budget == Budget(30.0, 4, 200)
+    path.write_text(f"models:\n  {SMOL}: {{}}\nn_items: 64\nbudget: {{minutes: 5, first_items: 16}}\n")
+    assert load_profile(path).budget.first_items == 16  # below n_items: the first look is smaller
     path.write_text(f"models:\n  {SMOL}: {{}}\n")
     assert load_profile(path).budget is None  # the fixed design stays the default
 
@@ -50,6 +52,8 @@ def test_budget_loads(tmp_path):
     ("budget: {max_items: 2}", "budget.max_items: 2 is below"),
     ("budget: {look_items: 4}", "budget: neither minutes nor max_items is set"),
     ("budget: {minutez: 5}", "budget: unknown key(s) ['minutez']"),
+    ("budget: {minutes: 5, first_items: 0}", "budget.first_items: 0 is out of range; use >= 1"),
+    ("budget: {max_items: 8, first_items: 9}", "budget.max_items: 8 is below the 9 items"),
     ("budget: 45", "budget: expected a mapping, got 45"),
 ])
 def test_budget_validation(tmp_path, budget, says):

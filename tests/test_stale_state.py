@@ -8,11 +8,12 @@ rebuilt: sweep cells, the reference's top-k store, the shift cache and the rung 
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from tiny_profile import TINY_FAMILIES, TINY_ITEMS, copy_tiny_run, tiny_profile_yaml
+from tiny_profile import TINY_FAMILIES, TINY_ITEMS, copy_tiny_run, link_built, tiny_profile_yaml
 
 from gguf_fragility.profile import load_profile
 
@@ -61,7 +62,7 @@ def test_truncated_cell_is_reported_and_rebuilt(fresh, capsys):
     before = pd.read_parquet(cell)
     _truncate(cell)
     capsys.readouterr()
-    # old code: ArrowInvalid from is_done
+    # old code: ArrowInvalid from the cell check
     run = run_cells(plan_rung(fresh, SMOL, "Q2_K", families=["arithmetic"]))[0]
     lines = _report_lines(capsys)
     assert len(lines) == 1 and str(cell) in lines[0] and "unreadable" in lines[0], lines
@@ -207,14 +208,11 @@ def test_truncated_rung_gguf_is_reported_and_rebuilt(smol_ladder, tmp_path, monk
     from gguf_fragility.layout import RunLayout
 
     files = smol_ladder.set_index("rung")
-    src_dir = os.path.dirname(files.loc["Q2_K", "file"])
-    cache = tmp_path / "cache" / "models" / SMOL
-    cache.mkdir(parents=True)
-    for name in os.listdir(src_dir):
-        if name.endswith(".gguf") and name != "Q2_K.gguf":
-            os.link(os.path.join(src_dir, name), cache / name)  # read-only here; writers replace
-        elif name.endswith(".json") or name == "Q2_K.gguf":
-            shutil.copy(os.path.join(src_dir, name), cache / name)
+    src_dir = Path(files.loc["Q2_K", "file"]).parent
+    cache = link_built(src_dir, tmp_path / "cache" / "models" / SMOL,
+                       [p.name for p in src_dir.glob("*.gguf") if p.name != "Q2_K.gguf"])
+    for name in ("Q2_K.gguf", "Q2_K.gguf.json"):  # truncated in place below: a copy
+        shutil.copy(src_dir / name, cache / name)
     monkeypatch.setenv("GGUF_FRAGILITY_CACHE", str(tmp_path / "cache"))
     rung = cache / "Q2_K.gguf"
     _truncate(rung, 0.6)
@@ -255,27 +253,51 @@ def test_a_built_file_is_hashed_again_only_when_its_stamp_moves(tmp_path, monkey
 
 
 # ---------------------------------------------------------------- content digests (issue 29)
-# Unit tests on real Parquet / .npz files written by the real writers; no model runs.
-OWNER = {"model": SMOL, "rung": "Q2_K", "family": "science_mc", "variant": 0}
+# Unit tests of the one checked read of a stored cell (``cells.stored_prefix``) on real
+# Parquet files written by the real writer, planned for two real science_mc items; no model runs.
 
 
-def _cell_rows() -> pd.DataFrame:
-    """Two answered log-likelihood rows shaped like a sweep cell's."""
+def _cell_plan(tmp_path):
+    """The plan of the Q2_K science_mc cell of two items under ``tmp_path`` (nothing is run)."""
+    from gguf_fragility import probes
+    from gguf_fragility.layout import RunLayout
+    from gguf_fragility.probes.scorers import ScoreSettings
+    from gguf_fragility.profile import rung_spec
+    from gguf_fragility.run.plan import CellPlan, RungPlan, cell_hash
+
+    run, engine, sha = RunLayout(tmp_path / "run"), {"n_ctx": 1024}, "f" * 64
+    items = probes.load_family("science_mc", n=2)
+    cell = CellPlan("science_mc", 0, items, run.cell(SMOL, "Q2_K", "science_mc"),
+                    cell_hash(engine, sha, [it["hash"] for it in items.items], 0))
+    plan = RungPlan(SMOL, "Q2_K", rung_spec("Q2_K"), pd.Series({"sha256": sha}), engine, run,
+                    ScoreSettings(), (cell,))
+    return plan, cell
+
+
+def _cell_rows(cell) -> pd.DataFrame:
+    """Its two items answered, log-likelihood rows shaped like a sweep cell's."""
+    from gguf_fragility.probes.scorers import scorer_tag
+
     raw = '{"logprobs": [-0.25, -1.5], "is_greedy": [true, false], "continuations": [" A", " B"]}'
+    items = cell.items.items
     return pd.DataFrame({
-        "item_id": ["science_mc/arc/1", "science_mc/arc/2"], "mode": ["loglik", "loglik"],
+        "item_id": [it["item_id"] for it in items], "item_hash": [it["hash"] for it in items],
+        "scorer": [scorer_tag(it["scorer"]) for it in items], "mode": ["loglik", "loglik"],
         "raw_output": [raw, raw], "correct": [True, False], "score": [1.0, 0.0],
         "gold_logprob": [-0.25, -1.5], "error": ["", ""], "gen_tokens": [[], []],
-        "ref_answer_logprob": [np.nan, np.nan],
-        "answer_top_lp": [[-0.1, -2.3], [-0.7, -0.9]], "params_hash": ["p" * 16] * 2, **OWNER})
+        "ref_answer_logprob": [np.nan, np.nan], "answer_top_lp": [[-0.1, -2.3], [-0.7, -0.9]],
+        "params_hash": [cell.params_hash] * 2, "model": SMOL, "rung": "Q2_K",
+        "family": cell.family, "variant": 0})
 
 
-def _store_cell(tmp_path, rows: pd.DataFrame | None = None):
+def _stored(tmp_path, rows=None, edit=None):
+    """``(plan, cell)`` with ``rows`` (default :func:`_cell_rows`, after ``edit``) stored."""
     from gguf_fragility.store import write_table_atomic
 
-    path = tmp_path / "sweep" / SMOL / "Q2_K" / "science_mc.parquet"
-    write_table_atomic(_cell_rows() if rows is None else rows, path)
-    return path
+    plan, cell = _cell_plan(tmp_path)
+    rows = _cell_rows(cell) if rows is None else rows
+    write_table_atomic(rows if edit is None else edit(rows), cell.path)
+    return plan, cell
 
 
 def _rewrite_keeping_metadata(path, column: str, values) -> None:
@@ -290,95 +312,102 @@ def _rewrite_keeping_metadata(path, column: str, values) -> None:
 
 
 def test_intact_cell_written_by_the_writer_is_reused(tmp_path, capsys):
-    from gguf_fragility.run.cells import is_done
+    from gguf_fragility.run.cells import stored_prefix
 
-    path = _store_cell(tmp_path)
-    assert is_done(path, "p" * 16, OWNER)
+    plan, cell = _stored(tmp_path)
+    pd.testing.assert_frame_equal(stored_prefix(plan, cell), _cell_rows(cell))
     assert not _report_lines(capsys)
 
 
 def test_edited_cell_value_is_reported_and_rebuilt(tmp_path, capsys):
     """A `correct`/`score` edited with params_hash and owner columns intact: the old code
     reused it (an edited accuracy went straight into accuracy.csv)."""
-    from gguf_fragility.run.cells import is_done
+    from gguf_fragility.run.cells import stored_prefix
 
-    path = _store_cell(tmp_path)
-    _rewrite_keeping_metadata(path, "correct", [True, True])
-    _rewrite_keeping_metadata(path, "score", [1.0, 1.0])
+    plan, cell = _stored(tmp_path)
+    _rewrite_keeping_metadata(cell.path, "correct", [True, True])
+    _rewrite_keeping_metadata(cell.path, "score", [1.0, 1.0])
     capsys.readouterr()
-    assert not is_done(path, "p" * 16, OWNER)
+    assert stored_prefix(plan, cell) is None
     lines = _report_lines(capsys)
-    assert len(lines) == 1 and str(path) in lines[0] and "edited or corrupted" in lines[0], lines
+    assert len(lines) == 1 and str(cell.path) in lines[0] and "edited or corrupted" in lines[0], lines
 
 
 def test_cell_scored_by_an_older_scorer_version_is_reported_and_rebuilt(tmp_path, capsys):
     """A scorer's new version (code_exec@1 -> @2) must not leave cells scored by the old one
     in use: the params hash does not carry per-scorer versions (old code: reused)."""
-    from gguf_fragility.run.cells import is_done
+    from gguf_fragility.run.cells import stored_prefix
 
-    path = _store_cell(tmp_path, _cell_rows().assign(scorer=["mc_loglik@1", "mc_loglik@1"]))
+    plan, cell = _stored(tmp_path)
     capsys.readouterr()
-    assert is_done(path, "p" * 16, OWNER, {"mc_loglik@1"})
-    assert not is_done(path, "p" * 16, OWNER, {"mc_loglik@2"})
+    assert stored_prefix(plan, cell) is not None  # scored by the current version
+    (now,) = set(_cell_rows(cell).scorer)
+    name, version = now.split("@")
+    old = f"{name}@{int(version) - 1}"
+    plan, cell = _stored(tmp_path, edit=lambda rows: rows.assign(scorer=old))
+    assert stored_prefix(plan, cell) is None
     lines = _report_lines(capsys)
-    assert len(lines) == 1 and "scored with mc_loglik@1, now mc_loglik@2" in lines[0], lines
+    assert len(lines) == 1 and f"scored with {old}, now {now}" in lines[0], lines
 
 
 def test_bit_rot_in_a_readable_cell_is_reported(tmp_path, capsys):
     """One bit flipped inside a stored float: the file still parses (old code: reused)."""
     import pyarrow.parquet as pq
 
-    from gguf_fragility.run.cells import is_done
+    from gguf_fragility.run.cells import stored_prefix
 
-    rows = _cell_rows().assign(gold_logprob=[-0.123456789012345, -1.5])
-    path = _store_cell(tmp_path, rows)
-    data = bytearray(path.read_bytes())
+    plan, cell = _stored(tmp_path, edit=lambda rows: rows.assign(
+        gold_logprob=[-0.123456789012345, -1.5]))
+    data = bytearray(cell.path.read_bytes())
     at = data.find(np.float64(-0.123456789012345).tobytes())
     assert at > 0, "the float is stored verbatim (incompressible)"
     data[at] ^= 0x01  # the lowest mantissa bit
-    path.write_bytes(bytes(data))
-    assert pq.read_table(path).column("gold_logprob")[0].as_py() != -0.123456789012345
+    cell.path.write_bytes(bytes(data))
+    assert pq.read_table(cell.path).column("gold_logprob")[0].as_py() != -0.123456789012345
     capsys.readouterr()
-    assert not is_done(path, "p" * 16, OWNER)
+    assert stored_prefix(plan, cell) is None
     lines = _report_lines(capsys)
-    assert len(lines) == 1 and str(path) in lines[0] and "edited or corrupted" in lines[0], lines
+    assert len(lines) == 1 and str(cell.path) in lines[0] and "edited or corrupted" in lines[0], lines
 
 
 def test_cell_without_a_digest_is_reported_and_rebuilt(tmp_path, capsys):
     """A cell written before digests were kept (or by hand, with pandas) is not trusted."""
-    from gguf_fragility.run.cells import is_done
+    from gguf_fragility.run.cells import stored_prefix
 
-    path = _store_cell(tmp_path)
-    pd.read_parquet(path).to_parquet(path, index=False)
+    plan, cell = _stored(tmp_path)
+    pd.read_parquet(cell.path).to_parquet(cell.path, index=False)
     capsys.readouterr()
-    assert not is_done(path, "p" * 16, OWNER)
+    assert stored_prefix(plan, cell) is None
     lines = _report_lines(capsys)
-    assert len(lines) == 1 and str(path) in lines[0] and "no content digest" in lines[0], lines
+    assert len(lines) == 1 and str(cell.path) in lines[0] and "no content digest" in lines[0], lines
 
 
 @pytest.mark.parametrize("where", ["gold_logprob", "raw_output", "answer_top_lp"])
 def test_cell_with_nan_logprobs_is_reported_and_rebuilt(tmp_path, capsys, where):
     """NaN log-probabilities where an answered item must have them (old code: reused),
     even in a cell whose digest matches (NaN written by the writer itself)."""
-    from gguf_fragility.run.cells import is_done
+    from gguf_fragility.run.cells import stored_prefix
 
-    rows = _cell_rows()
+    plan, cell = _cell_plan(tmp_path)
+    rows = _cell_rows(cell)
     if where == "gold_logprob":
         rows.loc[1, "gold_logprob"] = np.nan
     elif where == "raw_output":
         rows.loc[1, "raw_output"] = rows.raw_output[1].replace("-1.5", "NaN")
     else:
         rows.at[1, "answer_top_lp"] = [-0.7, np.nan]
-    path = _store_cell(tmp_path, rows)
+    _stored(tmp_path, rows)
     capsys.readouterr()
-    assert not is_done(path, "p" * 16, OWNER)
+    assert stored_prefix(plan, cell) is None
     lines = _report_lines(capsys)
-    assert len(lines) == 1 and str(path) in lines[0] and "NaN log-probabilities" in lines[0]
-    assert "science_mc/arc/2" in lines[0] and "science_mc/arc/1" not in lines[0], lines
+    first, second = rows.item_id
+    assert len(lines) == 1 and str(cell.path) in lines[0] and "NaN log-probabilities" in lines[0]
+    assert second in lines[0] and first not in lines[0], lines
     # an item that failed (error recorded, no answer position) has no log-probs to check
     rows = rows.assign(error=["", "prompt longer than n_ctx"])
     rows.at[1, "answer_top_lp"] = []
-    assert is_done(_store_cell(tmp_path, rows), "p" * 16, OWNER)
+    _stored(tmp_path, rows)
+    assert stored_prefix(plan, cell) is not None
 
 
 def test_edited_or_digestless_reference_store_is_refused(tmp_path):

@@ -1,7 +1,9 @@
 """A tiny SmolLM2 profile (F16 and Q2_K, a few items) for the sweep and cluster tests, and the
-session's one calibrated tiny run that the real-llama.cpp tests copy instead of redoing."""
+session's one calibrated tiny run and ladder that the real-llama.cpp tests copy instead of redoing."""
 
+import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 TINY_FAMILIES = ["arithmetic", "science_mc", "knowledge_mc", "factual_recall"]
@@ -36,3 +38,18 @@ def copy_tiny_run(tiny_run: Path, outputs: Path, profile: str,
     others = {f"{f}.parquet" for f in TINY_FAMILIES if f not in families}
     shutil.copytree(src, outputs / profile, ignore=lambda _, names: others & set(names))
     return outputs
+
+
+def link_built(src: Path, dst: Path, names: Iterable[str]) -> Path:
+    """Hard-link the built model files ``names`` of the model folder ``src`` (the session's
+    ``smol_ladder``: ``source.gguf``, ``reference.gguf``, ``Q2_K.gguf`` ...) into the model
+    folder ``dst`` and copy their sidecars (``<name>.json``), as a model whose source has the
+    same bytes finds them there already built; returns ``dst``. The writers replace a file,
+    never edit it in place, so the session's files stay intact (a test that edits one in
+    place copies it instead); sidecars are copied because a moved stamp rewrites them."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        os.link(src / name, dst / name)
+        if (src / f"{name}.json").is_file():
+            shutil.copy(src / f"{name}.json", dst / f"{name}.json")
+    return dst

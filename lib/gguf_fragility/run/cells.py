@@ -40,36 +40,15 @@ from gguf_fragility.run.shift import kl_topk
 from gguf_fragility.store import code_version, read_table_checked, report_rebuild, write_table_atomic
 
 
-def is_done(path: Path, phash: str, owner: dict[str, object] | None = None,
-            scorers: Collection[str] | None = None) -> bool:
-    """True when a stored cell is intact, is ``owner``'s and was made with the same parameters.
-
-    ``owner`` maps columns to the value every row must hold (``model``, ``rung``, ``family``,
-    ``variant``); ``scorers`` are the current ``name@version`` tags of the cell's items
-    (:func:`scorer_tags`): a row scored by another version is stale, so a scorer's new
-    version re-scores stored cells (or ``gguf-fragility regrade`` does, without a model).
-    A cell that exists but fails a check (unreadable, values that no longer hash as written,
-    no digest, another cell's rows, other parameters, NaN log-probabilities) is reported in
-    one line (file and reason) and the caller rebuilds it; an absent or empty cell is simply
-    not done.
-    """
-    stored = read_table_checked(path)
-    if stored is None:
-        return False
-    why = _stale_cell(stored.frame, phash, owner or {}, scorers)
-    if why:
-        report_rebuild(path, why)
-    return not why and len(stored.frame) > 0
-
-
 def scorer_tags(pf: probes.ProbeFile) -> set[str]:
     """The current ``name@version`` of every scorer a family's items use."""
     return {scorer_tag(it["scorer"]) for it in pf.items}
 
 
 def _stale_cell(stored: pd.DataFrame, phash: str, owner: dict[str, object],
-                scorers: Collection[str] | None = None) -> str:
-    """Why a readable cell cannot be reused ('' when it can)."""
+                scorers: Collection[str]) -> str:
+    """Why a readable cell cannot be reused ('' when it can): ``owner`` maps columns to the
+    value every row must hold, ``scorers`` are the current ``name@version`` tags."""
     missing = sorted({"params_hash", "item_id", *owner} - set(stored.columns))
     if missing:
         return f"not a sweep cell (no column {', '.join(missing)})"
@@ -82,7 +61,7 @@ def _stale_cell(stored: pd.DataFrame, phash: str, owner: dict[str, object],
     if len(stored) and not (stored.params_hash == phash).all():
         return (f"made with other parameters (params_hash {stored.params_hash.iloc[0]}, "
                 f"now {phash})")
-    if scorers is not None and "scorer" in stored.columns:
+    if "scorer" in stored.columns:
         old = sorted(set(stored.scorer) - set(scorers) - {""})
         if old:
             return (f"scored with {', '.join(old)}, now {', '.join(sorted(scorers))} "
@@ -215,11 +194,17 @@ def stored_prefix(plan: RungPlan, cell: CellPlan) -> pd.DataFrame | None:
         parameters *for its own items* (its ``params_hash`` is
         :func:`~gguf_fragility.run.plan.cell_hash` of its rows' ``item_hash`` in row
         order) and its items and the planned ones agree on their common prefix; None when
-        absent or empty, or when it fails a check (reported in one line, as
-        :func:`is_done` does: the caller rebuilds it).
+        absent or empty, or when it fails a check: the caller rebuilds it.
 
     Notes
     -----
+    This is the one checked read of a stored cell. A cell that exists but fails a check
+    (unreadable, values that no longer hash as written, no content digest, another cell's
+    rows, other parameters, rows scored by another version of a scorer than the current
+    ``name@version`` of its items (:func:`scorer_tags`), NaN log-probabilities, items not
+    in the pre-registered order) is reported in one line, file and reason. A scorer's new
+    version thus re-scores stored cells (``gguf-fragility regrade`` does it without a model).
+
     Cells stored before extension existed hold the hash of exactly their items, so a plan
     of the same size finds them done as before.
     """
@@ -281,7 +266,7 @@ class LazyEngine:
 
 
 def cell_owner(model: str, rung: str, family: str, variant: int = 0) -> dict[str, object]:
-    """The provenance values every row of this cell holds (checked by :func:`is_done`)."""
+    """The provenance values every row of this cell holds (checked by :func:`stored_prefix`)."""
     return {"model": model, "rung": rung, "family": family, "variant": variant}
 
 

@@ -4,8 +4,10 @@ llama-quantize really build a different file from the same ftype on the real Smo
 import functools
 import json
 import shutil
+from pathlib import Path
 
 import pytest
+from tiny_profile import link_built
 
 from gguf_fragility import probes
 from gguf_fragility.ladder import imatrix
@@ -64,9 +66,8 @@ def test_imatrix_rung_on_real_smollm2(tmp_path, monkeypatch, smol_ladder):
     monkeypatch.setattr(imatrix, "CALIBRATION", tmp_path / "calibration")
     monkeypatch.setattr(quantize, "build_imatrix", functools.partial(imatrix.build_imatrix, chunks=2))
     shutil.copytree(imatrix.paths.DATA / "calibration", tmp_path / "calibration")
-    (tmp_path / "cache" / "models").mkdir(parents=True)
-    shutil.copytree(smol_ladder.file.iloc[0].rsplit("/", 1)[0],
-                    tmp_path / "cache" / "models" / SMOL, ignore=shutil.ignore_patterns("Q*", "imatrix*"))
+    link_built(Path(smol_ladder.file.iloc[0]).parent, tmp_path / "cache" / "models" / SMOL,
+               ["source.gguf", "reference.gguf"])
     ref = build_reference(SMOL)
     plain = build_rung(ref, SMOL, "Q4_K_M", 2)
     row = build_rung(ref, SMOL, "Q4_K_M+imatrix_wiki", 2)

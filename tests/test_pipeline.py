@@ -9,41 +9,52 @@ setup: a local GGUF under another key in a folder whose path has spaces).
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from test_run_lock import patched_env
 from test_user_model import user_model_setup
+from tiny_profile import link_built
 
 from gguf_fragility.layout import RunLayout, Table
 
 MINE = "my-smol"
+FAMILIES = ["science_mc", "string_ops"]  # one log-likelihood family, one generative
+N_ITEMS = 3
 
-TINY = """
-# tiny: the smallest real run of every chapter (the user's SmolLM2 copy, two rungs, three
+TINY = f"""
+# tiny: the smallest real run of every chapter (the user's SmolLM2 copy, two rungs, two
 # cheap families)
 models:
   my-smol:
     rungs: [F16, Q2_K]
-families: [science_mc, knowledge_mc, string_ops]
-n_items: 4
+families: {FAMILIES}
+n_items: {N_ITEMS}
 demo_items: 1
 min_usable: 0
 min_families: 1
 shift_passages: 2
 shift_tokens: 64
 n_boot: 1000
-engine: {n_ctx: 1024, n_threads: 2}
+engine: {{n_ctx: 1024, n_threads: 2}}
 """
 
 
 @pytest.mark.llama
 @pytest.mark.slow
-def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_source):
+def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_source,
+                                                                 smol_ladder):
     """The suite's one CLI end-to-end run (issue 24: the user-model run it replaced differed
     only in the registry): every chapter, the site, the user's file untouched, then a rerun
-    that rebuilds one torn cell, then the user's changed file refused by `fetch`."""
+    that rebuilds one torn cell, then the user's changed file refused by `fetch`.
+
+    The user's file has the bytes of the session's SmolLM2 source, so its F16 reference and
+    Q2_K rung are the session ladder's files (linked into the user's model cache, where
+    chapter 1 finds them built: ``test_ladder`` builds and rebuilds ladders)."""
     env, run, mine = user_model_setup(tmp_path, smol_source, TINY, name="tiny")
+    link_built(Path(smol_ladder.file.iloc[0]).parent, tmp_path / "cache" / "models" / MINE,
+               ["reference.gguf", "Q2_K.gguf"])
     source_bytes = mine.stat().st_size
     done = subprocess.run([sys.executable, "-m", "gguf_fragility.cli", "run", "--profile", "tiny"],
                           env=env, capture_output=True, text=True, timeout=1500)
@@ -56,7 +67,8 @@ def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_
                         "04_sweep__my-smol__Q2_K.ipynb", "05_stats.ipynb", "06_transfer.ipynb",
                         "07_axes.ipynb", "08_lesions.ipynb"]
     assert MINE in (run / "notebooks" / "02_probes.ipynb").read_text()
-    assert RunLayout(run).ladder_csv(MINE).is_file()
+    ladder = pd.read_csv(RunLayout(run).ladder_csv(MINE)).set_index("rung")
+    assert ladder.loc["F16", "sha256"] == smol_ladder.set_index("rung").loc["F16", "sha256"]
     # the user's file is read, never moved or changed
     assert mine.is_file() and mine.stat().st_size == source_bytes
     timings = pd.read_csv(RunLayout(run).timings)
@@ -64,10 +76,10 @@ def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_
                                             "transfer", "axes", "lesions"]
     assert "wall time per stage" in done.stdout
     rows = pd.concat(pd.read_parquet(p) for p in (run / "sweep").rglob("*.parquet"))
-    assert len(rows) == 3 * 3 * 4  # (F16, floor, Q2_K) x families x items
+    assert len(rows) == 3 * len(FAMILIES) * N_ITEMS  # (F16, floor, Q2_K) x families x items
     assert set(rows.rung) == {"F16", "F16-floor", "Q2_K"}
     comparisons = pd.read_csv(RunLayout(run).table(Table.COMPARISONS))
-    assert set(comparisons.family) == {"science_mc", "knowledge_mc", "string_ops"}
+    assert set(comparisons.family) == set(FAMILIES)
     assert set(comparisons.rung) == {"Q2_K"}  # the floor is a control, never a rung
     assert set(comparisons.lens) == {"correctness", "fidelity", "margin"}
     assert (run / "site" / "index.html").is_file()
@@ -77,13 +89,14 @@ def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_
     assert {"F16", "Q2_K"} <= set(pd.read_csv(RunLayout(run).table(Table.KV_COSTS)).rung)
     assert "no rung with a comparator" in (run / "notebooks" / "07_axes.ipynb").read_text()
     # a rerun finds every cell done but one torn cell, says so (a line its chapter's kernel
-    # logged: the old code left it inside the executed notebook) and changes no row
-    torn = run / "sweep" / MINE / "Q2_K" / "string_ops.parquet"
+    # logged: the old code left it inside the executed notebook) and changes no row; one
+    # stage's notebook is enough (calibration's cells are the reference's)
+    torn = run / "sweep" / MINE / "F16" / "string_ops.parquet"
     torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
     log = run / "events.log"
     before = log.read_text().splitlines() if log.is_file() else []
     again = subprocess.run([sys.executable, "-m", "gguf_fragility.cli", "run", "--profile", "tiny",
-                            "--stages", "sweep", "--no-site"], env=env, capture_output=True,
+                            "--stages", "calibrate", "--no-site"], env=env, capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     said = [ln for ln in again.stderr.splitlines() if ln.startswith("gguf-fragility: rebuilding")]

@@ -187,6 +187,7 @@ def _parting_gaps(engine, items, ours, plain) -> list[float]:
             for it, v, p in zip(items, ours, plain, strict=True) if v.gen_tokens != p.gen_tokens]
 
 
+@pytest.mark.llama
 def test_the_sweeps_path_gives_plain_replies_up_to_rounding(smol_ladder, smol_engine):
     """The sweep's path (replies decoded in groups, each verifying the reference's reply)
     against plain greedy generation (one item, one token at a time), on the real SmolLM2.

@@ -23,7 +23,10 @@ fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip==25.3
-.venv/bin/python -m pip install -q -r requirements.txt
+# --no-compile: Python compiles a module's bytecode on its first import instead; most of what
+# the pins install (JupyterLab's server, test and optional modules) is never imported, and
+# compiling all of it took more CPU than the rest of the install (2026-12-04, *Measurements*)
+.venv/bin/python -m pip install -q --no-compile -r requirements.txt
 
 # One pinned llama.cpp build per CMAKE_ARGS, kept outside the clone so fresh clones reuse it.
 # pip's own wheel cache keys on the version only, so we build the wheel ourselves (--no-cache-dir).
@@ -35,8 +38,9 @@ if ! ls "$wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
   CMAKE_ARGS="$CMAKE_ARGS" .venv/bin/python -m pip wheel -q --no-deps --no-cache-dir \
     --no-binary llama-cpp-python -w "$wheels" "llama-cpp-python==$LLAMA_VERSION"
 fi
-.venv/bin/python -m pip install -q --no-deps --force-reinstall "$wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
-.venv/bin/python -m pip install -q --no-deps -e .
+.venv/bin/python -m pip install -q --no-deps --no-compile --force-reinstall \
+  "$wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
+.venv/bin/python -m pip install -q --no-deps --no-compile -e .
 # llama-imatrix, llama-perplexity, llama-quantize into .venv/bin; writes .venv/llama_build.json
 bash scripts/build_llama_tools.sh "$LLAMA_VERSION" "$CMAKE_ARGS"
 .venv/bin/python -m ipykernel install --sys-prefix --name gguf-fragility --display-name "gguf-fragility (.venv)" >/dev/null

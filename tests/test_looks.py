@@ -18,7 +18,7 @@ from tiny_profile import copy_tiny_run, tiny_profile_yaml
 
 from gguf_fragility import cli
 from gguf_fragility.engine.rungs import NOISE_FLOOR
-from gguf_fragility.layout import Table
+from gguf_fragility.layout import RunLayout, Table
 from gguf_fragility.profile import Budget, ProfileError, load_profile, parse_minutes
 from gguf_fragility.stats import relevance
 from gguf_fragility.stats import sequential as sq
@@ -158,7 +158,7 @@ def test_looks_stop_when_the_minutes_are_spent(tmp_path, tiny_run):
     assert lines[-1].endswith("0.0 min left")
     cell = tmp_path / "outputs/look/sweep" / SMOL / "Q2_K" / f"{FAMILY}.parquet"
     assert len(pd.read_parquet(cell)) < 10
-    table = pd.read_csv(tmp_path / "outputs/look/tables/sequential.csv")
+    table = pd.read_csv(RunLayout(tmp_path / "outputs" / "look").table(Table.SEQUENTIAL))
     assert (table.seconds_to_decide > 0).all()  # undecided: some further seconds, or inf
 
 

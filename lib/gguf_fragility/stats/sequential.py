@@ -32,7 +32,7 @@ import pandas as pd
 
 from gguf_fragility.artifacts import load_items, read_ladder
 from gguf_fragility.engine.rungs import NOISE_FLOOR
-from gguf_fragility.layout import RunLayout
+from gguf_fragility.layout import RunLayout, Table
 from gguf_fragility.stats import relevance
 from gguf_fragility.stats.grid import ITEM_COLUMNS, OPTIONAL_COLUMNS, validate_items
 from gguf_fragility.stats.lens.base import ABOVE, BELOW, Lens
@@ -585,7 +585,7 @@ def budget_summary(sequential: pd.DataFrame, minutes=FURTHER_MINUTES) -> BudgetS
             "seconds_to_decide"}
     missing = need - set(sequential.columns)
     if missing:
-        raise ValueError(f"sequential.csv lacks {sorted(missing)}: it was written by an older "
+        raise ValueError(f"{Table.SEQUENTIAL.file_name} lacks {sorted(missing)}: it was written by an older "
                          "version; rerun the budgeted sweep (gguf-fragility run --budget ...)")
     key = ["model", "rung", "family"]
     cells = sequential.groupby(key, sort=True).apply(lambda g: pd.Series({

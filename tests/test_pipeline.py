@@ -18,6 +18,7 @@ from test_user_model import user_model_setup
 from tiny_profile import link_built
 
 from gguf_fragility.layout import RunLayout, Table
+from gguf_fragility.stats.sequential import ANYTIME_METHOD
 
 MINE = "my-smol"
 FAMILIES = ["science_mc", "string_ops"]  # one log-likelihood family, one generative
@@ -38,6 +39,7 @@ shift_passages: 2
 shift_tokens: 64
 n_boot: 1000
 engine: {{n_ctx: 1024, n_threads: 2}}
+budget: {{max_items: {N_ITEMS}, look_items: 1}}  # budgeted, as the default: one look, no extension
 """
 
 
@@ -72,8 +74,9 @@ def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_
     # the user's file is read, never moved or changed
     assert mine.is_file() and mine.stat().st_size == source_bytes
     timings = pd.read_csv(RunLayout(run).timings)
-    assert list(timings.stage.unique()) == ["ladder", "probes", "calibrate", "sweep", "stats",
-                                            "transfer", "axes", "lesions"]
+    assert list(timings.stage.unique()) == ["ladder", "probes", "calibrate", "looks", "sweep",
+                                            "stats", "transfer", "axes", "lesions"]
+    assert "look 1: " in done.stderr  # the budgeted sweep's progress line
     assert "wall time per stage" in done.stdout
     rows = pd.concat(pd.read_parquet(p) for p in (run / "sweep").rglob("*.parquet"))
     assert len(rows) == 3 * len(FAMILIES) * N_ITEMS  # (F16, floor, Q2_K) x families x items
@@ -82,7 +85,8 @@ def test_run_command_executes_every_chapter_and_renders_the_site(tmp_path, smol_
     assert set(comparisons.family) == set(FAMILIES)
     assert set(comparisons.rung) == {"Q2_K"}  # the floor is a control, never a rung
     assert set(comparisons.lens) == {"correctness", "fidelity", "margin"}
-    assert (run / "site" / "index.html").is_file()
+    assert (comparisons.p_method == ANYTIME_METHOD).all()  # a budgeted run: the sequences
+    assert "Budgeted sweep" in (run / "site" / "index.html").read_text()
     assert "site: claim check passed" in done.stdout
     # chapter 7 on a profile without KV or imatrix rungs says so (folded in from test_axes)
     assert pd.read_csv(RunLayout(run).table(Table.AXIS_COMPARISONS)).empty

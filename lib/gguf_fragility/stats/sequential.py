@@ -481,11 +481,20 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
         return CellDecisions(pd.DataFrame(columns=list(DECIDED_COLUMNS)),
                              pd.DataFrame(columns=[*key, "n", "decided", "undecided_lenses"]))
     out = pd.concat(rows, ignore_index=True)[list(DECIDED_COLUMNS)]
-    cells = out.groupby(key, sort=False).apply(lambda g: pd.Series({
-        "n": int(g.n.max()), "decided": bool(g.can_decide.any() and g.decided[g.can_decide].all()),
-        "undecided_lenses": ", ".join(g.lens[g.can_decide & ~g.decided])}),
-        include_groups=False).reset_index()
-    return CellDecisions(out, cells)
+    return CellDecisions(out, _cell_status(out, sort=False))
+
+
+def _cell_status(lenses: pd.DataFrame, sort: bool, **extra) -> pd.DataFrame:
+    """One row per cell of per-lens decisions: ``n`` (items), ``decided`` (every lens that can
+    decide it has, and one can), ``undecided_lenses``, and ``extra`` columns, each a function of
+    the cell's lens rows."""
+    def status(g: pd.DataFrame) -> pd.Series:
+        can, done = g.can_decide.astype(bool), g.decided.astype(bool)
+        return pd.Series({"n": int(g.n.max()), "decided": bool(can.any() and done[can].all()),
+                          "undecided_lenses": ", ".join(g.lens[can & ~done]),
+                          **{k: f(g) for k, f in extra.items()}})
+    return lenses.groupby(["model", "rung", "family"], sort=sort).apply(
+        status, include_groups=False).reset_index()
 
 
 ANYTIME_METHOD = "anytime-valid betting (Waudby-Smith & Ramdas 2024)"
@@ -587,13 +596,8 @@ def budget_summary(sequential: pd.DataFrame, minutes=FURTHER_MINUTES) -> BudgetS
     if missing:
         raise ValueError(f"{Table.SEQUENTIAL.file_name} lacks {sorted(missing)}: it was written by an older "
                          "version; rerun the budgeted sweep (gguf-fragility run --budget ...)")
-    key = ["model", "rung", "family"]
-    cells = sequential.groupby(key, sort=True).apply(lambda g: pd.Series({
-        "n": int(g.n.max()),
-        "decided": bool(g.can_decide.any() and g.decided[g.can_decide.astype(bool)].all()),
-        "look_decided": g.look_decided.min(),
-        "undecided_lenses": ", ".join(g.lens[g.can_decide.astype(bool) & ~g.decided.astype(bool)]),
-        "seconds_to_decide": float(g.seconds_to_decide.max())}), include_groups=False).reset_index()
+    cells = _cell_status(sequential, sort=True, look_decided=lambda g: g.look_decided.min(),
+                         seconds_to_decide=lambda g: float(g.seconds_to_decide.max()))
     rows = []
     for model, g in cells.groupby("model", sort=True):
         open_ = g[~g.decided.astype(bool)].seconds_to_decide.astype(float)

@@ -154,12 +154,25 @@ def test_looks_stop_when_the_minutes_are_spent(tmp_path, tiny_run):
     still undecided and far below its cap."""
     log, lines = _run_looks(_looks_profile(tmp_path, 50, minutes=0.01))
     last = log.iloc[-1]
-    assert last.minutes_left == 0 and last.undecided == 1 and last.exhausted == 0
+    assert last.minutes_left == 0 and last.undecided == 1 and last.verdicts_decided == 0
     assert lines[-1].endswith("0.0 min left")
     cell = tmp_path / "outputs/look/sweep" / SMOL / "Q2_K" / f"{FAMILY}.parquet"
     assert len(pd.read_parquet(cell)) < 10
     table = pd.read_csv(RunLayout(tmp_path / "outputs" / "look").table(Table.SEQUENTIAL))
     assert (table.seconds_to_decide > 0).all()  # undecided: some further seconds, or inf
+
+
+def test_allocate_extends_the_cells_in_reach_cheapest_first():
+    """Cells projected to a verdict grow, cheapest first, while their seconds fit in the
+    minutes left (the cheapest even when it alone does not); cells out of reach wait while
+    any is in reach, and all grow when none is."""
+    from gguf_fragility.run.looks import allocate
+
+    secs = {"a": 100.0, "b": 50.0, "c": np.inf, "d": 400.0}
+    assert allocate(list(secs), secs, 200) == ["b", "a"]
+    assert allocate(list(secs), secs, 10) == ["b"]
+    assert allocate(list(secs), secs, np.inf) == ["b", "a", "d"]
+    assert allocate(["c"], secs, 1e6) == ["c"]
 
 
 TWO = ("knowledge_mc", "science_mc")
@@ -217,9 +230,13 @@ def straight(tmp_path_factory, tiny_run):
 
 def _cells(table: pd.DataFrame) -> pd.DataFrame:
     """One row per cell of a sequential table (its per-cell columns repeat on each lens row),
-    ``decided`` when every lens that can decide it has."""
+    ``decided`` when every lens that can decide it has, ``seconds_to_decide`` those of its
+    next lens verdict (the least of its open lenses', 0 once decided)."""
     cells = table.drop_duplicates(["model", "rung", "family"]).set_index("family")
-    return cells.assign(decided=table[table.can_decide].groupby("family").decided.all())
+    decided = table[table.can_decide].groupby("family").decided.all()
+    open_ = table[table.can_decide & ~table.decided].groupby("family").seconds_to_decide.min()
+    return cells.assign(decided=decided, seconds_to_decide=open_.reindex(cells.index).where(
+        ~decided.reindex(cells.index), 0.0).fillna(np.inf))
 
 
 @pytest.mark.llama

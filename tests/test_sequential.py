@@ -13,7 +13,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import optimize
 
 from gguf_fragility.stats import relevance
 from gguf_fragility.stats import sequential as sq
@@ -80,8 +79,8 @@ def test_bad_margin_and_side_named():
         sq.evidence([0.0], sq.SPECS["correctness"], margin=0.0)
     with pytest.raises(ValueError, match="side must be"):
         sq.log_capital([0.0], sq.SPECS["correctness"], 0.0, "left")
-    with pytest.raises(ValueError, match="n must be >= 1"):
-        sq.items_to_decide(0.0, 0.1, 0, 0.03, cost_s=1.0)
+    with pytest.raises(ValueError, match=r"n must lie in \[1, 3\]"):
+        sq.items_to_decide([0.0, 0.0, 0.0], sq.SPECS["correctness"], 0.03, cost_s=1.0, n=0)
 
 
 # ----------------------------------------------------------------- coverage
@@ -232,24 +231,40 @@ def test_fidelity_label_is_mirrored():
 
 # ----------------------------------------------------------------- planner
 
-def test_planner_solves_the_rate_equation():
-    """Half-width 0.2 at 100 items, 0.1 needed: log(1+k)/k must fall to a quarter of log(101)/100."""
-    k = optimize.brentq(lambda k: math.log1p(k) / k - math.log(101) / 100 / 4, 100, 1e6)
-    plan = sq.items_to_decide(-0.13, 0.4, 100, 0.03, cost_s=2.0)
-    assert plan.items == pytest.approx(math.ceil(k) - 100, abs=1)
-    assert plan.seconds == pytest.approx(2.0 * plan.items)
-    assert plan.half_width == pytest.approx(0.1)
+def test_planner_worked_example_items_that_never_move():
+    """16 items with no extra flip (fidelity, unit [-1, 1], margin 0.03). On the [0, 1] scale
+    every item is 1/2 and the null 'mean >= 0.03' is 0.515, so the capped bet is
+    0.75 / 0.485 = 1.546 (the plug-in bet, sqrt(8 log 40 / log(1 + t)) >= 2.4 through t = 160,
+    is above it) and each item multiplies the capital by 1 + 1.546 x 0.015: it reaches
+    2 / alpha = 40 after ceil(log 40 / log 1.02320) = 161 items, the other side alike."""
+    k = math.ceil(math.log(40) / math.log1p(0.75 / 0.485 * 0.015))
+    assert k == 161
+    plan = sq.items_to_decide(np.zeros(16), sq.SPECS["fidelity"], 0.03, cost_s=2.0)
+    assert plan.items == k - 16 and plan.seconds == 2.0 * (k - 16)
+    assert plan.label == relevance.EQUIVALENT
+    assert sq.items_to_decide(np.zeros(16), sq.SPECS["fidelity"], 0.03, cost_s=2.0,
+                              n_max=160).items == np.inf  # one item short of the family's size
 
 
 def test_planner_edges():
-    plan = sq.items_to_decide([-0.2, -0.03, -0.2, -0.2], [0.1, 0.1, 0.4, 0.4], 100, 0.03,
-                              cost_s=1.0, n_max=[np.inf, np.inf, np.inf, 120])
-    assert plan.items[0] == 0  # already decided
-    assert plan.items[1] == np.inf  # estimate on the margin: never decided
-    assert 0 < plan.items[2] < np.inf
-    assert plan.items[3] == np.inf  # needs more items than the family has
-    wider = sq.items_to_decide(-0.2, [0.3, 0.5], 100, 0.03, cost_s=1.0)
-    assert wider.items[0] < wider.items[1]
+    """Decided now: 0 items; a cell losing every item: beyond, sooner at a looser level; an
+    estimate on the margin (3 losses in 100): never; noisy items need more than quiet ones at
+    the same mean; rows of different lengths are replayed from their own items only."""
+    spec = sq.SPECS["correctness"]
+    lost = sq.items_to_decide(-np.ones(40), spec, 0.03, cost_s=1.0, level=[0.05, 0.05 / 7])
+    assert lost.items[0] == 0 and (lost.label == relevance.BEYOND).all()
+    few = sq.items_to_decide(-np.ones(3), spec, 0.03, cost_s=1.0, level=[0.05, 0.05 / 7])
+    assert 0 < few.items[0] < few.items[1] < np.inf
+    on_margin = np.zeros(100)
+    on_margin[[10, 50, 90]] = -1
+    assert sq.items_to_decide(on_margin, spec, 0.03, cost_s=1.0, n_max=300).items == np.inf
+    noisy = np.tile([1.0, -1.0, 0.0, 0.0], 8)  # mean 0, half the items discordant
+    quiet, loud = sq.items_to_decide(np.stack([np.zeros(32), noisy]), spec, 0.03, cost_s=1.0,
+                                     n_max=10_000).items
+    assert quiet < loud
+    padded = np.stack([np.r_[np.zeros(16), np.ones(16)], np.zeros(32)])
+    short = sq.items_to_decide(padded, sq.SPECS["fidelity"], 0.03, cost_s=1.0, n=[16, 32])
+    assert short.items[0] == 161 - 16 and short.items[1] == 161 - 32
 
 
 def test_budgeted_stats_read_the_sequences():
@@ -295,8 +310,8 @@ def _looked_cells() -> pd.DataFrame:
 
 def test_budget_summary_prices_further_minutes():
     """Cells decided when every lens that can decide them has; further minutes settle the
-    cheapest undecided cells first; a cell that cannot be decided within its items is counted
-    apart, never as likely."""
+    cheapest undecided lens verdicts first; a verdict not within its items is counted apart,
+    never as likely; only lenses that can decide are verdicts."""
     b = sq.budget_summary(_looked_cells(), minutes=(5, 10, 30))
     cells = b.cells.set_index("rung")
     assert bool(cells.loc["Q8_0", "decided"]) and cells.loc["Q8_0", "look_decided"] == 2
@@ -304,10 +319,19 @@ def test_budget_summary_prices_further_minutes():
     f = b.further.set_index("minutes")
     assert f.likely_decided.tolist() == [1, 1, 2]  # 300 s, then 300 + 500 s
     assert (f.undecided == 3).all() and (f.not_within_items == 1).all()
-    assert (f.cells == 4).all() and (f.decided == 1).all()
+    assert (f.verdicts == 4).all() and (f.decided == 1).all()
     assert (f.items_min == 40).all() and (f.items_max == 64).all()
     with pytest.raises(ValueError, match="seconds_to_decide"):
         sq.budget_summary(_looked_cells().drop(columns="seconds_to_decide"))
+
+
+def test_further_minutes_charge_a_cell_once_for_its_lenses():
+    """Two lenses of one cell projected at 300 s and 400 s cost 400 s together (the same
+    items serve both); a third verdict in another cell adds its 500 s; never one out of reach."""
+    secs = pd.Series([400.0, 300.0, 500.0, np.inf])
+    cells = pd.Series(["a", "a", "b", "c"])
+    assert [sq.likely_within(secs, cells, b) for b in (299, 300, 400, 899, 900, 1e9)] == [
+        0, 1, 2, 2, 3, 3]
 
 
 def test_landing_reports_what_the_budget_decided(tmp_path):
@@ -322,7 +346,7 @@ def test_landing_reports_what_the_budget_decided(tmp_path):
     assert budget_markdown(run) == ""
     store.write_table_atomic(_looked_cells(), run.table(Table.SEQUENTIAL))
     text = budget_markdown(run)
-    assert "## Budgeted sweep" in text and "3 looks" in text and "m: 1 of 4 cells" in text
+    assert "## Budgeted sweep" in text and "3 looks" in text and "m: 1 of 4 lens verdicts" in text
     assert "| m | 4 | 1 | 40 to 64 | 1 | 2 | 2 | 1 |" in text
     further = pd.read_csv(run.table(Table.SITE_BUDGET_FURTHER))
     assert set(further.minutes) == set(sq.FURTHER_MINUTES)

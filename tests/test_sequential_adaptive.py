@@ -74,9 +74,6 @@ def run_family(lens: str, sims: int, rng, batch: int = 50):
     p_beyond = sq.anytime_p(sq.log_capital(y, below, -m, BELOW))
     p_low = sq.anytime_p(sq.log_capital(y, below, -m, ABOVE))
     p_high = sq.anytime_p(sq.log_capital(y, below, m, BELOW))
-    t = np.arange(1, CAPS[-1] + 1)
-    mean = np.cumsum(y, -1) / t
-    sd = np.sqrt(np.maximum(np.cumsum(y ** 2, -1) / t - mean ** 2, 1e-12))
     n = np.full((sims, 3, 4), batch)
 
     def at(a):  # each cell's value after its own last item
@@ -89,9 +86,9 @@ def run_family(lens: str, sims: int, rng, batch: int = 50):
             open_ = ~decided & (n < cap)
             if not open_.any():
                 break
-            width = 4 * at(sd) * np.sqrt(2 * np.log(2 / ALPHA) * np.log1p(n) / n)  # proxy
-            need = np.where(open_, sq.items_to_decide(at(mean), width, n, m, cost_s=1.0).items,
-                            np.inf)
+            need = np.full(n.shape, np.inf)
+            need[open_] = sq.items_to_decide(y[open_], below, m, cost_s=1.0, n=n[open_],
+                                             n_max=cap).items
             cheap = need <= np.median(need[open_])
             n = np.where(open_ & cheap, np.minimum(n + batch, cap), n)
     reject = np.stack([sq.family_reject(p, ALPHA) for p in at(p_beyond)])

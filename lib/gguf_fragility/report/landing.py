@@ -310,7 +310,7 @@ def budget_markdown(run: RunLayout) -> str:
     store.write_table_atomic(b.cells, run.table(Table.SITE_BUDGET_CELLS))
     store.write_table_atomic(b.further, run.table(Table.SITE_BUDGET_FURTHER))
     per = b.further.drop_duplicates("model").set_index("model")
-    view = pd.DataFrame({"model": per.index, "cells": per["cells"].to_numpy(),
+    view = pd.DataFrame({"model": per.index, "verdicts": per["verdicts"].to_numpy(),
                          "decided": per["decided"].to_numpy(),
                          "items per cell": [f"{a}" if a == z else f"{a} to {z}" for a, z in zip(
                              per["items_min"], per["items_max"], strict=True)]})
@@ -318,19 +318,20 @@ def budget_markdown(run: RunLayout) -> str:
     for m in f.columns:
         view[f"likely decided in {m:g} more min"] = f[m].reindex(per.index).to_numpy()
     view["not within the family's items"] = per["not_within_items"].to_numpy()
-    decided = "; ".join(f"{m}: {r['decided']} of {r['cells']} cells" for m, r in per.iterrows())
+    decided = "; ".join(f"{m}: {r['decided']} of {r['verdicts']} lens verdicts"
+                        for m, r in per.iterrows())
     return ("\n## Budgeted sweep\n\n"
             f"The sweep ran in {int(seq['looks'].max())} looks; its budget decided {decided} "
-            "(a cell, model × rung × family, is decided when every lens that can decide it "
-            "shows a loss beyond its margin or equivalence within it; it then gets no more "
-            "items). Every cell was "
-            "judged by anytime-valid confidence sequences, which stay valid at every look and "
+            "(a verdict is one lens on one cell, model × rung × family, showing a loss beyond "
+            "its margin or equivalence within it). After each look only the cells projected to "
+            "reach a verdict within the minutes left got more items, cheapest first. Every cell "
+            "was judged by anytime-valid confidence sequences, which stay valid at every look and "
             "when a larger budget extends the run ([Methods](methods.qmd)): rerun with a "
             "larger `--budget` to continue the undecided cells. The last columns are a "
-            "projection from each cell's estimate and its measured seconds per item on this "
-            "machine (the reference's items for the same positions come on top), cheapest "
-            "cells first; cells whose projection needs more items than their family has are "
-            "counted apart.\n\n" + md_table(view))
+            "projection that replays each cell's own items at its measured seconds per item "
+            "on this machine (its reference's and floor's included), cheapest verdicts first; "
+            "verdicts whose projection needs more items than their family has are counted "
+            "apart.\n\n" + md_table(view))
 
 
 def _mdes(head: pd.DataFrame, discordance: float) -> str:

@@ -3,11 +3,12 @@
 With a profile's ``budget`` (:class:`~gguf_fragility.profile.Budget`), the pipeline runs
 :func:`run_looks` before chapter 4's notebooks. Every measurable family's cells (model ×
 ladder rung × family, the noise floor included) first get the budget's ``first_items`` (at
-most the profile's ``n_items``); each further look adds ``look_items`` to every cell that
-the sequential statistics (:func:`gguf_fragility.stats.sequential.decide_cells`) have not
-decided, cheapest projected decision first (a look visits its cells in the order of
-:func:`gguf_fragility.stats.sequential.items_to_decide` with the run's own seconds per item,
-checking the clock before each), until ``minutes`` or ``max_items`` per cell are spent. A cell
+most the profile's ``n_items``); each further look adds ``look_items`` to the undecided
+cells (:func:`gguf_fragility.stats.sequential.decide_cells`) that the planner
+(:func:`gguf_fragility.stats.sequential.items_to_decide`, with the run's own seconds per
+item) projects to reach a lens verdict within the minutes left, cheapest first
+(:func:`allocate`; every undecided cell when none is in reach), checking the clock before
+each cell, until ``minutes`` or ``max_items`` per cell are spent. A cell
 is only ever extended (:mod:`gguf_fragility.run.cells`), and each look's state is stored
 before it extends (``RunLayout.looks_state``), so a killed run resumes the look it was in
 and a later, larger budget continues the numbering; the statistics are valid at every
@@ -49,7 +50,9 @@ class Look(NamedTuple):
     cells: int  # cells the looks steer (model × rung × family)
     decided: int
     undecided: int
-    exhausted: int  # undecided cells at max_items (or every item of their family)
+    out_of_reach: int  # undecided cells no lens of which is projected to decide within their items
+    verdicts: int  # cell x lens pairs that can be decided
+    verdicts_decided: int  # of which decided (a loss beyond the margin, or equivalence, shown)
     items_scored: int  # items scored in this look, every rung (reference and floor included)
     minutes_left: float  # of the budget's minutes (inf without a clock limit)
 
@@ -107,24 +110,23 @@ def _write(profile: Profile, lenses: pd.DataFrame, cells: pd.DataFrame, st: Look
     - ``look_decided``: the look that first decided the cell (empty while undecided); kept
       across resumed and extended runs;
     - ``looks``: looks run so far (the numbering goes on across runs);
-    - ``seconds_to_decide``: projected wall seconds of further items until the cell is
-      decided (the judge's ``seconds``: 0 when decided, ``inf`` when it cannot be decided
-      within its item cap at the current estimate);
+    - ``seconds_to_decide``: projected wall seconds of further items until the lens decides
+      the cell (the judge's ``seconds``: 0 when decided, ``inf`` when it is not projected to
+      decide within its item cap);
     - ``seconds_per_item``: the cell's measured wall seconds per item in the looks so far
       (kept across resumed and extended runs; model loads excluded; empty when the looks
       scored none of its items, e.g. a cell stored by a fixed sweep and decided at once).
 
-    A site plans "a further N minutes" from the last two: the undecided cells whose
-    ``seconds_to_decide`` fit in N x 60 seconds, cheapest first.
+    A site plans "a further N minutes" from the last two
+    (:func:`~gguf_fragility.stats.sequential.budget_summary`).
     """
     cost = _cost(st.spent)
     keyed = cells.set_index(["model", "rung", "family"])
     for k in keyed.index[keyed.decided.astype(bool)]:
         st.first.setdefault(k, st.look)
     keys = list(zip(lenses.model, lenses.rung, lenses.family, strict=True))
-    write_table_atomic(lenses.assign(
+    write_table_atomic(lenses.rename(columns={"seconds": "seconds_to_decide"}).assign(
         look_decided=[st.first.get(k) for k in keys], looks=st.look,
-        seconds_to_decide=[float(keyed.seconds.get(k, math.inf)) for k in keys],
         seconds_per_item=[cost.get(k, math.nan) for k in keys]),
         profile.layout.table(Table.SEQUENTIAL))
 
@@ -173,8 +175,10 @@ def run_looks(profile: Profile, judge: Judge, *,
     another ``look_items`` or a smaller ``max_items`` is ignored (said in one line) and the
     looks start over from look 1 on the stored cells.
 
-    Within a look the cells are visited cheapest projected decision first (the judge's
-    ``seconds``; cells that cannot be decided within their cap last), each model's
+    After each look only the undecided cells :func:`allocate` picks grow: those projected to
+    reach their next lens verdict (the judge's ``seconds``), cheapest first, within the
+    minutes left; cells out of reach wait while any cell is in reach. Within a look the
+    cells are visited cheapest projected decision first (out of reach last), each model's
     reference and floor first for the families extended (they must hold every item a rung
     is compared on). The clock is checked before each cell, so the minutes go where
     decisions are likely and a look overruns them by one cell's extension at most; the
@@ -213,14 +217,18 @@ def run_looks(profile: Profile, judge: Judge, *,
         _write(profile, dec.lenses, dec.cells, st)
         cells = dec.cells.set_index(["model", "rung", "family"])
         open_ = [k for k in cells.index[~cells.decided] if k[1] not in (REFERENCE, NOISE_FLOOR)]
-        grow = [k for k in open_ if st.target[k] < cap[k]]
         left = (stop_at - time.monotonic()) / 60
+        seconds = cells.seconds.astype(float)
+        grow = allocate([k for k in open_ if st.target[k] < cap[k]], seconds, left * 60)
+        can = dec.lenses.can_decide.astype(bool)
         row = Look(st.look, len(cells), int(cells.decided.sum()), len(open_),
-                   len(open_) - len(grow), scored,
+                   sum(not math.isfinite(seconds[k]) for k in open_), int(can.sum()),
+                   int(dec.lenses.decided.astype(bool).sum()), scored,
                    round(max(left, 0), 1) if math.isfinite(left) else math.inf)
         log.append(row)
-        progress(f"look {st.look}: {row.decided} of {row.cells} cells decided, {row.undecided} "
-                 f"undecided ({row.exhausted} at their item cap), {scored} items scored, "
+        progress(f"look {st.look}: {row.decided} of {row.cells} cells decided ({row.verdicts_decided}"
+                 f" of {row.verdicts} lens verdicts), {row.undecided} undecided ({row.out_of_reach}"
+                 f" out of reach), {scored} items scored, "
                  + (f"{max(left, 0):.1f} min left" if math.isfinite(left) else "no clock limit"))
         if not grow or time.monotonic() >= stop_at:
             return pd.DataFrame(log)
@@ -230,6 +238,34 @@ def run_looks(profile: Profile, judge: Judge, *,
         todo = set(grow)
         st = st._replace(look=st.look + 1, target=_covered(profile, models, target),
                          seconds=dict(cells.seconds.astype(float)))
+
+
+def allocate(open_: list[Key], seconds: Mapping[Key, float], budget_s: float) -> list[Key]:
+    """
+    The undecided cells (below their cap) the next look extends.
+
+    Parameters
+    ----------
+    open_ : list of (model, rung, family)
+    seconds : mapping
+        Each cell's projected seconds to its next lens decision (the judge's ``seconds``;
+        ``inf`` when no lens is projected to decide within the cell's items).
+    budget_s : float
+        Seconds left of the budget (``inf`` without a clock).
+
+    Returns
+    -------
+    list of (model, rung, family)
+        The cells projected to decide, cheapest first, while their projected seconds add
+        up to at most ``budget_s`` (the cheapest always, so that a look makes progress
+        for a later, larger budget); when none is projected to decide, every cell of
+        ``open_`` (the projections may be wrong, and the minutes are the user's to spend).
+    """
+    reach = sorted((k for k in open_ if math.isfinite(seconds[k])), key=lambda k: (seconds[k], k))
+    if not reach:
+        return list(open_)
+    spent = pd.Series([seconds[k] for k in reach]).cumsum().to_numpy()
+    return reach[:max(1, int((spent <= budget_s).sum()))]
 
 
 def _covered(profile: Profile, models: list[str], target: dict[Key, int]) -> dict[Key, int]:
@@ -357,4 +393,4 @@ def _extend(profile: Profile, models: list[str], st: LookState, todo: Collection
     return scored
 
 
-__all__ = ["Judge", "Look", "LookState", "looked_rungs", "run_looks"]
+__all__ = ["Judge", "Look", "LookState", "allocate", "looked_rungs", "run_looks"]

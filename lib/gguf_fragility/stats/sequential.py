@@ -314,59 +314,87 @@ def label(cs: ConfidenceSequence, beyond, margin: float, spec: Spec, change=None
 class Plan(NamedTuple):
     """Result of :func:`items_to_decide`."""
 
-    items: np.ndarray  # further items the cell is projected to need (inf: not within n_max)
+    items: np.ndarray  # further items the cell is projected to need (0: decided; inf: not within n_max)
     seconds: np.ndarray  # items x per-item cost
-    half_width: np.ndarray  # half-width of the sequence that would decide it
+    label: np.ndarray  # the projected verdict: relevance.BEYOND, relevance.EQUIVALENT or "" (none)
 
 
-def items_to_decide(estimate, width, n, margin: float, cost_s, n_max=np.inf) -> Plan:
+PROJECTION_HORIZON = 2_000  # items a projection looks ahead when a family's size is not given
+
+
+def items_to_decide(x, spec: Spec, margin, cost_s, *, n=None, n_max=np.inf, level=None,
+                    alpha: float = 0.05) -> Plan:
     """
-    Projected further items (and CPU seconds) until a cell's sequence decides it.
+    Projected further items (and CPU seconds) until a lens's sequence decides a cell.
 
     Parameters
     ----------
-    estimate, width, n : array_like
-        The cell's mean effect (loss negative), its sequence's width (``high - low``) and
-        items so far.
-    margin : float
-        Relevance margin ``m`` in the lens unit.
+    x : array_like of float, shape (..., k)
+        Per-item effects of each cell in the lens's unit, in drawing order (a row's entries
+        after its ``n`` are ignored).
+    spec : Spec
+    margin : float or array_like
+        Relevance margin ``m > 0`` of each cell, lens unit.
     cost_s : float or array_like
-        Seconds per item of the cell (measured by the run).
+        Seconds per further item of each cell (measured by the run).
+    n : array_like of int, optional
+        Items observed in each row (default ``k``).
     n_max : float or array_like, default inf
-        Items the family has; beyond it the cell cannot be decided (``inf``).
+        Items the cell may reach (its family's size or the budget's cap); a decision
+        projected beyond it is ``inf``.
+    level : float or array_like, optional
+        Level the cell's ``p_beyond`` must reach to be rejected in its family of tests
+        (default ``alpha``; Holm's first step is ``alpha`` over the families).
+    alpha : float, default 0.05
+        Level of the confidence sequence (equivalence).
 
     Returns
     -------
     Plan
+        ``items`` is 0 where the cell is decided now.
 
     Notes
     -----
-    The estimate is taken as the truth and the half-width as shrinking like
-    ``sqrt(log(1 + n) / n)``, the rate of the predictable plug-in bets (WSR 2024,
-    Sec. 5.1; Howard et al. 2021 for the law-of-the-iterated-logarithm rate). A cell is
-    decided once the half-width is below ``| |estimate| - m |``: beyond ``-m`` or
-    inside ``(-m, m)``. A cell whose estimate sits on the margin is never decided
-    (``inf``). A plug-in projection for ordering cells, not a power calculation.
+    A plug-in projection by replay: the cell's observed effects are taken as the
+    distribution of the items to come and repeated in their order, and the betting capitals
+    the decisions read (:func:`log_capital`; beyond: ``p_beyond`` at ``level``; equivalence:
+    both sides of the ``1 - alpha`` sequence inside ``(-m, m)``) are run on the
+    replayed sequence up to ``n_max``; the first item at which one decides is the projection.
+    It inherits the method's own rates, a width shrinking like ``1/n`` on items that
+    barely move and like ``sqrt(log n / n)`` on noisy ones (Waudby-Smith & Ramdas 2024,
+    Sec. 5.1), which a single-rate formula misses by a factor of ten on the first. For
+    ordering cells and pricing further minutes, not a power calculation.
     """
-    est, w, n = (np.asarray(a, float) for a in (estimate, width, n))
-    if np.any(n < 1):
-        raise ValueError("n must be >= 1 (a sequence needs an item before it can be projected)")
-    need = np.abs(np.abs(est) - margin)
-    h = w / 2
+    x = _check(x, spec)
+    if spec.loss_side == ABOVE:  # mirror: a loss is then a negative effect
+        x, spec = -x, Spec(-spec.high, -spec.low, BELOW)
+    level = alpha if level is None else level
+    lead = np.broadcast_shapes(x.shape[:-1], *(np.shape(a) for a in (margin, n, n_max, level)))
+    x = np.broadcast_to(x, (*lead, x.shape[-1]))
+    n = np.broadcast_to(np.asarray(x.shape[-1] if n is None else n, int), lead)
+    if np.any(n < 1) or np.any(n > x.shape[-1]):
+        raise ValueError(f"n must lie in [1, {x.shape[-1]}] (items observed in each row)")
+    m = np.broadcast_to(np.asarray(margin, float), lead)
+    if not np.all(m > 0):
+        raise ValueError(f"margin must be positive; got {margin}")
+    n_max = np.broadcast_to(np.asarray(n_max, float), lead)
+    finite = n_max[np.isfinite(n_max)]
+    horizon = int(max(finite.max() if finite.size else PROJECTION_HORIZON, n.max()))
+    y = np.take_along_axis(x, np.arange(horizon) % n[..., None], -1)  # replayed in order
+    level = np.broadcast_to(np.asarray(level, float), lead)
 
-    def rate(k):  # decreasing for k >= 1
-        return np.log1p(k) / k
+    def first(log_k, bound):  # the first item (1-based) at which the capital reaches bound
+        hit = log_k >= np.asarray(bound)[..., None]
+        return np.where(hit.any(-1), hit.argmax(-1) + 1.0, np.inf)
 
-    target = rate(n) * (need / np.where(h > 0, h, np.nan)) ** 2  # rate(n*) must fall to this
-    lo, hi = np.log(n), np.full(np.broadcast(n, target).shape, np.log(1e12))
-    for _ in range(60):  # bisection on log n*
-        mid = (lo + hi) / 2
-        ok = rate(np.exp(mid)) <= target
-        lo, hi = np.where(ok, lo, mid), np.where(ok, mid, hi)
-    n_star = np.where(h <= need, n, np.ceil(np.exp(hi)))
-    more = np.where((need > 0) & (n_star <= n_max) & np.isfinite(target) | (h <= need),
-                    n_star - n, np.inf)
-    return Plan(more, more * np.asarray(cost_s, float), need)
+    beyond = first(log_capital(y, spec, -m, BELOW, alpha), np.log(2 / level))
+    equiv = np.maximum(first(log_capital(y, spec, -m, ABOVE, alpha), np.log(2 / alpha)),
+                       first(log_capital(y, spec, m, BELOW, alpha), np.log(2 / alpha)))
+    at = np.minimum(beyond, equiv)
+    more = np.where(at <= n_max, np.maximum(at - n, 0.0), np.inf)
+    verdict = np.where(~np.isfinite(more), "",
+                       np.where(beyond <= equiv, relevance.BEYOND, relevance.EQUIVALENT))
+    return Plan(more, more * np.asarray(cost_s, float), verdict)
 
 
 DECIDED_COLUMNS = ("model", "rung", "family", "lens", "n", "estimate", "cs_low", "cs_high",
@@ -389,8 +417,9 @@ def _family(b: pd.DataFrame, column: str, fi: Mapping[str, int], rj: Mapping[str
 class CellDecisions(NamedTuple):
     """Result of :func:`decide_cells`."""
 
-    lenses: pd.DataFrame  # model × rung × family × lens: DECIDED_COLUMNS
+    lenses: pd.DataFrame  # model × rung × family × lens: DECIDED_COLUMNS (judge_run: seconds)
     cells: pd.DataFrame  # model × rung × family: n, decided, undecided_lenses (judge_run: seconds)
+    effects: dict  # (model, rung, family, lens) -> per-item effects in drawing order
 
 
 def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping,
@@ -434,7 +463,7 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
     df = validate_items(items, reference)
     values = [c for c in (*ITEM_COLUMNS, *OPTIONAL_COLUMNS)
               if c not in ("model", "rung", "family", "item_id")]
-    rows = []
+    rows, effects = [], {}
     for model, sub in df.groupby("model", sort=True):
         ref = reference[model]
         floor = NOISE_FLOOR if NOISE_FLOOR in set(sub["rung"]) else None
@@ -452,6 +481,7 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
                     x = x.iloc[np.argsort([positions[(family, i)] for i in x.index], kind="stable")]
                     m = float(lens.margins(pd.DataFrame([lens.cell(w, ref, rung, floor)]), s)[0])
                     can = len(x) > 0 and (floor is not None or not lens.against_floor)
+                    effects[(model, rung, family, name)] = x.to_numpy(float)
                     if len(x):
                         cs = confidence_sequence(x.to_numpy(float), spec, s.alpha)
                         ev = evidence(x.to_numpy(float), spec, m, s.alpha)
@@ -479,9 +509,24 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
     key = ["model", "rung", "family"]
     if not rows:  # no rung has items beside its reference yet (e.g. the clock ran out first)
         return CellDecisions(pd.DataFrame(columns=list(DECIDED_COLUMNS)),
-                             pd.DataFrame(columns=[*key, "n", "decided", "undecided_lenses"]))
+                             pd.DataFrame(columns=[*key, "n", "decided", "undecided_lenses"]),
+                             effects)
     out = pd.concat(rows, ignore_index=True)[list(DECIDED_COLUMNS)]
-    return CellDecisions(out, _cell_status(out, sort=False))
+    return CellDecisions(out, _cell_status(out, sort=False), effects)
+
+
+def _open(lenses: pd.DataFrame) -> pd.Series:
+    """The lens rows still open: the lens can decide the cell and has not."""
+    return lenses.can_decide.astype(bool) & ~lenses.decided.astype(bool)
+
+
+def next_decision(seconds: pd.Series, lenses: pd.DataFrame) -> float:
+    """A cell's projected seconds to its next lens verdict from its lens rows: 0 when decided
+    (every lens that can decide it has), else the least of its open lenses' (inf if none)."""
+    open_ = _open(lenses)
+    if lenses.can_decide.astype(bool).any() and not open_.any():
+        return 0.0
+    return float(seconds[open_].min()) if open_.any() else np.inf
 
 
 def _cell_status(lenses: pd.DataFrame, sort: bool, **extra) -> pd.DataFrame:
@@ -558,12 +603,43 @@ class BudgetSummary(NamedTuple):
     """Result of :func:`budget_summary`."""
 
     cells: pd.DataFrame  # model × rung × family: n, decided, look_decided, seconds_to_decide
-    further: pd.DataFrame  # model × further minutes: cells, decided, likely decided, not within items
+    further: pd.DataFrame  # model × further minutes: verdicts, decided, likely decided, not within items
+
+
+def likely_within(seconds: pd.Series, cells: pd.Series, budget_s: float) -> int:
+    """
+    How many undecided lens verdicts a further ``budget_s`` seconds would likely settle.
+
+    Parameters
+    ----------
+    seconds : pandas.Series
+        Projected seconds of each undecided lens verdict (``inf``: not within its items).
+    cells : pandas.Series
+        The cell of each (one key per model × rung × family): a cell's items serve all its
+        lenses, so reaching a second lens of a cell costs only the seconds beyond the first.
+    budget_s : float
+
+    Returns
+    -------
+    int
+        Verdicts taken cheapest first while the cells' added seconds fit in ``budget_s``.
+    """
+    charged: dict = {}
+    total, count = 0.0, 0
+    for sec, cell in sorted(zip(seconds.astype(float), cells, strict=True), key=lambda t: t[0]):
+        if not np.isfinite(sec):
+            break
+        total += sec - charged.get(cell, 0.0)
+        if total > budget_s:
+            break
+        charged[cell], count = sec, count + 1
+    return count
 
 
 def budget_summary(sequential: pd.DataFrame, minutes=FURTHER_MINUTES) -> BudgetSummary:
     """
-    Per cell, what a budgeted sweep spent and decided, and what further minutes would settle.
+    Per cell, what a budgeted sweep spent and decided; per model, the lens verdicts it reached
+    and what further minutes would settle.
 
     Parameters
     ----------
@@ -577,18 +653,19 @@ def budget_summary(sequential: pd.DataFrame, minutes=FURTHER_MINUTES) -> BudgetS
     BudgetSummary
         ``cells``: ``model, rung, family, n`` (items used), ``decided`` (every lens that can
         decide it has), ``look_decided`` (NaN while undecided), ``undecided_lenses``,
-        ``seconds_to_decide`` (projected; 0 when decided, inf when not within the family's
-        items). ``further``: per model its ``cells``, ``decided``, ``items_min``,
-        ``items_max`` (items per cell), and per ``minutes``, ``likely_decided`` (undecided cells
-        whose projected seconds, cheapest first, add up to at most those minutes),
-        ``undecided`` and ``not_within_items`` (cells whose projection needs more items
-        than their family has, or sits on the margin).
+        ``seconds_to_decide`` (projected seconds to its next lens decision; 0 when decided,
+        inf when none is projected within the family's items). ``further``: per model its
+        ``verdicts`` (cell × lens pairs that can be decided), ``decided`` (a loss beyond the
+        margin or equivalence shown), ``items_min``, ``items_max`` (items per cell), and per
+        ``minutes``, ``likely_decided`` (undecided verdicts a further budget of those minutes
+        would likely settle: :func:`likely_within`), ``undecided`` and ``not_within_items``
+        (verdicts whose projection needs more items than their family has).
 
     Notes
     -----
-    A plug-in projection (:func:`items_to_decide` at each cell's own estimate and measured
-    seconds per item, the rung's own scoring; the reference's and floor's items for the
-    same positions come on top), for choosing a further budget, not a power calculation.
+    A plug-in projection (:func:`items_to_decide` on each cell's own items and measured
+    seconds per item, its reference's and floor's included), for choosing a further budget,
+    not a power calculation.
     """
     need = {"model", "rung", "family", "lens", "n", "can_decide", "decided", "look_decided",
             "seconds_to_decide"}
@@ -596,19 +673,21 @@ def budget_summary(sequential: pd.DataFrame, minutes=FURTHER_MINUTES) -> BudgetS
     if missing:
         raise ValueError(f"{Table.SEQUENTIAL.file_name} lacks {sorted(missing)}: it was written by an older "
                          "version; rerun the budgeted sweep (gguf-fragility run --budget ...)")
+    can = sequential.can_decide.astype(bool)
     cells = _cell_status(sequential, sort=True, look_decided=lambda g: g.look_decided.min(),
-                         seconds_to_decide=lambda g: float(g.seconds_to_decide.max()))
+                         seconds_to_decide=lambda g: next_decision(g.seconds_to_decide, g))
     rows = []
-    for model, g in cells.groupby("model", sort=True):
-        open_ = g[~g.decided.astype(bool)].seconds_to_decide.astype(float)
-        finite = np.sort(open_[np.isfinite(open_)].to_numpy())
+    for model, g in sequential[can].groupby("model", sort=True):
+        open_ = g[~g.decided.astype(bool)]
+        secs, key = open_.seconds_to_decide.astype(float), open_.rung + "/" + open_.family
+        n = cells[cells.model == model].n
         for m in minutes:
-            rows.append({"model": model, "cells": len(g), "decided": len(g) - len(open_),
-                         "items_min": int(g.n.min()), "items_max": int(g.n.max()), "minutes": m,
-                         "likely_decided": int((np.cumsum(finite) <= 60 * m).sum()),
-                         "undecided": len(open_), "not_within_items": int((~np.isfinite(open_)).sum())})
+            rows.append({"model": model, "verdicts": len(g), "decided": len(g) - len(open_),
+                         "items_min": int(n.min()), "items_max": int(n.max()), "minutes": m,
+                         "likely_decided": likely_within(secs, key, 60 * m),
+                         "undecided": len(open_), "not_within_items": int((~np.isfinite(secs)).sum())})
     return BudgetSummary(cells, pd.DataFrame(rows, columns=[
-        "model", "cells", "decided", "items_min", "items_max", "minutes", "likely_decided",
+        "model", "verdicts", "decided", "items_min", "items_max", "minutes", "likely_decided",
         "undecided", "not_within_items"]))
 
 
@@ -636,8 +715,11 @@ def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
     Returns
     -------
     CellDecisions
-        ``cells`` gains ``seconds``: :func:`items_to_decide` of its slowest undecided lens
-        (0 when decided, ``inf`` when it cannot be decided within ``cap``).
+        ``lenses`` gains ``seconds``: :func:`items_to_decide` of the lens in the cell (0 when
+        decided, ``inf`` when not projected to decide within ``cap``) at the cell's cost per
+        item, its own plus its reference's and floor's for the same positions; ``cells``
+        gains ``seconds``: 0 when decided, else those of its next lens decision (the
+        cheapest of its undecided lenses; ``inf`` when none is projected within ``cap``).
     """
     steered = set(steered)
     models = sorted({m for m, _, _ in steered})
@@ -648,20 +730,35 @@ def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
     bpw = dict(zip(zip(ladder.model.astype(str), ladder.rung.astype(str), strict=True),
                    ladder.bpw.astype(float), strict=True))
     refs = ladder[ladder.is_reference.astype(bool)]
-    dec = decide_cells(items, dict(zip(refs.model, refs.rung, strict=True)), bpw, positions, s)
-    open_ = dec.lenses[dec.lenses.can_decide & ~dec.lenses.decided]
-    lk = list(zip(open_.model, open_.rung, open_.family, strict=True))
+    reference = dict(zip(refs.model, refs.rung, strict=True))
+    dec = decide_cells(items, reference, bpw, positions, s)
+    lenses = dec.lenses
     default = float(np.median(list(cost.values()))) if cost else 1.0
-    mirror = np.where([LENSES[n].loss_side == ABOVE for n in open_.lens], -1.0, 1.0)
-    plan = items_to_decide(mirror * open_.estimate.to_numpy(float),
-                           (open_.cs_high - open_.cs_low).to_numpy(float),
-                           np.maximum(open_.n.to_numpy(float), 1), open_.margin.to_numpy(float),
-                           cost_s=[cost.get(k, default) for k in lk],
-                           n_max=[cap.get(k, np.inf) for k in lk])
-    secs = pd.Series(plan.seconds, index=pd.MultiIndex.from_tuples(lk, names=["model", "rung", "family"])
-                     ) if lk else pd.Series(dtype=float)
-    secs = secs.groupby(level=[0, 1, 2]).max() if lk else secs
-    cells = dec.cells.assign(seconds=[0.0 if d else float(secs.get(k, np.inf)) for d, k in zip(
-        dec.cells.decided, zip(dec.cells.model, dec.cells.rung, dec.cells.family, strict=True),
-        strict=True)])
-    return CellDecisions(dec.lenses, cells)
+
+    def per_item(m: str, r: str, f: str) -> float:  # the cell's, its reference's and floor's
+        return sum(cost.get(k, default) for k in ((m, r, f), (m, reference[m], f),
+                                                   (m, NOISE_FLOOR, f)) if k in steered)
+
+    secs = np.where(lenses.decided.astype(bool), 0.0, np.inf)
+    level = s.alpha / lenses.groupby(["model", "lens"]).family.transform("nunique").to_numpy()
+    for name, spec in SPECS.items():
+        rows = np.flatnonzero(((lenses.lens == name) & _open(lenses)).to_numpy())
+        if not rows.size:
+            continue
+        keys = list(zip(*(lenses[c].to_numpy()[rows] for c in ("model", "rung", "family")),
+                        strict=True))
+        xs = [dec.effects[(*k, name)] for k in keys]
+        padded = np.zeros((len(xs), max(map(len, xs))))
+        for i, x in enumerate(xs):
+            padded[i, :len(x)] = x
+        plan = items_to_decide(padded, spec, lenses.margin.to_numpy(float)[rows],
+                               [per_item(*k) for k in keys], n=[len(x) for x in xs],
+                               n_max=[cap.get(k, np.inf) for k in keys], level=level[rows],
+                               alpha=s.alpha)
+        secs[rows] = plan.seconds
+    lenses = lenses.assign(seconds=secs)
+    nxt = lenses.groupby(["model", "rung", "family"], sort=False).apply(
+        lambda g: next_decision(g.seconds, g), include_groups=False) if len(lenses) else {}
+    cells = dec.cells.assign(seconds=[float(nxt[k]) for k in zip(
+        dec.cells.model, dec.cells.rung, dec.cells.family, strict=True)])
+    return CellDecisions(lenses, cells, dec.effects)

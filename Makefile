@@ -1,12 +1,13 @@
 # The two commands of the README, plus conveniences. Each sets up .venv itself.
 PROFILE ?= default
+BUDGET ?=  # e.g. 45m: a budgeted profile's looks get these minutes (a rerun extends the undecided cells)
 
 .PHONY: autopsy test test-fast lab probes clean-outputs
 
 autopsy:  ## run the whole autopsy on params/$(PROFILE).yaml and render the site; fails (exit 1) when its claim check does
 	bash scripts/setup.sh
 	bash scripts/ensure_sandbox.sh
-	.venv/bin/gguf-fragility run --profile $(PROFILE)
+	.venv/bin/gguf-fragility run --profile $(PROFILE) $(if $(strip $(BUDGET)),--budget $(strip $(BUDGET)))
 
 test:  ## the test suite (real llama.cpp on the real SmolLM2 model, real Chromium)
 	bash scripts/setup.sh

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from typing import NamedTuple, Protocol
 
@@ -195,18 +196,17 @@ def run_looks(profile: Profile, judge: Judge, *,
     models = [m for m in profile.models if _gate_ok(profile, m)]
     target: dict[Key, int] = {}
     cap: dict[Key, int] = {}
-    order: dict[str, list[dict]] = {}  # each family's items in their pre-registered order
+    families = {m: _families(profile, m) for m in models}
+    positions = probes.item_positions({f for fs in families.values() for f in fs})
+    sizes = Counter(f for f, _ in positions)  # items of each family
     for model in models:
-        for family in _families(profile, model):
-            if family not in order:
-                order[family] = probes.load_family(family, validate=False).items
-            size = len(order[family])
+        for family in families[model]:
+            size = sizes[family]
             for rung in looked_rungs(profile, model):
                 cap[(model, rung, family)] = min(size, budget.max_items or size)
                 first = profile.items_for(model, family)  # the fixed design's count
                 target[(model, rung, family)] = min(budget.first_items or first, first,
                                                     cap[(model, rung, family)])
-    positions = {(f, it["item_id"]): i for f, items in order.items() for i, it in enumerate(items)}
     st = _resume(profile, target, cap) or LookState(1, _covered(profile, models, target), {}, {}, {})
     todo = set(st.target)  # a process's first look visits every cell
     log = []

@@ -129,7 +129,8 @@ def test_looks_extend_and_a_larger_budget_only_adds(tmp_path, tiny_run):
     profile = _looks_profile(tmp_path, 4)
     log, lines = _run_looks(profile)
     assert len(lines) == len(log) >= 3 and lines[0].startswith("look 1: ")
-    assert "cells decided" in lines[-1] and "no clock limit" in lines[-1]
+    assert "lens verdicts reached" in lines[-1] and "cells decided" in lines[-1]
+    assert "no clock limit" in lines[-1]
     assert log.items_scored.sum() == 2  # item 4 at F16 and at Q2_K; items 1-3 were stored
     before = pd.read_parquet(cell)
     assert len(before) == 4

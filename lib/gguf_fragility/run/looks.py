@@ -226,9 +226,9 @@ def run_looks(profile: Profile, judge: Judge, *,
                    int(dec.lenses.decided.astype(bool).sum()), scored,
                    round(max(left, 0), 1) if math.isfinite(left) else math.inf)
         log.append(row)
-        progress(f"look {st.look}: {row.decided} of {row.cells} cells decided ({row.verdicts_decided}"
-                 f" of {row.verdicts} lens verdicts), {row.undecided} undecided ({row.out_of_reach}"
-                 f" out of reach), {scored} items scored, "
+        progress(f"look {st.look}: {row.verdicts_decided} of {row.verdicts} lens verdicts reached; "
+                 f"{row.decided} of {row.cells} cells decided on every lens, {row.undecided} "
+                 f"undecided ({row.out_of_reach} out of reach); {scored} items scored, "
                  + (f"{max(left, 0):.1f} min left" if math.isfinite(left) else "no clock limit"))
         if not grow or time.monotonic() >= stop_at:
             return pd.DataFrame(log)

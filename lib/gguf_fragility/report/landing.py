@@ -316,7 +316,7 @@ def budget_markdown(run: RunLayout) -> str:
                              per["items_min"], per["items_max"], strict=True)]})
     f = b.further.pivot(index="model", columns="minutes", values="likely_decided")
     for m in f.columns:
-        view[f"likely decided in {m:g} more min"] = f[m].reindex(per.index).to_numpy()
+        view[f"projected in {m:g} more min"] = f[m].reindex(per.index).to_numpy()
     view["not within the family's items"] = per["not_within_items"].to_numpy()
     decided = "; ".join(f"{m}: {r['decided']} of {r['verdicts']} lens verdicts"
                         for m, r in per.iterrows())
@@ -329,9 +329,11 @@ def budget_markdown(run: RunLayout) -> str:
             "when a larger budget extends the run ([Methods](methods.qmd)): rerun with a "
             "larger `--budget` to continue the undecided cells. The last columns are a "
             "projection that replays each cell's own items at its measured seconds per item "
-            "on this machine (its reference's and floor's included), cheapest verdicts first; "
-            "verdicts whose projection needs more items than their family has are counted "
-            "apart.\n\n" + md_table(view))
+            "on this machine (its reference's and floor's included), cheapest verdicts first, "
+            "for each model as if it had the minutes alone; it is optimistic (a cell whose "
+            "first items all agree may meet disagreements later: Measurements), so read it as "
+            "an upper guide. Verdicts whose projection needs more items than their family "
+            "has are counted apart.\n\n" + md_table(view))
 
 
 def _mdes(head: pd.DataFrame, discordance: float) -> str:

@@ -29,6 +29,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
+from itertools import accumulate
 from typing import NamedTuple, Protocol
 
 import pandas as pd
@@ -264,8 +265,8 @@ def allocate(open_: list[Key], seconds: Mapping[Key, float], budget_s: float) ->
     reach = sorted((k for k in open_ if math.isfinite(seconds[k])), key=lambda k: (seconds[k], k))
     if not reach:
         return list(open_)
-    spent = pd.Series([seconds[k] for k in reach]).cumsum().to_numpy()
-    return reach[:max(1, int((spent <= budget_s).sum()))]
+    spent = list(accumulate(seconds[k] for k in reach))
+    return reach[:max(1, sum(s <= budget_s for s in spent))]
 
 
 def _covered(profile: Profile, models: list[str], target: dict[Key, int]) -> dict[Key, int]:

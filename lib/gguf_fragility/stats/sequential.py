@@ -15,7 +15,7 @@ with anytime-valid p-values (:func:`family_reject`). Usage::
     cs = sq.confidence_sequence(d, spec)        # running-intersection CS at the last item
     reject = sq.family_reject(ev.p_beyond)      # (families, rungs), lowest rung first
     label = sq.label(cs, reject, 0.03, spec)    # issue 25's labels (one family row here)
-    plan = sq.items_to_decide(cs.estimate, cs.high - cs.low, cs.n, 0.03, cost_s=2.0)
+    plan = sq.items_to_decide(d, spec, 0.03, cost_s=2.0, n_max=300)  # replays d's items
 
 A budgeted sweep (:mod:`gguf_fragility.run.looks`) decides every cell of a run at each
 look with :func:`decide_cells`. Pure numpy and pandas; tested by

@@ -3,7 +3,7 @@
 Run, after the setup stages of the profile (``gguf-fragility run --profile default --stages
 ladder probes calibrate``), with nothing else on the machine::
 
-    .venv/bin/python benchmarks/bench_sequential.py --profile default [--budget-minutes 20]
+    .venv/bin/python benchmarks/bench_sequential.py --profile default [--budget-minutes 10]
         [--models smollm2-135m] [--extend-minutes 5]
 
 It copies ``outputs/<profile>`` (ladders, probe tables, calibration and the reference's
@@ -14,9 +14,11 @@ the other, the profile's ``sweep`` and ``stats`` stages in each copy:
   ``n_items``), judged by the fixed-sample tests;
 * **sequential**: the profile with its budget, judged by the anytime-valid sequences (with
   ``--models``, both arms keep only those models of the profile). Its
-  looks get ``--budget-minutes`` (default: the fixed arm's sweep minutes less the sequential
-  arm's measured non-look work, KL shift and costs, as estimated by ``--overhead-minutes``),
-  so that both sweeps take about the same wall time.
+  looks get ``--budget-minutes`` (default: the seconds the fixed arm spent scoring items, the
+  sum of its new rows' ``seconds``: the fixed sweep less its model loads, KL shift and cost
+  measurements, which the sequential arm's chapter 4 does alike), so that both sweeps take
+  about the same wall time, the sequential arm paying its looks' model loads and judging
+  out of its budget.
 
 Prints per arm the sweep's wall seconds and the decided cells per model × lens (loss beyond
 the margin shown, or equivalence within it: ``tables/lens_summary.csv``'s ``n_decided``), the
@@ -54,7 +56,14 @@ class Arm(NamedTuple):
     name: str
     sweep_s: float
     looks_s: float  # of which the budgeted looks (0 for the fixed design)
+    scoring_s: float  # seconds of the items this run scored (its rows' ``seconds``)
     decided: pd.DataFrame  # model, lens, n_cells, n_decided
+
+
+def scored_seconds(root: Path) -> float:
+    """Sum of the ``seconds`` of every stored sweep row under a run's folder."""
+    return float(sum(pd.read_parquet(p, columns=["seconds"])["seconds"].sum()
+                     for p in (root / "sweep").glob("*/*/*.parquet")))
 
 
 def copy_setup(profile: str, scratch: Path) -> Path:
@@ -86,16 +95,19 @@ def run_arm(name: str, profile: str, outputs: Path, extra: list[str],
     cmd = [str(REPO / ".venv" / "bin" / "gguf-fragility"), "run", "--profile", profile,
            "--stages", "sweep", "stats", "--no-site", *extra]
     print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
+    root = outputs / profile
+    before = scored_seconds(root)
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, cwd=REPO)
     wall = time.perf_counter() - t0
-    root = outputs / profile
     timings = pd.read_csv(root / "timings.csv")
     sweep = timings[timings["stage"].isin(["sweep", "looks"])]
     summary = pd.read_csv(root / "tables" / Table.LENS_SUMMARY.file_name)
-    print(f"[{name}] {wall:.0f} s in all, sweep {sweep['seconds'].sum():.0f} s", flush=True)
+    scoring = scored_seconds(root) - before
+    print(f"[{name}] {wall:.0f} s in all, sweep {sweep['seconds'].sum():.0f} s, of which "
+          f"{scoring:.0f} s scoring items", flush=True)
     return Arm(name, float(sweep["seconds"].sum()),
-               float(timings.loc[timings["stage"] == "looks", "seconds"].sum()),
+               float(timings.loc[timings["stage"] == "looks", "seconds"].sum()), scoring,
                summary[["model", "lens", "n_cells", "n_decided"]])
 
 
@@ -103,9 +115,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default", help="a profile with a budget (params/)")
     ap.add_argument("--budget-minutes", type=float, default=None,
-                    help="the sequential arm's look minutes (default: fixed sweep less overhead)")
-    ap.add_argument("--overhead-minutes", type=float, default=3.0,
-                    help="the sequential arm's sweep work outside its looks (KL shift, costs)")
+                    help="the sequential arm's look minutes (default: the fixed arm's seconds "
+                         "scoring items)")
     ap.add_argument("--models", nargs="+", default=None,
                     help="only these models of the profile (both arms; default: all)")
     ap.add_argument("--scratch", default=None, help="folder for the two copies (default: a temp)")
@@ -134,7 +145,7 @@ def main() -> None:
     copy_setup(args.profile, scratch / "fixed")
     copy_setup(args.profile, scratch / "sequential")
     fixed = run_arm("fixed", args.profile, scratch / "fixed", [], profiles=fixed_yaml.parent)
-    minutes = args.budget_minutes or max(fixed.sweep_s / 60 - args.overhead_minutes, 1.0)
+    minutes = args.budget_minutes or max(fixed.scoring_s / 60, 1.0)
     seq = run_arm("sequential", args.profile, scratch / "sequential",
                   ["--budget", f"{minutes:.2f}m"], profiles=seq_yaml.parent)
     table = fixed.decided.merge(seq.decided, on=["model", "lens"], suffixes=("_fixed", "_sequential"))

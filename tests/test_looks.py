@@ -149,6 +149,30 @@ def test_looks_extend_and_a_larger_budget_only_adds(tmp_path, tiny_run):
 
 
 @pytest.mark.llama
+def test_chapter_4_takes_the_cells_as_the_looks_left_them(tmp_path, tiny_run):
+    """A budget of one item per cell (n_items 3): chapter 4's sweep_rung returns the Q2_K
+    cell's one item and adds none; the fixed design (no budget) brings it to its 3. Old code
+    planned n_items in chapter 4, so a budgeted run's undecided cells were topped up to the
+    fixed design after the looks, outside the budget."""
+    from gguf_fragility.run.sweep import sweep_rung
+
+    copy_tiny_run(tiny_run, tmp_path / "outputs", "look", [FAMILY])
+    cell = tmp_path / "outputs/look/sweep" / SMOL / "Q2_K" / f"{FAMILY}.parquet"
+    cell.unlink()  # the looks score it from its first item
+    (tmp_path / "look.yaml").write_text(
+        tiny_profile_yaml([FAMILY], 3, n_threads=2) + f"outputs: {str(tmp_path / 'outputs')!r}\n"
+        + "noise_floor: false\nbudget: {first_items: 1, max_items: 1}\n")
+    profile = load_profile(tmp_path / "look.yaml")
+    _run_looks(profile)
+    assert len(pd.read_parquet(cell)) == 1
+    assert len(sweep_rung(profile, SMOL, "Q2_K")) == 1 and len(pd.read_parquet(cell)) == 1
+    fixed = tmp_path / "fixed" / "look.yaml"  # the same profile name, without the budget
+    fixed.parent.mkdir()
+    fixed.write_text((tmp_path / "look.yaml").read_text().split("budget:")[0])
+    assert len(sweep_rung(load_profile(fixed), SMOL, "Q2_K")) == 3 and len(pd.read_parquet(cell)) == 3
+
+
+@pytest.mark.llama
 def test_looks_stop_when_the_minutes_are_spent(tmp_path, tiny_run):
     copy_tiny_run(tiny_run, tmp_path / "outputs", "look", [FAMILY])
     """Under a 0.6-second budget the looks stop on the clock, not on max_items: the cell is
@@ -163,17 +187,78 @@ def test_looks_stop_when_the_minutes_are_spent(tmp_path, tiny_run):
     assert (table.seconds_to_decide > 0).all()  # undecided: some further seconds, or inf
 
 
-def test_allocate_extends_the_cells_in_reach_cheapest_first():
-    """Cells projected to a verdict grow, cheapest first, while their seconds fit in the
-    minutes left (the cheapest even when it alone does not); cells out of reach wait while
-    any is in reach, and all grow when none is."""
+def _lens_rows(rows) -> pd.DataFrame:
+    """Open lens rows of model m for :func:`allocate`: (rung, family, lens, n, further items)."""
+    return pd.DataFrame([{"model": "m", "rung": r, "family": f, "lens": lens, "n": n, "items": it,
+                          "against_floor": lens == "fidelity", "can_decide": True,
+                          "decided": False} for r, f, lens, n, it in rows])
+
+
+HOLDS = {("m", "F16", "a"): 64, ("m", "F16", "b"): 64, ("m", "F16-floor", "a"): 8,
+         ("m", "F16-floor", "b"): 8, ("m", "Q8_0", "a"): 8, ("m", "Q4", "a"): 8,
+         ("m", "Q8_0", "b"): 8}
+ONE_SECOND = dict.fromkeys(HOLDS, 1.0)
+CAPS = dict.fromkeys(HOLDS, 300)
+
+
+def test_allocate_grows_the_cheapest_verdicts_first():
+    """Priced per verdict (a cell's new items, its reference's beyond the 64 it holds, the
+    floor's only for the fidelity lens; one second per item here): Q4/a's margin verdict at
+    48 items costs 40 s, Q8_0/b's at 100 costs 92 + 36 = 128 s, Q8_0/a's three verdicts at
+    160 cost 152 + 96 + 152 = 400 s (133 s each). Old code grew every cell in reach by
+    look_items, cheapest cell first, and raised the floor with every rung."""
     from gguf_fragility.run.looks import allocate
 
-    secs = {"a": 100.0, "b": 50.0, "c": np.inf, "d": 400.0}
-    assert allocate(list(secs), secs, 200) == ["b", "a"]
-    assert allocate(list(secs), secs, 10) == ["b"]
-    assert allocate(list(secs), secs, np.inf) == ["b", "a", "d"]
-    assert allocate(["c"], secs, 1e6) == ["c"]
+    rows = _lens_rows([("Q8_0", "a", lens, 8, 152) for lens in ("correctness", "margin", "fidelity")]
+                      + [("Q4", "a", "margin", 8, 40), ("Q8_0", "b", "correctness", 8, np.inf),
+                         ("Q8_0", "b", "margin", 8, 92)])
+    full = allocate(rows, HOLDS, ONE_SECOND, CAPS, 1000, 16)
+    assert full == {**HOLDS, ("m", "Q8_0", "a"): 160, ("m", "Q4", "a"): 48, ("m", "Q8_0", "b"): 100,
+                    ("m", "F16", "a"): 160, ("m", "F16", "b"): 100, ("m", "F16-floor", "a"): 160}
+    some = allocate(rows, HOLDS, ONE_SECOND, CAPS, 300, 16)  # 40 + 128 s; 400 more do not fit
+    assert some == {**HOLDS, ("m", "Q4", "a"): 48, ("m", "Q8_0", "b"): 100, ("m", "F16", "b"): 100}
+    least = allocate(rows, HOLDS, ONE_SECOND, CAPS, 10, 16)  # none fits: the cheapest, one step
+    assert least == {**HOLDS, ("m", "Q4", "a"): 24}
+
+
+def test_allocate_prices_the_floor_only_for_fidelity_and_shares_the_reference():
+    """A margin verdict at 100 items (92 + 36 = 128 s) comes before fidelity's at 160 (the
+    floor's 152 s on top: 200 s per verdict); a sibling rung's verdict costs only its own items
+    once the reference holds them (248 + 152 s fit in 400, 248 + 248 would not)."""
+    from gguf_fragility.run.looks import allocate
+
+    rows = _lens_rows([("Q8_0", "a", "margin", 8, 92), ("Q8_0", "a", "fidelity", 8, 152)])
+    assert allocate(rows, HOLDS, ONE_SECOND, CAPS, 150, 16) == {
+        **HOLDS, ("m", "Q8_0", "a"): 100, ("m", "F16", "a"): 100}
+    rows = _lens_rows([("Q8_0", "a", "margin", 8, 152), ("Q4", "a", "margin", 8, 152)])
+    assert allocate(rows, HOLDS, ONE_SECOND, CAPS, 400, 16) == {
+        **HOLDS, ("m", "Q8_0", "a"): 160, ("m", "Q4", "a"): 160, ("m", "F16", "a"): 160}
+
+
+def test_allocate_grows_every_open_cell_by_a_step_when_none_is_in_reach():
+    """No verdict projected within the caps: every undecided cell gains look_items (the floor
+    and reference cover them); a cell at its cap stays."""
+    from gguf_fragility.run.looks import allocate
+
+    rows = _lens_rows([("Q8_0", "a", "fidelity", 8, np.inf), ("Q8_0", "b", "margin", 8, np.inf),
+                       ("Q4", "a", "margin", 8, np.inf)])
+    caps = {**CAPS, ("m", "Q4", "a"): 8}
+    assert allocate(rows, HOLDS, ONE_SECOND, caps, 1e6, 16) == {
+        **HOLDS, ("m", "Q8_0", "a"): 24, ("m", "Q8_0", "b"): 24, ("m", "F16-floor", "a"): 24,
+        ("m", "F16-floor", "b"): 24}
+
+
+def test_filled_costs_take_the_models_own_median():
+    """A cell the looks never scored (a stored reference) costs its model's median, not every
+    model's: the 1.5B model is ten times slower."""
+    from gguf_fragility.run.looks import filled_costs
+
+    cost = {("s", "Q8_0", "a"): 0.2, ("s", "Q4", "a"): 0.4, ("q", "Q4", "a"): 2.0,
+            ("q", "Q2", "a"): 4.0, ("q", "Q2", "b"): 6.0}
+    got = filled_costs([("s", "F16", "a"), ("q", "F16", "a"), ("x", "F16", "a"), ("s", "Q4", "a")],
+                       cost)
+    assert got == {("s", "F16", "a"): pytest.approx(0.3), ("q", "F16", "a"): 4.0,
+                   ("x", "F16", "a"): 2.0, ("s", "Q4", "a"): 0.4}
 
 
 TWO = ("knowledge_mc", "science_mc")

@@ -72,17 +72,19 @@ class EngineParams:
 
 @dataclass(frozen=True)
 class Budget:
-    """A budgeted sweep (issue 27): looks of a few items per undecided cell until it is spent.
+    """A budgeted sweep (issue 27): looks that grow the undecided cells until it is spent.
 
     Without ``budget`` a profile's sweep is the fixed design (``n_items`` per family). With it
     every cell first gets ``first_items`` (at most the fixed design's count for its model and
-    family, which calibration uses), then each look adds ``look_items`` to every cell the
-    sequential statistics (:mod:`gguf_fragility.stats.sequential`) have not decided, cheapest
-    first, until ``minutes`` of sweeping or ``max_items`` per cell are spent.
+    family, which calibration uses), then each look grows the cells whose undecided verdicts
+    the sequential statistics (:mod:`gguf_fragility.stats.sequential`) project cheapest per
+    verdict to the items projected (by ``look_items`` at least), until ``minutes`` of sweeping
+    or ``max_items`` per cell are spent (:func:`gguf_fragility.run.looks.allocate`).
     """
 
     minutes: float | None = None  # wall minutes of the sweep's looks; None = no clock limit
-    look_items: int = 4  # items each look adds to every undecided cell
+    look_items: int = 4  # items a growing cell gains at least (every undecided cell gains this
+    # many when no verdict is projected within its family's items)
     max_items: int | None = None  # items per cell at most; None = every item of the family
     first_items: int | None = None  # items before the first look; None = the fixed design's
 
@@ -149,6 +151,13 @@ class Profile:
         """Items of one family (or the base count) for one model; caps apply per family."""
         base = self.models[model].n_items or self.n_items
         return min(base, self.family_items_cap.get(family, base))
+
+    def first_items_for(self, model: str, family: str) -> int:
+        """Items a budgeted sweep gives a cell of one family before its first look: the
+        budget's ``first_items``, at most the fixed design's :meth:`items_for` (without a
+        budget or ``first_items``: that count)."""
+        fixed = self.items_for(model, family)
+        return min(self.budget.first_items or fixed, fixed) if self.budget else fixed
 
     def noise_floor_for(self, model: str) -> bool:
         """Whether the model's reference is swept again as the noise floor (NOISE_FLOOR)."""

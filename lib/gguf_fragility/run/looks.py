@@ -1,19 +1,20 @@
-"""A budgeted sweep: looks of a few items per undecided cell until the budget is spent (issue 27).
+"""A budgeted sweep: looks that grow the undecided cells whose verdicts are cheapest (issue 27).
 
 With a profile's ``budget`` (:class:`~gguf_fragility.profile.Budget`), the pipeline runs
 :func:`run_looks` before chapter 4's notebooks. Every measurable family's cells (model ×
 ladder rung × family, the noise floor included) first get the budget's ``first_items`` (at
-most the profile's ``n_items``); each further look adds ``look_items`` to the undecided
-cells (:func:`gguf_fragility.stats.sequential.decide_cells`) that the planner
+most the profile's ``n_items``); after each look the planner
 (:func:`gguf_fragility.stats.sequential.items_to_decide`, with the run's own seconds per
-item) projects to reach a lens verdict within the minutes left, cheapest first
-(:func:`allocate`; every undecided cell when none is in reach), checking the clock before
-each cell, until ``minutes`` or ``max_items`` per cell are spent. A cell
+item) projects each undecided lens verdict (:func:`gguf_fragility.stats.sequential.
+decide_cells`) to a number of items, and :func:`allocate` grows the cells whose verdicts
+are cheapest per verdict, to those counts, within the minutes left, checking the clock
+before each cell, until ``minutes`` or ``max_items`` per cell are spent. A cell
 is only ever extended (:mod:`gguf_fragility.run.cells`), and each look's state is stored
 before it extends (``RunLayout.looks_state``), so a killed run resumes the look it was in
 and a later, larger budget continues the numbering; the statistics are valid at every
-look. Chapter 4 then finds
-every cell stored and measures the rest of each rung (cost, KL shift). Usage::
+look. Chapter 4 then takes every steered cell as the looks left it
+(:func:`gguf_fragility.run.sweep.budgeted_items`) and measures the rest of each rung
+(cost, KL shift). Usage::
 
     from functools import partial
     from gguf_fragility.run.looks import run_looks
@@ -26,21 +27,20 @@ every cell stored and measures the rest of each rung (cost, KL shift). Usage::
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
-from itertools import accumulate
 from typing import NamedTuple, Protocol
 
 import pandas as pd
 
 from gguf_fragility import probes
-from gguf_fragility.artifacts import load_measurable
-from gguf_fragility.engine.rungs import NOISE_FLOOR, REFERENCE, rung_spec
+from gguf_fragility.engine.rungs import NOISE_FLOOR, REFERENCE
 from gguf_fragility.layout import RunLayout, Table
 from gguf_fragility.profile import Profile
 from gguf_fragility.run.cells import LazyEngine, evaluate_cell
-from gguf_fragility.run.plan import families_of, plan_rung
+from gguf_fragility.run.plan import looked_families, looked_rungs, plan_rung
 from gguf_fragility.run.sweep import gate
 from gguf_fragility.store import read_result_json, report_rebuild, write_result_json, write_table_atomic
 
@@ -57,22 +57,6 @@ class Look(NamedTuple):
     verdicts_decided: int  # of which decided (a loss beyond the margin, or equivalence, shown)
     items_scored: int  # items scored in this look, every rung (reference and floor included)
     minutes_left: float  # of the budget's minutes (inf without a clock limit)
-
-
-def looked_rungs(profile: Profile, model: str) -> list[str]:
-    """The rungs the looks steer: the reference, the floor (when swept) and every ladder rung
-    (KV-cache rungs are compared with their controls in chapter 7 and keep ``n_items``)."""
-    rungs = [r for r in profile.models[model].rungs if rung_spec(r).kv_cache is None]
-    if profile.noise_floor_for(model):
-        rungs.insert(rungs.index(REFERENCE) + 1, NOISE_FLOOR)
-    return rungs
-
-
-def _families(profile: Profile, model: str) -> list[str]:
-    """The model's families in the profile that calibration found measurable; others keep
-    ``n_items``."""
-    m = load_measurable(profile.layout, [model])
-    return sorted(set(m.family[m.measurable.astype(bool)]) & set(families_of(profile, model)))
 
 
 Key = tuple[str, str, str]  # (model, rung, family): one cell
@@ -177,9 +161,10 @@ def run_looks(profile: Profile, judge: Judge, *,
     another ``look_items`` or a smaller ``max_items`` is ignored (said in one line) and the
     looks start over from look 1 on the stored cells.
 
-    After each look only the undecided cells :func:`allocate` picks grow: those projected to
-    reach their next lens verdict (the judge's ``seconds``), cheapest first, within the
-    minutes left; cells out of reach wait while any cell is in reach. Within a look the
+    After each look only the undecided cells :func:`allocate` picks grow: to the items their
+    lens verdicts are projected at, cheapest per verdict first (a reference's and floor's
+    items shared by the rungs of a family), within the minutes left; cells out of reach wait
+    while any cell is in reach. Within a look the
     cells are visited cheapest projected decision first (out of reach last), each model's
     reference and floor first for the families extended (they must hold every item a rung
     is compared on). The clock is checked before each cell, so the minutes go where
@@ -197,7 +182,7 @@ def run_looks(profile: Profile, judge: Judge, *,
     models = [m for m in profile.models if _gate_ok(profile, m)]
     target: dict[Key, int] = {}
     cap: dict[Key, int] = {}
-    families = {m: _families(profile, m) for m in models}
+    families = {m: looked_families(profile, m) for m in models}
     positions = probes.item_positions({f for fs in families.values() for f in fs})
     sizes = Counter(f for f, _ in positions)  # items of each family
     for model in models:
@@ -205,22 +190,22 @@ def run_looks(profile: Profile, judge: Judge, *,
             size = sizes[family]
             for rung in looked_rungs(profile, model):
                 cap[(model, rung, family)] = min(size, budget.max_items or size)
-                first = profile.items_for(model, family)  # the fixed design's count
-                target[(model, rung, family)] = min(budget.first_items or first, first,
+                target[(model, rung, family)] = min(profile.first_items_for(model, family),
                                                     cap[(model, rung, family)])
-    st = _resume(profile, target, cap) or LookState(1, _covered(profile, models, target), {}, {}, {})
+    st = _resume(profile, target, cap) or LookState(1, _covered(target), {}, {}, {})
     todo = set(st.target)  # a process's first look visits every cell
     log = []
     while True:
         _save(profile, st)
         scored = _extend(profile, models, st, todo, stop_at)
-        dec = judge(profile.layout, list(st.target), positions, cost=_cost(st.spent), cap=cap)
+        cost = filled_costs(st.target, _cost(st.spent))
+        dec = judge(profile.layout, list(st.target), positions, cost=cost, cap=cap)
         _write(profile, dec.lenses, dec.cells, st)
         cells = dec.cells.set_index(["model", "rung", "family"])
         open_ = [k for k in cells.index[~cells.decided] if k[1] not in (REFERENCE, NOISE_FLOOR)]
         left = (stop_at - time.monotonic()) / 60
         seconds = cells.seconds.astype(float)
-        grow = allocate([k for k in open_ if st.target[k] < cap[k]], seconds, left * 60)
+        target = allocate(dec.lenses, st.target, cost, cap, left * 60, budget.look_items)
         can = dec.lenses.can_decide.astype(bool)
         row = Look(st.look, len(cells), int(cells.decided.sum()), len(open_),
                    sum(not math.isfinite(seconds[k]) for k in open_), int(can.sum()),
@@ -231,55 +216,140 @@ def run_looks(profile: Profile, judge: Judge, *,
                  f"{row.decided} of {row.cells} cells decided on every lens, {row.undecided} "
                  f"undecided ({row.out_of_reach} out of reach); {scored} items scored, "
                  + (f"{max(left, 0):.1f} min left" if math.isfinite(left) else "no clock limit"))
-        if not grow or time.monotonic() >= stop_at:
+        todo = {k for k in target if target[k] > st.target[k]}
+        if not todo or time.monotonic() >= stop_at:
             return pd.DataFrame(log)
-        target = dict(st.target)
-        for k in grow:
-            target[k] = min(target[k] + budget.look_items, cap[k])
-        todo = set(grow)
-        st = st._replace(look=st.look + 1, target=_covered(profile, models, target),
-                         seconds=dict(cells.seconds.astype(float)))
+        st = st._replace(look=st.look + 1, target=target, seconds=dict(seconds))
 
 
-def allocate(open_: list[Key], seconds: Mapping[Key, float], budget_s: float) -> list[Key]:
+def filled_costs(cells: Collection[Key], cost: Mapping[Key, float]) -> dict[Key, float]:
+    """Seconds per item of every cell of ``cells``: its measured ``cost``, else the median of
+    its model's measured cells (of every model's when its model has none; 1 s when none is
+    measured): a model's cells share its speed, another model's may be ten times slower (a
+    reference the looks found stored, e.g., takes its model's)."""
+    anywhere = statistics.median(cost.values()) if cost else 1.0
+    by_model: dict[str, list[float]] = {}
+    for (m, _, _), c in cost.items():
+        by_model.setdefault(m, []).append(c)
+    return {k: cost[k] if k in cost else statistics.median(by_model[k[0]])
+            if k[0] in by_model else anywhere for k in cells}
+
+
+class _Option(NamedTuple):
+    """A way to grow one cell in :func:`allocate`: to ``items``, settling ``verdicts`` lenses."""
+
+    per_verdict: float  # seconds per lens verdict
+    seconds: float
+    cell: Key
+    items: int
+    floor: bool  # the floor grows with it (a lens compared with the floor is among those settled)
+    verdicts: int
+
+
+def allocate(lenses: pd.DataFrame, holds: Mapping[Key, int], cost: Mapping[Key, float],
+             cap: Mapping[Key, int], budget_s: float, step: int) -> dict[Key, int]:
     """
-    The undecided cells (below their cap) the next look extends.
+    The items every steered cell holds after the next look: the undecided cells whose lens
+    verdicts are projected cheapest, per verdict, grow to those verdicts.
 
     Parameters
     ----------
-    open_ : list of (model, rung, family)
-    seconds : mapping
-        Each cell's projected seconds to its next lens decision (the judge's ``seconds``;
-        ``inf`` when no lens is projected to decide within the cell's items).
+    lenses : pandas.DataFrame
+        The judge's lens rows (one per cell and lens): ``model, rung, family, n`` (items the
+        lens read), ``items`` (further items projected to its verdict: 0 when decided, inf
+        when not within the cell's cap), ``against_floor``, ``can_decide``, ``decided``.
+    holds : mapping (model, rung, family) -> int
+        Items each steered cell holds (the reference and floor included).
+    cost : mapping (model, rung, family) -> float
+        Seconds per item of each steered cell (:func:`filled_costs`).
+    cap : mapping (model, rung, family) -> int
+        Items each cell may reach.
     budget_s : float
         Seconds left of the budget (``inf`` without a clock).
+    step : int
+        The budget's ``look_items``: the least a growing cell gains.
 
     Returns
     -------
-    list of (model, rung, family)
-        The cells projected to decide, cheapest first, while their projected seconds add
-        up to at most ``budget_s`` (the cheapest always, so that a look makes progress
-        for a later, larger budget); when none is projected to decide, every cell of
-        ``open_`` (the projections may be wrong, and the minutes are the user's to spend).
+    dict
+        ``holds`` with the cells that grow raised, and each model's reference (and floor) in
+        those families raised to cover them.
+
+    Notes
+    -----
+    A greedy fill by seconds per verdict. An undecided lens verdict of a cell is projected at
+    ``n + items`` items (at least ``n + step``); growing the cell to one such count settles
+    every open lens projected within it, and costs the cell's new items plus the reference's
+    beyond what it holds, and the floor's when a lens compared with the floor is settled
+    (the fidelity lens: correctness and margin need only the reference). The cheapest
+    option per verdict that fits in the seconds left is taken, its items counted as held by
+    the reference and floor (a sibling rung of the same family then costs less), and the
+    options priced again, until none fits. When none fits at all, the cheapest grows by
+    ``step`` only (a look always makes progress for a later, larger budget); when no
+    verdict is projected within any cell's cap, every undecided cell grows by ``step`` (the
+    projections may be wrong, and the minutes are the user's).
     """
-    reach = sorted((k for k in open_ if math.isfinite(seconds[k])), key=lambda k: (seconds[k], k))
-    if not reach:
-        return list(open_)
-    spent = list(accumulate(seconds[k] for k in reach))
-    return reach[:max(1, sum(s <= budget_s for s in spent))]
+    held = dict(holds)
+    ref = {k: (k[0], REFERENCE, k[2]) for k in held}
+    floor = {k: (k[0], NOISE_FLOOR, k[2]) for k in held}
+    steered = lenses[lenses.can_decide.astype(bool) & ~lenses.decided.astype(bool)
+                     & ~lenses.rung.isin([REFERENCE, NOISE_FLOOR])]
+    wants: dict[Key, list[tuple[int, bool]]] = {}  # cell -> (items, against floor) per open lens
+    for r in steered.itertuples():
+        k = (r.model, r.rung, r.family)
+        if held[k] >= cap[k]:
+            continue
+        at = r.n + r.items
+        wants.setdefault(k, []).append((min(max(math.ceil(at), r.n + step), cap[k])
+                                        if math.isfinite(at) else math.inf, bool(r.against_floor)))
+    if not any(math.isfinite(a) for w in wants.values() for a, _ in w):  # none in reach
+        for k in wants:
+            held[k] = min(held[k] + step, cap[k])
+            if floor[k] in held:
+                held[floor[k]] = max(held[floor[k]], held[k])
+        return _covered(held)
+
+    def price(k: Key, items: int, with_floor: bool) -> float:
+        return sum(cost[c] * max(0, items - held[c])
+                   for c in (k, ref[k], *((floor[k],) if with_floor else ())) if c in held)
+
+    def options(k: Key) -> list[_Option]:
+        out = []
+        for items in sorted({a for a, _ in wants[k] if math.isfinite(a)}):
+            settled = [f for a, f in wants[k] if a <= items]
+            sec = price(k, items, any(settled))
+            out.append(_Option(sec / len(settled), sec, k, items, any(settled), len(settled)))
+        return out
+
+    def grow(o: _Option) -> None:
+        for c in (o.cell, ref[o.cell], *((floor[o.cell],) if o.floor else ())):
+            if c in held:
+                held[c] = max(held[c], o.items)
+        del wants[o.cell]
+
+    left, grown = budget_s, False
+    while wants:
+        fit = [o for k in wants for o in options(k) if o.seconds <= left]
+        if not fit:
+            break
+        best = min(fit)
+        left -= best.seconds
+        grow(best)
+        grown = True
+    if not grown:  # nothing fits: the cheapest grows by one step
+        best = min(o for k in wants for o in options(k))
+        grow(best._replace(items=min(held[best.cell] + step, best.items)))
+    return held
 
 
-def _covered(profile: Profile, models: list[str], target: dict[Key, int]) -> dict[Key, int]:
-    """``target`` with each model's reference and floor raised to the most items any of its
-    rungs holds in that family (they must hold every item a rung is compared on)."""
+def _covered(target: dict[Key, int]) -> dict[Key, int]:
+    """``target`` with each model's reference raised to the most items any of its rungs holds
+    in that family (every lens compares a rung with it on the same items)."""
     out = dict(target)
-    for model in models:
-        rungs = looked_rungs(profile, model)
-        for f in {f for (m, _, f) in target if m == model}:
-            need = max(target[(model, r, f)] for r in rungs)
-            for r in (REFERENCE, NOISE_FLOOR):
-                if (model, r, f) in out:
-                    out[(model, r, f)] = need
+    for (m, _, f), n in target.items():
+        k = (m, REFERENCE, f)
+        if k in out:
+            out[k] = max(out[k], n)
     return out
 
 
@@ -394,4 +464,4 @@ def _extend(profile: Profile, models: list[str], st: LookState, todo: Collection
     return scored
 
 
-__all__ = ["Judge", "Look", "LookState", "allocate", "looked_rungs", "run_looks"]
+__all__ = ["Judge", "Look", "LookState", "allocate", "filled_costs", "run_looks"]

@@ -17,9 +17,9 @@ from typing import NamedTuple
 import pandas as pd
 
 from gguf_fragility import probes
-from gguf_fragility.artifacts import read_ladder
+from gguf_fragility.artifacts import load_measurable, read_ladder
 from gguf_fragility.engine.llama import SCORING_VERSION, Engine
-from gguf_fragility.engine.rungs import RungSpec
+from gguf_fragility.engine.rungs import NOISE_FLOOR, REFERENCE, RungSpec
 from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes.scorers import ScoreSettings
 from gguf_fragility.profile import Profile, rung_spec
@@ -58,6 +58,23 @@ class RungPlan(NamedTuple):
 def families_of(profile: Profile, model: str) -> list[str]:
     """The model's families in this profile, or every family of the frozen battery."""
     return list(profile.families_for(model) or probes.FAMILIES)
+
+
+def looked_rungs(profile: Profile, model: str) -> list[str]:
+    """The rungs a budgeted sweep's looks steer: the reference, the floor (when swept) and every
+    ladder rung (KV-cache rungs are compared with their controls in chapter 7 and keep
+    ``n_items``)."""
+    rungs = [r for r in profile.models[model].rungs if rung_spec(r).kv_cache is None]
+    if profile.noise_floor_for(model):
+        rungs.insert(rungs.index(REFERENCE) + 1, NOISE_FLOOR)
+    return rungs
+
+
+def looked_families(profile: Profile, model: str) -> list[str]:
+    """The model's families a budgeted sweep's looks steer: those of the profile that
+    calibration found measurable (others keep ``n_items``)."""
+    m = load_measurable(profile.layout, [model])
+    return sorted(set(m.family[m.measurable.astype(bool)]) & set(families_of(profile, model)))
 
 
 def manifest_row(run: RunLayout, model: str, rung: str, spec: RungSpec) -> pd.Series:

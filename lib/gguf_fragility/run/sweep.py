@@ -25,9 +25,9 @@ from gguf_fragility.layout import RunLayout
 from gguf_fragility.probes.evaluate import detail_json, regrade_result
 from gguf_fragility.probes.scorers import scorer_tag
 from gguf_fragility.profile import Profile
-from gguf_fragility.run.cells import CellRun
+from gguf_fragility.run.cells import CellRun, stored_prefix
 from gguf_fragility.run.cluster import run_cells
-from gguf_fragility.run.plan import RungPlan, families_of, plan_rung
+from gguf_fragility.run.plan import RungPlan, families_of, looked_families, looked_rungs, plan_rung
 from gguf_fragility.run.shift import (
     POSITIONS,
     SAMPLE,
@@ -336,11 +336,35 @@ def floor_report(profile: Profile, model: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def budgeted_items(profile: Profile, model: str, rung: str) -> dict[str, int]:
+    """
+    Chapter 4's items per family of a rung in a budgeted run: what its looks left.
+
+    The looks (:mod:`gguf_fragility.run.looks`) own a budgeted run's steered cells
+    (:func:`~gguf_fragility.run.plan.looked_rungs` x
+    :func:`~gguf_fragility.run.plan.looked_families`), so chapter 4 plans each at the items its
+    stored cell holds (one the looks never reached, e.g. when the clock stopped the first
+    look: its first items, :meth:`~gguf_fragility.profile.Profile.first_items_for`) and adds
+    none: the budget bounds the sweep. Other cells (empty here) keep ``n_items``.
+    """
+    if profile.budget is None or rung not in looked_rungs(profile, model):
+        return {}
+    fams = looked_families(profile, model)
+    fixed = plan_rung(profile, model, rung, families=fams)
+    out = {}
+    for cell in fixed.cells:
+        rows = stored_prefix(fixed, cell)
+        out[cell.family] = len(rows) if rows is not None else profile.first_items_for(
+            model, cell.family)
+    return out
+
+
 def sweep_rung(profile: Profile, model: str, rung: str) -> pd.DataFrame:
-    """Notebook 04's one call: gate, evaluate every family cell, measure the KL shift."""
+    """Notebook 04's one call: gate, evaluate every family cell (a budgeted run's steered cells
+    as its looks left them: :func:`budgeted_items`), measure the KL shift."""
     gate(profile.layout, model)
     cal = read_calibration_items(profile.layout, model)
-    plan = plan_rung(profile, model, rung)
+    plan = plan_rung(profile, model, rung, n_items=budgeted_items(profile, model, rung))
     rows = evaluate_rung(profile, plan, usable=dict(zip(cal.item_id, cal.usable, strict=True)))
     measure_shift(profile, model, rung)
     return rows

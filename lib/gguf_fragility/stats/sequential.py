@@ -707,17 +707,19 @@ def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
         The pre-registered order (:func:`decide_cells`).
     s : Settings
     cost : mapping (model, rung, family) -> float
-        Seconds per item measured so far; a cell without one takes the median of the others
-        (1 s when none is known yet).
+        Seconds per item of every steered cell (measured, or estimated:
+        :func:`gguf_fragility.run.looks.filled_costs`).
     cap : mapping (model, rung, family) -> int
         Items a cell may reach (``n_max`` of :func:`items_to_decide`).
 
     Returns
     -------
     CellDecisions
-        ``lenses`` gains ``seconds``: :func:`items_to_decide` of the lens in the cell (0 when
-        decided, ``inf`` when not projected to decide within ``cap``) at the cell's cost per
-        item, its own plus its reference's and floor's for the same positions; ``cells``
+        ``lenses`` gains ``items``: :func:`items_to_decide`'s further items of the lens in the
+        cell (0 when decided, ``inf`` when not projected to decide within ``cap``),
+        ``seconds``: those items at the cell's cost per item, its own plus its reference's and
+        floor's for the same positions, and ``against_floor``: whether the lens compares the
+        cell with the noise floor (its items then need the floor's too); ``cells``
         gains ``seconds``: 0 when decided, else those of its next lens decision (the
         cheapest of its undecided lenses; ``inf`` when none is projected within ``cap``).
     """
@@ -733,13 +735,12 @@ def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
     reference = dict(zip(refs.model, refs.rung, strict=True))
     dec = decide_cells(items, reference, bpw, positions, s)
     lenses = dec.lenses
-    default = float(np.median(list(cost.values()))) if cost else 1.0
-
     def per_item(m: str, r: str, f: str) -> float:  # the cell's, its reference's and floor's
-        return sum(cost.get(k, default) for k in ((m, r, f), (m, reference[m], f),
-                                                   (m, NOISE_FLOOR, f)) if k in steered)
+        return sum(cost[k] for k in ((m, r, f), (m, reference[m], f), (m, NOISE_FLOOR, f))
+                   if k in steered)
 
-    secs = np.where(lenses.decided.astype(bool), 0.0, np.inf)
+    further = np.where(lenses.decided.astype(bool), 0.0, np.inf)
+    secs = further.copy()
     level = s.alpha / lenses.groupby(["model", "lens"]).family.transform("nunique").to_numpy()
     for name, spec in SPECS.items():
         rows = np.flatnonzero(((lenses.lens == name) & _open(lenses)).to_numpy())
@@ -755,8 +756,9 @@ def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
                                [per_item(*k) for k in keys], n=[len(x) for x in xs],
                                n_max=[cap.get(k, np.inf) for k in keys], level=level[rows],
                                alpha=s.alpha)
-        secs[rows] = plan.seconds
-    lenses = lenses.assign(seconds=secs)
+        further[rows], secs[rows] = plan.items, plan.seconds
+    lenses = lenses.assign(items=further, seconds=secs,
+                           against_floor=[LENSES[name].against_floor for name in lenses.lens])
     nxt = lenses.groupby(["model", "rung", "family"], sort=False).apply(
         lambda g: next_decision(g.seconds, g), include_groups=False) if len(lenses) else {}
     cells = dec.cells.assign(seconds=[float(nxt[k]) for k in zip(

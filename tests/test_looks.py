@@ -101,9 +101,10 @@ def test_decide_cells_beyond_equivalent_and_undecided():
     assert not small.lenses.set_index("lens").loc["fidelity", "can_decide"]  # no floor
 
 
-def _looks_profile(folder, max_items, minutes=None, families=(FAMILY,), settings=""):
+def _looks_profile(folder, max_items, minutes=None, families=(FAMILY,), settings="", first=None):
     budget = f"budget: {{look_items: 1, max_items: {max_items}" + (
-        f", minutes: {minutes}" if minutes else "") + "}\n"
+        f", minutes: {minutes}" if minutes else "") + (
+        f", first_items: {first}" if first else "") + "}\n"
     (folder / "look.yaml").write_text(tiny_profile_yaml(list(families), 2, n_threads=2)
                                       + f"outputs: {str(folder / 'outputs')!r}\n"
                                       + "noise_floor: false\n" + settings + budget)
@@ -121,14 +122,16 @@ def _run_looks(profile, progress=None):
 
 @pytest.mark.llama
 def test_looks_extend_and_a_larger_budget_only_adds(tmp_path, tiny_run):
-    """Budget of 4 items per cell (2 first, one per look), then of 5: the stored 3-item cells
-    are prefixes, each look adds an item to the undecided Q2_K cell (and its reference), and
-    the larger budget only appends items, earlier rows untouched."""
+    """Budget of 4 items per cell (2 first, at least one per look), then of 5: the stored
+    3-item cells hold their 3 (the first look scores none), a later look adds the fourth item
+    to the undecided Q2_K cell (and its reference), and the larger budget only appends items,
+    earlier rows untouched."""
     copy_tiny_run(tiny_run, tmp_path / "outputs", "look", [FAMILY])
     cell = tmp_path / "outputs/look/sweep" / SMOL / "Q2_K" / f"{FAMILY}.parquet"
     profile = _looks_profile(tmp_path, 4)
     log, lines = _run_looks(profile)
-    assert len(lines) == len(log) >= 3 and lines[0].startswith("look 1: ")
+    assert len(lines) == len(log) >= 2 and lines[0].startswith("look 1: ")
+    assert log.items_scored.iloc[0] == 0  # 3 stored items are more than the 2 first ones
     assert "lens verdicts reached" in lines[-1] and "cells decided" in lines[-1]
     assert "no clock limit" in lines[-1]
     assert log.items_scored.sum() == 2  # item 4 at F16 and at Q2_K; items 1-3 were stored
@@ -248,6 +251,20 @@ def test_allocate_grows_every_open_cell_by_a_step_when_none_is_in_reach():
         ("m", "F16-floor", "b"): 24}
 
 
+def test_projected_seconds_follow_the_plan():
+    """Without a budget the fill of the first allocate test takes Q4/a (40 s), then Q8_0/b
+    (128 s more: 168), then Q8_0/a's three verdicts (400 s more: 568); a verdict out of reach
+    is inf, a decided one 0."""
+    from gguf_fragility.run.looks import projected_seconds
+
+    rows = _lens_rows([("Q8_0", "a", lens, 8, 152) for lens in ("correctness", "margin", "fidelity")]
+                      + [("Q4", "a", "margin", 8, 40), ("Q8_0", "b", "correctness", 8, np.inf),
+                         ("Q8_0", "b", "margin", 8, 92), ("Q4", "a", "correctness", 8, 0)])
+    rows.loc[6, "decided"] = True
+    assert projected_seconds(rows, HOLDS, ONE_SECOND, CAPS, 16) == [
+        568.0, 568.0, 568.0, 40.0, np.inf, 168.0, 0.0]
+
+
 def test_filled_costs_take_the_models_own_median():
     """A cell the looks never scored (a stored reference) costs its model's median, not every
     model's: the 1.5B model is ten times slower."""
@@ -267,6 +284,17 @@ TWO = ("knowledge_mc", "science_mc")
 # sequences from 3 items, science_mc's gold-probability one from 4, knowledge_mc's (one item
 # loses 12 points) from 5, which also makes it the dearer to decide (up to 12 items)
 WIDE = "equivalence_margin: 0.95\ngold_prob_margin_pp: 68.5\n"
+
+
+def _two_families(tiny_run, folder):
+    """The two families' tiny run without its Q2_K cells, and a budget whose looks start them at
+    one item (up to 12, at least one more per look): projected from their first item, both
+    are grown at look 2 (knowledge_mc to 4 items, science_mc to 3), where their correctness
+    verdicts come, and decided at look 3."""
+    copy_tiny_run(tiny_run, folder / "outputs", "look", list(TWO))
+    for family in TWO:
+        (folder / "outputs/look/sweep" / SMOL / "Q2_K" / f"{family}.parquet").unlink()
+    return _looks_profile(folder, 12, families=TWO, settings=WIDE, first=1)
 
 
 class Visited(NamedTuple):
@@ -290,13 +318,11 @@ class Straight(NamedTuple):
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, tiny_run):
-    """Two families under WIDE margins, one item per look up to 12, no clock: run straight
+    """Two families under WIDE margins (:func:`_two_families`), no clock: run straight
     through, every cell visit (the real evaluate_cell) and each look's table recorded."""
     from gguf_fragility.run import looks
 
-    folder = tmp_path_factory.mktemp("straight")
-    copy_tiny_run(tiny_run, folder / "outputs", "look", list(TWO))
-    profile = _looks_profile(folder, 12, families=TWO, settings=WIDE)
+    profile = _two_families(tiny_run, tmp_path_factory.mktemp("straight"))
     visits, tables, real = [], [], looks.evaluate_cell
 
     def record(plan, cell, engine=None):
@@ -395,10 +421,10 @@ def test_a_run_killed_during_a_look_resumes_it_exactly(straight, tiny_run, tmp_p
     the cells and the sequential table of the uninterrupted run; a larger budget afterwards
     keeps each cell's look_decided. Old code restarted from look 1 on the stored cells: the
     cell decided earlier was decided again at look 1."""
-    copy_tiny_run(tiny_run, tmp_path / "outputs", "look", list(TWO))
-    profile = _looks_profile(tmp_path, 12, families=TWO, settings=WIDE)
+    profile = _two_families(tiny_run, tmp_path)
     want = pd.read_csv(straight.profile.layout.table(Table.SEQUENTIAL))
-    assert want.look_decided.nunique() == 2, "premise: the families are decided at different looks"
+    assert (want.look_decided > 1).all() and straight.tables[-2].decided.any(), (
+        "premise: a lens verdict a look before the last, every cell decided after look 1")
     _kill_after_a_decision(_looks_cmd(tmp_path / "look.yaml"), profile.layout)
     log, _ = _run_looks(profile)
     assert log.look.iloc[0] > 1  # resumed the killed look
@@ -411,7 +437,7 @@ def test_a_run_killed_during_a_look_resumes_it_exactly(straight, tiny_run, tmp_p
     for c in cells:
         pd.testing.assert_frame_equal(pd.read_parquet(profile.layout.root / c)[cols],
                                       pd.read_parquet(straight.profile.layout.root / c)[cols])
-    log2, _ = _run_looks(_looks_profile(tmp_path, 13, families=TWO, settings=WIDE))
+    log2, _ = _run_looks(_looks_profile(tmp_path, 13, families=TWO, settings=WIDE, first=1))
     again = pd.read_csv(profile.layout.table(Table.SEQUENTIAL))
     assert log2.look.tolist() == [log.look.iloc[-1]] and log2.items_scored.sum() == 0
     pd.testing.assert_series_equal(again.look_decided, want.look_decided)

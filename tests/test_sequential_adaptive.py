@@ -87,7 +87,7 @@ def run_family(lens: str, sims: int, rng, batch: int = 50):
             if not open_.any():
                 break
             need = np.full(n.shape, np.inf)
-            need[open_] = sq.items_to_decide(y[open_], below, m, cost_s=1.0, n=n[open_],
+            need[open_] = sq.items_to_decide(y[open_], below, m, n=n[open_],
                                              n_max=cap).items
             cheap = need <= np.median(need[open_])
             n = np.where(open_ & cheap, np.minimum(n + batch, cap), n)

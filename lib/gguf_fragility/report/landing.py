@@ -324,16 +324,18 @@ def budget_markdown(run: RunLayout) -> str:
             f"The sweep ran in {int(seq['looks'].max())} looks; its budget decided {decided} "
             "(a verdict is one lens on one cell, model × rung × family, showing a loss beyond "
             "its margin or equivalence within it). After each look only the cells projected to "
-            "reach a verdict within the minutes left got more items, cheapest first. Every cell "
+            "reach a verdict within the minutes left got more items, cheapest verdicts first. "
+            "Every cell "
             "was judged by anytime-valid confidence sequences, which stay valid at every look and "
             "when a larger budget extends the run ([Methods](methods.qmd)): rerun with a "
-            "larger `--budget` to continue the undecided cells. The last columns are a "
-            "projection that replays each cell's own items at its measured seconds per item "
-            "on this machine (its reference's and floor's included), cheapest verdicts first, "
-            "for each model as if it had the minutes alone; it is optimistic (a cell whose "
-            "first items all agree may meet disagreements later: Measurements), so read it as "
-            "an upper guide. Verdicts whose projection needs more items than their family "
-            "has are counted apart.\n\n" + md_table(view))
+            "larger `--budget` to continue the undecided cells. The last columns are the "
+            "looks' own plan for further minutes, both models in one budget: each cell's own "
+            "items replayed as the items to come, priced at the seconds per item measured on "
+            "this machine (a family's reference and floor items shared by its rungs), "
+            "cheapest verdicts first; it is optimistic (a cell whose first items all agree "
+            "may meet disagreements later: Measurements), so read it as an upper guide. "
+            "Verdicts whose projection needs more items than their family has are counted "
+            "apart.\n\n" + md_table(view))
 
 
 def _mdes(head: pd.DataFrame, discordance: float) -> str:

@@ -3,7 +3,8 @@
 With a profile's ``budget`` (:class:`~gguf_fragility.profile.Budget`), the pipeline runs
 :func:`run_looks` before chapter 4's notebooks. Every measurable family's cells (model ×
 ladder rung × family, the noise floor included) first get the budget's ``first_items`` (at
-most the profile's ``n_items``); after each look the planner
+most the profile's ``n_items``; a cell stored with more, such as the reference's calibration
+items, holds those); after each look the planner
 (:func:`gguf_fragility.stats.sequential.items_to_decide`, with the run's own seconds per
 item) projects each undecided lens verdict (:func:`gguf_fragility.stats.sequential.
 decide_cells`) to a number of items, and :func:`allocate` grows the cells whose verdicts
@@ -41,7 +42,7 @@ from gguf_fragility.layout import RunLayout, Table
 from gguf_fragility.profile import Profile
 from gguf_fragility.run.cells import LazyEngine, evaluate_cell
 from gguf_fragility.run.plan import looked_families, looked_rungs, plan_rung
-from gguf_fragility.run.sweep import gate
+from gguf_fragility.run.sweep import budgeted_items, gate
 from gguf_fragility.store import read_result_json, report_rebuild, write_result_json, write_table_atomic
 
 
@@ -91,19 +92,23 @@ def _write(profile: Profile, lenses: pd.DataFrame, cells: pd.DataFrame, st: Look
 
     Columns are :data:`~gguf_fragility.stats.sequential.DECIDED_COLUMNS` (items used ``n``,
     estimate, confidence sequence ``cs_low``/``cs_high``, margin, ``p_beyond``, label,
-    ``can_decide``, ``decided``), then, the same on every lens row of a cell:
+    ``can_decide``, ``decided``), the judge's ``items`` (further items projected to the lens's
+    verdict) and ``against_floor``, then per lens row:
+
+    - ``seconds_to_decide``: seconds of further looks until the lens's verdict in the looks'
+      own plan (:func:`projected_seconds`: 0 when decided, ``inf`` when not projected within
+      its item cap);
+
+    and, the same on every lens row of a cell:
 
     - ``look_decided``: the look that first decided the cell (empty while undecided); kept
       across resumed and extended runs;
     - ``looks``: looks run so far (the numbering goes on across runs);
-    - ``seconds_to_decide``: projected wall seconds of further items until the lens decides
-      the cell (the judge's ``seconds``: 0 when decided, ``inf`` when it is not projected to
-      decide within its item cap);
     - ``seconds_per_item``: the cell's measured wall seconds per item in the looks so far
       (kept across resumed and extended runs; model loads excluded; empty when the looks
       scored none of its items, e.g. a cell stored by a fixed sweep and decided at once).
 
-    A site plans "a further N minutes" from the last two
+    A site reads "a further N minutes" from ``seconds_to_decide``
     (:func:`~gguf_fragility.stats.sequential.budget_summary`).
     """
     cost = _cost(st.spent)
@@ -123,10 +128,10 @@ class Judge(Protocol):
     ``stats`` never import each other; the command line joins them)."""
 
     def __call__(self, run: RunLayout, steered: Collection[Key],
-                 positions: Mapping[tuple[str, str], int], *,
-                 cost: Mapping[Key, float], cap: Mapping[Key, int]):
-        """An object with ``lenses`` (one row per cell and lens) and ``cells`` (``model, rung,
-        family, decided, seconds``: projected seconds to decide)."""
+                 positions: Mapping[tuple[str, str], int], *, cap: Mapping[Key, int]):
+        """An object with ``lenses`` (one row per cell and lens, with ``n``, ``items``: further
+        items projected to its verdict, and ``against_floor``) and ``cells`` (``model, rung,
+        family, decided``)."""
 
 
 def run_looks(profile: Profile, judge: Judge, *,
@@ -186,25 +191,27 @@ def run_looks(profile: Profile, judge: Judge, *,
     positions = probes.item_positions({f for fs in families.values() for f in fs})
     sizes = Counter(f for f, _ in positions)  # items of each family
     for model in models:
-        for family in families[model]:
-            size = sizes[family]
-            for rung in looked_rungs(profile, model):
-                cap[(model, rung, family)] = min(size, budget.max_items or size)
-                target[(model, rung, family)] = min(profile.first_items_for(model, family),
-                                                    cap[(model, rung, family)])
-    st = _resume(profile, target, cap) or LookState(1, _covered(target), {}, {}, {})
+        for rung in looked_rungs(profile, model):
+            stored = budgeted_items(profile, model, rung)  # e.g. the reference's calibration items
+            for family in families[model]:
+                k = (model, rung, family)
+                cap[k] = min(sizes[family], budget.max_items or sizes[family])
+                target[k] = min(max(profile.first_items_for(model, family), stored[family]), cap[k])
+    st = _resume(profile, target, cap) or LookState(1, target, {}, {}, {})
     todo = set(st.target)  # a process's first look visits every cell
     log = []
     while True:
         _save(profile, st)
         scored = _extend(profile, models, st, todo, stop_at)
         cost = filled_costs(st.target, _cost(st.spent))
-        dec = judge(profile.layout, list(st.target), positions, cost=cost, cap=cap)
-        _write(profile, dec.lenses, dec.cells, st)
+        dec = judge(profile.layout, list(st.target), positions, cap=cap)
+        lenses = dec.lenses.assign(seconds=projected_seconds(dec.lenses, st.target, cost, cap,
+                                                             budget.look_items))
+        _write(profile, lenses, dec.cells, st)
         cells = dec.cells.set_index(["model", "rung", "family"])
         open_ = [k for k in cells.index[~cells.decided] if k[1] not in (REFERENCE, NOISE_FLOOR)]
         left = (stop_at - time.monotonic()) / 60
-        seconds = cells.seconds.astype(float)
+        seconds = _next_verdict(lenses, cells.decided)
         target = allocate(dec.lenses, st.target, cost, cap, left * 60, budget.look_items)
         can = dec.lenses.can_decide.astype(bool)
         row = Look(st.look, len(cells), int(cells.decided.sum()), len(open_),
@@ -222,6 +229,14 @@ def run_looks(profile: Profile, judge: Judge, *,
         st = st._replace(look=st.look + 1, target=target, seconds=dict(seconds))
 
 
+def _next_verdict(lenses: pd.DataFrame, decided: pd.Series) -> pd.Series:
+    """Each cell's seconds to its next lens verdict in the looks' plan: 0 when decided, else the
+    least of its open lenses' ``seconds`` (inf when none is projected)."""
+    open_ = lenses[lenses.can_decide.astype(bool) & ~lenses.decided.astype(bool)]
+    nxt = open_.groupby(["model", "rung", "family"]).seconds.min().reindex(decided.index)
+    return nxt.fillna(math.inf).where(~decided.astype(bool), 0.0).astype(float)
+
+
 def filled_costs(cells: Collection[Key], cost: Mapping[Key, float]) -> dict[Key, float]:
     """Seconds per item of every cell of ``cells``: its measured ``cost``, else the median of
     its model's measured cells (of every model's when its model has none; 1 s when none is
@@ -236,14 +251,82 @@ def filled_costs(cells: Collection[Key], cost: Mapping[Key, float]) -> dict[Key,
 
 
 class _Option(NamedTuple):
-    """A way to grow one cell in :func:`allocate`: to ``items``, settling ``verdicts`` lenses."""
+    """A way to grow one cell (:func:`allocate`): to ``items``, settling the lenses ``settles``."""
 
     per_verdict: float  # seconds per lens verdict
     seconds: float
     cell: Key
     items: int
     floor: bool  # the floor grows with it (a lens compared with the floor is among those settled)
-    verdicts: int
+    settles: tuple[str, ...]
+
+
+class _Want(NamedTuple):
+    """An open lens verdict of a cell: the items it is projected at."""
+
+    items: float  # inf: not within the cell's cap
+    floor: bool  # the lens compares the cell with the floor
+    lens: str
+
+
+def _wants(lenses: pd.DataFrame, held: Mapping[Key, int], cap: Mapping[Key, int],
+           step: int) -> dict[Key, list[_Want]]:
+    """The open lens verdicts of every undecided cell below its cap, each at ``n + items``
+    items (at least ``n + step``, at most the cap)."""
+    out: dict[Key, list[_Want]] = {}
+    rows = lenses[lenses.can_decide.astype(bool) & ~lenses.decided.astype(bool)
+                  & ~lenses.rung.isin([REFERENCE, NOISE_FLOOR])]
+    for r in rows.itertuples():
+        k = (r.model, r.rung, r.family)
+        if held[k] < cap[k]:
+            at = r.n + r.items
+            out.setdefault(k, []).append(_Want(
+                min(max(math.ceil(at), r.n + step), cap[k]) if math.isfinite(at) else math.inf,
+                bool(r.against_floor), r.lens))
+    return out
+
+
+def _greedy(wants: dict[Key, list[_Want]], held: dict[Key, int], cost: Mapping[Key, float],
+            budget_s: float) -> list[tuple[_Option, float]]:
+    """Take the options of ``wants`` cheapest per verdict first while they fit in
+    ``budget_s``, repricing after each (``held`` is raised as they are taken); returns each
+    taken option with the seconds taken so far."""
+    def price(k: Key, items: int, with_floor: bool) -> float:
+        return sum(cost[c] * max(0, items - held[c]) for c in _grown(k, with_floor) if c in held)
+
+    def options(k: Key) -> list[_Option]:
+        out = []
+        for items in sorted({w.items for w in wants[k] if math.isfinite(w.items)}):
+            settled = [w for w in wants[k] if w.items <= items]
+            floor = any(w.floor for w in settled)
+            sec = price(k, items, floor)
+            out.append(_Option(sec / len(settled), sec, k, items, floor,
+                               tuple(w.lens for w in settled)))
+        return out
+
+    taken, total = [], 0.0
+    while True:
+        fit = [o for k in wants for o in options(k) if total + o.seconds <= budget_s]
+        if not fit:
+            return taken
+        best = min(fit)
+        total += best.seconds
+        _grow(held, best)
+        del wants[best.cell]
+        taken.append((best, total))
+
+
+def _grown(cell: Key, with_floor: bool) -> tuple[Key, ...]:
+    """The cell, its reference and (``with_floor``) its floor: what growing it extends."""
+    m, _, f = cell
+    return (cell, (m, REFERENCE, f), *(((m, NOISE_FLOOR, f),) if with_floor else ()))
+
+
+def _grow(held: dict[Key, int], o: _Option) -> None:
+    """Raise the cell of ``o`` (its reference, and its floor when ``o.floor``) to ``o.items``."""
+    for c in _grown(o.cell, o.floor):
+        if c in held:
+            held[c] = max(held[c], o.items)
 
 
 def allocate(lenses: pd.DataFrame, holds: Mapping[Key, int], cost: Mapping[Key, float],
@@ -255,9 +338,10 @@ def allocate(lenses: pd.DataFrame, holds: Mapping[Key, int], cost: Mapping[Key, 
     Parameters
     ----------
     lenses : pandas.DataFrame
-        The judge's lens rows (one per cell and lens): ``model, rung, family, n`` (items the
-        lens read), ``items`` (further items projected to its verdict: 0 when decided, inf
-        when not within the cell's cap), ``against_floor``, ``can_decide``, ``decided``.
+        The judge's lens rows (one per cell and lens): ``model, rung, family, lens, n``
+        (items the lens read), ``items`` (further items projected to its verdict: 0 when
+        decided, inf when not within the cell's cap), ``against_floor``, ``can_decide``,
+        ``decided``.
     holds : mapping (model, rung, family) -> int
         Items each steered cell holds (the reference and floor included).
     cost : mapping (model, rung, family) -> float
@@ -287,70 +371,36 @@ def allocate(lenses: pd.DataFrame, holds: Mapping[Key, int], cost: Mapping[Key, 
     options priced again, until none fits. When none fits at all, the cheapest grows by
     ``step`` only (a look always makes progress for a later, larger budget); when no
     verdict is projected within any cell's cap, every undecided cell grows by ``step`` (the
-    projections may be wrong, and the minutes are the user's).
+    projections may be wrong, and the minutes are the user's). :func:`projected_seconds`
+    is the same fill without a budget.
     """
     held = dict(holds)
-    ref = {k: (k[0], REFERENCE, k[2]) for k in held}
-    floor = {k: (k[0], NOISE_FLOOR, k[2]) for k in held}
-    steered = lenses[lenses.can_decide.astype(bool) & ~lenses.decided.astype(bool)
-                     & ~lenses.rung.isin([REFERENCE, NOISE_FLOOR])]
-    wants: dict[Key, list[tuple[int, bool]]] = {}  # cell -> (items, against floor) per open lens
-    for r in steered.itertuples():
-        k = (r.model, r.rung, r.family)
-        if held[k] >= cap[k]:
-            continue
-        at = r.n + r.items
-        wants.setdefault(k, []).append((min(max(math.ceil(at), r.n + step), cap[k])
-                                        if math.isfinite(at) else math.inf, bool(r.against_floor)))
-    if not any(math.isfinite(a) for w in wants.values() for a, _ in w):  # none in reach
+    wants = _wants(lenses, held, cap, step)
+    if not any(math.isfinite(w.items) for ws in wants.values() for w in ws):  # none in reach
         for k in wants:
-            held[k] = min(held[k] + step, cap[k])
-            if floor[k] in held:
-                held[floor[k]] = max(held[floor[k]], held[k])
-        return _covered(held)
-
-    def price(k: Key, items: int, with_floor: bool) -> float:
-        return sum(cost[c] * max(0, items - held[c])
-                   for c in (k, ref[k], *((floor[k],) if with_floor else ())) if c in held)
-
-    def options(k: Key) -> list[_Option]:
-        out = []
-        for items in sorted({a for a, _ in wants[k] if math.isfinite(a)}):
-            settled = [f for a, f in wants[k] if a <= items]
-            sec = price(k, items, any(settled))
-            out.append(_Option(sec / len(settled), sec, k, items, any(settled), len(settled)))
-        return out
-
-    def grow(o: _Option) -> None:
-        for c in (o.cell, ref[o.cell], *((floor[o.cell],) if o.floor else ())):
-            if c in held:
-                held[c] = max(held[c], o.items)
-        del wants[o.cell]
-
-    left, grown = budget_s, False
-    while wants:
-        fit = [o for k in wants for o in options(k) if o.seconds <= left]
-        if not fit:
-            break
-        best = min(fit)
-        left -= best.seconds
-        grow(best)
-        grown = True
-    if not grown:  # nothing fits: the cheapest grows by one step
-        best = min(o for k in wants for o in options(k))
-        grow(best._replace(items=min(held[best.cell] + step, best.items)))
+            _grow(held, _Option(0.0, 0.0, k, min(held[k] + step, cap[k]), True, ()))
+    elif not _greedy(wants, held, cost, budget_s):  # nothing fits: the cheapest, by one step
+        best, _ = _greedy(wants, dict(held), cost, math.inf)[0]
+        _grow(held, best._replace(items=min(held[best.cell] + step, best.items)))
     return held
 
 
-def _covered(target: dict[Key, int]) -> dict[Key, int]:
-    """``target`` with each model's reference raised to the most items any of its rungs holds
-    in that family (every lens compares a rung with it on the same items)."""
-    out = dict(target)
-    for (m, _, f), n in target.items():
-        k = (m, REFERENCE, f)
-        if k in out:
-            out[k] = max(out[k], n)
-    return out
+def projected_seconds(lenses: pd.DataFrame, holds: Mapping[Key, int],
+                      cost: Mapping[Key, float], cap: Mapping[Key, int], step: int) -> list[float]:
+    """
+    Seconds of further looks until each lens row's verdict, in the looks' own plan.
+
+    :func:`allocate`'s fill without a budget: the verdicts are taken cheapest per verdict
+    first (a family's reference and floor items shared, every model in one plan), and each
+    lens row gets the seconds spent when its option is taken; 0 when decided, ``inf`` when
+    not projected within its cell's cap (or it cannot decide). A plug-in projection at the
+    run's measured seconds per item, for pricing further minutes, not a power calculation.
+    """
+    taken = _greedy(_wants(lenses, dict(holds), cap, step), dict(holds), cost, math.inf)
+    when = {(*o.cell, lens): total for o, total in taken for lens in o.settles}
+    return [0.0 if d else when.get(k, math.inf) for d, k in zip(
+        lenses.decided.astype(bool), zip(lenses.model, lenses.rung, lenses.family, lenses.lens,
+                                         strict=True), strict=True)]
 
 
 def _save(profile: Profile, st: LookState) -> None:
@@ -464,4 +514,5 @@ def _extend(profile: Profile, models: list[str], st: LookState, todo: Collection
     return scored
 
 
-__all__ = ["Judge", "Look", "LookState", "allocate", "filled_costs", "run_looks"]
+__all__ = ["Judge", "Look", "LookState", "allocate", "filled_costs", "projected_seconds",
+           "run_looks"]

@@ -15,7 +15,7 @@ with anytime-valid p-values (:func:`family_reject`). Usage::
     cs = sq.confidence_sequence(d, spec)        # running-intersection CS at the last item
     reject = sq.family_reject(ev.p_beyond)      # (families, rungs), lowest rung first
     label = sq.label(cs, reject, 0.03, spec)    # issue 25's labels (one family row here)
-    plan = sq.items_to_decide(d, spec, 0.03, cost_s=2.0, n_max=300)  # replays d's items
+    plan = sq.items_to_decide(d, spec, 0.03, n_max=300)  # further items, replaying d's
 
 A budgeted sweep (:mod:`gguf_fragility.run.looks`) decides every cell of a run at each
 look with :func:`decide_cells`. Pure numpy and pandas; tested by
@@ -315,17 +315,16 @@ class Plan(NamedTuple):
     """Result of :func:`items_to_decide`."""
 
     items: np.ndarray  # further items the cell is projected to need (0: decided; inf: not within n_max)
-    seconds: np.ndarray  # items x per-item cost
     label: np.ndarray  # the projected verdict: relevance.BEYOND, relevance.EQUIVALENT or "" (none)
 
 
 PROJECTION_HORIZON = 2_000  # items a projection looks ahead when a family's size is not given
 
 
-def items_to_decide(x, spec: Spec, margin, cost_s, *, n=None, n_max=np.inf, level=None,
+def items_to_decide(x, spec: Spec, margin, *, n=None, n_max=np.inf, level=None,
                     alpha: float = 0.05) -> Plan:
     """
-    Projected further items (and CPU seconds) until a lens's sequence decides a cell.
+    Projected further items until a lens's sequence decides a cell.
 
     Parameters
     ----------
@@ -335,8 +334,6 @@ def items_to_decide(x, spec: Spec, margin, cost_s, *, n=None, n_max=np.inf, leve
     spec : Spec
     margin : float or array_like
         Relevance margin ``m > 0`` of each cell, lens unit.
-    cost_s : float or array_like
-        Seconds per further item of each cell (measured by the run).
     n : array_like of int, optional
         Items observed in each row (default ``k``).
     n_max : float or array_like, default inf
@@ -394,7 +391,7 @@ def items_to_decide(x, spec: Spec, margin, cost_s, *, n=None, n_max=np.inf, leve
     more = np.where(at <= n_max, np.maximum(at - n, 0.0), np.inf)
     verdict = np.where(~np.isfinite(more), "",
                        np.where(beyond <= equiv, relevance.BEYOND, relevance.EQUIVALENT))
-    return Plan(more, more * np.asarray(cost_s, float), verdict)
+    return Plan(more, verdict)
 
 
 DECIDED_COLUMNS = ("model", "rung", "family", "lens", "n", "estimate", "cs_low", "cs_high",
@@ -417,8 +414,8 @@ def _family(b: pd.DataFrame, column: str, fi: Mapping[str, int], rj: Mapping[str
 class CellDecisions(NamedTuple):
     """Result of :func:`decide_cells`."""
 
-    lenses: pd.DataFrame  # model × rung × family × lens: DECIDED_COLUMNS (judge_run: seconds)
-    cells: pd.DataFrame  # model × rung × family: n, decided, undecided_lenses (judge_run: seconds)
+    lenses: pd.DataFrame  # model × rung × family × lens: DECIDED_COLUMNS (judge_run: items, against_floor)
+    cells: pd.DataFrame  # model × rung × family: n, decided, undecided_lenses
     effects: dict  # (model, rung, family, lens) -> per-item effects in drawing order
 
 
@@ -606,36 +603,6 @@ class BudgetSummary(NamedTuple):
     further: pd.DataFrame  # model × further minutes: verdicts, decided, likely decided, not within items
 
 
-def likely_within(seconds: pd.Series, cells: pd.Series, budget_s: float) -> int:
-    """
-    How many undecided lens verdicts a further ``budget_s`` seconds would likely settle.
-
-    Parameters
-    ----------
-    seconds : pandas.Series
-        Projected seconds of each undecided lens verdict (``inf``: not within its items).
-    cells : pandas.Series
-        The cell of each (one key per model × rung × family): a cell's items serve all its
-        lenses, so reaching a second lens of a cell costs only the seconds beyond the first.
-    budget_s : float
-
-    Returns
-    -------
-    int
-        Verdicts taken cheapest first while the cells' added seconds fit in ``budget_s``.
-    """
-    charged: dict = {}
-    total, count = 0.0, 0
-    for sec, cell in sorted(zip(seconds.astype(float), cells, strict=True), key=lambda t: t[0]):
-        if not np.isfinite(sec):
-            break
-        total += sec - charged.get(cell, 0.0)
-        if total > budget_s:
-            break
-        charged[cell], count = sec, count + 1
-    return count
-
-
 def budget_summary(sequential: pd.DataFrame, minutes=FURTHER_MINUTES) -> BudgetSummary:
     """
     Per cell, what a budgeted sweep spent and decided; per model, the lens verdicts it reached
@@ -657,15 +624,18 @@ def budget_summary(sequential: pd.DataFrame, minutes=FURTHER_MINUTES) -> BudgetS
         inf when none is projected within the family's items). ``further``: per model its
         ``verdicts`` (cell × lens pairs that can be decided), ``decided`` (a loss beyond the
         margin or equivalence shown), ``items_min``, ``items_max`` (items per cell), and per
-        ``minutes``, ``likely_decided`` (undecided verdicts a further budget of those minutes
-        would likely settle: :func:`likely_within`), ``undecided`` and ``not_within_items``
-        (verdicts whose projection needs more items than their family has).
+        ``minutes``, ``likely_decided`` (undecided verdicts the looks' plan settles within a
+        further budget of those minutes: ``seconds_to_decide`` at most that), ``undecided``
+        and ``not_within_items`` (verdicts whose projection needs more items than their family
+        has, or that the plan never reaches).
 
     Notes
     -----
-    A plug-in projection (:func:`items_to_decide` on each cell's own items and measured
-    seconds per item, its reference's and floor's included), for choosing a further budget,
-    not a power calculation.
+    ``seconds_to_decide`` is the looks' own plan
+    (:func:`gguf_fragility.run.looks.projected_seconds`: :func:`items_to_decide` on each
+    cell's own items, priced at the run's measured seconds per item, cheapest verdicts per
+    second first, every model in one budget), for choosing a further budget, not a power
+    calculation.
     """
     need = {"model", "rung", "family", "lens", "n", "can_decide", "decided", "look_decided",
             "seconds_to_decide"}
@@ -679,12 +649,12 @@ def budget_summary(sequential: pd.DataFrame, minutes=FURTHER_MINUTES) -> BudgetS
     rows = []
     for model, g in sequential[can].groupby("model", sort=True):
         open_ = g[~g.decided.astype(bool)]
-        secs, key = open_.seconds_to_decide.astype(float), open_.rung + "/" + open_.family
+        secs = open_.seconds_to_decide.astype(float)
         n = cells[cells.model == model].n
         for m in minutes:
             rows.append({"model": model, "verdicts": len(g), "decided": len(g) - len(open_),
                          "items_min": int(n.min()), "items_max": int(n.max()), "minutes": m,
-                         "likely_decided": likely_within(secs, key, 60 * m),
+                         "likely_decided": int((secs <= 60 * m).sum()),
                          "undecided": len(open_), "not_within_items": int((~np.isfinite(secs)).sum())})
     return BudgetSummary(cells, pd.DataFrame(rows, columns=[
         "model", "verdicts", "decided", "items_min", "items_max", "minutes", "likely_decided",
@@ -693,10 +663,9 @@ def budget_summary(sequential: pd.DataFrame, minutes=FURTHER_MINUTES) -> BudgetS
 
 def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
               positions: Mapping[tuple[str, str], int], s: Settings,
-              cost: Mapping[tuple[str, str, str], float], cap: Mapping[tuple[str, str, str], int]
-              ) -> CellDecisions:
+              cap: Mapping[tuple[str, str, str], int]) -> CellDecisions:
     """
-    :func:`decide_cells` on a run's stored cells, with each cell's projected seconds to decide.
+    :func:`decide_cells` on a run's stored cells, with each open lens's projected items to decide.
 
     Parameters
     ----------
@@ -706,9 +675,6 @@ def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
     positions : mapping (family, item_id) -> int
         The pre-registered order (:func:`decide_cells`).
     s : Settings
-    cost : mapping (model, rung, family) -> float
-        Seconds per item of every steered cell (measured, or estimated:
-        :func:`gguf_fragility.run.looks.filled_costs`).
     cap : mapping (model, rung, family) -> int
         Items a cell may reach (``n_max`` of :func:`items_to_decide`).
 
@@ -716,12 +682,10 @@ def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
     -------
     CellDecisions
         ``lenses`` gains ``items``: :func:`items_to_decide`'s further items of the lens in the
-        cell (0 when decided, ``inf`` when not projected to decide within ``cap``),
-        ``seconds``: those items at the cell's cost per item, its own plus its reference's and
-        floor's for the same positions, and ``against_floor``: whether the lens compares the
-        cell with the noise floor (its items then need the floor's too); ``cells``
-        gains ``seconds``: 0 when decided, else those of its next lens decision (the
-        cheapest of its undecided lenses; ``inf`` when none is projected within ``cap``).
+        cell (0 when decided, ``inf`` when not projected to decide within ``cap``), and
+        ``against_floor``: whether the lens compares the cell with the noise floor (its items
+        then need the floor's too). The looks price them
+        (:func:`gguf_fragility.run.looks.allocate`).
     """
     steered = set(steered)
     models = sorted({m for m, _, _ in steered})
@@ -735,12 +699,7 @@ def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
     reference = dict(zip(refs.model, refs.rung, strict=True))
     dec = decide_cells(items, reference, bpw, positions, s)
     lenses = dec.lenses
-    def per_item(m: str, r: str, f: str) -> float:  # the cell's, its reference's and floor's
-        return sum(cost[k] for k in ((m, r, f), (m, reference[m], f), (m, NOISE_FLOOR, f))
-                   if k in steered)
-
     further = np.where(lenses.decided.astype(bool), 0.0, np.inf)
-    secs = further.copy()
     level = s.alpha / lenses.groupby(["model", "lens"]).family.transform("nunique").to_numpy()
     for name, spec in SPECS.items():
         rows = np.flatnonzero(((lenses.lens == name) & _open(lenses)).to_numpy())
@@ -752,15 +711,10 @@ def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
         padded = np.zeros((len(xs), max(map(len, xs))))
         for i, x in enumerate(xs):
             padded[i, :len(x)] = x
-        plan = items_to_decide(padded, spec, lenses.margin.to_numpy(float)[rows],
-                               [per_item(*k) for k in keys], n=[len(x) for x in xs],
-                               n_max=[cap.get(k, np.inf) for k in keys], level=level[rows],
-                               alpha=s.alpha)
-        further[rows], secs[rows] = plan.items, plan.seconds
-    lenses = lenses.assign(items=further, seconds=secs,
+        further[rows] = items_to_decide(padded, spec, lenses.margin.to_numpy(float)[rows],
+                                        n=[len(x) for x in xs],
+                                        n_max=[cap.get(k, np.inf) for k in keys],
+                                        level=level[rows], alpha=s.alpha).items
+    lenses = lenses.assign(items=further,
                            against_floor=[LENSES[name].against_floor for name in lenses.lens])
-    nxt = lenses.groupby(["model", "rung", "family"], sort=False).apply(
-        lambda g: next_decision(g.seconds, g), include_groups=False) if len(lenses) else {}
-    cells = dec.cells.assign(seconds=[float(nxt[k]) for k in zip(
-        dec.cells.model, dec.cells.rung, dec.cells.family, strict=True)])
-    return CellDecisions(lenses, cells, dec.effects)
+    return CellDecisions(lenses, dec.cells, dec.effects)

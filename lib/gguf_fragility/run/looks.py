@@ -368,20 +368,27 @@ def allocate(lenses: pd.DataFrame, holds: Mapping[Key, int], cost: Mapping[Key, 
     (the fidelity lens: correctness and margin need only the reference). The cheapest
     option per verdict that fits in the seconds left is taken, its items counted as held by
     the reference and floor (a sibling rung of the same family then costs less), and the
-    options priced again, until none fits. When none fits at all, the cheapest grows by
-    ``step`` only (a look always makes progress for a later, larger budget); when no
-    verdict is projected within any cell's cap, every undecided cell grows by ``step`` (the
-    projections may be wrong, and the minutes are the user's). :func:`projected_seconds`
-    is the same fill without a budget.
+    options priced again, until none fits. A look then grows each cell taken towards its
+    count, by ``step`` or by the items it holds, whichever is more (it at most doubles): the
+    projections replay few items and are optimistic, so the next look plans again on more
+    (a cell whose new items disagree gives its minutes back). When none fits at all, the
+    cheapest grows by ``step`` only (a look always makes progress for a later, larger
+    budget); when no verdict is projected within any cell's cap, every undecided cell grows
+    by ``step`` (the projections may be wrong, and the minutes are the user's).
+    :func:`projected_seconds` is the same fill without a budget.
     """
     held = dict(holds)
     wants = _wants(lenses, held, cap, step)
     if not any(math.isfinite(w.items) for ws in wants.values() for w in ws):  # none in reach
         for k in wants:
             _grow(held, _Option(0.0, 0.0, k, min(held[k] + step, cap[k]), True, ()))
-    elif not _greedy(wants, held, cost, budget_s):  # nothing fits: the cheapest, by one step
-        best, _ = _greedy(wants, dict(held), cost, math.inf)[0]
-        _grow(held, best._replace(items=min(held[best.cell] + step, best.items)))
+        return held
+    taken = [o for o, _ in _greedy(dict(wants), dict(held), cost, budget_s)]
+    if not taken:  # nothing fits: the cheapest, by one step
+        taken = [_greedy(wants, dict(held), cost, math.inf)[0][0]]
+        taken[0] = taken[0]._replace(items=min(held[taken[0].cell] + step, taken[0].items))
+    for o in taken:  # at most double a cell per look, so the next look re-plans on more items
+        _grow(held, o._replace(items=min(o.items, holds[o.cell] + max(step, holds[o.cell]))))
     return held
 
 

@@ -8,7 +8,8 @@ items, holds those); after each look the planner
 (:func:`gguf_fragility.stats.sequential.items_to_decide`, with the run's own seconds per
 item) projects each undecided lens verdict (:func:`gguf_fragility.stats.sequential.
 decide_cells`) to a number of items, and :func:`allocate` grows the cells whose verdicts
-are cheapest per verdict, to those counts, within the minutes left, checking the clock
+are cheapest per verdict towards those counts (a look at most doubles a cell), within the
+minutes left, checking the clock
 before each cell, until ``minutes`` or ``max_items`` per cell are spent. A cell
 is only ever extended (:mod:`gguf_fragility.run.cells`), and each look's state is stored
 before it extends (``RunLayout.looks_state``), so a killed run resumes the look it was in
@@ -166,8 +167,8 @@ def run_looks(profile: Profile, judge: Judge, *,
     another ``look_items`` or a smaller ``max_items`` is ignored (said in one line) and the
     looks start over from look 1 on the stored cells.
 
-    After each look only the undecided cells :func:`allocate` picks grow: to the items their
-    lens verdicts are projected at, cheapest per verdict first (a reference's and floor's
+    After each look only the undecided cells :func:`allocate` picks grow: towards the items
+    their lens verdicts are projected at (at most doubling), cheapest per verdict first (a reference's and floor's
     items shared by the rungs of a family), within the minutes left; cells out of reach wait
     while any cell is in reach. Within a look the
     cells are visited cheapest projected decision first (out of reach last), each model's

@@ -168,17 +168,17 @@ def run_looks(profile: Profile, judge: Judge, *,
     looks start over from look 1 on the stored cells.
 
     After each look only the undecided cells :func:`allocate` picks grow: towards the items
-    their lens verdicts are projected at (at most doubling), cheapest per verdict first (a reference's and floor's
-    items shared by the rungs of a family), within the minutes left; cells out of reach wait
-    while any cell is in reach. Within a look the
-    cells are visited cheapest projected decision first (out of reach last), each model's
-    reference and floor first for the families extended (they must hold every item a rung
-    is compared on). The clock is checked before each cell, so the minutes go where
-    decisions are likely and a look overruns them by one cell's extension at most; the
-    cells extended so far stay extended (every cell write is atomic). A cell's seconds per
-    item are those of its own scoring in this run's looks, kept across resumes (cells not
-    yet scored take the median of the others: :func:`~gguf_fragility.stats.sequential.
-    judge_run`).
+    their lens verdicts are projected at (at most doubling), cheapest per verdict first (a
+    reference's and floor's items shared by the rungs of a family), within the minutes left;
+    cells out of reach wait while any cell is in reach. Within a look the cells are visited
+    cheapest projected decision first (out of reach last), each model's reference and floor
+    first for the families extended (the reference must hold every item a rung is compared
+    on; the floor grows only with a fidelity verdict the look pays for). The clock is
+    checked before each cell, so the minutes go where decisions are likely and a look
+    overruns them by one cell's extension at most; the cells extended so far stay extended
+    (every cell write is atomic). A cell's seconds per item are those of its own scoring in
+    this run's looks, kept across resumes (cells not yet scored take their model's median:
+    :func:`filled_costs`).
     """
     budget = profile.budget
     if budget is None:

@@ -20,6 +20,9 @@ the other, the profile's ``sweep`` and ``stats`` stages in each copy:
   about the same wall time, the sequential arm paying its looks' model loads and judging
   out of its budget.
 
+With ``--fixed-from`` an earlier run's fixed arm (same machine, same setup under
+``outputs/<profile>``) is read instead of run again, e.g. to compare a change of the looks.
+
 Prints per arm the sweep's wall seconds and the decided cells per model × lens (loss beyond
 the margin shown, or equivalence within it: ``tables/lens_summary.csv``'s ``n_decided``), the
 totals and their ratio. Both sweeps run the real llama.cpp; quote the figures with the date
@@ -99,13 +102,22 @@ def run_arm(name: str, profile: str, outputs: Path, extra: list[str],
     before = scored_seconds(root)
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, cwd=REPO)
-    wall = time.perf_counter() - t0
+    print(f"[{name}] {time.perf_counter() - t0:.0f} s in all", flush=True)
+    return stored_arm(root, name, scored_seconds(root) - before)
+
+
+def stored_arm(root: Path, name: str, scoring: float) -> Arm:
+    """An arm from a run's folder: its sweep seconds (``timings.csv``) and decided cells
+    (``scoring``: the seconds of the items it scored)."""
+    if not (root / "tables" / Table.LENS_SUMMARY.file_name).is_file():
+        raise SystemExit(f"{root} holds no finished run of this benchmark (no "
+                         f"tables/{Table.LENS_SUMMARY.file_name}): give --fixed-from the scratch "
+                         "folder of an earlier run, or leave it out")
     timings = pd.read_csv(root / "timings.csv")
     sweep = timings[timings["stage"].isin(["sweep", "looks"])]
     summary = pd.read_csv(root / "tables" / Table.LENS_SUMMARY.file_name)
-    scoring = scored_seconds(root) - before
-    print(f"[{name}] {wall:.0f} s in all, sweep {sweep['seconds'].sum():.0f} s, of which "
-          f"{scoring:.0f} s scoring items", flush=True)
+    print(f"[{name}] sweep {sweep['seconds'].sum():.0f} s, of which {scoring:.0f} s scoring "
+          "items", flush=True)
     return Arm(name, float(sweep["seconds"].sum()),
                float(timings.loc[timings["stage"] == "looks", "seconds"].sum()), scoring,
                summary[["model", "lens", "n_cells", "n_decided"]])
@@ -120,6 +132,10 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=None,
                     help="only these models of the profile (both arms; default: all)")
     ap.add_argument("--scratch", default=None, help="folder for the two copies (default: a temp)")
+    ap.add_argument("--fixed-from", default=None,
+                    help="a scratch folder of an earlier run of this benchmark on this machine and "
+                         "profile: reuse its fixed arm instead of running it again (the fixed "
+                         "design's code unchanged since)")
     ap.add_argument("--extend-minutes", type=float, default=None,
                     help="then rerun the sequential arm with this budget: it continues the "
                          "undecided cells (a user who runs longer)")
@@ -142,9 +158,13 @@ def main() -> None:
                                                             if k != "budget"})):
         path.parent.mkdir(parents=True)
         path.write_text(yaml.safe_dump(profile, sort_keys=False))
-    copy_setup(args.profile, scratch / "fixed")
-    copy_setup(args.profile, scratch / "sequential")
-    fixed = run_arm("fixed", args.profile, scratch / "fixed", [], profiles=fixed_yaml.parent)
+    copied = scored_seconds(copy_setup(args.profile, scratch / "sequential"))  # the reference's
+    if args.fixed_from:
+        root = Path(args.fixed_from) / "fixed" / args.profile
+        fixed = stored_arm(root, "fixed", scored_seconds(root) - copied)
+    else:
+        copy_setup(args.profile, scratch / "fixed")
+        fixed = run_arm("fixed", args.profile, scratch / "fixed", [], profiles=fixed_yaml.parent)
     minutes = args.budget_minutes or max(fixed.scoring_s / 60, 1.0)
     seq = run_arm("sequential", args.profile, scratch / "sequential",
                   ["--budget", f"{minutes:.2f}m"], profiles=seq_yaml.parent)

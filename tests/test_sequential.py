@@ -179,6 +179,16 @@ def test_sequential_family_holds_under_extension(lens):
     assert rate <= ALPHA / 2 + _tol(ALPHA / 2, REPS)
 
 
+def test_equivalence_holds_under_extension():
+    """At the least favourable null of equivalence (a loss of exactly m), "equivalent" shown at
+    any of the 300 items (the running minimum of ``p_equivalent``) in at most alpha / 2 of the
+    runs: the two one-sided tests' level per side, as the 1 - alpha sequence's."""
+    d = _boundary_null(13)[:, 0, 0]
+    ev = sq.evidence(d, sq.SPECS["correctness"], margin=M)
+    rate = (ev.p_equivalent <= ALPHA).mean()
+    assert rate <= ALPHA / 2 + _tol(ALPHA / 2, REPS)
+
+
 def test_sequential_family_finds_real_losses():
     """Power check: a 15-point loss on the two lowest rungs is shown beyond the margin in most
     runs at 300 items (validity at every look costs power against a fixed-n test: about 0.7
@@ -244,6 +254,14 @@ def test_planner_worked_example_items_that_never_move():
     assert plan.label == relevance.EQUIVALENT
     assert sq.items_to_decide(np.zeros(16), sq.SPECS["fidelity"], 0.03,
                               n_max=160).items == np.inf  # one item short of the family's size
+    # the label agrees with the plan: equivalent at item 161, not at 160, although the grid
+    # sequence's bound (the nearest grid point it excludes) then sits on the margin itself
+    spec = sq.SPECS["fidelity"]
+    for n, want in ((k - 1, relevance.UNDECIDED), (k, relevance.EQUIVALENT)):
+        x = np.zeros(n)
+        cs, ev = sq.confidence_sequence(x, spec), sq.evidence(x, spec, margin=0.03)
+        assert str(sq.label(cs, False, 0.03, spec, equivalent=ev.p_equivalent <= ALPHA)) == want
+    assert cs.high == pytest.approx(0.03) and cs.low == pytest.approx(-0.03)
 
 
 def test_planner_edges():

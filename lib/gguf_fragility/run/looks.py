@@ -92,9 +92,9 @@ def _write(profile: Profile, lenses: pd.DataFrame, cells: pd.DataFrame, st: Look
     the look that decided each newly decided cell).
 
     Columns are :data:`~gguf_fragility.stats.sequential.DECIDED_COLUMNS` (items used ``n``,
-    estimate, confidence sequence ``cs_low``/``cs_high``, margin, ``p_beyond``, label,
-    ``can_decide``, ``decided``), the judge's ``items`` (further items projected to the lens's
-    verdict) and ``against_floor``, then per lens row:
+    estimate, confidence sequence ``cs_low``/``cs_high``, margin, ``p_beyond``, ``p_change``,
+    ``p_equivalent``, label, ``can_decide``, ``decided``), the judge's ``items`` (further
+    items projected to the lens's verdict) and ``against_floor``, then per lens row:
 
     - ``seconds_to_decide``: seconds of further looks until the lens's verdict in the looks'
       own plan (:func:`projected_seconds`: 0 when decided, ``inf`` when not projected within

@@ -120,7 +120,7 @@ def reply_prob_change_pp(logprob_ref, logprob_rung, n_tokens) -> np.ndarray:
 # --------------------------------------------------------------------------- decisions
 
 
-def decide(low, high, margin: float, *, beyond=None, change=None) -> np.ndarray:
+def decide(low, high, margin: float, *, beyond=None, change=None, equivalent=None) -> np.ndarray:
     """
     Relevance verdict per cell from an interval of rung minus reference (loss negative).
 
@@ -138,12 +138,17 @@ def decide(low, high, margin: float, *, beyond=None, change=None) -> np.ndarray:
     change : array_like of bool, optional
         ``H0: no change`` rejected on the loss side (the lens's own test after the
         multiplicity procedure); default ``high < 0``.
+    equivalent : array_like of bool, optional
+        ``H0: |change| >= m`` rejected by both one-sided tests (e.g. from the betting
+        capitals at ``-m`` and ``m`` themselves, where ``low, high`` are grid points the
+        sequence excludes: :func:`gguf_fragility.stats.sequential.evidence`); default
+        ``-m < low`` and ``high < m``.
 
     Returns
     -------
     numpy.ndarray of str
-        :data:`BEYOND` where ``beyond``; else :data:`EQUIVALENT` where
-        ``-m < low`` and ``high < m``; else :data:`CHANGE` where ``change``; else
+        :data:`BEYOND` where ``beyond``; else :data:`EQUIVALENT` where ``equivalent``
+        (by default ``-m < low`` and ``high < m``); else :data:`CHANGE` where ``change``; else
         :data:`UNDECIDED` (NaN intervals included). A rejection therefore never sits
         beside "undecided".
 
@@ -167,7 +172,8 @@ def decide(low, high, margin: float, *, beyond=None, change=None) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         bey = hi < -margin if beyond is None else np.broadcast_to(np.asarray(beyond, bool), lo.shape)
         chg = hi < 0 if change is None else np.broadcast_to(np.asarray(change, bool), lo.shape)
-        eq = (lo > -margin) & (hi < margin)
+        eq = ((lo > -margin) & (hi < margin) if equivalent is None
+              else np.broadcast_to(np.asarray(equivalent, bool), lo.shape))
     out = np.where(bey, BEYOND, np.where(eq, EQUIVALENT, np.where(chg, CHANGE, UNDECIDED)))
     return out.astype(object)
 

@@ -156,6 +156,7 @@ class Evidence(NamedTuple):
     estimate: np.ndarray  # mean effect, lens unit, a loss negative (fidelity mirrored)
     p_beyond: np.ndarray  # H0: loss at most m (loss side); the family of tests reads this
     p_change: np.ndarray  # H0: no loss (loss side, against zero)
+    p_equivalent: np.ndarray  # H0: |change| >= m (two one-sided tests: the larger of their p)
 
 
 def evidence(x, spec: Spec, margin: float, alpha: float = 0.05) -> Evidence:
@@ -180,7 +181,13 @@ def evidence(x, spec: Spec, margin: float, alpha: float = 0.05) -> Evidence:
         p-values ``min(1, 2 / sup K)`` (:func:`anytime_p`): each is valid at any
         stopping time, so ``p <= alpha`` is the whole ``1 - alpha`` confidence sequence
         beyond the null, as :func:`gguf_fragility.stats.relevance.tango_beyond_p` is for
-        the fixed interval.
+        the fixed interval. ``p_equivalent`` is the larger of the capitals' p-values against
+        ``-m`` (the mean above it) and ``m`` (below it): Schuirmann's two one-sided tests,
+        an intersection-union test, so ``p_equivalent <= alpha`` is the ``1 - alpha``
+        sequence inside ``(-m, m)`` read at the margins themselves rather than at
+        :func:`confidence_sequence`'s grid (whose outward rounding would put a bound on the
+        margin the moment the sequence excludes it), the rule :func:`items_to_decide`
+        projects.
     """
     if not margin > 0:
         raise ValueError(f"margin must be positive; got {margin}")
@@ -192,7 +199,7 @@ def evidence(x, spec: Spec, margin: float, alpha: float = 0.05) -> Evidence:
         return anytime_p(log_capital(x, spec, np.full(x.shape[:-1], null), side, alpha))[..., -1]
 
     return Evidence(np.full(x.shape[:-1], x.shape[-1]), x.mean(-1),
-                    p(-margin, BELOW), p(0.0, BELOW))
+                    p(-margin, BELOW), p(0.0, BELOW), np.maximum(p(-margin, ABOVE), p(margin, BELOW)))
 
 
 class ConfidenceSequence(NamedTuple):
@@ -294,13 +301,15 @@ def family_reject(p_beyond, alpha: float = 0.05) -> np.ndarray:
     return fixed_sequence_graph(p_beyond, alpha=alpha).reject
 
 
-def label(cs: ConfidenceSequence, beyond, margin: float, spec: Spec, change=None) -> np.ndarray:
+def label(cs: ConfidenceSequence, beyond, margin: float, spec: Spec, change=None,
+          equivalent=None) -> np.ndarray:
     """
     Issue 25's label of each cell from its sequence and the family's rejections.
 
     :data:`~gguf_fragility.stats.relevance.BEYOND` where :func:`family_reject` rejected
-    "the loss is at most the margin"; else EQUIVALENT where the whole sequence lies inside
-    ``(-m, m)``; else CHANGE where ``change`` (the family of tests rejected "no loss") and
+    "the loss is at most the margin"; else EQUIVALENT where ``equivalent``
+    (:attr:`Evidence.p_equivalent` ``<= alpha``; without it, where the grid sequence lies
+    inside ``(-m, m)``); else CHANGE where ``change`` (the family of tests rejected "no loss") and
     the sequence lies on the loss side of zero (without ``change``: where it lies there);
     else UNDECIDED (:func:`gguf_fragility.stats.relevance.decide` on the sequence, mirrored
     for a lens whose loss is positive). Valid at any look.
@@ -308,7 +317,7 @@ def label(cs: ConfidenceSequence, beyond, margin: float, spec: Spec, change=None
     lo, hi = (-cs.high, -cs.low) if spec.loss_side == ABOVE else (cs.low, cs.high)
     if change is not None:
         change = np.asarray(change, bool) & (np.asarray(hi, float) < 0)
-    return relevance.decide(lo, hi, margin, beyond=beyond, change=change)
+    return relevance.decide(lo, hi, margin, beyond=beyond, change=change, equivalent=equivalent)
 
 
 class Plan(NamedTuple):
@@ -395,7 +404,8 @@ def items_to_decide(x, spec: Spec, margin, *, n=None, n_max=np.inf, level=None,
 
 
 DECIDED_COLUMNS = ("model", "rung", "family", "lens", "n", "estimate", "cs_low", "cs_high",
-                   "margin", "p_beyond", "p_change", "label", "can_decide", "decided")
+                   "margin", "p_beyond", "p_change", "p_equivalent", "label", "can_decide",
+                   "decided")
 
 
 DECIDED_LABELS = (relevance.BEYOND, relevance.EQUIVALENT)  # what stops a cell (and counts as
@@ -442,8 +452,8 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
     Returns
     -------
     CellDecisions
-        Per lens: :func:`confidence_sequence`, :func:`evidence`'s ``p_beyond`` and
-        ``p_change``, :func:`family_reject` on each per model × lens, and :func:`label`
+        Per lens: :func:`confidence_sequence`, :func:`evidence`'s ``p_beyond``, ``p_change``
+        and ``p_equivalent``, :func:`family_reject` on each per model × lens, and :func:`label`
         (``NO_FLOOR`` for a shown change of a lens compared with a floor that was not
         measured). ``can_decide``: the lens has items in the cell and, if it is compared
         with a floor, a measured floor. ``decided`` (per lens): a label of
@@ -482,13 +492,14 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
                     if len(x):
                         cs = confidence_sequence(x.to_numpy(float), spec, s.alpha)
                         ev = evidence(x.to_numpy(float), spec, m, s.alpha)
-                        p, pc = float(ev.p_beyond), float(ev.p_change)
+                        p, pc, pe = float(ev.p_beyond), float(ev.p_change), float(ev.p_equivalent)
                         est, lo, hi = float(cs.estimate), float(cs.low), float(cs.high)
                     else:
-                        est = lo = hi = p = pc = np.nan
+                        est = lo = hi = p = pc = pe = np.nan
                     block.append({"model": model, "rung": rung, "family": family, "lens": name,
                                   "n": len(x), "estimate": est, "cs_low": lo, "cs_high": hi,
-                                  "margin": m, "p_beyond": p, "p_change": pc, "can_decide": can})
+                                  "margin": m, "p_beyond": p, "p_change": pc, "p_equivalent": pe,
+                                  "can_decide": can})
             if not block:
                 continue
             b = pd.DataFrame(block)
@@ -497,7 +508,8 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
             beyond, change = (_family(b, col, fi, rj, s.alpha) for col in ("p_beyond", "p_change"))
             cs = ConfidenceSequence(b.n.to_numpy(), b.estimate.to_numpy(float),
                                     b.cs_low.to_numpy(float), b.cs_high.to_numpy(float))
-            b["label"] = label(cs, beyond, b.margin.to_numpy(float), spec, change=change)
+            b["label"] = label(cs, beyond, b.margin.to_numpy(float), spec, change=change,
+                               equivalent=(b.p_equivalent <= s.alpha).to_numpy())
             if lens.against_floor:  # a shown change without a floor may be re-run noise
                 b.loc[~b.can_decide & b.label.isin([relevance.BEYOND, relevance.CHANGE]),
                       "label"] = relevance.NO_FLOOR

@@ -208,8 +208,8 @@ def test_allocate_grows_the_cheapest_verdicts_first():
     """Priced per verdict (a cell's new items, its reference's beyond the 64 it holds, the
     floor's only for the fidelity lens; one second per item here): Q4/a's margin verdict at
     48 items costs 40 s, Q8_0/b's at 100 costs 92 + 36 = 128 s, Q8_0/a's three verdicts at
-    160 cost 152 + 96 + 152 = 400 s (133 s each). The cells taken grow towards those counts,
-    at most doubling (8 + 16 = 24 items) in one look; the floor only with fidelity. Old code
+    160 cost 152 + 96 + 152 = 400 s (133 s each). A look plans half the seconds left and
+    grows the cells taken to their counts at once; the floor only with fidelity. Old code
     grew every cell in reach by look_items, cheapest cell first, and raised the floor with
     every rung."""
     from gguf_fragility.run.looks import allocate
@@ -217,23 +217,26 @@ def test_allocate_grows_the_cheapest_verdicts_first():
     rows = _lens_rows([("Q8_0", "a", lens, 8, 152) for lens in ("correctness", "margin", "fidelity")]
                       + [("Q4", "a", "margin", 8, 40), ("Q8_0", "b", "correctness", 8, np.inf),
                          ("Q8_0", "b", "margin", 8, 92)])
-    full = allocate(rows, HOLDS, ONE_SECOND, CAPS, 1000, 16)
-    assert full == {**HOLDS, ("m", "Q8_0", "a"): 24, ("m", "Q4", "a"): 24, ("m", "Q8_0", "b"): 24,
-                    ("m", "F16-floor", "a"): 24}
-    some = allocate(rows, HOLDS, ONE_SECOND, CAPS, 300, 16)  # 40 + 128 s; 400 more do not fit
-    assert some == {**HOLDS, ("m", "Q4", "a"): 24, ("m", "Q8_0", "b"): 24}
+    q4, q8b = {("m", "Q4", "a"): 48}, {("m", "Q8_0", "b"): 100, ("m", "F16", "b"): 100}
+    assert allocate(rows, HOLDS, ONE_SECOND, CAPS, 1200, 16) == {  # 568 s fit in 600
+        **HOLDS, **q4, **q8b, ("m", "Q8_0", "a"): 160, ("m", "F16", "a"): 160,
+        ("m", "F16-floor", "a"): 160}
+    assert allocate(rows, HOLDS, ONE_SECOND, CAPS, 1000, 16) == {**HOLDS, **q4, **q8b}  # 500
+    assert allocate(rows, HOLDS, ONE_SECOND, CAPS, 300, 16) == {**HOLDS, **q4}  # 168 > 150
+    # none fits in half (30 s): the look takes what fits in all (40 of 60 s)
+    assert allocate(rows, HOLDS, ONE_SECOND, CAPS, 60, 16) == {**HOLDS, **q4}
     least = allocate(rows, HOLDS, ONE_SECOND, CAPS, 10, 16)  # none fits: the cheapest, one step
     assert least == {**HOLDS, ("m", "Q4", "a"): 24}
 
 
-HUNDRED = {**HOLDS, ("m", "Q8_0", "a"): 100, ("m", "Q4", "a"): 100}  # doubling does not bind
+HUNDRED = {**HOLDS, ("m", "Q8_0", "a"): 100, ("m", "Q4", "a"): 100}
 
 
 def test_allocate_prices_the_floor_only_for_fidelity_and_shares_the_reference():
     """From 100 items, a margin verdict at 130 (30 + 66 = 96 s) comes before fidelity's at 160
     (60 + 96 + the floor's 152 s: 154 s per verdict); a sibling rung's verdict at 160 costs
     only its own 60 items once the reference holds them (156 + 60 s fit in 250, 156 + 156
-    would not)."""
+    would not). Neither first option fits in half the seconds, so each look takes all."""
     from gguf_fragility.run.looks import allocate
 
     rows = _lens_rows([("Q8_0", "a", "margin", 100, 30), ("Q8_0", "a", "fidelity", 100, 60)])

@@ -8,8 +8,8 @@ items, holds those); after each look the planner
 (:func:`gguf_fragility.stats.sequential.items_to_decide`, with the run's own seconds per
 item) projects each undecided lens verdict (:func:`gguf_fragility.stats.sequential.
 decide_cells`) to a number of items, and :func:`allocate` grows the cells whose verdicts
-are cheapest per verdict towards those counts (a look at most doubles a cell), within the
-minutes left, checking the clock
+are cheapest per verdict to those counts, within half the minutes left (the rest waits for
+the next look's plan), checking the clock
 before each cell, until ``minutes`` or ``max_items`` per cell are spent. A cell
 is only ever extended (:mod:`gguf_fragility.run.cells`), and each look's state is stored
 before it extends (``RunLayout.looks_state``), so a killed run resumes the look it was in
@@ -167,9 +167,9 @@ def run_looks(profile: Profile, judge: Judge, *,
     another ``look_items`` or a smaller ``max_items`` is ignored (said in one line) and the
     looks start over from look 1 on the stored cells.
 
-    After each look only the undecided cells :func:`allocate` picks grow: towards the items
-    their lens verdicts are projected at (at most doubling), cheapest per verdict first (a
-    reference's and floor's items shared by the rungs of a family), within the minutes left;
+    After each look only the undecided cells :func:`allocate` picks grow: to the items their
+    lens verdicts are projected at, cheapest per verdict first (a reference's and floor's
+    items shared by the rungs of a family), within half the minutes left;
     cells out of reach wait while any cell is in reach. Within a look the cells are visited
     cheapest projected decision first (out of reach last), each model's reference and floor
     first for the families extended (the reference must hold every item a rung is compared
@@ -350,7 +350,7 @@ def allocate(lenses: pd.DataFrame, holds: Mapping[Key, int], cost: Mapping[Key, 
     cap : mapping (model, rung, family) -> int
         Items each cell may reach.
     budget_s : float
-        Seconds left of the budget (``inf`` without a clock).
+        Seconds left of the budget (``inf`` without a clock); the look plans to spend half.
     step : int
         The budget's ``look_items``: the least a growing cell gains.
 
@@ -369,14 +369,15 @@ def allocate(lenses: pd.DataFrame, holds: Mapping[Key, int], cost: Mapping[Key, 
     (the fidelity lens: correctness and margin need only the reference). The cheapest
     option per verdict that fits in the seconds left is taken, its items counted as held by
     the reference and floor (a sibling rung of the same family then costs less), and the
-    options priced again, until none fits. A look then grows each cell taken towards its
-    count, by ``step`` or by the items it holds, whichever is more (it at most doubles): the
-    projections replay few items and are optimistic, so the next look plans again on more
-    (a cell whose new items disagree gives its minutes back). When none fits at all, the
-    cheapest grows by ``step`` only (a look always makes progress for a later, larger
-    budget); when no verdict is projected within any cell's cap, every undecided cell grows
-    by ``step`` (the projections may be wrong, and the minutes are the user's).
-    :func:`projected_seconds` is the same fill without a budget.
+    options priced again, until they fill half of ``budget_s`` (all of it when not even one
+    fits in half): the projections replay few items and are optimistic, so the other half
+    waits for the next look's plan, made on the items this one adds (a cell whose new items
+    disagree then gives its minutes back, one a few items short gets them), and the looks
+    shrink geometrically towards the end of the budget. Each cell taken grows to its count
+    at once. When none fits at all, the cheapest grows by ``step`` only (a look always makes
+    progress for a later, larger budget); when no verdict is projected within any cell's
+    cap, every undecided cell grows by ``step`` (the projections may be wrong, and the
+    minutes are the user's). :func:`projected_seconds` is the same fill without a budget.
     """
     held = dict(holds)
     wants = _wants(lenses, held, cap, step)
@@ -384,12 +385,13 @@ def allocate(lenses: pd.DataFrame, holds: Mapping[Key, int], cost: Mapping[Key, 
         for k in wants:
             _grow(held, _Option(0.0, 0.0, k, min(held[k] + step, cap[k]), True, ()))
         return held
-    taken = [o for o, _ in _greedy(dict(wants), dict(held), cost, budget_s)]
+    taken = [o for o, _ in _greedy(dict(wants), dict(held), cost, budget_s / 2)
+             or _greedy(dict(wants), dict(held), cost, budget_s)]
     if not taken:  # nothing fits: the cheapest, by one step
         taken = [_greedy(wants, dict(held), cost, math.inf)[0][0]]
         taken[0] = taken[0]._replace(items=min(held[taken[0].cell] + step, taken[0].items))
-    for o in taken:  # at most double a cell per look, so the next look re-plans on more items
-        _grow(held, o._replace(items=min(o.items, holds[o.cell] + max(step, holds[o.cell]))))
+    for o in taken:
+        _grow(held, o)
     return held
 
 

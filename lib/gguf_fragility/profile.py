@@ -78,8 +78,8 @@ class Budget:
     every cell first gets ``first_items`` (at most the fixed design's count for its model and
     family, which calibration uses), then each look grows the cells whose undecided verdicts
     the sequential statistics (:mod:`gguf_fragility.stats.sequential`) project cheapest per
-    verdict towards the items projected (by at least ``look_items``, by at most the larger of
-    ``look_items`` and what the cell holds), until ``minutes`` of sweeping
+    verdict to the items projected (by at least ``look_items``), each look within half the
+    minutes left, until ``minutes`` of sweeping
     or ``max_items`` per cell are spent (:func:`gguf_fragility.run.looks.allocate`).
     """
 

@@ -285,6 +285,25 @@ def test_planner_edges():
     assert short.items[0] == 161 - 16 and short.items[1] == 161 - 32
 
 
+def test_first_decision_on_measured_items():
+    """Hindsight on a cell's own items (benchmarks/bench_planner.py): agreeing items decide
+    equivalence at the worked example's item 161 and not before; a loss on every item from
+    the 11th decides beyond the margin there or later, never before the losses begin; a
+    cell on its margin never decides; the fidelity lens (a loss is positive) is mirrored."""
+    spec = sq.SPECS["correctness"]
+    agree = sq.first_decision(np.zeros(300), spec, 0.03)
+    assert agree.items == 161 and agree.label == relevance.EQUIVALENT
+    assert sq.first_decision(np.zeros(160), spec, 0.03).items == np.inf
+    late = np.r_[np.zeros(10), -np.ones(40)]
+    lost = sq.first_decision(late, spec, 0.03, level=[0.05, 0.05 / 7])
+    assert (lost.label == relevance.BEYOND).all() and 10 < lost.items[0] < lost.items[1] < 50
+    on_margin = np.zeros(300)
+    on_margin[::33] = -1  # 10 losses in 300 items: 3.3 points, on the margin
+    assert sq.first_decision(on_margin, spec, 0.03).label == ""
+    flips = sq.first_decision(np.ones(40), sq.SPECS["fidelity"], 0.03)
+    assert flips.label == relevance.BEYOND and flips.items < 40
+
+
 def test_budgeted_stats_read_the_sequences():
     """A budgeted run's chapter-5 tables come from the sequences, read in the pre-registered
     order: wider than the fixed intervals at the same items, dependent on the order, labelled

@@ -387,20 +387,49 @@ def items_to_decide(x, spec: Spec, margin, *, n=None, n_max=np.inf, level=None,
     finite = n_max[np.isfinite(n_max)]
     horizon = int(max(finite.max() if finite.size else PROJECTION_HORIZON, n.max()))
     y = np.take_along_axis(x, np.arange(horizon) % n[..., None], -1)  # replayed in order
-    level = np.broadcast_to(np.asarray(level, float), lead)
+    at = first_decision(y, spec, m, level=level, alpha=alpha)
+    more = np.where(at.items <= n_max, np.maximum(at.items - n, 0.0), np.inf)
+    return Plan(more, np.where(np.isfinite(more), at.label, ""))
+
+
+def first_decision(x, spec: Spec, margin, *, level=None, alpha: float = 0.05) -> Plan:
+    """
+    The item at which a cell's sequence first decides, along its items in drawing order.
+
+    Parameters
+    ----------
+    x : array_like of float, shape (..., k)
+        Per-item effects in the lens unit, in drawing order.
+    spec : Spec
+    margin, level, alpha
+        As in :func:`items_to_decide`.
+
+    Returns
+    -------
+    Plan
+        ``items``: the first item (1-based) at which the capitals the decisions read reach
+        their bounds (beyond: ``p_beyond`` at ``level``; equivalence: both of
+        :func:`evidence`'s one-sided p-values at ``alpha``), ``inf`` when none within ``k``;
+        ``label``: which verdict (beyond where both come at once), "" when none. On
+        replayed items it is :func:`items_to_decide`'s projection; on a cell's measured
+        items, hindsight (``benchmarks/bench_planner.py``).
+    """
+    x = _check(x, spec)
+    if spec.loss_side == ABOVE:  # mirror: a loss is then a negative effect
+        x, spec = -x, Spec(-spec.high, -spec.low, BELOW)
+    m = np.asarray(margin, float)
+    level = np.asarray(alpha if level is None else level, float)
 
     def first(log_k, bound):  # the first item (1-based) at which the capital reaches bound
         hit = log_k >= np.asarray(bound)[..., None]
         return np.where(hit.any(-1), hit.argmax(-1) + 1.0, np.inf)
 
-    beyond = first(log_capital(y, spec, -m, BELOW, alpha), np.log(2 / level))
-    equiv = np.maximum(first(log_capital(y, spec, -m, ABOVE, alpha), np.log(2 / alpha)),
-                       first(log_capital(y, spec, m, BELOW, alpha), np.log(2 / alpha)))
+    beyond = first(log_capital(x, spec, -m, BELOW, alpha), np.log(2 / level))
+    equiv = np.maximum(first(log_capital(x, spec, -m, ABOVE, alpha), np.log(2 / alpha)),
+                       first(log_capital(x, spec, m, BELOW, alpha), np.log(2 / alpha)))
     at = np.minimum(beyond, equiv)
-    more = np.where(at <= n_max, np.maximum(at - n, 0.0), np.inf)
-    verdict = np.where(~np.isfinite(more), "",
-                       np.where(beyond <= equiv, relevance.BEYOND, relevance.EQUIVALENT))
-    return Plan(more, verdict)
+    return Plan(at, np.where(~np.isfinite(at), "",
+                             np.where(beyond <= equiv, relevance.BEYOND, relevance.EQUIVALENT)))
 
 
 DECIDED_COLUMNS = ("model", "rung", "family", "lens", "n", "estimate", "cs_low", "cs_high",
@@ -699,12 +728,21 @@ def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
         then need the floor's too). The looks price them
         (:func:`gguf_fragility.run.looks.allocate`).
     """
-    steered = set(steered)
     models = sorted({m for m, _, _ in steered})
-    items = load_items(run, models)
+    return judge_items(load_items(run, models), read_ladder(run, models), steered, positions,
+                       s, cap)
+
+
+def judge_items(items: pd.DataFrame, ladder: pd.DataFrame,
+                steered: Collection[tuple[str, str, str]],
+                positions: Mapping[tuple[str, str], int], s: Settings,
+                cap: Mapping[tuple[str, str, str], int]) -> CellDecisions:
+    """:func:`judge_run` on item rows (:func:`~gguf_fragility.artifacts.load_items`) and a
+    ladder (:func:`~gguf_fragility.artifacts.read_ladder`) in hand, e.g. a prefix of each
+    stored cell (``benchmarks/bench_planner.py``)."""
+    steered = set(steered)
     key = list(zip(items.model, items.rung, items.family, strict=True))
     items = items[[k in steered for k in key]]
-    ladder = read_ladder(run, models)
     bpw = dict(zip(zip(ladder.model.astype(str), ladder.rung.astype(str), strict=True),
                    ladder.bpw.astype(float), strict=True))
     refs = ladder[ladder.is_reference.astype(bool)]

@@ -23,9 +23,10 @@ fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip==25.3
-# --no-compile: Python compiles a module's bytecode on its first import instead; most of what
-# the pins install (JupyterLab's server, test and optional modules) is never imported, and
-# compiling all of it took more CPU than the rest of the install (2026-12-04, *Measurements*)
+# --no-compile: Python compiles a module's bytecode on its first import instead (and caches it,
+# unless PYTHONDONTWRITEBYTECODE is set: the Makefile unsets it); most of what the pins install
+# (JupyterLab's server, test and optional modules) is never imported, and compiling all of it
+# took more CPU than the rest of the install (2026-12-04, *Measurements*)
 .venv/bin/python -m pip install -q --no-compile -r requirements.txt
 
 # One pinned llama.cpp build per CMAKE_ARGS, kept outside the clone so fresh clones reuse it.

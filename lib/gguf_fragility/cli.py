@@ -24,7 +24,6 @@ from functools import partial
 from gguf_fragility.engine.gguf import GGUFError
 from gguf_fragility.errors import write_failure
 from gguf_fragility.interop import commands as lmeval
-from gguf_fragility.ladder import models, quantize
 from gguf_fragility.profile import (
     DEFAULT_RUNGS,
     ProfileError,
@@ -34,13 +33,13 @@ from gguf_fragility.profile import (
     with_budget_minutes,
 )
 from gguf_fragility.registry import RegistryError
-from gguf_fragility.report import site
 from gguf_fragility.run import pipeline
 from gguf_fragility.run.pipeline import ChapterError, Terminated
-from gguf_fragility.run.sweep import regrade
-from gguf_fragility.stats.sequential import judge_run
-from gguf_fragility.stats.settings import Settings
 from gguf_fragility.store import LockHeld
+
+# The site, the statistics, the ladder builder and regrade are imported by the subcommands
+# that use them: together they add ~3 s to every start on a 2-core CPU (``--help``, a run
+# with --no-site or some stages, which the notebooks' kernels then import for themselves).
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,6 +81,10 @@ def _run(args: argparse.Namespace) -> int:
     for line in registry_warnings(profile):
         print(f"gguf-fragility: warning: {line} (profile {profile.name!r} does not use it)",
               file=sys.stderr)
+    from gguf_fragility.report import site
+    from gguf_fragility.stats.sequential import judge_run
+    from gguf_fragility.stats.settings import Settings
+
     layout = profile.layout
     with pipeline.run_lock(layout):  # the site too: it reads what the run wrote
         pipeline.run(args.profile, args.stages, budget_minutes=minutes,
@@ -138,9 +141,13 @@ def _command(args: argparse.Namespace) -> int:
     if args.cmd == "run":
         return _run(args)
     if args.cmd == "ladder":
+        from gguf_fragility.ladder import quantize
+
         print(quantize.build_ladder(args.model, args.rungs,
                                     run=load_profile(args.profile).layout).to_string())
     elif args.cmd == "regrade":
+        from gguf_fragility.run.sweep import regrade
+
         layout = load_profile(args.profile).layout
         with pipeline.run_lock(layout):  # rewrites every cell
             summary = regrade(layout)
@@ -149,6 +156,8 @@ def _command(args: argparse.Namespace) -> int:
     elif args.cmd in lmeval.COMMANDS:
         print(lmeval.COMMANDS[args.cmd](args))
     elif args.cmd == "fetch":
+        from gguf_fragility.ladder import models
+
         for key in args.models:
             print(models.obtain(key))
     return 0

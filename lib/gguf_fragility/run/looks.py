@@ -287,27 +287,30 @@ def _wants(lenses: pd.DataFrame, held: Mapping[Key, int], cap: Mapping[Key, int]
     return out
 
 
+def _options(wants: Mapping[Key, list[_Want]], held: Mapping[Key, int],
+             cost: Mapping[Key, float]) -> list[_Option]:
+    """Every way to grow a cell of ``wants``: to each count one of its verdicts is projected
+    at, priced at the items the cell, its reference and (for a lens compared with the floor)
+    its floor lack of it."""
+    out = []
+    for k, ws in wants.items():
+        for items in sorted({w.items for w in ws if math.isfinite(w.items)}):
+            settled = [w for w in ws if w.items <= items]
+            floor = any(w.floor for w in settled)
+            sec = sum(cost[c] * max(0, items - held[c]) for c in _grown(k, floor) if c in held)
+            out.append(_Option(sec / len(settled), sec, k, items, floor,
+                               tuple(w.lens for w in settled)))
+    return out
+
+
 def _greedy(wants: dict[Key, list[_Want]], held: dict[Key, int], cost: Mapping[Key, float],
             budget_s: float) -> list[tuple[_Option, float]]:
     """Take the options of ``wants`` cheapest per verdict first while they fit in
     ``budget_s``, repricing after each (``held`` is raised as they are taken); returns each
     taken option with the seconds taken so far."""
-    def price(k: Key, items: int, with_floor: bool) -> float:
-        return sum(cost[c] * max(0, items - held[c]) for c in _grown(k, with_floor) if c in held)
-
-    def options(k: Key) -> list[_Option]:
-        out = []
-        for items in sorted({w.items for w in wants[k] if math.isfinite(w.items)}):
-            settled = [w for w in wants[k] if w.items <= items]
-            floor = any(w.floor for w in settled)
-            sec = price(k, items, floor)
-            out.append(_Option(sec / len(settled), sec, k, items, floor,
-                               tuple(w.lens for w in settled)))
-        return out
-
     taken, total = [], 0.0
     while True:
-        fit = [o for k in wants for o in options(k) if total + o.seconds <= budget_s]
+        fit = [o for o in _options(wants, held, cost) if total + o.seconds <= budget_s]
         if not fit:
             return taken
         best = min(fit)
@@ -388,8 +391,8 @@ def allocate(lenses: pd.DataFrame, holds: Mapping[Key, int], cost: Mapping[Key, 
     taken = [o for o, _ in _greedy(dict(wants), dict(held), cost, budget_s / 2)
              or _greedy(dict(wants), dict(held), cost, budget_s)]
     if not taken:  # nothing fits: the cheapest, by one step
-        taken = [_greedy(wants, dict(held), cost, math.inf)[0][0]]
-        taken[0] = taken[0]._replace(items=min(held[taken[0].cell] + step, taken[0].items))
+        least = min(_options(wants, held, cost))
+        taken = [least._replace(items=min(held[least.cell] + step, least.items))]
     for o in taken:
         _grow(held, o)
     return held

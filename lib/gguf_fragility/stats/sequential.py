@@ -321,9 +321,10 @@ def label(cs: ConfidenceSequence, beyond, margin: float, spec: Spec, change=None
 
 
 class Plan(NamedTuple):
-    """Result of :func:`items_to_decide`."""
+    """Result of :func:`items_to_decide` and of :func:`first_decision`."""
 
-    items: np.ndarray  # further items the cell is projected to need (0: decided; inf: not within n_max)
+    items: np.ndarray  # items_to_decide: further items the cell is projected to need (0: decided;
+    # inf: not within n_max); first_decision: the item that decides (inf: none)
     label: np.ndarray  # the projected verdict: relevance.BEYOND, relevance.EQUIVALENT or "" (none)
 
 

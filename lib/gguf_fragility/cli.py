@@ -38,8 +38,8 @@ from gguf_fragility.run.pipeline import ChapterError, Terminated
 from gguf_fragility.store import LockHeld
 
 # The site, the statistics, the ladder builder and regrade are imported by the subcommands
-# that use them: together they add ~3 s to every start on a 2-core CPU (``--help``, a run
-# with --no-site or some stages, which the notebooks' kernels then import for themselves).
+# that use them: together they add ~1 s to every start on a 2-core CPU, ~3 s without cached
+# bytecode (``--help``, a run with --no-site or some stages; notebook kernels import their own).
 
 
 def _parser() -> argparse.ArgumentParser:

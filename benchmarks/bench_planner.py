@@ -99,11 +99,10 @@ def pool(runs: list[Path], profile: Profile) -> Pooled:
     steered = [(m, r, f) for m in models for r in looked_rungs(profile, m)
                for f in sorted(set(measurable.family[measurable.model == m])
                                & set(profile.families_for(m)))]
-    size = items.groupby(["model", "rung", "family"]).size()
     spent = {k: np.cumsum(g["seconds"].to_numpy(float))
              for k, g in items.groupby(["model", "rung", "family"])}
     return Pooled(items, spent, read_ladder(RunLayout(runs[0]), models), positions, steered,
-                  {k: int(size.get(k, 0)) for k in steered})
+                  {k: len(spent.get(k, ())) for k in steered})
 
 
 def start(p: Pooled, profile: Profile) -> dict[Key, int]:
@@ -169,7 +168,7 @@ def hindsight(p: Pooled, s: Settings) -> Hindsight:
     """:func:`~gguf_fragility.stats.sequential.first_decision` of every lens row on all of its
     cell's pooled items (at its family's first Holm level, as the planner projects)."""
     whole = sq.judge_items(p.items, p.ladder, p.steered, p.positions, s, p.cap)
-    level = s.alpha / whole.lenses.groupby(["model", "lens"]).family.transform("nunique")
+    level = sq.first_level(whole.lenses, s.alpha)
     first = {}
     for r, lv in zip(whole.lenses.itertuples(), level, strict=True):
         x = whole.effects[(r.model, r.rung, r.family, r.lens)]

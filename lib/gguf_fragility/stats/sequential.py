@@ -703,6 +703,12 @@ def budget_summary(sequential: pd.DataFrame, minutes=FURTHER_MINUTES) -> BudgetS
         "undecided", "not_within_items"]))
 
 
+def first_level(lenses: pd.DataFrame, alpha: float) -> np.ndarray:
+    """Each lens row's level at Holm's first step over its model's families on that lens,
+    ``alpha / families``: the level the planner projects ``p_beyond`` to (:func:`items_to_decide`)."""
+    return alpha / lenses.groupby(["model", "lens"]).family.transform("nunique").to_numpy()
+
+
 def judge_run(run: RunLayout, steered: Collection[tuple[str, str, str]],
               positions: Mapping[tuple[str, str], int], s: Settings,
               cap: Mapping[tuple[str, str, str], int]) -> CellDecisions:
@@ -751,7 +757,7 @@ def judge_items(items: pd.DataFrame, ladder: pd.DataFrame,
     dec = decide_cells(items, reference, bpw, positions, s)
     lenses = dec.lenses
     further = np.where(lenses.decided.astype(bool), 0.0, np.inf)
-    level = s.alpha / lenses.groupby(["model", "lens"]).family.transform("nunique").to_numpy()
+    level = first_level(lenses, s.alpha)
     for name, spec in SPECS.items():
         rows = np.flatnonzero(((lenses.lens == name) & _open(lenses)).to_numpy())
         if not rows.size:

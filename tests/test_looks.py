@@ -287,19 +287,21 @@ def test_filled_costs_take_the_models_own_median():
                    ("x", "F16", "a"): 2.0, ("s", "Q4", "a"): 0.4}
 
 
-TWO = ("knowledge_mc", "science_mc")
-# margins so wide (95 accuracy points, 68.5 points of gold-answer probability) that the tiny
-# run's Q2_K cells are decided within a few items, at different looks: the correctness
-# sequences from 3 items, science_mc's gold-probability one from 4, knowledge_mc's (one item
-# loses 12 points) from 5, which also makes it the dearer to decide (up to 12 items)
+TWO = ("factual_recall", "knowledge_mc")
+# a correctness margin so wide (95 accuracy points) that both Q2_K cells' correctness sequences
+# decide from 3 items; a gold-probability margin (68.5 points) above what the reference gives
+# knowledge_mc's gold answers (under 13 points each), so its margin lens has no room and the
+# cell is decided with its correctness; factual_recall's reply-probability sequence (the
+# default 3-point margin, a loss of ~15 points) is not decided within 12 items
 WIDE = "equivalence_margin: 0.95\ngold_prob_margin_pp: 68.5\n"
 
 
 def _two_families(tiny_run, folder):
     """The two families' tiny run without its Q2_K cells, and a budget whose looks start them at
     one item (up to 12, at least one more per look): projected from their first item, both
-    are grown at look 2 (knowledge_mc to 4 items, science_mc to 3), where their correctness
-    verdicts come, and decided at look 3."""
+    are grown to 3 items at look 2 (knowledge_mc, the cheaper per item, first), where their
+    correctness verdicts come and knowledge_mc is decided; factual_recall's margin lens stays
+    open and the cell grows by an item a look up to its 12."""
     copy_tiny_run(tiny_run, folder / "outputs", "look", list(TWO))
     for family in TWO:
         (folder / "outputs/look/sweep" / SMOL / "Q2_K" / f"{family}.parquet").unlink()
@@ -376,17 +378,21 @@ def test_a_look_visits_cells_cheapest_first(straight):
                                                secs[f] if np.isfinite(secs[f]) else 0, f)), look
         assert [v.family for v in seen if v.rung == "F16"] == q2
         reordered |= q2 != sorted(q2)
-    assert reordered, "premise: a look where science_mc is projected the cheaper (see WIDE)"
+    assert reordered, "premise: a look where knowledge_mc is projected the cheaper (see WIDE)"
 
 
 @pytest.mark.llama
 def test_sequential_table_plans_in_seconds(straight):
-    """seconds_to_decide is 0 once decided and positive before; seconds_per_item is the cell's
-    measured cost, one value per cell, and the looks' items at those costs fit in the run's
-    wall time."""
+    """seconds_to_decide is 0 once decided, positive before, and inf for a cell whose open lens
+    is not projected to decide within its items (factual_recall at its 12); seconds_per_item
+    is the cell's measured cost, one value per cell, and the looks' items at those costs fit
+    in the run's wall time."""
     first, last = _cells(straight.tables[0]), _cells(straight.tables[-1])
     assert not first.decided.any() and (first.seconds_to_decide > 0).all()
-    assert last.decided.all() and (last.seconds_to_decide == 0).all()
+    assert np.isfinite(first.seconds_to_decide).all()
+    assert last.decided.to_dict() == {"factual_recall": False, "knowledge_mc": True}
+    assert last.seconds_to_decide.to_dict() == {"factual_recall": np.inf, "knowledge_mc": 0.0}
+    assert last.n.to_dict() == {"factual_recall": 12, "knowledge_mc": 3}
     table = pd.read_csv(straight.profile.layout.table(Table.SEQUENTIAL))
     assert (table.groupby("family").seconds_per_item.nunique() == 1).all()
     scored = pd.DataFrame(straight.visits).query("rung == 'Q2_K'").groupby("family").scored.sum()
@@ -428,12 +434,13 @@ TIMED = ["seconds_to_decide", "seconds_per_item"]  # measured wall times differ 
 def test_a_run_killed_during_a_look_resumes_it_exactly(straight, tiny_run, tmp_path):
     """Killed (SIGKILL) during the look after the first decision and rerun, the looks end with
     the cells and the sequential table of the uninterrupted run; a larger budget afterwards
-    keeps each cell's look_decided. Old code restarted from look 1 on the stored cells: the
-    cell decided earlier was decided again at look 1."""
+    extends only the undecided cell and keeps each verdict's look_decided. Old code restarted
+    from look 1 on the stored cells: the cell decided earlier was decided again at look 1."""
     profile = _two_families(tiny_run, tmp_path)
     want = pd.read_csv(straight.profile.layout.table(Table.SEQUENTIAL))
-    assert (want.look_decided > 1).all() and straight.tables[-2].decided.any(), (
-        "premise: a lens verdict a look before the last, every cell decided after look 1")
+    verdicts = want.look_decided.dropna()
+    assert len(verdicts) and (verdicts > 1).all() and straight.tables[-2].decided.any(), (
+        "premise: lens verdicts after look 1, a cell decided a look before the last")
     _kill_after_a_decision(_looks_cmd(tmp_path / "look.yaml"), profile.layout)
     log, _ = _run_looks(profile)
     assert log.look.iloc[0] > 1  # resumed the killed look
@@ -448,7 +455,11 @@ def test_a_run_killed_during_a_look_resumes_it_exactly(straight, tiny_run, tmp_p
                                       pd.read_parquet(straight.profile.layout.root / c)[cols])
     log2, _ = _run_looks(_looks_profile(tmp_path, 13, families=TWO, settings=WIDE, first=1))
     again = pd.read_csv(profile.layout.table(Table.SEQUENTIAL))
-    assert log2.look.tolist() == [log.look.iloc[-1]] and log2.items_scored.sum() == 0
+    assert log2.look.iloc[0] == log.look.iloc[-1]  # continued, not restarted at look 1
+    assert log2.items_scored.sum() == 2  # factual_recall's 13th item at F16 and Q2_K
+    sizes = {(r, f): len(pd.read_parquet(profile.layout.cell(SMOL, r, f)))
+             for r in ("F16", "Q2_K") for f in TWO}
+    assert sizes[("Q2_K", "factual_recall")] == 13 and sizes[("Q2_K", "knowledge_mc")] == 3
     pd.testing.assert_series_equal(again.look_decided, want.look_decided)
 
 

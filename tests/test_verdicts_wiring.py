@@ -1,6 +1,7 @@
 """Issue 25 wired through the grid: every lens's decision is a relevance label against its
 own margin, in its own unit; a rejection never sits beside a contrary decision; floor-less
-fidelity cells never die; a shown loss smaller than the margin is a change, not a death."""
+fidelity cells never die; a shown loss smaller than the margin is a change, not a death; a
+margin cell whose reference leaves no room for a loss beyond the margin is not judged."""
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ import pytest
 from gguf_fragility.profile import load_profile
 from gguf_fragility.stats import relevance as rel
 from gguf_fragility.stats import results
+from gguf_fragility.stats import sequential as sq
 from gguf_fragility.stats.lens.registry import LENSES
 from gguf_fragility.testing import synthetic_results
 
@@ -71,16 +73,19 @@ def test_floor_less_fidelity_cells_never_die():
     assert (t.lens_summary.set_index("lens").loc["fidelity", "n_no_floor"] == no_floor)
 
 
-def _loss_sweep(n: int, deaths: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One log-likelihood family of ``n`` items; Q2_K loses ``deaths`` of them (reference right)."""
+def _loss_sweep(n: int, deaths: int, gold: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One log-likelihood family of ``n`` items; Q2_K loses ``deaths`` of them (reference right);
+    ``gold``: each family's gold-answer probability at F16 and Q2_K (default 0.61 at both)."""
     rows = []
-    for i in range(n):
-        for rung in ("F16", "Q2_K"):
-            dies = rung == "Q2_K" and i < deaths
-            rows.append({"model": "m", "rung": rung, "family": "f", "item_id": f"f{i}",
-                         "correct": not dies, "extracted": "B" if dies else "A",
-                         "mode": "loglik", "margin": 1.0, "gold_logprob": -0.5,
-                         "ref_answer_logprob": np.nan, "answer_kl": 0.0, "answer_same_top": 1.0})
+    for family, (p_ref, p_rung) in (gold or {"f": (np.exp(-0.5),) * 2}).items():
+        for i in range(n):
+            for rung, p in (("F16", p_ref), ("Q2_K", p_rung)):
+                dies = rung == "Q2_K" and i < deaths
+                rows.append({"model": "m", "rung": rung, "family": family,
+                             "item_id": f"{family}{i}", "correct": not dies,
+                             "extracted": "B" if dies else "A", "mode": "loglik", "margin": 1.0,
+                             "gold_logprob": np.log(p), "ref_answer_logprob": np.nan,
+                             "answer_kl": 0.0, "answer_same_top": 1.0})
     ladder = pd.DataFrame({"model": "m", "rung": ["F16", "Q2_K"], "is_reference": [True, False],
                            "bpw": [16.0, 3.0], "file_size_bytes": [1600, 300]})
     return pd.DataFrame(rows), ladder
@@ -107,6 +112,32 @@ def test_a_loss_shown_but_smaller_than_the_margin_is_a_change_not_a_death():
     t = results.stats_tables(items, ladder, settings=SETTINGS)
     assert t.comparisons.query("lens == 'correctness'").iloc[0].decision == rel.BEYOND
     assert t.death_order["death_rung_correctness"].iloc[0] == "Q2_K"
+
+
+def test_a_margin_cell_without_room_is_not_judged():
+    """The reference gives family "tiny"'s gold answer 2 points (a multi-token continuation,
+    say) and Q2_K loses all of it: the mean change (-2 points) lies within the 3-point margin
+    whatever the rung does, so its equivalence would be the unit's. It is labelled "no room"
+    in the fixed grid (not counted as decided) and in the sequential design (not steered);
+    family "room" (50 points at both) is shown equivalent by both."""
+    items, ladder = _loss_sweep(400, 0, gold={"room": (0.5, 0.5), "tiny": (0.02, 1e-12)})
+    t = results.stats_tables(items, ladder, settings=SETTINGS)
+    m = t.comparisons.query("lens == 'margin'").set_index("family")
+    assert m.loc["tiny", "effect"] == pytest.approx(-2.0)
+    assert m.loc["tiny", "reference_pp"] == pytest.approx(2.0)
+    assert m.loc["tiny", "ci_low"] > -3  # what used to be shown "equivalent"
+    assert m.loc["tiny", "decision"] == rel.NO_ROOM and not m.loc["tiny", "reject"]
+    assert m.loc["room", "decision"] == rel.EQUIVALENT
+    summ = t.lens_summary.set_index("lens").loc["margin"]
+    assert (summ.n_no_room, summ.n_decided) == (1, 1)
+    positions = {(f, i): int(i[len(f):]) for f, i in zip(items.family, items.item_id, strict=True)}
+    dec = sq.judge_items(items, ladder, {("m", r, f) for r in ("F16", "Q2_K") for f in ("room", "tiny")},
+                         positions, SETTINGS, cap={})
+    seq = dec.lenses.query("lens == 'margin'").set_index("family")
+    assert seq.loc["tiny", "label"] == rel.NO_ROOM
+    assert not seq.loc["tiny", "can_decide"] and not seq.loc["tiny", "decided"]
+    assert seq.loc["tiny", "items"] == np.inf  # the looks never grow a cell for it
+    assert seq.loc["room", "label"] == rel.EQUIVALENT and seq.loc["room", "decided"]
 
 
 @pytest.mark.parametrize(("key", "value"), [("fidelity_margin", 0), ("gold_prob_margin_pp", 150),

@@ -29,7 +29,7 @@ from gguf_fragility.stats.decision import GIB, recommend
 from gguf_fragility.stats.grid import UNTESTABLE
 from gguf_fragility.stats.lens.base import ACCURACY
 from gguf_fragility.stats.lens.registry import LENSES, with_role
-from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT, NO_FLOOR, UNDECIDED
+from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT, NO_FLOOR, NO_ROOM, UNDECIDED
 from gguf_fragility.stats.sequential import ANYTIME_METHOD, budget_summary
 
 
@@ -48,6 +48,7 @@ VERDICTS = {BEYOND: Verdict("loss beyond the margin", "#c62828", "triangle-down"
             EQUIVALENT: Verdict("equivalent within the margin", "#2e7d32", "circle"),
             UNDECIDED: Verdict("undecided", "#8d8d8d", "diamond"),
             NO_FLOOR: Verdict("answers changed (no floor)", "#b0a0c0", "triangle-up"),
+            NO_ROOM: Verdict("no room: the reference is under the margin", "#d7ccc8", "cross"),
             UNTESTABLE: Verdict("untestable", "#cfcfcf", "cross")}
 MEMORY_WORDS = {"llama.cpp": ("planned", "{} planned"),  # decision.csv's memory_source:
                 "file+kv": ("file + KV", "{} as file + KV cache"),  # cost table header and
@@ -193,7 +194,8 @@ def _effects(run: RunLayout, model: str, cmp: pd.DataFrame, margin: float) -> Pa
                        "high": 100 * k["ci_high"],
                        "verdict": [VERDICTS[d].label if d in VERDICTS else d
                                    for d in k["decision"]]})
-    legend = [v for d, v in VERDICTS.items() if d != UNTESTABLE or d in set(k["decision"])]
+    legend = [v for d, v in VERDICTS.items()
+              if d not in (UNTESTABLE, NO_ROOM) or d in set(k["decision"])]
     return charts.save(charts.effects_chart(df, margin_pp=100 * margin, verdicts=legend),
                        f"site_effects_{re.sub(r'[^A-Za-z0-9_.-]', '-', model)}", run)
 
@@ -279,14 +281,16 @@ def _counts(head: pd.DataFrame, run: RunLayout) -> str:
         "cells": head["n_cells"], "loss beyond the margin": head["n_loss"],
         "change, possibly within it": head["n_change"], "equivalent": head["n_equivalent"],
         "undecided": head["n_undecided"], "no floor": head["n_no_floor"],
-        "untestable": head["n_untestable"]})
+        "no room": head["n_no_room"], "untestable": head["n_untestable"]})
     out = ["\n## Counts\n\nEvery measurable cell (model × lens × family × rung) is judged "
            "against its lens's margin (the table's column: accuracy points, points of excess "
            "flips, or points of the probability of the gold answer or of the reference's "
            "reply per token) and ends as *loss beyond the margin shown* (the whole interval "
            "beyond it: the only label that makes a family die), *change shown, possibly "
            "within the margin*, *equivalent within the margin shown*, *undecided*, *answers "
-           "changed (no floor)* (fidelity without a measured noise floor) or *untestable* "
+           "changed (no floor)* (fidelity without a measured noise floor), *no room* (the "
+           "reference gives its answer less probability than the margin, so no rung could "
+           "lose the margin and an equivalence would say nothing) or *untestable* "
            "([Methods](methods.qmd)). The first to die is ranked by effect; families whose "
            "effects cannot be separated are named together as tied, and a family whose "
            "loss there is not shown beyond the margin (too few items, say) but cannot be "

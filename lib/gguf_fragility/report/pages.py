@@ -122,7 +122,7 @@ def headline_table(run: RunLayout) -> pd.DataFrame:
     (:func:`~gguf_fragility.stats.deathorder.first_death`: ranked by effect among the
     families with a loss beyond the margin there, ties named, then those not shown less
     fragile as "maybe"), ``n_cells, n_decided,
-    n_loss, n_change, n_equivalent, n_undecided, n_no_floor, n_untestable, margin`` (each
+    n_loss, n_change, n_equivalent, n_undecided, n_no_floor, n_no_room, n_untestable, margin`` (each
     margin with its unit), ``mde_low, mde_high, mde_unit`` (planned MDE range of the
     undecided cells, points: the smallest loss beyond the margin each could show),
     ``mde_basis`` (the test and design it was planned for), ``floor_flip_pct``.
@@ -150,6 +150,7 @@ def headline_table(run: RunLayout) -> pd.DataFrame:
                      "n_loss": int(s["n_loss"]), "n_equivalent": int(s["n_equivalent"]),
                      "n_change": int(s.get("n_change", 0)),
                      "n_no_floor": int(s.get("n_no_floor", 0)),
+                     "n_no_room": int(s.get("n_no_room", 0)),
                      "margin": margin_text(mine),
                      "n_undecided": int(s["n_undecided"]),
                      "n_untestable": int(s["n_untestable"]),

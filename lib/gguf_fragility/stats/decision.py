@@ -17,7 +17,7 @@ import pandas as pd
 from gguf_fragility.stats.grid import UNTESTABLE
 from gguf_fragility.stats.lens.base import ACCURACY
 from gguf_fragility.stats.lens.registry import LENSES, with_role
-from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT, NO_FLOOR, UNDECIDED
+from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT, NO_FLOOR, NO_ROOM, UNDECIDED
 
 MEMORY_COLUMNS = ("model_buffer_bytes", "kv_buffer_bytes", "compute_buffer_bytes",
                   "planned_memory_bytes")  # llama.cpp's buffers at load (sweep's _cost.json)
@@ -68,7 +68,7 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
         ``model, rung, is_reference, bpw, file_size_bytes``, cost and shift columns,
         ``memory_bytes`` and ``memory_source`` (see Notes);
         per lens ``n_loss_<lens>`` (losses beyond the margin), ``n_change_<lens>,
-        n_equivalent_<lens>, n_undecided_<lens>, n_no_floor_<lens>, n_untestable_<lens>``
+        n_equivalent_<lens>, n_undecided_<lens>, n_no_floor_<lens>, n_no_room_<lens>, n_untestable_<lens>``
         (measurable families); ``n_families``; ``worst_family`` and
         ``worst_min_diff`` (the smallest accuracy change over the ``n_families`` noisy
         families: a minimum, biased downward) with the selection-adjusted interval
@@ -119,7 +119,7 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
             d = g.loc[g["lens"] == lens, "decision"]
             for key, label in (("loss", BEYOND), ("change", CHANGE), ("equivalent", EQUIVALENT),
                                ("undecided", UNDECIDED), ("no_floor", NO_FLOOR),
-                               ("untestable", UNTESTABLE)):
+                               ("no_room", NO_ROOM), ("untestable", UNTESTABLE)):
                 row[f"n_{key}_{lens}"] = int((d == label).sum())
         k = g[g["lens"] == acc]
         m = len(k)

@@ -38,7 +38,8 @@ CHANGE = "change shown, possibly within the margin"
 EQUIVALENT = "equivalent within ±m shown"
 UNDECIDED = "undecided"
 NO_FLOOR = "answers changed (no floor)"
-LABELS = (BEYOND, CHANGE, EQUIVALENT, UNDECIDED, NO_FLOOR)
+NO_ROOM = "no room: the reference is under the margin"  # no rung can lose the margin there
+LABELS = (BEYOND, CHANGE, EQUIVALENT, UNDECIDED, NO_FLOOR, NO_ROOM)
 
 
 class Margins(NamedTuple):

@@ -30,7 +30,7 @@ from gguf_fragility.stats.decision import decision_matrix, recommend
 from gguf_fragility.stats.grid import UNTESTABLE, lens_grid
 from gguf_fragility.stats.lens.base import ACCURACY
 from gguf_fragility.stats.lens.registry import LENSES, with_role
-from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT, NO_FLOOR, UNDECIDED
+from gguf_fragility.stats.relevance import BEYOND, CHANGE, EQUIVALENT, NO_FLOOR, NO_ROOM, UNDECIDED
 from gguf_fragility.stats.sequential import anytime_comparisons, decide_cells
 from gguf_fragility.stats.settings import DEFAULT_SETTINGS, MDE_POWER, Settings
 from gguf_fragility.store import write_json_atomic, write_tables
@@ -166,7 +166,7 @@ def lens_summary(comparisons: pd.DataFrame) -> pd.DataFrame:
     Per model × lens: measurable cells, how many were decided, and what the rest could detect.
 
     Columns ``model, lens, n_cells, n_testable, n_loss`` (losses beyond the margin),
-    ``n_change`` (changes possibly within it), ``n_no_floor``, ``n_equivalent, n_decided,
+    ``n_change`` (changes possibly within it), ``n_no_floor``, ``n_no_room``, ``n_equivalent, n_decided,
     n_undecided, n_untestable, undecided_mde_min, undecided_mde_max, mde_unit,
     n_dead_families, floor_flip_rate`` (the noise floor's mean flip rate against the
     reference over the model's measurable families, fidelity rows; NaN without a floor).
@@ -185,6 +185,7 @@ def lens_summary(comparisons: pd.DataFrame) -> pd.DataFrame:
         rows.append({"model": model, "lens": lens, "n_cells": len(g),
                      "n_testable": int(g["testable"].sum()), "n_loss": n_loss,
                      "n_change": int((d == CHANGE).sum()), "n_no_floor": int((d == NO_FLOOR).sum()),
+                     "n_no_room": int((d == NO_ROOM).sum()),
                      "n_equivalent": n_eq, "n_decided": n_loss + n_eq,
                      "n_undecided": int((d == UNDECIDED).sum()),
                      "n_untestable": int((d == UNTESTABLE).sum()),

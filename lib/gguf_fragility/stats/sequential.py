@@ -485,11 +485,12 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
         Per lens: :func:`confidence_sequence`, :func:`evidence`'s ``p_beyond``, ``p_change``
         and ``p_equivalent``, :func:`family_reject` on each per model × lens, and :func:`label`
         (``NO_FLOOR`` for a shown change of a lens compared with a floor that was not
-        measured). ``can_decide``: the lens has items in the cell and, if it is compared
-        with a floor, a measured floor. ``decided`` (per lens): a label of
-        :data:`DECIDED_LABELS` (a loss beyond the margin shown, or equivalence within it),
-        the site's count of decided cells. A cell is decided when every lens that can
-        decide it has, and at least one can.
+        measured; ``NO_ROOM`` where the lens's :meth:`~gguf_fragility.stats.lens.base.Lens.room`
+        says no rung could lose the margin). ``can_decide``: the lens has items in the cell,
+        room for a loss beyond its margin and, if it is compared with a floor, a measured
+        floor. ``decided`` (per lens): a label of :data:`DECIDED_LABELS` (a loss beyond
+        the margin shown, or equivalence within it), the site's count of decided cells. A
+        cell is decided when every lens that can decide it has, and at least one can.
 
     Notes
     -----
@@ -516,8 +517,9 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
                 for rung in rungs:
                     x = lens.item_effects(w, ref, rung, floor)
                     x = x.iloc[np.argsort([positions[(family, i)] for i in x.index], kind="stable")]
-                    m = float(lens.margins(pd.DataFrame([lens.cell(w, ref, rung, floor)]), s)[0])
-                    can = len(x) > 0 and (floor is not None or not lens.against_floor)
+                    c = pd.DataFrame([lens.cell(w, ref, rung, floor)])
+                    m, room = float(lens.margins(c, s)[0]), bool(lens.room(c, s)[0])
+                    can = len(x) > 0 and (floor is not None or not lens.against_floor) and room
                     effects[(model, rung, family, name)] = x.to_numpy(float)
                     if len(x):
                         cs = confidence_sequence(x.to_numpy(float), spec, s.alpha)
@@ -529,7 +531,7 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
                     block.append({"model": model, "rung": rung, "family": family, "lens": name,
                                   "n": len(x), "estimate": est, "cs_low": lo, "cs_high": hi,
                                   "margin": m, "p_beyond": p, "p_change": pc, "p_equivalent": pe,
-                                  "can_decide": can})
+                                  "can_decide": can, "room": room})
             if not block:
                 continue
             b = pd.DataFrame(block)
@@ -543,6 +545,7 @@ def decide_cells(items: pd.DataFrame, reference: Mapping[str, str], bpw: Mapping
             if lens.against_floor:  # a shown change without a floor may be re-run noise
                 b.loc[~b.can_decide & b.label.isin([relevance.BEYOND, relevance.CHANGE]),
                       "label"] = relevance.NO_FLOOR
+            b.loc[~b.room, "label"] = relevance.NO_ROOM  # equivalent whatever the rung does
             b["decided"] = b.can_decide & b.label.isin(list(DECIDED_LABELS))
             rows.append(b)
     key = ["model", "rung", "family"]

@@ -95,6 +95,12 @@ class Lens(ABC):
         """Relevance margin of each row, in that row's unit (:meth:`units`); default :meth:`margin`."""
         return np.full(len(rows), self.margin(s))
 
+    def room(self, rows: pd.DataFrame, s: Settings) -> np.ndarray:
+        """Whether a loss beyond each row's margin can happen at all in its cell (rows: this
+        lens's rows with :meth:`cell`'s fields); where not, :meth:`decide` says
+        :data:`~gguf_fragility.stats.relevance.NO_ROOM`. Default: everywhere."""
+        return np.ones(len(rows), bool)
+
     def units(self, rows: pd.DataFrame) -> np.ndarray:
         """Unit of each row's effect and interval; default :attr:`unit`."""
         return np.full(len(rows), self.unit, dtype=object)
@@ -162,7 +168,9 @@ class Lens(ABC):
             ``UNDECIDED`` on the loss side of this lens, within :meth:`margins`; a lens
             compared with a noise floor says ``NO_FLOOR`` instead of ``BEYOND`` or ``CHANGE``
             where none was measured (its flips may be re-run noise), so that cell never
-            enters a death rung or ranking.
+            enters a death rung or ranking; a cell without :meth:`room` for a loss beyond
+            its margin says ``NO_ROOM`` whatever its interval (its equivalence would be
+            the unit's, not the rung's).
         """
         lo, hi = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
         if self.loss_side == ABOVE:  # loss = a larger effect: mirror the interval
@@ -174,4 +182,5 @@ class Lens(ABC):
         if self.against_floor:  # a shown change without a floor may be re-run noise
             no_floor = ~rows["floor"].astype(str).str.startswith("measured").to_numpy()
             out[no_floor & np.isin(out, [relevance.BEYOND, relevance.CHANGE])] = relevance.NO_FLOOR
+        out[~self.room(rows, s)] = relevance.NO_ROOM
         return out

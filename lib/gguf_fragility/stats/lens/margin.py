@@ -42,6 +42,21 @@ def item_delta(wide: pd.DataFrame, a: str, b: str) -> np.ndarray:
 
 
 SCALES = {"gold": "gold-answer probability (pp)", "reply": "reply per-token probability (pp)"}
+ANSWER_LOGPROB = {"gold": "gold_logprob", "reply": "ref_answer_logprob"}  # per scale
+
+
+def _scale(wide: pd.DataFrame, a: str) -> str:
+    """``"reply"`` where reference ``a`` answers by generating, else ``"gold"``."""
+    return "reply" if bool((wide["mode"][a].to_numpy(object) == "generate").any()) else "gold"
+
+
+def _change_pp(wide: pd.DataFrame, a: str, lp_b: np.ndarray, scale: str) -> np.ndarray:
+    """Per-item change in points from reference ``a`` to log-probabilities ``lp_b`` of its
+    answer (the gold continuation or, on the reply scale, the reference's reply)."""
+    lp_a = np.minimum(wide[ANSWER_LOGPROB[scale]][a].to_numpy(float), 0)
+    if scale == "reply":
+        return relevance.reply_prob_change_pp(lp_a, lp_b, wide["n_gen_tokens"][a].to_numpy(float))
+    return relevance.gold_prob_change_pp(lp_a, lp_b)
 
 
 def item_pp(wide: pd.DataFrame, a: str, b: str) -> tuple[np.ndarray, str]:
@@ -54,16 +69,20 @@ def item_pp(wide: pd.DataFrame, a: str, b: str) -> tuple[np.ndarray, str]:
     ``ref_answer_logprob`` over the reference reply's ``n_gen_tokens``. NaN where
     unscorable. Log-probabilities above 0 (float rounding) count as 0.
     """
-    gen = bool((wide["mode"][a].to_numpy(object) == "generate").any())
-    if gen:
-        lp = wide["ref_answer_logprob"]
-        d = relevance.reply_prob_change_pp(np.minimum(lp[a].to_numpy(float), 0),
-                                           np.minimum(lp[b].to_numpy(float), 0),
-                                           wide["n_gen_tokens"][a].to_numpy(float))
-        return d, "reply"
-    lp = wide["gold_logprob"]
-    return relevance.gold_prob_change_pp(np.minimum(lp[a].to_numpy(float), 0),
-                                         np.minimum(lp[b].to_numpy(float), 0)), "gold"
+    scale = _scale(wide, a)
+    lp_b = np.minimum(wide[ANSWER_LOGPROB[scale]][b].to_numpy(float), 0)
+    return _change_pp(wide, a, lp_b, scale), scale
+
+
+def most_loss_pp(wide: pd.DataFrame, a: str) -> np.ndarray:
+    """
+    Per-item change (points) of a rung that gives reference ``a``'s answer no probability at
+    all: minus the reference's own probability of it (gold answer, or reply per token). Its
+    mean bounds every rung's mean loss, so where it is within the margin no rung can lose
+    the margin and equivalence is shown whatever the rung does (:meth:`Margin.room`).
+    """
+    scale = _scale(wide, a)
+    return _change_pp(wide, a, np.full(len(wide), -np.inf), scale)
 
 
 def margin_p(delta) -> tuple[np.ndarray, np.ndarray]:
@@ -106,20 +125,29 @@ class Margin(Lens):
         return np.where(rows["scale"].to_numpy(object) == "reply", s.reply_prob_margin_pp,
                         s.gold_prob_margin_pp)
 
+    def room(self, rows: pd.DataFrame, s: Settings) -> np.ndarray:
+        """Whether the reference's mean probability of its answer (``reference_pp``) exceeds
+        the row's margin: where it does not, no rung can lose more than the margin (a
+        multi-token gold continuation the reference gives 1e-10, say), so an equivalence
+        there is shown by the unit, not by the rung."""
+        return ~(rows["reference_pp"].to_numpy(float) <= self.margins(rows, s))
+
     def units(self, rows: pd.DataFrame) -> np.ndarray:
         """:data:`SCALES`' unit of each row."""
         return rows["scale"].map(SCALES).to_numpy(object)
 
     def cell(self, wide: pd.DataFrame, ref: str, rung: str, floor: str | None) -> dict:
-        """``n``, the finite per-item changes (points and nats), their scale, and the floor's
-        mean and SD of its own change (points)."""
+        """``n``, the finite per-item changes (points and nats), their scale, the floor's
+        mean and SD of its own change (points) and ``reference_pp``, the reference's mean
+        probability of its answer over the same items (the most a rung can lose, points)."""
         d, scale = item_pp(wide, ref, rung)
         ok = np.isfinite(d)
+        most = most_loss_pp(wide, ref)[ok]
         nats = item_delta(wide, ref, rung)
         floor_d = item_pp(wide, ref, floor)[0] if floor is not None else np.full(len(d), np.nan)
         fok = ok & np.isfinite(floor_d)
         return {"n": int(ok.sum()), "_delta": d[ok], "_nats": nats[np.isfinite(nats)],
-                "scale": scale,
+                "scale": scale, "reference_pp": -most.mean() if ok.any() else np.nan,
                 "floor_mean": floor_d[fok].mean() if fok.any() else np.nan,
                 "floor_sd": floor_d[fok].std(ddof=1) if fok.sum() > 1 else np.nan,
                 "floor": "measured" if floor is not None else "absent"}

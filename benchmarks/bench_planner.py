@@ -165,15 +165,16 @@ class Hindsight(NamedTuple):
 
 
 def hindsight(p: Pooled, s: Settings) -> Hindsight:
-    """:func:`~gguf_fragility.stats.sequential.first_decision` of every lens row on all of its
-    cell's pooled items (at its family's first Holm level, as the planner projects)."""
+    """:func:`~gguf_fragility.stats.sequential.first_decision` of every lens row that can decide
+    its cell on all of the cell's pooled items (at its family's first Holm level, as the
+    planner projects); ``inf`` for the others (no floor, no room, no items)."""
     whole = sq.judge_items(p.items, p.ladder, p.steered, p.positions, s, p.cap)
     level = sq.first_level(whole.lenses, s.alpha)
     first = {}
     for r, lv in zip(whole.lenses.itertuples(), level, strict=True):
         x = whole.effects[(r.model, r.rung, r.family, r.lens)]
         first[(r.model, r.rung, r.family, r.lens)] = float(sq.first_decision(
-            x, sq.SPECS[r.lens], r.margin, level=lv, alpha=s.alpha).items) if len(x) else math.inf
+            x, sq.SPECS[r.lens], r.margin, level=lv, alpha=s.alpha).items) if r.can_decide else math.inf
     return Hindsight(first, sum(math.isfinite(v) for k, v in first.items()
                                 if k[1] not in (REFERENCE, NOISE_FLOOR)))
 

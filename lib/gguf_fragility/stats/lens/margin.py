@@ -9,7 +9,9 @@ change gets Wilcoxon's signed-rank test and the collapse-robust interval of its 
 unseen collapses. The change in nats (:func:`item_delta`) stays in the table for experts
 (``effect_nats`` with its expanded BCa interval). The planned MDE is the mean loss in
 points the beyond-the-margin test shows with power 0.8, simulated from the cell's own
-changes (:meth:`Margin.mde`).
+changes (:meth:`Margin.mde`). A cell whose reference gives its answer no more probability
+than the margin (a multi-token gold continuation, say) has no room for a loss beyond it and
+is not judged (:meth:`Margin.room`).
 """
 
 from __future__ import annotations

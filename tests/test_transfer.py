@@ -9,7 +9,7 @@ from scipy import stats as sps
 
 from gguf_fragility.report import claims, findings
 from gguf_fragility.stats import relevance, results, transfer
-from gguf_fragility.stats.relevance import BEYOND
+from gguf_fragility.stats.relevance import BEYOND, NO_ROOM
 from gguf_fragility.testing import synthetic_results
 
 RUNGS = ("F16", "Q8_0", "Q4_K_M", "Q2_K")
@@ -102,8 +102,10 @@ def test_decision_carry_over_by_hand():
                            "rung": ["F16", "Q2_K", "F16", "Q4_K_M", "Q2_K"],
                            "is_reference": [True, False, True, False, False],
                            "bpw": [16, 5.1, 16, 4.9, 3.0]})
-    cmp = pd.concat([cmp, cmp[cmp.model == "b"].assign(rung="Q4_K_M", decision="undecided")])
+    cmp = pd.concat([cmp, cmp[cmp.model == "b"].assign(rung="Q4_K_M", decision="undecided"),
+                     cmp.assign(lens="margin", decision=NO_ROOM)])  # no room on both: no pair
     s = transfer.decision_tables(cmp, ladder, "a", "b", ["f", "g", "h", "k"])
+    assert set(s.lens) == {"correctness"}
     by_name = s.query("match == 'name' and rung_a == 'Q2_K'").iloc[0]
     assert (by_name[["n_families", "same_decision", "loss_a", "loss_both", "equivalent_a",
                      "equivalent_both", "undecided_a", "undecided_b"]].tolist()

@@ -29,7 +29,7 @@ from gguf_fragility.layout import Table
 from gguf_fragility.profile import Profile
 from gguf_fragility.stats import ranking
 from gguf_fragility.stats.lens.registry import LENSES
-from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT, UNDECIDED
+from gguf_fragility.stats.relevance import BEYOND, EQUIVALENT, NO_ROOM, UNDECIDED
 from gguf_fragility.stats.settings import Settings
 from gguf_fragility.store import write_tables
 
@@ -206,11 +206,12 @@ def decision_tables(comparisons: pd.DataFrame, ladder: pd.DataFrame, a: str, b: 
     -----
     Decisions are notebook 05's ("loss shown", "equivalent within ±m shown", "undecided",
     "untestable"), each backed by an interval; "equivalent on A and on B" is the only
-    reading of "safe on both" this table supports. *By name* pairs rungs with the same
-    llama.cpp name; *by bpw* pairs each rung of A with B's rung nearest in real bits per
+    reading of "safe on both" this table supports. A cell its lens cannot judge on A or on B
+    (:data:`~gguf_fragility.stats.relevance.NO_ROOM`) makes no pair. *By name* pairs rungs
+    with the same llama.cpp name; *by bpw* pairs each rung of A with B's rung nearest in real bits per
     weight, so a "Q2_K" that fell back to 5 bpw meets B's ~5 bpw rung.
     """
-    c = comparisons[comparisons["family"].isin(families)]
+    c = comparisons[comparisons["family"].isin(families) & (comparisons["decision"] != NO_ROOM)]
     dec = c.set_index(["model", "lens", "rung", "family"])["decision"]
     lad = ladder[~ladder["is_reference"].astype(bool)]
     bpw_a = lad[lad["model"] == a].set_index("rung")["bpw"].astype(float).sort_values(

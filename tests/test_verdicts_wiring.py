@@ -189,6 +189,10 @@ def test_first_to_die_never_names_a_family_whose_loss_is_only_a_change():
     f = first_death(first_cells(rel.CHANGE), "correctness")
     assert (f.families, f.rung, f.tied, f.possible) == (("z",), "Q4_K_M", False, ("b",))
     assert first_to_die_text(f) == "z; maybe b too (not shown beyond the margin)"
+    # a cell without room cannot lose the margin at all: never "maybe" (the default run's
+    # margin lens named science_mc, whose reference gives its answers 0.00 points, so)
+    f = first_death(first_cells(rel.NO_ROOM), "margin")
+    assert (f.families, f.possible) == (("z",), ())
 
 
 def test_the_counts_table_states_each_margin_in_points(synth):

@@ -23,7 +23,7 @@ from gguf_fragility.stats.lens.base import ABOVE
 from gguf_fragility.stats.lens.registry import LENSES
 from gguf_fragility.stats.lenses import expanded_level
 from gguf_fragility.stats.ranking import first_to_die, rank_sets
-from gguf_fragility.stats.relevance import BEYOND
+from gguf_fragility.stats.relevance import BEYOND, NO_ROOM
 from gguf_fragility.stats.settings import cell_rng
 
 
@@ -87,10 +87,11 @@ def first_death(comparisons: pd.DataFrame, lens: str, alpha: float = 0.05) -> Fi
         families whose own cell there is :data:`~gguf_fragility.stats.relevance.BEYOND`,
         tied where their effects cannot be separated, never a tie broken by name or item
         count; ``possible`` the families there whose loss is not shown beyond the margin
-        (too few items, say) but cannot be separated from the first's. Empty (``()``,
-        ``""``, NaN) when no cell shows a loss beyond the margin.
+        (too few items, say) but cannot be separated from the first's, a cell without room
+        for a loss beyond the margin (:data:`~gguf_fragility.stats.relevance.NO_ROOM`) never
+        among them. Empty (``()``, ``""``, NaN) when no cell shows a loss beyond the margin.
     """
-    c = comparisons[comparisons["measurable"].astype(bool)]
+    c = comparisons[comparisons["measurable"].astype(bool) & (comparisons["decision"] != NO_ROOM)]
     if c.empty:
         return FirstDeath((), "", np.nan, False)
     rungs = c.drop_duplicates("rung").sort_values("bpw", ascending=False)["rung"].tolist()

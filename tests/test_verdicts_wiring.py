@@ -193,6 +193,11 @@ def test_first_to_die_never_names_a_family_whose_loss_is_only_a_change():
     # margin lens named science_mc, whose reference gives its answers 0.00 points, so)
     f = first_death(first_cells(rel.NO_ROOM), "margin")
     assert (f.families, f.possible) == (("z",), ())
+    # every cell with room lacks items (an imported family without log-probabilities): none
+    empty = first_cells(rel.NO_ROOM).assign(decision=rel.NO_ROOM)
+    empty.loc[empty.family == "a", ["effect", "ci_low", "ci_high", "decision"]] = [
+        np.nan, np.nan, np.nan, rel.UNDECIDED]
+    assert first_death(empty, "margin").families == ()
 
 
 def test_the_counts_table_states_each_margin_in_points(synth):

@@ -91,7 +91,8 @@ def first_death(comparisons: pd.DataFrame, lens: str, alpha: float = 0.05) -> Fi
         for a loss beyond the margin (:data:`~gguf_fragility.stats.relevance.NO_ROOM`) never
         among them. Empty (``()``, ``""``, NaN) when no cell shows a loss beyond the margin.
     """
-    c = comparisons[comparisons["measurable"].astype(bool) & (comparisons["decision"] != NO_ROOM)]
+    c = comparisons[comparisons["measurable"].astype(bool) & (comparisons["decision"] != NO_ROOM)
+                    & comparisons["effect"].notna()]  # a cell without items cannot die
     if c.empty:
         return FirstDeath((), "", np.nan, False)
     rungs = c.drop_duplicates("rung").sort_values("bpw", ascending=False)["rung"].tolist()

@@ -292,20 +292,20 @@ TWO = ("factual_recall", "knowledge_mc")
 # decide from 3 items; a gold-probability margin (68.5 points) above what the reference gives
 # knowledge_mc's gold answers (under 13 points each), so its margin lens has no room and the
 # cell is decided with its correctness; factual_recall's reply-probability sequence (the
-# default 3-point margin, a loss of ~15 points) is not decided within 12 items
+# default 3-point margin, a loss of ~15 points) is not decided within 6 items
 WIDE = "equivalence_margin: 0.95\ngold_prob_margin_pp: 68.5\n"
 
 
 def _two_families(tiny_run, folder):
     """The two families' tiny run without its Q2_K cells, and a budget whose looks start them at
-    one item (up to 12, at least one more per look): projected from their first item, both
+    one item (up to 6, at least one more per look): projected from their first item, both
     are grown to 3 items at look 2 (knowledge_mc, the cheaper per item, first), where their
     correctness verdicts come and knowledge_mc is decided; factual_recall's margin lens stays
-    open and the cell grows by an item a look up to its 12."""
+    open and the cell grows by an item a look up to its 6."""
     copy_tiny_run(tiny_run, folder / "outputs", "look", list(TWO))
     for family in TWO:
         (folder / "outputs/look/sweep" / SMOL / "Q2_K" / f"{family}.parquet").unlink()
-    return _looks_profile(folder, 12, families=TWO, settings=WIDE, first=1)
+    return _looks_profile(folder, 6, families=TWO, settings=WIDE, first=1)
 
 
 class Visited(NamedTuple):
@@ -384,7 +384,7 @@ def test_a_look_visits_cells_cheapest_first(straight):
 @pytest.mark.llama
 def test_sequential_table_plans_in_seconds(straight):
     """seconds_to_decide is 0 once decided, positive before, and inf for a cell whose open lens
-    is not projected to decide within its items (factual_recall at its 12); seconds_per_item
+    is not projected to decide within its items (factual_recall at its 6); seconds_per_item
     is the cell's measured cost, one value per cell, and the looks' items at those costs fit
     in the run's wall time."""
     first, last = _cells(straight.tables[0]), _cells(straight.tables[-1])
@@ -392,7 +392,7 @@ def test_sequential_table_plans_in_seconds(straight):
     assert np.isfinite(first.seconds_to_decide).all()
     assert last.decided.to_dict() == {"factual_recall": False, "knowledge_mc": True}
     assert last.seconds_to_decide.to_dict() == {"factual_recall": np.inf, "knowledge_mc": 0.0}
-    assert last.n.to_dict() == {"factual_recall": 12, "knowledge_mc": 3}
+    assert last.n.to_dict() == {"factual_recall": 6, "knowledge_mc": 3}
     table = pd.read_csv(straight.profile.layout.table(Table.SEQUENTIAL))
     assert (table.groupby("family").seconds_per_item.nunique() == 1).all()
     scored = pd.DataFrame(straight.visits).query("rung == 'Q2_K'").groupby("family").scored.sum()
@@ -453,13 +453,13 @@ def test_a_run_killed_during_a_look_resumes_it_exactly(straight, tiny_run, tmp_p
     for c in cells:
         pd.testing.assert_frame_equal(pd.read_parquet(profile.layout.root / c)[cols],
                                       pd.read_parquet(straight.profile.layout.root / c)[cols])
-    log2, _ = _run_looks(_looks_profile(tmp_path, 13, families=TWO, settings=WIDE, first=1))
+    log2, _ = _run_looks(_looks_profile(tmp_path, 7, families=TWO, settings=WIDE, first=1))
     again = pd.read_csv(profile.layout.table(Table.SEQUENTIAL))
     assert log2.look.iloc[0] == log.look.iloc[-1]  # continued, not restarted at look 1
-    assert log2.items_scored.sum() == 2  # factual_recall's 13th item at F16 and Q2_K
+    assert log2.items_scored.sum() == 2  # factual_recall's 7th item at F16 and Q2_K
     sizes = {(r, f): len(pd.read_parquet(profile.layout.cell(SMOL, r, f)))
              for r in ("F16", "Q2_K") for f in TWO}
-    assert sizes[("Q2_K", "factual_recall")] == 13 and sizes[("Q2_K", "knowledge_mc")] == 3
+    assert sizes[("Q2_K", "factual_recall")] == 7 and sizes[("Q2_K", "knowledge_mc")] == 3
     pd.testing.assert_series_equal(again.look_decided, want.look_decided)
 
 

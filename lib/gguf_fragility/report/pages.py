@@ -122,8 +122,8 @@ def headline_table(run: RunLayout) -> pd.DataFrame:
     (:func:`~gguf_fragility.stats.deathorder.first_death`: ranked by effect among the
     families with a loss beyond the margin there, ties named, then those not shown less
     fragile as "maybe"), ``n_cells, n_decided,
-    n_loss, n_change, n_equivalent, n_undecided, n_no_floor, n_no_room, n_untestable, margin`` (each
-    margin with its unit), ``mde_low, mde_high, mde_unit`` (planned MDE range of the
+    n_loss, n_change, n_equivalent, n_undecided, n_no_floor, n_no_room, n_untestable,
+    margin`` (each margin with its unit), ``mde_low, mde_high, mde_unit`` (planned MDE range of the
     undecided cells, points: the smallest loss beyond the margin each could show),
     ``mde_basis`` (the test and design it was planned for), ``floor_flip_pct``.
     """

@@ -68,8 +68,8 @@ def decision_matrix(comparisons: pd.DataFrame, ladder: pd.DataFrame,
         ``model, rung, is_reference, bpw, file_size_bytes``, cost and shift columns,
         ``memory_bytes`` and ``memory_source`` (see Notes);
         per lens ``n_loss_<lens>`` (losses beyond the margin), ``n_change_<lens>,
-        n_equivalent_<lens>, n_undecided_<lens>, n_no_floor_<lens>, n_no_room_<lens>, n_untestable_<lens>``
-        (measurable families); ``n_families``; ``worst_family`` and
+        n_equivalent_<lens>, n_undecided_<lens>, n_no_floor_<lens>, n_no_room_<lens>,
+        n_untestable_<lens>`` (measurable families); ``n_families``; ``worst_family`` and
         ``worst_min_diff`` (the smallest accuracy change over the ``n_families`` noisy
         families: a minimum, biased downward) with the selection-adjusted interval
         ``worst_sim_low``/``worst_sim_high``; ``quality`` ({"reference", "loss shown",

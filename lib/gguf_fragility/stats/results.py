@@ -166,8 +166,8 @@ def lens_summary(comparisons: pd.DataFrame) -> pd.DataFrame:
     Per model × lens: measurable cells, how many were decided, and what the rest could detect.
 
     Columns ``model, lens, n_cells, n_testable, n_loss`` (losses beyond the margin),
-    ``n_change`` (changes possibly within it), ``n_no_floor``, ``n_no_room``, ``n_equivalent, n_decided,
-    n_undecided, n_untestable, undecided_mde_min, undecided_mde_max, mde_unit,
+    ``n_change`` (changes possibly within it), ``n_no_floor``, ``n_no_room``, ``n_equivalent,
+    n_decided, n_undecided, n_untestable, undecided_mde_min, undecided_mde_max, mde_unit,
     n_dead_families, floor_flip_rate`` (the noise floor's mean flip rate against the
     reference over the model's measurable families, fidelity rows; NaN without a floor).
     """

@@ -208,8 +208,8 @@ def decision_tables(comparisons: pd.DataFrame, ladder: pd.DataFrame, a: str, b: 
     "untestable"), each backed by an interval; "equivalent on A and on B" is the only
     reading of "safe on both" this table supports. A cell its lens cannot judge on A or on B
     (:data:`~gguf_fragility.stats.relevance.NO_ROOM`) makes no pair. *By name* pairs rungs
-    with the same llama.cpp name; *by bpw* pairs each rung of A with B's rung nearest in real bits per
-    weight, so a "Q2_K" that fell back to 5 bpw meets B's ~5 bpw rung.
+    with the same llama.cpp name; *by bpw* pairs each rung of A with B's rung nearest in
+    real bits per weight, so a "Q2_K" that fell back to 5 bpw meets B's ~5 bpw rung.
     """
     c = comparisons[comparisons["family"].isin(families) & (comparisons["decision"] != NO_ROOM)]
     dec = c.set_index(["model", "lens", "rung", "family"])["decision"]

@@ -19,11 +19,15 @@ Two planners fill the same way:
 * **replay**: the looks' own projection (each cell's items replayed as the items to come);
 * **hindsight**: each open lens told its true first decision on the pooled items
   (:func:`gguf_fragility.stats.sequential.first_decision` on all of them): the most a planner
-  of this kind reaches with these seconds on these items.
+  of this kind reaches with these seconds on these items;
 
-Prints the lens verdicts after each look and in all for both, and how many the pooled items
-hold at all: how far the planner is from the best one on what the runs measured (not on
-items no run measured; a cell the runs grew far is one the planner already favoured).
+and a bound for both, **best**: the most verdicts any allocation of the same seconds reaches
+when it knows every verdict's item beforehand (:func:`best`, an integer programme; the first
+look's items paid as the looks pay them).
+
+Prints the lens verdicts after each look and in all for both, the bound, and how many the
+pooled items hold at all: how far the planner is from the best one on what the runs measured
+(not on items no run measured; a cell the runs grew far is one the planner already favoured).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import Bounds, LinearConstraint, milp
 
 from gguf_fragility import probes
 from gguf_fragility.artifacts import load_items, read_ladder
@@ -179,6 +184,55 @@ def hindsight(p: Pooled, s: Settings) -> Hindsight:
                                 if k[1] not in (REFERENCE, NOISE_FLOOR)))
 
 
+def best(p: Pooled, known: Hindsight, profile: Profile, budget_s: float) -> int:
+    """
+    The most lens verdicts any allocation of ``budget_s`` scoring seconds reaches on the
+    pooled items: a 0-1 integer programme (``scipy.optimize.milp``, HiGHS) on the hindsight's
+    first decisions.
+
+    A verdict at ``a`` items needs its cell, its reference and (fidelity) its floor grown to at
+    least ``a``; growing a cell from the items it starts with (:func:`start`) to ``n`` costs
+    its first ``n`` items' measured seconds less those it held. Each cell picks at most one
+    of the counts its family's verdicts need (binary ``z``), each verdict is counted (binary
+    ``y``) only when every cell it needs picked at least its count, and the seconds stay
+    within ``budget_s`` less the first look's (every cell's first items, as :func:`replay`
+    pays them). An upper bound for every planner of these looks on these items: it knows each
+    verdict's item beforehand and pays no look twice.
+    """
+    held = start(p, profile)
+    first = seconds_of(p, held) - seconds_of(p, {k: n for k, n in held.items() if k[1] == REFERENCE})
+    need = {}  # verdict -> (items, cells it needs)
+    for (m, r, f, lens), a in known.first.items():
+        if math.isfinite(a) and r not in (REFERENCE, NOISE_FLOOR):
+            cells = [(m, r, f), (m, REFERENCE, f)] + ([(m, NOISE_FLOOR, f)] if (
+                lens == "fidelity" and (m, NOISE_FLOOR, f) in held) else [])
+            need[(m, r, f, lens)] = (int(a), cells)
+    levels = sorted({(k, a) for a, cells in need.values() for k in cells if a > held[k]})
+    z = {kl: i for i, kl in enumerate(levels)}
+    y = {v: len(z) + j for j, v in enumerate(need)}
+    cost = np.zeros(len(z) + len(y))
+    for (k, a), i in z.items():
+        cost[i] = p.spent[k][a - 1] - (p.spent[k][held[k] - 1] if held[k] else 0.0)
+    rows, lo, hi = [cost], [0.0], [budget_s - first]  # the seconds
+    for k in {k for k, _ in levels}:  # one count per cell
+        rows.append(np.isin(np.arange(len(cost)), [i for (c, _), i in z.items() if c == k]) * 1.0)
+        lo.append(0.0), hi.append(1.0)
+    for v, (a, cells) in need.items():  # y_v <= (cell k picked a count >= a), every k it needs
+        for k in cells:
+            if a > held[k]:
+                row = np.zeros(len(cost))
+                row[y[v]] = 1.0
+                row[[i for (c, n), i in z.items() if c == k and n >= a]] = -1.0
+                rows.append(row), lo.append(-np.inf), hi.append(0.0)
+    c = np.zeros(len(cost))
+    c[list(y.values())] = -1.0
+    res = milp(c, constraints=LinearConstraint(np.array(rows), lo, hi),
+               integrality=np.ones(len(cost)), bounds=Bounds(0, 1))
+    if not res.success:
+        raise SystemExit(f"the integer programme failed: {res.message}")
+    return round(-res.fun)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default", help="the runs' profile (params/), with a budget")
@@ -206,6 +260,8 @@ def main() -> None:
         r = replay(p, s, profile, budget, how)
         print(f"{name:>9}: lens verdicts after each look {r.verdicts}; {r.verdicts[-1]} in all "
               f"({r.seconds:.0f} s scored)", flush=True)
+    print(f"     best: {best(p, known, profile, budget):d} (any allocation, each verdict's item "
+          "known beforehand: integer programme)")
     print(f"lens verdicts the pooled items hold at all: {known.reachable}")
 
 

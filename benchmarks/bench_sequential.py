@@ -32,6 +32,7 @@ and the machine (Measurements page).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import subprocess
@@ -47,7 +48,7 @@ import yaml
 from gguf_fragility.engine.rungs import REFERENCE
 from gguf_fragility.layout import RunLayout, Table, outputs_root
 from gguf_fragility.paths import REPO, profiles_dir
-from gguf_fragility.profile import load_profile
+from gguf_fragility.profile import Profile, load_profile
 
 SETUP = ("ladder", "probes", "calibration")  # what the setup stages leave under outputs/<profile>
 LOGPROBS = RunLayout(Path()).reference_logprobs("m").name  # the reference's KL rows, per model
@@ -123,6 +124,19 @@ def stored_arm(root: Path, name: str, scoring: float) -> Arm:
                summary[["model", "lens", "n_cells", "n_decided"]])
 
 
+def scaled(data: dict, scale: float) -> dict:
+    """A profile's YAML as the fixed design: without its ``budget``, every item count
+    (``n_items``, each model's, ``family_items_cap``) times ``scale`` (rounded up)."""
+    def times(n: int) -> int:
+        return math.ceil(n * scale)
+    out = {k: v for k, v in data.items() if k != "budget"}
+    out["n_items"] = times(data.get("n_items", Profile.n_items))
+    out["family_items_cap"] = {f: times(n) for f, n in data.get("family_items_cap", {}).items()}
+    out["models"] = {m: {**v, "n_items": times(v["n_items"])} if (v or {}).get("n_items") else v
+                     for m, v in data["models"].items()}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default", help="a profile with a budget (params/)")
@@ -136,6 +150,10 @@ def main() -> None:
                     help="a scratch folder of an earlier run of this benchmark on this machine and "
                          "profile: reuse its fixed arm instead of running it again (the fixed "
                          "design's code unchanged since)")
+    ap.add_argument("--fixed-scale", type=float, default=1.0,
+                    help="the fixed arm's items per family times this (n_items, each model's "
+                         "n_items and family_items_cap; default 1: the fixed design as the "
+                         "profile has it): both designs at a longer equal wall time")
     ap.add_argument("--extend-minutes", type=float, default=None,
                     help="then rerun the sequential arm with this budget: it continues the "
                          "undecided cells (a user who runs longer)")
@@ -154,8 +172,7 @@ def main() -> None:
         data["models"] = {m: v for m, v in data["models"].items() if m in args.models}
     seq_yaml = scratch / "sequential-params" / f"{args.profile}.yaml"
     fixed_yaml = scratch / "fixed-params" / f"{args.profile}.yaml"
-    for path, profile in ((seq_yaml, data), (fixed_yaml, {k: v for k, v in data.items()
-                                                            if k != "budget"})):
+    for path, profile in ((seq_yaml, data), (fixed_yaml, scaled(data, args.fixed_scale))):
         path.parent.mkdir(parents=True)
         path.write_text(yaml.safe_dump(profile, sort_keys=False))
     copied = scored_seconds(copy_setup(args.profile, scratch / "sequential"))  # the reference's

@@ -4,7 +4,7 @@ Run, after the setup stages of the profile (``gguf-fragility run --profile defau
 ladder probes calibrate``), with nothing else on the machine::
 
     .venv/bin/python benchmarks/bench_sequential.py --profile default [--budget-minutes 10]
-        [--models smollm2-135m] [--extend-minutes 5]
+        [--models smollm2-135m] [--extend-minutes 5] [--fixed-scale 2]
 
 It copies ``outputs/<profile>`` (ladders, probe tables, calibration and the reference's
 stored cells; no sweep cell of another rung) twice under a scratch folder and runs, one after
@@ -20,7 +20,9 @@ the other, the profile's ``sweep`` and ``stats`` stages in each copy:
   about the same wall time, the sequential arm paying its looks' model loads and judging
   out of its budget.
 
-With ``--fixed-from`` an earlier run's fixed arm (same machine, same setup under
+With ``--fixed-scale 2`` the fixed arm gets twice the profile's items per family (and the
+sequential arm, as always, the fixed arm's scoring seconds): both designs at a longer equal
+wall time. With ``--fixed-from`` an earlier run's fixed arm (same machine, same setup under
 ``outputs/<profile>``) is read instead of run again, e.g. to compare a change of the looks.
 
 Prints per arm the sweep's wall seconds and the decided cells per model × lens (loss beyond

@@ -1,5 +1,6 @@
-"""The planner benchmark's bound (benchmarks/bench_planner.py ``best``): the most verdicts any
-allocation of a budget reaches, checked against a case solved by hand."""
+"""Logic of the benchmarks checked by hand: the planner benchmark's bound (bench_planner.py
+``best``: the most verdicts any allocation of a budget reaches) and the sequential
+benchmark's fixed arm at a longer time (bench_sequential.py ``scaled``)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,16 @@ import pandas as pd
 from gguf_fragility.engine.rungs import NOISE_FLOOR, REFERENCE
 from gguf_fragility.paths import REPO
 
-_spec = importlib.util.spec_from_file_location("bench_planner",
-                                               REPO / "benchmarks" / "bench_planner.py")
-bp = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bp)
+
+def _bench(name: str):
+    """A benchmark script of ``benchmarks/`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bp = _bench("bench_planner")
 
 
 def test_best_allocation_by_hand():
@@ -37,3 +44,20 @@ def test_best_allocation_by_hand():
     known = bp.Hindsight(first, 4)
     got = {after: bp.best(pooled, known, profile, 4.0 + after) for after in (10, 11, 15, 16, 100)}
     assert got == {10: 2, 11: 3, 15: 3, 16: 4, 100: 4}
+
+
+def test_fixed_arm_scaled():
+    """``--fixed-scale``: the fixed arm drops the budget and multiplies every item count,
+    rounding up (the profile's, a model's own, each family's cap); a model without its own
+    count keeps none; scale 1 is the profile as written."""
+    bs = _bench("bench_sequential")
+    data = {"models": {"a": {"rungs": ["F16", "Q2_K"]}, "b": {"rungs": ["F16"], "n_items": 12}},
+            "families": ["lambada"], "n_items": 64, "family_items_cap": {"lambada": 5},
+            "budget": {"minutes": 14}}
+    twice = bs.scaled(data, 2)
+    assert "budget" not in twice and twice["n_items"] == 128
+    assert twice["family_items_cap"] == {"lambada": 10}
+    assert twice["models"] == {"a": {"rungs": ["F16", "Q2_K"]},
+                               "b": {"rungs": ["F16"], "n_items": 24}}
+    assert bs.scaled(data, 1.5)["family_items_cap"] == {"lambada": 8}
+    assert bs.scaled(data, 1) == {k: v for k, v in data.items() if k != "budget"}

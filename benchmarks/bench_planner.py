@@ -213,21 +213,20 @@ def best(p: Pooled, known: Hindsight, profile: Profile, budget_s: float) -> int:
     cost = np.zeros(len(z) + len(y))
     for (k, a), i in z.items():
         cost[i] = p.spent[k][a - 1] - (p.spent[k][held[k] - 1] if held[k] else 0.0)
-    rows, lo, hi = [cost], [0.0], [budget_s - first]  # the seconds
+    constraints = [LinearConstraint(cost, 0.0, budget_s - first)]  # the seconds
     for k in {k for k, _ in levels}:  # one count per cell
-        rows.append(np.isin(np.arange(len(cost)), [i for (c, _), i in z.items() if c == k]) * 1.0)
-        lo.append(0.0), hi.append(1.0)
+        row = np.zeros(len(cost))
+        row[[i for (c, _), i in z.items() if c == k]] = 1.0
+        constraints.append(LinearConstraint(row, 0.0, 1.0))
     for v, (a, cells) in need.items():  # y_v <= (cell k picked a count >= a), every k it needs
-        for k in cells:
-            if a > held[k]:
-                row = np.zeros(len(cost))
-                row[y[v]] = 1.0
-                row[[i for (c, n), i in z.items() if c == k and n >= a]] = -1.0
-                rows.append(row), lo.append(-np.inf), hi.append(0.0)
+        for k in (k for k in cells if a > held[k]):
+            row = np.zeros(len(cost))
+            row[y[v]] = 1.0
+            row[[i for (c, n), i in z.items() if c == k and n >= a]] = -1.0
+            constraints.append(LinearConstraint(row, -np.inf, 0.0))
     c = np.zeros(len(cost))
     c[list(y.values())] = -1.0
-    res = milp(c, constraints=LinearConstraint(np.array(rows), lo, hi),
-               integrality=np.ones(len(cost)), bounds=Bounds(0, 1))
+    res = milp(c, constraints=constraints, integrality=np.ones(len(cost)), bounds=Bounds(0, 1))
     if not res.success:
         raise SystemExit(f"the integer programme failed: {res.message}")
     return round(-res.fun)
